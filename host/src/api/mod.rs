@@ -1,0 +1,78 @@
+//! The HTTP API: `/api/v1` for tenants' clients (tenant-scoped by
+//! `X-Tenant-Id` and a bearer key), plus health, readiness and metrics.
+
+mod error;
+mod inventory;
+mod orders;
+mod validate;
+
+pub use error::ApiError;
+
+use crate::engine::Platform;
+use crate::tenants::Tenant;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub type AppState = Arc<Platform>;
+
+pub fn router(platform: Arc<Platform>) -> Router {
+    let api = Router::new()
+        .route("/orders", post(orders::create).get(orders::list))
+        .route("/orders/{id}", get(orders::show))
+        .route("/orders/{id}/events", get(orders::events))
+        .route("/orders/{id}/payments", get(orders::payments))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/orders/{id}/shipments", post(orders::ship))
+        .route("/orders/{id}/delivery", post(orders::deliver))
+        .route("/inventory/{sku}", put(inventory::put).get(inventory::show));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(platform)
+}
+
+async fn ready(State(p): State<AppState>) -> impl IntoResponse {
+    match p.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "database": p.store.backend_name() }))),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "error": e.to_string() }))),
+    }
+}
+
+async fn metrics(State(p): State<AppState>) -> String {
+    p.metrics.render()
+}
+
+/// The tenant a request acts for, proven by its API key.
+pub struct AuthTenant(pub Arc<Tenant>);
+
+impl FromRequestParts<AppState> for AuthTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let tenant_id = header("x-tenant-id").ok_or_else(ApiError::unauthorized)?;
+        let key = header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        // The same answer for an unknown tenant and a wrong key: nothing to probe.
+        let tenant = state.tenants.get(tenant_id).filter(|t| t.accepts_key(key)).ok_or_else(ApiError::unauthorized)?;
+        Ok(Self(tenant.clone()))
+    }
+}
+
+/// Parses a JSON body, answering 400 with a stable code when it is not JSON.
+pub(crate) fn json_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", format!("the request body is not valid JSON: {e}"))
+    })
+}

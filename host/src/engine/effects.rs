@@ -1,0 +1,159 @@
+//! Turns a saga decision (new state and actions) into the rows one
+//! transition writes: order patch, history, commands, outbox messages.
+
+use crate::domain::{FulfillmentStatus, OrderId, OrderStatus, PaymentStatus, TenantId};
+use crate::saga::{Action, Compensation, Ending, SagaState, SagaStatus, Step};
+use crate::store::{InventoryOp, NewCommand, OrderPatch, OutboxMessage, PaymentRecord, Transition};
+use rand::Rng;
+use serde_json::{Value, json};
+
+/// Public topics. Commands never share a topic with events.
+pub const TOPIC_ORDER_EVENTS: &str = "oms.order-events.v1";
+pub const TOPIC_NOTIFICATIONS: &str = "oms.notifications.v1";
+pub const TOPIC_FULFILMENT: &str = "oms.fulfilment-requests.v1";
+
+/// What carrying out an action produced besides the saga event.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
+    /// Merged into the history entry of the saga event.
+    pub detail: serde_json::Map<String, Value>,
+    pub inventory: Option<InventoryOp>,
+    pub payment: Option<PaymentRecord>,
+    pub violations: Option<String>,
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// The versioned envelope of every public message.
+pub(crate) fn message(topic: &str, event_type: &str, tenant: &TenantId, order: &OrderId, now: i64, data: Value) -> OutboxMessage {
+    let id = format!("evt_{}", ulid::Ulid::new());
+    let occurred_at = chrono::DateTime::from_timestamp_millis(now).map(|t| t.to_rfc3339()).unwrap_or_default();
+    let payload = json!({
+        "eventId": id,
+        "type": event_type,
+        "schemaVersion": 1,
+        "tenantId": tenant.as_str(),
+        "orderId": order.as_str(),
+        "occurredAt": occurred_at,
+        "data": data,
+    });
+    OutboxMessage { id, topic: topic.into(), event_type: event_type.into(), payload }
+}
+
+pub(crate) fn command(action: &Action, now: i64) -> NewCommand {
+    let delay = match action {
+        Action::RunStep { delay_ms, .. } | Action::RunCompensation { delay_ms, .. } => *delay_ms,
+        _ => 0,
+    };
+    // Full jitter: anywhere between now and the policy's delay, so retries of
+    // many sagas failing together spread out instead of storming back.
+    let jitter = if delay == 0 { 0 } else { rand::rng().random_range(0..=delay) };
+    NewCommand {
+        id: format!("cmd_{}", ulid::Ulid::new()),
+        action: serde_json::to_string(action).unwrap_or_default(),
+        available_at: now + jitter as i64,
+    }
+}
+
+pub fn payment_status(state: &SagaState) -> PaymentStatus {
+    if state.compensated.contains(&Compensation::RefundPayment) {
+        PaymentStatus::Refunded
+    } else if state.compensated.contains(&Compensation::VoidPayment) {
+        PaymentStatus::Voided
+    } else if state.completed.contains(&Step::CapturePayment) {
+        PaymentStatus::Captured
+    } else if state.completed.contains(&Step::AuthorizePayment) {
+        PaymentStatus::Authorized
+    } else if matches!(state.ending, Some(Ending::Failed { step: Step::AuthorizePayment, .. })) {
+        PaymentStatus::Failed
+    } else {
+        PaymentStatus::None
+    }
+}
+
+pub fn fulfillment_status(state: &SagaState) -> FulfillmentStatus {
+    if !state.completed.contains(&Step::RequestFulfilment) {
+        FulfillmentStatus::None
+    } else if matches!(state.status, SagaStatus::Compensating | SagaStatus::Cancelled) {
+        FulfillmentStatus::Cancelled
+    } else {
+        FulfillmentStatus::Requested
+    }
+}
+
+/// Builds the transition for `history` (the saga event's entry) leading to
+/// `state` with `actions`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transition(
+    tenant: &TenantId,
+    order: &OrderId,
+    expected_version: i64,
+    consumes: Option<String>,
+    state: &SagaState,
+    history: (&str, Value),
+    actions: &[Action],
+    extras: Extras,
+    now: i64,
+) -> Transition {
+    let mut data = history.1;
+    if let Value::Object(map) = &mut data {
+        map.extend(extras.detail);
+    }
+    let mut events = vec![(history.0.to_string(), data)];
+    let mut commands = Vec::new();
+    let mut outbox = extras.outbox;
+    let mut patch = OrderPatch {
+        saga_state: serde_json::to_string(state).ok(),
+        saga_status: Some(state.status.as_str().into()),
+        payment_status: Some(payment_status(state).as_str().into()),
+        fulfillment_status: Some(fulfillment_status(state).as_str().into()),
+        violations: extras.violations,
+        ..OrderPatch::default()
+    };
+    for action in actions {
+        match action {
+            Action::RunStep { .. } | Action::RunCompensation { .. } => commands.push(command(action, now)),
+            Action::Notify { recipients, reason } => {
+                let data = json!({ "recipients": recipients, "reason": reason });
+                events.push(("notification.sent".into(), data.clone()));
+                outbox.push(message(TOPIC_NOTIFICATIONS, "order.notification", tenant, order, now, data));
+            }
+            Action::Finish { status } => {
+                let reason = state.ending.as_ref().map(Ending::reason);
+                let (order_status, event_type) = match status {
+                    SagaStatus::Completed => (Some(OrderStatus::Confirmed), "order.confirmed"),
+                    SagaStatus::Rejected => (Some(OrderStatus::Rejected), "order.rejected"),
+                    SagaStatus::Cancelled => (Some(OrderStatus::Cancelled), "order.cancelled"),
+                    // The order keeps its status; the saga shows STUCK until an operator acts.
+                    _ => (None, "order.saga_stuck"),
+                };
+                if let Some(s) = order_status {
+                    patch.status = Some(s.as_str().into());
+                }
+                if order_status != Some(OrderStatus::Confirmed) {
+                    patch.cancellation_reason.clone_from(&reason);
+                }
+                let data = json!({
+                    "status": order_status.map(|s| s.as_str()),
+                    "sagaState": status.as_str(),
+                    "reason": reason,
+                    "paymentStatus": payment_status(state).as_str(),
+                });
+                events.push((event_type.into(), data.clone()));
+                outbox.push(message(TOPIC_ORDER_EVENTS, event_type, tenant, order, now, data));
+            }
+        }
+    }
+    Transition {
+        tenant: tenant.clone(),
+        order_id: order.clone(),
+        expected_version,
+        consumes,
+        inventory: extras.inventory,
+        patch,
+        events,
+        commands,
+        outbox,
+        payment: extras.payment,
+        now,
+    }
+}

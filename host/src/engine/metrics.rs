@@ -1,0 +1,47 @@
+//! Counters for operators, exposed at `/metrics` in Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident: $help:literal),+ $(,)?) => {
+        #[derive(Default)]
+        pub struct Metrics {
+            $(pub $name: AtomicU64,)+
+        }
+
+        impl Metrics {
+            pub fn render(&self) -> String {
+                let mut out = String::new();
+                $(
+                    let _ = writeln!(out, "# HELP oms_{} {}", stringify!($name), $help);
+                    let _ = writeln!(out, "# TYPE oms_{} counter", stringify!($name));
+                    let _ = writeln!(out, "oms_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
+                )+
+                out
+            }
+        }
+    };
+}
+
+counters! {
+    orders_accepted_total: "Orders accepted through the API.",
+    sagas_completed_total: "Sagas that confirmed their order.",
+    sagas_rejected_total: "Sagas that ended with the order rejected.",
+    sagas_cancelled_total: "Sagas that ended cancelled after compensation.",
+    sagas_stuck_total: "Sagas whose compensation exhausted its retries.",
+    saga_steps_total: "Saga steps and compensations carried out.",
+    step_retries_total: "Forward steps scheduled for another attempt.",
+    illegal_transitions_total: "Events the saga state machine refused.",
+    policy_overrides_total: "Compensation plans replaced because they left money or stock held.",
+    plugin_failures_total: "Plugin calls that trapped, timed out or ran out of fuel.",
+    commit_conflicts_total: "Transitions retried after a concurrent change.",
+    duplicate_deliveries_total: "Commands delivered again after they were applied.",
+    outbox_published_total: "Outbox messages handed to the transport.",
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

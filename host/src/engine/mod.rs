@@ -1,0 +1,62 @@
+//! Carries out what the pure saga core decides: runs steps through tenant
+//! plugins, the database and the payment provider, and commits each outcome
+//! as one transition. Also owns order commands from the API (place, cancel,
+//! ship, deliver) and the outbox relay.
+
+mod effects;
+pub mod metrics;
+pub mod orders;
+pub mod relay;
+mod runner;
+mod steps;
+
+use crate::plugins::PluginHost;
+use crate::store::SqlStore;
+use crate::tenants::Tenants;
+use metrics::Metrics;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Everything a running host shares.
+pub struct Platform {
+    pub store: SqlStore,
+    pub plugins: Arc<PluginHost>,
+    pub tenants: Tenants,
+    pub metrics: Metrics,
+    /// Poked after a commit that adds saga commands.
+    pub(crate) wake: Notify,
+    /// Poked after a commit that adds outbox messages.
+    pub(crate) outbox_wake: Notify,
+    pub transport: relay::InProcess,
+}
+
+impl Platform {
+    pub fn new(store: SqlStore, plugins: Arc<PluginHost>, tenants: Tenants) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            plugins,
+            tenants,
+            metrics: Metrics::default(),
+            wake: Notify::new(),
+            outbox_wake: Notify::new(),
+            transport: relay::InProcess::new(),
+        })
+    }
+
+    /// Starts the saga runner and the outbox relay.
+    pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        vec![tokio::spawn(runner::run(self.clone())), tokio::spawn(relay::run(self.clone()))]
+    }
+
+    /// Seeds each tenant's demo stock where none is recorded yet.
+    pub async fn seed_demo_stock(&self) -> Result<(), crate::store::StoreError> {
+        let now = crate::now_ms();
+        for tenant in self.tenants.all() {
+            for (sku, warehouse, on_hand) in &tenant.demo_stock {
+                self.store.seed_stock(&tenant.id, sku, warehouse, *on_hand, now).await?;
+            }
+        }
+        Ok(())
+    }
+}

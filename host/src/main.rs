@@ -1,0 +1,150 @@
+//! The `oms` binary: `serve` runs the platform, `sandbox-psp` runs the sandbox
+//! payment provider alone, `bench` drives load at a running host.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use oms::engine::Platform;
+use oms::plugins::PluginHost;
+use oms::psp_sandbox::Sandbox;
+use oms::store::SqlStore;
+use oms::tenants::{LoadOptions, Tenants};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "oms", version, about = "Multi-tenant order management with tenant logic in sandboxed Wasm")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform. With no options: SQLite in ./data, the demo tenants
+    /// and plugins, and the sandbox payment provider on loopback.
+    Serve(ServeArgs),
+    /// Run the sandbox payment service provider alone.
+    SandboxPsp {
+        #[arg(long, default_value = "127.0.0.1:8090", env = "OMS_SANDBOX_PSP_LISTEN")]
+        listen: SocketAddr,
+    },
+    /// Drive orders at a running host over HTTP and report throughput and latency.
+    Bench(oms::bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080", env = "OMS_LISTEN")]
+    listen: SocketAddr,
+    /// Where the embedded SQLite database lives.
+    #[arg(long, default_value = "./data", env = "OMS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// `postgres://…` to run on PostgreSQL instead of embedded SQLite.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory of tenant manifests; default `./tenants` if it exists, else the built-in demo tenants.
+    #[arg(long, env = "OMS_TENANTS_DIR")]
+    tenants_dir: Option<PathBuf>,
+    /// Production mode: ignore dev API keys, seed no demo stock, start no sandbox provider.
+    #[arg(long)]
+    no_demo: bool,
+    /// Where demo mode starts the sandbox payment provider.
+    #[arg(long, default_value = "127.0.0.1:8090", env = "OMS_SANDBOX_PSP_LISTEN")]
+    sandbox_psp_listen: SocketAddr,
+    /// Use a sandbox provider that is already running instead of starting one.
+    #[arg(long, env = "OMS_SANDBOX_PSP_URL")]
+    sandbox_psp_url: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::SandboxPsp { listen } => {
+                let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                tracing::info!(addr = %listener.local_addr()?, "sandbox payment provider listening");
+                axum::serve(listener, Sandbox::default().router()).with_graceful_shutdown(shutdown()).await?;
+                Ok(())
+            }
+            Command::Bench(args) => oms::bench::run(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let demo = !args.no_demo;
+    let psp_url = match (&args.sandbox_psp_url, demo) {
+        (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
+        (None, true) => {
+            let listener = TcpListener::bind(args.sandbox_psp_listen)
+                .await
+                .with_context(|| format!("binding the sandbox payment provider to {}", args.sandbox_psp_listen))?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, Sandbox::default().router()).await {
+                    tracing::error!(error = %e, "sandbox payment provider stopped");
+                }
+            });
+            tracing::info!(%addr, "sandbox payment provider listening");
+            Some(format!("http://{addr}"))
+        }
+        (None, false) => None,
+    };
+
+    let plugins = PluginHost::new().context("starting the Wasm plugin host")?;
+    let tenants_dir = args.tenants_dir.or_else(|| {
+        let local = PathBuf::from("tenants");
+        local.is_dir().then_some(local)
+    });
+    let tenants = Tenants::load(tenants_dir.as_deref(), &plugins, &LoadOptions { demo, sandbox_psp_url: psp_url.as_deref() })
+        .context("loading tenant manifests")?;
+
+    let store = match &args.database_url {
+        Some(url) => SqlStore::connect(url).await.context("connecting to the database")?,
+        None => SqlStore::open_embedded(&args.data_dir).await.context("opening the embedded database")?,
+    };
+    let platform = Platform::new(store, plugins, tenants);
+    if demo {
+        platform.seed_demo_stock().await.context("seeding demo stock")?;
+    }
+    let _workers = platform.start();
+
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = platform.store.backend_name(),
+        tenants = platform.tenants.all().count(),
+        demo,
+        "oms listening"
+    );
+    axum::serve(listener, oms::api::router(platform)).with_graceful_shutdown(shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

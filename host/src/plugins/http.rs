@@ -1,0 +1,91 @@
+//! The `outbound-http` import: the payment slot's only way out, limited to
+//! the origins the tenant's manifest allows, with a timeout and a cap on the
+//! response size.
+
+use super::bindings::payment::oms::plugin::outbound_http::{HttpError, Request, Response};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct HttpGrant {
+    /// Normalised origins: `scheme://host[:port]`, lower case.
+    pub allowed_origins: Vec<String>,
+    pub timeout: Duration,
+    pub max_response_bytes: u64,
+}
+
+/// `scheme://host[:port]` of a URL, with the default port left out.
+pub fn origin_of(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    Some(match parsed.port() {
+        Some(port) => format!("{}://{}:{port}", parsed.scheme(), host.to_ascii_lowercase()),
+        None => format!("{}://{}", parsed.scheme(), host.to_ascii_lowercase()),
+    })
+}
+
+impl HttpGrant {
+    pub fn new(origins: &[String], timeout: Duration) -> Self {
+        Self {
+            allowed_origins: origins.iter().filter_map(|o| origin_of(o)).collect(),
+            timeout,
+            max_response_bytes: 1 << 20,
+        }
+    }
+
+    pub fn send(&self, request: Request) -> Result<Response, HttpError> {
+        let origin = origin_of(&request.url).ok_or_else(|| HttpError::ForbiddenOrigin(request.url.clone()))?;
+        if !self.allowed_origins.contains(&origin) {
+            return Err(HttpError::ForbiddenOrigin(origin));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(self.timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut builder = ureq::http::Request::builder().method(request.method.as_str()).uri(&request.url);
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        let req = builder.body(request.body).map_err(|e| HttpError::Connection(e.to_string()))?;
+        let mut response = agent.run(req).map_err(|e| match e {
+            ureq::Error::Timeout(_) => HttpError::Timeout,
+            other => HttpError::Connection(other.to_string()),
+        })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(self.max_response_bytes)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::Timeout(_) => HttpError::Timeout,
+                other => HttpError::Connection(other.to_string()),
+            })?;
+        Ok(Response { status, headers, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalised() {
+        assert_eq!(origin_of("http://127.0.0.1:8090/v1/x?y").as_deref(), Some("http://127.0.0.1:8090"));
+        assert_eq!(origin_of("https://API.example.com/").as_deref(), Some("https://api.example.com"));
+        assert_eq!(origin_of("https://api.example.com:443/").as_deref(), Some("https://api.example.com"));
+        assert_eq!(origin_of("not a url"), None);
+    }
+
+    #[test]
+    fn other_origins_are_refused_without_a_request() {
+        let grant = HttpGrant::new(&["http://127.0.0.1:1".to_string()], Duration::from_millis(10));
+        let request = Request { method: "GET".into(), url: "http://169.254.169.254/latest".into(), headers: vec![], body: vec![] };
+        assert!(matches!(grant.send(request), Err(HttpError::ForbiddenOrigin(o)) if o == "http://169.254.169.254"));
+    }
+}

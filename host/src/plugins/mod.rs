@@ -1,0 +1,443 @@
+//! The Wasm plugin host: loads tenant components, checks each against its
+//! slot's world and import allow-list, pre-instantiates it once per content
+//! hash, and runs every call in a fresh instance under fuel, an epoch
+//! deadline and a memory limit. A plugin cannot crash the host: every trap,
+//! timeout and exhausted budget comes back as a [`PluginError`] for the
+//! slot's failure policy to handle.
+
+pub mod bindings;
+pub mod builtin;
+pub mod http;
+
+use crate::domain::wire_enum;
+use bindings::{fraud, guardrail, payment, policy};
+use http::HttpGrant;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+wire_enum!(
+    /// An extension point; each is one WIT world.
+    Slot {
+        Guardrail = "guardrail",
+        FraudCheck = "fraud-check",
+        PaymentProvider = "payment-provider",
+        CompensationPolicy = "compensation-policy",
+    }
+);
+
+/// How often the epoch advances; deadlines are whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Calls running at once; beyond this, callers wait (back-pressure) rather
+/// than exhaust the instance pool.
+const MAX_CONCURRENT_CALLS: usize = 128;
+const POOL_INSTANCES: u32 = 512;
+const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// Imports every slot may have: process plumbing that Rust, C and Python
+/// guests link by default. The host gives them an empty environment, empty
+/// stdin and a bounded log for stdout/stderr, so they carry no information in.
+const PLUMBING: &[&str] = &[
+    "wasi:cli/environment@",
+    "wasi:cli/exit@",
+    "wasi:cli/stdin@",
+    "wasi:cli/stdout@",
+    "wasi:cli/stderr@",
+    "wasi:cli/terminal-input@",
+    "wasi:cli/terminal-output@",
+    "wasi:cli/terminal-stdin@",
+    "wasi:cli/terminal-stdout@",
+    "wasi:cli/terminal-stderr@",
+    "wasi:io/error@",
+    "wasi:io/streams@",
+    "wasi:io/poll@",
+    "oms:plugin/types@",
+];
+
+impl Slot {
+    pub const ALL: [Slot; 4] = [Slot::Guardrail, Slot::FraudCheck, Slot::PaymentProvider, Slot::CompensationPolicy];
+
+    fn allows_import(&self, name: &str) -> bool {
+        PLUMBING.iter().any(|p| name.starts_with(p))
+            || (*self == Slot::PaymentProvider && name.starts_with("oms:plugin/outbound-http@"))
+    }
+
+    /// Platform defaults; a tenant manifest may lower them.
+    pub fn default_limits(&self) -> CallLimits {
+        match self {
+            Slot::PaymentProvider => CallLimits {
+                fuel: 200_000_000,
+                timeout: Duration::from_secs(10),
+                memory_bytes: 32 << 20,
+                log_bytes: 16 << 10,
+                http_timeout: Duration::from_secs(5),
+            },
+            _ => CallLimits {
+                fuel: 50_000_000,
+                timeout: Duration::from_millis(250),
+                memory_bytes: 16 << 20,
+                log_bytes: 16 << 10,
+                http_timeout: Duration::ZERO,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Instructions, roughly: one unit of fuel per Wasm operator.
+    pub fuel: u64,
+    /// Wall clock, enforced by epoch interruption.
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    /// What the plugin may write to stdout/stderr per call.
+    pub log_bytes: usize,
+    /// Per outbound request (payment slot only).
+    pub http_timeout: Duration,
+}
+
+/// Why a component was refused at load. Codes are stable API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("TOO_LARGE: {0} bytes exceeds the limit of {MAX_COMPONENT_BYTES}")]
+    TooLarge(usize),
+    #[error("NOT_A_COMPONENT: {0}")]
+    NotAComponent(String),
+    #[error("FORBIDDEN_IMPORT: the {slot} slot does not grant `{import}`")]
+    ForbiddenImport { slot: Slot, import: String },
+    #[error("WORLD_MISMATCH: the component does not implement the {slot} world: {detail}")]
+    WorldMismatch { slot: Slot, detail: String },
+    #[error("INVALID_COMPONENT: {0}")]
+    Invalid(String),
+}
+
+impl LoadError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge(_) => "TOO_LARGE",
+            Self::NotAComponent(_) => "NOT_A_COMPONENT",
+            Self::ForbiddenImport { .. } => "FORBIDDEN_IMPORT",
+            Self::WorldMismatch { .. } => "WORLD_MISMATCH",
+            Self::Invalid(_) => "INVALID_COMPONENT",
+        }
+    }
+}
+
+/// Why a call did not return a value. The slot's failure policy decides
+/// what that means for the order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin ran out of fuel")]
+    OutOfFuel,
+    #[error("plugin exceeded its deadline")]
+    Timeout,
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+    #[error("plugin host unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl PluginError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::OutOfFuel => "PLUGIN_OUT_OF_FUEL",
+            Self::Timeout => "PLUGIN_TIMEOUT",
+            Self::Trap(_) => "PLUGIN_TRAP",
+            Self::Instantiate(_) => "PLUGIN_INSTANTIATE_FAILED",
+            Self::Unavailable(_) => "PLUGIN_UNAVAILABLE",
+        }
+    }
+}
+
+/// Measurements of one call.
+#[derive(Debug, Clone, Default)]
+pub struct CallStats {
+    pub fuel_used: u64,
+    pub duration: Duration,
+    pub log: String,
+}
+
+#[derive(Debug)]
+pub struct Called<R> {
+    pub value: R,
+    pub stats: CallStats,
+}
+
+enum Pre {
+    Guardrail(guardrail::GuardrailPre<CallState>),
+    Fraud(fraud::FraudCheckPre<CallState>),
+    Payment(payment::PaymentProviderPre<CallState>),
+    Policy(policy::CompensationPolicyPre<CallState>),
+}
+
+/// A checked, compiled and pre-instantiated component.
+pub struct Plugin {
+    pub slot: Slot,
+    /// sha256 of the component bytes, hex: the version everything records.
+    pub digest: String,
+    pub size_bytes: usize,
+    pre: Pre,
+}
+
+impl Plugin {
+    /// Short form of the digest for logs and API answers.
+    pub fn version(&self) -> &str {
+        &self.digest[..12]
+    }
+}
+
+/// Per-call store data.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    http: Option<HttpGrant>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl payment::oms::plugin::outbound_http::Host for CallState {
+    fn send(
+        &mut self,
+        request: payment::oms::plugin::outbound_http::Request,
+    ) -> Result<payment::oms::plugin::outbound_http::Response, payment::oms::plugin::outbound_http::HttpError> {
+        match &self.http {
+            Some(grant) => grant.send(request),
+            None => Err(payment::oms::plugin::outbound_http::HttpError::ForbiddenOrigin(request.url)),
+        }
+    }
+}
+
+impl guardrail::oms::plugin::types::Host for CallState {}
+
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<CallState>,
+    permits: Arc<Semaphore>,
+}
+
+impl PluginHost {
+    pub fn new() -> Result<Arc<Self>, PluginError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .max_memory_size(64 << 20);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(512 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Unavailable(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        let unavailable = |e: wasmtime::Error| PluginError::Unavailable(e.to_string());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(unavailable)?;
+        payment::PaymentProvider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(unavailable)?;
+
+        // The epoch clock: deadlines are counted in its ticks. A weak handle,
+        // so the thread ends when the engine is dropped.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("oms-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+
+        Ok(Arc::new(Self { engine, linker, permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)) }))
+    }
+
+    /// Checks, compiles and pre-instantiates a component for `slot`.
+    pub fn load(&self, slot: Slot, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(LoadError::TooLarge(bytes.len()));
+        }
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(LoadError::NotAComponent(
+                    "this is a core Wasm module; build a component (e.g. --target wasm32-wasip2)".into(),
+                ));
+            }
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => return Err(LoadError::NotAComponent("the bytes are not WebAssembly".into())),
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if !slot.allows_import(name) {
+                return Err(LoadError::ForbiddenImport { slot, import: name.to_string() });
+            }
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WorldMismatch { slot, detail: format!("{e:#}") })?;
+        let mismatch = |e: wasmtime::Error| LoadError::WorldMismatch { slot, detail: format!("{e:#}") };
+        let pre = match slot {
+            Slot::Guardrail => Pre::Guardrail(guardrail::GuardrailPre::new(instance_pre).map_err(mismatch)?),
+            Slot::FraudCheck => Pre::Fraud(fraud::FraudCheckPre::new(instance_pre).map_err(mismatch)?),
+            Slot::PaymentProvider => Pre::Payment(payment::PaymentProviderPre::new(instance_pre).map_err(mismatch)?),
+            Slot::CompensationPolicy => {
+                Pre::Policy(policy::CompensationPolicyPre::new(instance_pre).map_err(mismatch)?)
+            }
+        };
+        let digest = hex::encode(Sha256::digest(bytes));
+        Ok(Arc::new(Plugin { slot, digest, size_bytes: bytes.len(), pre }))
+    }
+
+    /// Runs `f` against a fresh instance on a blocking thread, under `limits`.
+    async fn call<R, F>(&self, plugin: &Arc<Plugin>, limits: CallLimits, http: Option<HttpGrant>, f: F) -> Result<Called<R>, PluginError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R> + Send + 'static,
+    {
+        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        let engine = self.engine.clone();
+        let plugin = plugin.clone();
+        tokio::task::spawn_blocking(move || run_call(&engine, &plugin, limits, http, f))
+            .await
+            .map_err(|e| PluginError::Unavailable(e.to_string()))?
+    }
+
+    pub async fn validate(
+        &self,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        order: bindings::Order,
+        settings: Vec<(String, String)>,
+    ) -> Result<Called<Result<(), Vec<guardrail::exports::oms::plugin::order_rules::Violation>>>, PluginError> {
+        self.call(plugin, limits, None, move |store, plugin| match &plugin.pre {
+            Pre::Guardrail(pre) => {
+                let instance = pre.instantiate(&mut *store)?;
+                instance.oms_plugin_order_rules().call_validate(&mut *store, &order, &settings)
+            }
+            _ => Err(wasmtime::Error::msg("not a guardrail")),
+        })
+        .await
+    }
+
+    pub async fn assess(
+        &self,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        order: bindings::Order,
+        context: fraud::exports::oms::plugin::risk::CustomerContext,
+        settings: Vec<(String, String)>,
+    ) -> Result<Called<fraud::exports::oms::plugin::risk::Assessment>, PluginError> {
+        self.call(plugin, limits, None, move |store, plugin| match &plugin.pre {
+            Pre::Fraud(pre) => {
+                let instance = pre.instantiate(&mut *store)?;
+                instance.oms_plugin_risk().call_assess(&mut *store, &order, context, &settings)
+            }
+            _ => Err(wasmtime::Error::msg("not a fraud check")),
+        })
+        .await
+    }
+
+    pub async fn pay(
+        &self,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        grant: HttpGrant,
+        op: PaymentOp,
+        request: payment::exports::oms::plugin::provider::PaymentRequest,
+        settings: Vec<(String, String)>,
+    ) -> Result<Called<Result<String, payment::exports::oms::plugin::provider::PaymentError>>, PluginError> {
+        self.call(plugin, limits, Some(grant), move |store, plugin| match &plugin.pre {
+            Pre::Payment(pre) => {
+                let instance = pre.instantiate(&mut *store)?;
+                let provider = instance.oms_plugin_provider();
+                match op {
+                    PaymentOp::Authorize => provider.call_authorize(&mut *store, &request, &settings),
+                    PaymentOp::Capture => provider.call_capture(&mut *store, &request, &settings),
+                    PaymentOp::Void => provider.call_void(&mut *store, &request, &settings),
+                    PaymentOp::Refund => provider.call_refund(&mut *store, &request, &settings),
+                }
+            }
+            _ => Err(wasmtime::Error::msg("not a payment provider")),
+        })
+        .await
+    }
+
+    pub async fn decide(
+        &self,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        failure: policy::exports::oms::plugin::policy::Failure,
+        saga: policy::exports::oms::plugin::policy::SagaView,
+        settings: Vec<(String, String)>,
+    ) -> Result<Called<policy::exports::oms::plugin::policy::Plan>, PluginError> {
+        self.call(plugin, limits, None, move |store, plugin| match &plugin.pre {
+            Pre::Policy(pre) => {
+                let instance = pre.instantiate(&mut *store)?;
+                instance.oms_plugin_policy().call_decide(&mut *store, &failure, &saga, &settings)
+            }
+            _ => Err(wasmtime::Error::msg("not a compensation policy")),
+        })
+        .await
+    }
+}
+
+wire_enum!(
+    PaymentOp {
+        Authorize = "authorize",
+        Capture = "capture",
+        Void = "void",
+        Refund = "refund",
+    }
+);
+
+fn run_call<R, F>(engine: &Engine, plugin: &Plugin, limits: CallLimits, http: Option<HttpGrant>, f: F) -> Result<Called<R>, PluginError>
+where
+    F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R>,
+{
+    let log = MemoryOutputPipe::new(limits.log_bytes);
+    let wasi = WasiCtx::builder().stdout(log.clone()).stderr(log.clone()).build();
+    let state = CallState {
+        wasi,
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).build(),
+        http,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_fuel(limits.fuel).map_err(|e| PluginError::Unavailable(e.to_string()))?;
+    let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+
+    let started = Instant::now();
+    let result = f(&mut store, plugin);
+    let stats = CallStats {
+        fuel_used: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+        duration: started.elapsed(),
+        log: String::from_utf8_lossy(&log.contents()).into_owned(),
+    };
+    match result {
+        Ok(value) => Ok(Called { value, stats }),
+        Err(e) => Err(match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => PluginError::OutOfFuel,
+            Some(Trap::Interrupt) => PluginError::Timeout,
+            Some(trap) => PluginError::Trap(trap.to_string()),
+            None => PluginError::Trap(format!("{e:#}")),
+        }),
+    }
+}

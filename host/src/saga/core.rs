@@ -1,0 +1,407 @@
+//! The saga state machine: `apply(state, event, now) -> (state, actions)`.
+//!
+//! Pure: no clock (the caller passes `now`), no randomness (retry delays are
+//! upper bounds; the executor draws the full jitter), no I/O. Every transition
+//! not listed here is an [`IllegalTransition`], which the caller logs and
+//! counts; nothing is silently skipped.
+
+use super::step::{Compensation, SagaDefinition, Step};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaStatus {
+    /// Forward steps are running.
+    Running,
+    /// Undoing completed steps.
+    Compensating,
+    /// Every forward step done: the order is confirmed.
+    Completed,
+    /// A guardrail or the fraud check refused the order; compensations done.
+    Rejected,
+    /// A step failed, the deadline passed or the client cancelled; compensations done.
+    Cancelled,
+    /// A compensation exhausted its retries. Needs an operator; never skipped.
+    Stuck,
+}
+
+impl SagaStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Compensating => "COMPENSATING",
+            Self::Completed => "COMPLETED",
+            Self::Rejected => "REJECTED",
+            Self::Cancelled => "CANCELLED",
+            Self::Stuck => "STUCK",
+        }
+    }
+}
+
+/// Retry bounds fixed when the saga starts, from the tenant manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Hard ceiling on attempts at one forward step, whatever the policy says.
+    pub max_step_attempts: u32,
+    pub max_compensation_attempts: u32,
+    pub compensation_base_delay_ms: u64,
+    pub compensation_max_delay_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_step_attempts: 8,
+            max_compensation_attempts: 8,
+            compensation_base_delay_ms: 200,
+            compensation_max_delay_ms: 10_000,
+        }
+    }
+}
+
+/// Why forward progress stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Ending {
+    Rejected { step: Step, code: String, reason: String },
+    Failed { step: Step, code: String, message: String },
+    CancelledByClient { reason: String },
+    DeadlineExceeded,
+}
+
+impl Ending {
+    /// The `cancellationReason` clients see.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Rejected { code, reason, .. } => format!("{code}: {reason}"),
+            Self::Failed { step, code, message } => format!("{step} failed: {code}: {message}"),
+            Self::CancelledByClient { reason } => format!("CANCELLED_BY_CLIENT: {reason}"),
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED: the saga ran out of time".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    /// Retrying may succeed.
+    pub transient: bool,
+}
+
+/// The compensation policy's answer to a failed step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "camelCase")]
+pub enum Plan {
+    Retry { delay_ms: u64 },
+    Compensate { actions: Vec<Compensation>, notify: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum SagaEvent {
+    StepSucceeded { step: Step, provider_reference: Option<String> },
+    StepRejected { step: Step, code: String, reason: String },
+    StepFailed { step: Step, failure: Failure, plan: Plan },
+    CompensationSucceeded { compensation: Compensation },
+    CompensationFailed { compensation: Compensation, failure: Failure },
+    CancelRequested { reason: String },
+}
+
+impl SagaEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::StepSucceeded { .. } => "step.succeeded",
+            Self::StepRejected { .. } => "step.rejected",
+            Self::StepFailed { .. } => "step.failed",
+            Self::CompensationSucceeded { .. } => "compensation.succeeded",
+            Self::CompensationFailed { .. } => "compensation.failed",
+            Self::CancelRequested { .. } => "cancel.requested",
+        }
+    }
+}
+
+/// What the executor must do next. Delays are upper bounds for full jitter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    RunStep { step: Step, attempt: u32, delay_ms: u64 },
+    RunCompensation { compensation: Compensation, attempt: u32, delay_ms: u64 },
+    Notify { recipients: Vec<String>, reason: String },
+    /// The saga reached `status`; the order's status follows from it.
+    Finish { status: SagaStatus },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaState {
+    pub definition: SagaDefinition,
+    pub limits: Limits,
+    pub status: SagaStatus,
+    /// Index into the definition of the forward step now running.
+    pub position: usize,
+    /// Attempt at the running step or compensation, from 1.
+    pub attempt: u32,
+    pub completed: Vec<Step>,
+    /// Compensations still to run; the first is running now.
+    pub pending: Vec<Compensation>,
+    pub compensated: Vec<Compensation>,
+    pub ending: Option<Ending>,
+    /// A cancel that arrived while a forward step was in flight.
+    pub cancel_requested: Option<String>,
+    pub notify: Vec<String>,
+    /// The payment provider's reference from authorize-payment.
+    pub payment_reference: Option<String>,
+    /// Epoch ms after which no new forward step starts.
+    pub deadline_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal saga transition: {event} in status {status:?} ({detail})")]
+pub struct IllegalTransition {
+    pub status: SagaStatus,
+    pub event: &'static str,
+    pub detail: String,
+}
+
+/// A new saga and its first action.
+pub fn start(definition: SagaDefinition, limits: Limits, deadline_at: i64) -> (SagaState, Vec<Action>) {
+    let first = definition.steps()[0];
+    let state = SagaState {
+        definition,
+        limits,
+        status: SagaStatus::Running,
+        position: 0,
+        attempt: 1,
+        completed: Vec::new(),
+        pending: Vec::new(),
+        compensated: Vec::new(),
+        ending: None,
+        cancel_requested: None,
+        notify: Vec::new(),
+        payment_reference: None,
+        deadline_at,
+    };
+    (state, vec![Action::RunStep { step: first, attempt: 1, delay_ms: 0 }])
+}
+
+impl SagaState {
+    pub fn current_step(&self) -> Option<Step> {
+        (self.status == SagaStatus::Running)
+            .then(|| self.definition.steps().get(self.position).copied())
+            .flatten()
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.status, SagaStatus::Completed | SagaStatus::Rejected | SagaStatus::Cancelled)
+    }
+}
+
+/// Compensations that completed steps require, in reverse order of completion.
+pub fn required_compensations(completed: &[Step]) -> Vec<Compensation> {
+    let captured = completed.contains(&Step::CapturePayment);
+    completed
+        .iter()
+        .rev()
+        .filter_map(|step| match step {
+            Step::CapturePayment => Some(Compensation::RefundPayment),
+            Step::AuthorizePayment if !captured => Some(Compensation::VoidPayment),
+            Step::ReserveInventory => Some(Compensation::ReleaseInventory),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks a policy's proposed compensations: it may reorder them, but must undo
+/// exactly what holds money or stock. Returns the plan to run and whether the
+/// proposal was overridden.
+pub fn resolve_plan(completed: &[Step], proposed: &[Compensation]) -> (Vec<Compensation>, bool) {
+    let required = required_compensations(completed);
+    let same_set = proposed.len() == required.len()
+        && required.iter().all(|c| proposed.iter().filter(|p| *p == c).count() == 1);
+    if same_set { (proposed.to_vec(), false) } else { (required, true) }
+}
+
+fn illegal(state: &SagaState, event: &SagaEvent, detail: impl Into<String>) -> IllegalTransition {
+    IllegalTransition { status: state.status, event: event.name(), detail: detail.into() }
+}
+
+fn compensation_delay(limits: &Limits, attempt: u32) -> u64 {
+    let shift = attempt.saturating_sub(1).min(30);
+    limits
+        .compensation_base_delay_ms
+        .saturating_mul(1u64 << shift)
+        .min(limits.compensation_max_delay_ms)
+}
+
+/// Stops forward progress and starts undoing, or finishes at once when there
+/// is nothing to undo.
+fn begin_compensation(
+    mut state: SagaState,
+    ending: Ending,
+    proposed: Option<&[Compensation]>,
+    notify: Vec<String>,
+) -> (SagaState, Vec<Action>) {
+    let plan = match proposed {
+        Some(p) => resolve_plan(&state.completed, p).0,
+        None => required_compensations(&state.completed),
+    };
+    state.ending = Some(ending);
+    state.notify = if notify.is_empty() { vec!["customer".into()] } else { notify };
+    state.pending = plan;
+    state.attempt = 1;
+    state.status = SagaStatus::Compensating;
+    match state.pending.first() {
+        Some(&compensation) => {
+            (state, vec![Action::RunCompensation { compensation, attempt: 1, delay_ms: 0 }])
+        }
+        None => finish_compensation(state),
+    }
+}
+
+fn finish_compensation(mut state: SagaState) -> (SagaState, Vec<Action>) {
+    state.status = match state.ending {
+        Some(Ending::Rejected { .. }) => SagaStatus::Rejected,
+        _ => SagaStatus::Cancelled,
+    };
+    let reason = state.ending.as_ref().map(Ending::reason).unwrap_or_default();
+    let actions = vec![
+        Action::Notify { recipients: state.notify.clone(), reason },
+        Action::Finish { status: state.status },
+    ];
+    (state, actions)
+}
+
+/// Applies one event. `now` is epoch milliseconds, used for the saga deadline.
+pub fn apply(
+    state: &SagaState,
+    event: &SagaEvent,
+    now: i64,
+) -> Result<(SagaState, Vec<Action>), IllegalTransition> {
+    let mut next = state.clone();
+    match event {
+        SagaEvent::StepSucceeded { step, provider_reference } => {
+            expect_step(state, event, *step)?;
+            next.completed.push(*step);
+            if *step == Step::AuthorizePayment {
+                next.payment_reference.clone_from(provider_reference);
+            }
+            if let Some(reason) = next.cancel_requested.clone() {
+                return Ok(begin_compensation(next, Ending::CancelledByClient { reason }, None, vec![]));
+            }
+            next.position += 1;
+            next.attempt = 1;
+            match next.definition.steps().get(next.position).copied() {
+                None => {
+                    next.status = SagaStatus::Completed;
+                    Ok((next, vec![Action::Finish { status: SagaStatus::Completed }]))
+                }
+                Some(_) if now > next.deadline_at => {
+                    Ok(begin_compensation(next, Ending::DeadlineExceeded, None, vec![]))
+                }
+                Some(step) => Ok((next, vec![Action::RunStep { step, attempt: 1, delay_ms: 0 }])),
+            }
+        }
+        SagaEvent::StepRejected { step, code, reason } => {
+            expect_step(state, event, *step)?;
+            let ending = Ending::Rejected { step: *step, code: code.clone(), reason: reason.clone() };
+            Ok(begin_compensation(next, ending, None, vec![]))
+        }
+        SagaEvent::StepFailed { step, failure, plan } => {
+            expect_step(state, event, *step)?;
+            let may_retry = failure.transient
+                && state.attempt < state.limits.max_step_attempts
+                && state.cancel_requested.is_none();
+            match plan {
+                Plan::Retry { delay_ms }
+                    if may_retry && now.saturating_add(*delay_ms as i64) <= state.deadline_at =>
+                {
+                    next.attempt += 1;
+                    let action = Action::RunStep { step: *step, attempt: next.attempt, delay_ms: *delay_ms };
+                    Ok((next, vec![action]))
+                }
+                Plan::Retry { .. } if may_retry => {
+                    Ok(begin_compensation(next, Ending::DeadlineExceeded, None, vec![]))
+                }
+                Plan::Retry { .. } => {
+                    let ending = failed(*step, failure);
+                    Ok(begin_compensation(next, ending, None, vec![]))
+                }
+                Plan::Compensate { actions, notify } => {
+                    let ending = match &state.cancel_requested {
+                        Some(reason) => Ending::CancelledByClient { reason: reason.clone() },
+                        None => failed(*step, failure),
+                    };
+                    Ok(begin_compensation(next, ending, Some(actions), notify.clone()))
+                }
+            }
+        }
+        SagaEvent::CompensationSucceeded { compensation } => {
+            expect_compensation(state, event, *compensation)?;
+            next.pending.remove(0);
+            next.compensated.push(*compensation);
+            next.attempt = 1;
+            match next.pending.first() {
+                Some(&compensation) => {
+                    Ok((next, vec![Action::RunCompensation { compensation, attempt: 1, delay_ms: 0 }]))
+                }
+                None => Ok(finish_compensation(next)),
+            }
+        }
+        SagaEvent::CompensationFailed { compensation, failure } => {
+            expect_compensation(state, event, *compensation)?;
+            if state.attempt < state.limits.max_compensation_attempts {
+                next.attempt += 1;
+                let delay_ms = compensation_delay(&state.limits, state.attempt);
+                let action = Action::RunCompensation { compensation: *compensation, attempt: next.attempt, delay_ms };
+                return Ok((next, vec![action]));
+            }
+            next.status = SagaStatus::Stuck;
+            let reason = format!(
+                "{compensation} failed {} times, last: {}: {}; needs an operator",
+                state.attempt, failure.code, failure.message
+            );
+            Ok((next, vec![
+                Action::Notify { recipients: vec!["ops".into()], reason },
+                Action::Finish { status: SagaStatus::Stuck },
+            ]))
+        }
+        SagaEvent::CancelRequested { reason } => match state.status {
+            SagaStatus::Running if state.cancel_requested.is_none() => {
+                // The running step finishes first; its outcome then turns the saga around.
+                next.cancel_requested = Some(reason.clone());
+                Ok((next, vec![]))
+            }
+            // Already on its way out: a repeated cancel changes nothing.
+            SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Cancelled => Ok((next, vec![])),
+            SagaStatus::Completed => {
+                let ending = Ending::CancelledByClient { reason: reason.clone() };
+                Ok(begin_compensation(next, ending, None, vec![]))
+            }
+            SagaStatus::Rejected | SagaStatus::Stuck => Err(illegal(state, event, "saga is already finished")),
+        },
+    }
+}
+
+fn failed(step: Step, failure: &Failure) -> Ending {
+    Ending::Failed { step, code: failure.code.clone(), message: failure.message.clone() }
+}
+
+fn expect_step(state: &SagaState, event: &SagaEvent, step: Step) -> Result<(), IllegalTransition> {
+    match state.current_step() {
+        Some(current) if current == step => Ok(()),
+        Some(current) => Err(illegal(state, event, format!("{step} reported while {current} is running"))),
+        None => Err(illegal(state, event, format!("{step} reported while no step is running"))),
+    }
+}
+
+fn expect_compensation(state: &SagaState, event: &SagaEvent, c: Compensation) -> Result<(), IllegalTransition> {
+    match (state.status, state.pending.first()) {
+        (SagaStatus::Compensating, Some(head)) if *head == c => Ok(()),
+        (_, head) => Err(illegal(state, event, format!("{c} reported while {head:?} is running"))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

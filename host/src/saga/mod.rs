@@ -1,0 +1,11 @@
+//! The order saga: step vocabulary, tenant step orders and the pure state
+//! machine. Nothing here does I/O; `engine` carries out the actions.
+
+pub mod core;
+pub mod step;
+
+pub use self::core::{
+    Action, Ending, Failure, IllegalTransition, Limits, Plan, SagaEvent, SagaState, SagaStatus,
+    apply, resolve_plan, start,
+};
+pub use step::{Compensation, SagaDefinition, Step};

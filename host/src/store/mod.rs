@@ -1,0 +1,127 @@
+//! Persistence for orders, saga state, commands, outbox, payments and stock.
+//!
+//! One contract, two backends: SQLite (embedded default) and PostgreSQL. Each
+//! query is written once and compiled for both through [`on_pool!`]; the
+//! schemas in `migrations/{sqlite,postgres}` keep the same tables and columns
+//! and use only types both map to `i64`/`String`, so no query needs a dialect
+//! branch.
+
+mod inventory;
+mod orders;
+mod outbox;
+mod transition;
+
+pub use inventory::{InventoryOp, StockLevel};
+pub use orders::{CustomerHistory, IdempotencyBegin, NewOrder, OrderRecord, OrderEventRecord, PaymentRecord};
+pub use outbox::{OutboxMessage, OutboxRecord};
+pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// Another writer changed the order first (optimistic concurrency).
+    #[error("the order changed concurrently")]
+    Conflict,
+    /// The command was already consumed: a redelivery, to be dropped.
+    #[error("the command was already applied")]
+    Duplicate,
+    #[error("not enough stock of {sku}")]
+    InsufficientStock { sku: String },
+    #[error("not found")]
+    NotFound,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub(crate) enum Backend {
+    /// SQLite allows one writer at a time: writes go through a one-connection
+    /// pool so they queue in-process instead of failing with SQLITE_BUSY.
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool. The body is compiled
+/// once per backend, so it must only use what both sqlx drivers support.
+macro_rules! on_pool {
+    ($store:expr, write, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite { write: $pool, .. } => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, read, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite { read: $pool, .. } => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+pub struct SqlStore {
+    pub(crate) backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects to `postgres://…` or `sqlite://…` and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(32)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+            Self { backend: Backend::Postgres(pool) }
+        } else {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // WAL with NORMAL survives a process crash (kill -9) without
+                // losing a committed transaction; only an OS crash can.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+            sqlx::migrate!("../migrations/sqlite").run(&write).await?;
+            let read = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+            Self { backend: Backend::Sqlite { write, read } }
+        };
+        Ok(store)
+    }
+
+    /// The embedded default: a SQLite file in `data_dir`.
+    pub async fn open_embedded(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Corrupt(format!("{}: {e}", data_dir.display())))?;
+        Self::connect(&format!("sqlite://{}", data_dir.join("oms.db").display())).await
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// For readiness checks: one round trip to the database.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, read, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+}
+
+pub(crate) fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

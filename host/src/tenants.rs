@@ -1,0 +1,276 @@
+//! Tenants: their manifests (`tenants/*.toml`), API keys, saga step order,
+//! limits and plugins.
+
+use crate::domain::{Sku, TenantId, WarehouseId};
+use crate::plugins::http::HttpGrant;
+use crate::plugins::{CallLimits, LoadError, Plugin, PluginHost, Slot, builtin};
+use crate::saga::{Limits, SagaDefinition, Step};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The demo manifests, embedded so the binary runs from any directory.
+pub const DEMO_MANIFESTS: &[(&str, &str)] = &[
+    ("acme.toml", include_str!("../../tenants/acme.toml")),
+    ("globex.toml", include_str!("../../tenants/globex.toml")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("{file}: {message}")]
+    Manifest { file: String, message: String },
+    #[error("{file}: plugin for {slot}: {error}")]
+    Plugin { file: String, slot: String, error: LoadError },
+    #[error("reading {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    id: String,
+    name: String,
+    /// Plain-text keys honoured only in demo mode.
+    #[serde(default)]
+    dev_api_keys: Vec<String>,
+    /// sha256 (hex) of production API keys.
+    #[serde(default)]
+    api_key_sha256: Vec<String>,
+    saga: SagaSection,
+    #[serde(default)]
+    fraud: FraudSection,
+    plugins: BTreeMap<String, PluginSection>,
+    #[serde(default)]
+    demo_stock: Vec<StockSeed>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SagaSection {
+    steps: Vec<Step>,
+    #[serde(default = "default_step_timeout")]
+    step_timeout_ms: u64,
+    #[serde(default = "default_deadline")]
+    deadline_ms: u64,
+    #[serde(default)]
+    max_step_attempts: Option<u32>,
+    #[serde(default)]
+    max_compensation_attempts: Option<u32>,
+    #[serde(default)]
+    compensation_base_delay_ms: Option<u64>,
+    #[serde(default)]
+    compensation_max_delay_ms: Option<u64>,
+}
+
+fn default_step_timeout() -> u64 {
+    15_000
+}
+
+fn default_deadline() -> u64 {
+    10 * 60_000
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FraudSection {
+    /// What a `review` verdict does: `accept` (default) or `reject`.
+    #[serde(default)]
+    review: ReviewAction,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewAction {
+    #[default]
+    Accept,
+    Reject,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginSection {
+    /// `builtin:<name>` or a path to a `.wasm` component, relative to the manifest.
+    component: String,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    fuel: Option<u64>,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockSeed {
+    sku: String,
+    warehouse: String,
+    on_hand: i64,
+}
+
+/// A plugin bound to a tenant: the component plus the tenant's settings and limits.
+pub struct TenantPlugin {
+    pub plugin: Arc<Plugin>,
+    pub settings: Vec<(String, String)>,
+    pub limits: CallLimits,
+    pub grant: Option<HttpGrant>,
+}
+
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    key_hashes: Vec<String>,
+    pub definition: SagaDefinition,
+    pub limits: Limits,
+    pub step_timeout: Duration,
+    pub deadline: Duration,
+    pub fraud_review: ReviewAction,
+    plugins: HashMap<Slot, TenantPlugin>,
+    pub demo_stock: Vec<(Sku, WarehouseId, i64)>,
+}
+
+impl Tenant {
+    pub fn plugin(&self, slot: Slot) -> &TenantPlugin {
+        // Every slot is checked present when the manifest loads.
+        &self.plugins[&slot]
+    }
+
+    pub fn accepts_key(&self, key: &str) -> bool {
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        self.key_hashes.iter().any(|h| h.eq_ignore_ascii_case(&hash))
+    }
+}
+
+/// How to read manifests.
+pub struct LoadOptions<'a> {
+    /// Honour `dev_api_keys`.
+    pub demo: bool,
+    /// Replaces `{{sandbox_psp}}` in settings and origins.
+    pub sandbox_psp_url: Option<&'a str>,
+}
+
+pub struct Tenants {
+    by_id: HashMap<TenantId, Arc<Tenant>>,
+}
+
+impl Tenants {
+    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
+        TenantId::parse(id).and_then(|id| self.by_id.get(&id))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.by_id.values()
+    }
+
+    /// Loads every `*.toml` in `dir`, or the embedded demo manifests when `dir` is `None`.
+    pub fn load(dir: Option<&Path>, host: &PluginHost, options: &LoadOptions<'_>) -> Result<Self, TenantError> {
+        let mut files: Vec<(String, String, Option<PathBuf>)> = Vec::new();
+        match dir {
+            Some(dir) => {
+                let entries = std::fs::read_dir(dir).map_err(|e| TenantError::Io(dir.into(), e))?;
+                let mut paths: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                paths.sort();
+                for path in paths {
+                    let text = std::fs::read_to_string(&path).map_err(|e| TenantError::Io(path.clone(), e))?;
+                    files.push((path.display().to_string(), text, path.parent().map(Path::to_path_buf)));
+                }
+            }
+            None => {
+                for (name, text) in DEMO_MANIFESTS {
+                    files.push(((*name).to_string(), (*text).to_string(), None));
+                }
+            }
+        }
+        let mut by_id = HashMap::new();
+        for (file, text, base) in files {
+            let tenant = parse_tenant(&file, &text, base.as_deref(), host, options)?;
+            if by_id.insert(tenant.id.clone(), Arc::new(tenant)).is_some() {
+                return Err(TenantError::Manifest { file, message: "tenant id defined twice".into() });
+            }
+        }
+        Ok(Self { by_id })
+    }
+}
+
+fn parse_tenant(file: &str, text: &str, base: Option<&Path>, host: &PluginHost, options: &LoadOptions<'_>) -> Result<Tenant, TenantError> {
+    let bad = |message: String| TenantError::Manifest { file: file.to_string(), message };
+    let m: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let id = TenantId::parse(&m.id).ok_or_else(|| bad(format!("tenant id `{}` must be lower-case letters, digits and -", m.id)))?;
+    let definition = SagaDefinition::new(m.saga.steps).map_err(|e| bad(e.to_string()))?;
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_step_attempts: m.saga.max_step_attempts.unwrap_or(defaults.max_step_attempts),
+        max_compensation_attempts: m.saga.max_compensation_attempts.unwrap_or(defaults.max_compensation_attempts),
+        compensation_base_delay_ms: m.saga.compensation_base_delay_ms.unwrap_or(defaults.compensation_base_delay_ms),
+        compensation_max_delay_ms: m.saga.compensation_max_delay_ms.unwrap_or(defaults.compensation_max_delay_ms),
+    };
+
+    let substitute = |s: &str| match options.sandbox_psp_url {
+        Some(url) => s.replace("{{sandbox_psp}}", url),
+        None => s.to_string(),
+    };
+    let mut plugins = HashMap::new();
+    for (slot_name, section) in m.plugins {
+        let slot = Slot::parse(&slot_name).ok_or_else(|| bad(format!("unknown plugin slot `{slot_name}`")))?;
+        let bytes: Vec<u8> = match section.component.strip_prefix("builtin:") {
+            Some(name) => {
+                let b = builtin::find(name).ok_or_else(|| bad(format!("no builtin plugin `{name}`")))?;
+                b.bytes.to_vec()
+            }
+            None => {
+                let path = base.map(|b| b.join(&section.component)).unwrap_or_else(|| PathBuf::from(&section.component));
+                std::fs::read(&path).map_err(|e| TenantError::Io(path, e))?
+            }
+        };
+        let plugin = host
+            .load(slot, &bytes)
+            .map_err(|error| TenantError::Plugin { file: file.to_string(), slot: slot_name.clone(), error })?;
+        // A tenant may lower the platform's limits, never raise them.
+        let platform = slot.default_limits();
+        let limits = CallLimits {
+            fuel: section.fuel.map_or(platform.fuel, |f| f.min(platform.fuel)),
+            timeout: section.timeout_ms.map_or(platform.timeout, |t| Duration::from_millis(t).min(platform.timeout)),
+            memory_bytes: section.memory_mb.map_or(platform.memory_bytes, |m| (m << 20).min(platform.memory_bytes)),
+            ..platform
+        };
+        let origins: Vec<String> = section.allowed_origins.iter().map(|o| substitute(o)).collect();
+        if slot != Slot::PaymentProvider && !origins.is_empty() {
+            return Err(bad(format!("only the payment-provider slot may have allowed_origins, not {slot}")));
+        }
+        let grant = (slot == Slot::PaymentProvider).then(|| HttpGrant::new(&origins, limits.http_timeout));
+        let settings = section.settings.iter().map(|(k, v)| (k.clone(), substitute(v))).collect();
+        plugins.insert(slot, TenantPlugin { plugin, settings, limits, grant });
+    }
+    if let Some(missing) = Slot::ALL.iter().find(|s| !plugins.contains_key(s)) {
+        return Err(bad(format!("no plugin for the {missing} slot")));
+    }
+
+    let mut key_hashes = m.api_key_sha256;
+    if options.demo {
+        key_hashes.extend(m.dev_api_keys.iter().map(|k| hex::encode(Sha256::digest(k.as_bytes()))));
+    }
+    let mut demo_stock = Vec::new();
+    for s in m.demo_stock {
+        let sku = Sku::parse(&s.sku).ok_or_else(|| bad(format!("bad SKU `{}`", s.sku)))?;
+        let wh = WarehouseId::parse(&s.warehouse).ok_or_else(|| bad(format!("bad warehouse `{}`", s.warehouse)))?;
+        demo_stock.push((sku, wh, s.on_hand));
+    }
+    Ok(Tenant {
+        id,
+        name: m.name,
+        key_hashes,
+        definition,
+        limits,
+        step_timeout: Duration::from_millis(m.saga.step_timeout_ms),
+        deadline: Duration::from_millis(m.saga.deadline_ms),
+        fraud_review: m.fraud.review,
+        plugins,
+        demo_stock,
+    })
+}
