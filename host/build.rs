@@ -6,18 +6,33 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["guardrail-limits", "fraud-rules", "payment-sandbox", "compensation-default"];
+const PLUGINS: &[&str] = &[
+    "guardrail-limits",
+    "fraud-rules",
+    "payment-sandbox",
+    "compensation-default",
+];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the workspace root")
+        .to_path_buf();
     let plugins = root.join("plugins");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    println!("cargo:rerun-if-changed={}", plugins.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", plugins.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        plugins.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        plugins.join("Cargo.lock").display()
+    );
     for plugin in PLUGINS {
         println!("cargo:rerun-if-changed={}", plugins.join(plugin).display());
     }
@@ -53,10 +68,8 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    if let Ok(locked) = env::var("OMS_PLUGINS_LOCKED") {
-        if locked == "1" {
-            cmd.arg("--locked");
-        }
+    if env::var("OMS_PLUGINS_LOCKED").is_ok_and(|v| v == "1") {
+        cmd.arg("--locked");
     }
     let status = cmd.status().expect("run cargo to build the demo plugins");
     if !status.success() {
@@ -87,9 +100,15 @@ fn ensure_target() {
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).exists())
         .unwrap_or(false);
     if !installed {
-        let ok = Command::new("rustup").args(["target", "add", TARGET]).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("rustup")
+            .args(["target", "add", TARGET])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if !ok {
-            panic!("the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it by hand");
+            panic!(
+                "the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it by hand"
+            );
         }
     }
 }

@@ -36,7 +36,12 @@ pub struct BenchArgs {
 }
 
 async fn finished_sagas(client: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
-    let text = client.get(format!("{url}/metrics")).send().await?.text().await?;
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     Ok(text
         .lines()
         .filter(|l| {
@@ -51,9 +56,15 @@ async fn finished_sagas(client: &reqwest::Client, url: &str) -> anyhow::Result<u
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let url = args.url.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
-    let before = finished_sagas(&client, &url).await.context("reading /metrics of the host")?;
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let before = finished_sagas(&client, &url)
+        .await
+        .context("reading /metrics of the host")?;
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
@@ -134,10 +145,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "seconds": { "accept": accept_time.as_secs_f64(), "total": total_time.as_secs_f64() },
     });
     tracing::info!(%report, "bench finished");
-    serde_json::to_writer_pretty(std::io::stdout(), &report)?;
-    println!();
+    let mut out = std::io::stdout();
+    serde_json::to_writer_pretty(&mut out, &report)?;
+    std::io::Write::write_all(&mut out, b"\n")?;
     if done < accepted {
-        bail!("only {done} of {accepted} sagas finished within {}s", args.settle_secs);
+        bail!(
+            "only {done} of {accepted} sagas finished within {}s",
+            args.settle_secs
+        );
     }
     Ok(())
 }

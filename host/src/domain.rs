@@ -16,7 +16,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self { field: field.into(), code, message: message.into() }
+        Self {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -61,7 +65,8 @@ string_id!(
 fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn is_code(s: &str) -> bool {
@@ -75,13 +80,24 @@ impl TenantId {
 }
 
 impl OrderId {
+    /// Monotonic within this process, so ids minted in the same millisecond
+    /// still sort in creation order (newest-first lists and cursors rely on it).
     pub fn generate() -> Self {
-        Self(format!("ord_{}", ulid::Ulid::new()))
+        static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+        let next = GENERATOR.lock().map(|mut g| g.generate());
+        let id = match next {
+            Ok(Ok(id)) => id,
+            // Only on 2^80 ids in one millisecond, or a poisoned lock.
+            _ => ulid::Ulid::new(),
+        };
+        Self(format!("ord_{id}"))
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         let ulid = s.strip_prefix("ord_")?;
-        ulid::Ulid::from_string(ulid).ok().map(|_| Self(s.to_owned()))
+        ulid::Ulid::from_string(ulid)
+            .ok()
+            .map(|_| Self(s.to_owned()))
     }
 }
 
@@ -99,9 +115,27 @@ impl WarehouseId {
 
 /// ISO 4217 currencies the platform accepts, with their minor-unit exponent.
 const CURRENCIES: &[(&str, u8)] = &[
-    ("AUD", 2), ("BRL", 2), ("CAD", 2), ("CHF", 2), ("CNY", 2), ("CZK", 2), ("DKK", 2),
-    ("EUR", 2), ("GBP", 2), ("HKD", 2), ("HUF", 2), ("INR", 2), ("JPY", 0), ("KRW", 0),
-    ("MXN", 2), ("NOK", 2), ("NZD", 2), ("PLN", 2), ("SEK", 2), ("SGD", 2), ("USD", 2),
+    ("AUD", 2),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CNY", 2),
+    ("CZK", 2),
+    ("DKK", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("INR", 2),
+    ("JPY", 0),
+    ("KRW", 0),
+    ("MXN", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("PLN", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("USD", 2),
     ("ZAR", 2),
 ];
 
@@ -111,7 +145,10 @@ pub struct Currency(&'static str);
 
 impl Currency {
     pub fn parse(code: &str) -> Option<Self> {
-        CURRENCIES.iter().find(|(c, _)| *c == code).map(|(c, _)| Self(c))
+        CURRENCIES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(c, _)| Self(c))
     }
 
     pub fn code(&self) -> &'static str {
@@ -128,7 +165,8 @@ impl Serialize for Currency {
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let code = String::deserialize(d)?;
-        Self::parse(&code).ok_or_else(|| serde::de::Error::custom(format!("unknown currency {code}")))
+        Self::parse(&code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown currency {code}")))
     }
 }
 
@@ -153,7 +191,10 @@ impl Money {
     /// `None` on overflow: an order total beyond i64 minor units is refused, never wrapped.
     pub fn checked_mul_add(self, quantity: u32, unit: i64) -> Option<Self> {
         let line = unit.checked_mul(i64::from(quantity))?;
-        Some(Self { minor: self.minor.checked_add(line)?, currency: self.currency })
+        Some(Self {
+            minor: self.minor.checked_add(line)?,
+            currency: self.currency,
+        })
     }
 }
 
@@ -188,9 +229,11 @@ pub struct OrderDraft {
 
 impl OrderDraft {
     pub fn total(&self) -> Option<Money> {
-        self.items.iter().try_fold(Money::new(0, self.currency), |acc, item| {
-            acc.checked_mul_add(item.quantity, item.unit_price)
-        })
+        self.items
+            .iter()
+            .try_fold(Money::new(0, self.currency), |acc, item| {
+                acc.checked_mul_add(item.quantity, item.unit_price)
+            })
     }
 }
 
@@ -272,7 +315,11 @@ mod tests {
     #[test]
     fn totals_are_exact_and_refuse_overflow() {
         let usd = Currency::parse("USD").expect("USD is known");
-        let item = |quantity, unit_price| LineItem { sku: Sku("A".into()), quantity, unit_price };
+        let item = |quantity, unit_price| LineItem {
+            sku: Sku("A".into()),
+            quantity,
+            unit_price,
+        };
         let mut draft = OrderDraft {
             customer_id: "c".into(),
             currency: usd,

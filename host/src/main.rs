@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
-#[command(name = "oms", version, about = "Multi-tenant order management with tenant logic in sandboxed Wasm")]
+#[command(
+    name = "oms",
+    version,
+    about = "Multi-tenant order management with tenant logic in sandboxed Wasm"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,12 +64,15 @@ struct ServeArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
@@ -87,7 +94,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (None, true) => {
             let listener = TcpListener::bind(args.sandbox_psp_listen)
                 .await
-                .with_context(|| format!("binding the sandbox payment provider to {}", args.sandbox_psp_listen))?;
+                .with_context(|| {
+                    format!(
+                        "binding the sandbox payment provider to {}",
+                        args.sandbox_psp_listen
+                    )
+                })?;
             let addr = listener.local_addr()?;
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, Sandbox::default().router()).await {
@@ -105,20 +117,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let local = PathBuf::from("tenants");
         local.is_dir().then_some(local)
     });
-    let tenants = Tenants::load(tenants_dir.as_deref(), &plugins, &LoadOptions { demo, sandbox_psp_url: psp_url.as_deref() })
-        .context("loading tenant manifests")?;
+    let tenants = Tenants::load(
+        tenants_dir.as_deref(),
+        &plugins,
+        &LoadOptions {
+            demo,
+            sandbox_psp_url: psp_url.as_deref(),
+        },
+    )
+    .context("loading tenant manifests")?;
 
     let store = match &args.database_url {
-        Some(url) => SqlStore::connect(url).await.context("connecting to the database")?,
-        None => SqlStore::open_embedded(&args.data_dir).await.context("opening the embedded database")?,
+        Some(url) => SqlStore::connect(url)
+            .await
+            .context("connecting to the database")?,
+        None => SqlStore::open_embedded(&args.data_dir)
+            .await
+            .context("opening the embedded database")?,
     };
     let platform = Platform::new(store, plugins, tenants);
     if demo {
-        platform.seed_demo_stock().await.context("seeding demo stock")?;
+        platform
+            .seed_demo_stock()
+            .await
+            .context("seeding demo stock")?;
     }
     let _workers = platform.start();
 
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(
         addr = %listener.local_addr()?,
         database = platform.store.backend_name(),
@@ -126,7 +154,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         demo,
         "oms listening"
     );
-    axum::serve(listener, oms::api::router(platform)).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, oms::api::router(platform))
+        .with_graceful_shutdown(shutdown())
+        .await?;
     Ok(())
 }
 

@@ -62,7 +62,10 @@ pub struct Sandbox {
 }
 
 fn error(status: u16, code: &str, message: &str) -> (u16, Value) {
-    (status, json!({ "error": { "code": code, "message": message } }))
+    (
+        status,
+        json!({ "error": { "code": code, "message": message } }),
+    )
 }
 
 impl Sandbox {
@@ -89,21 +92,40 @@ impl Sandbox {
 
     /// Runs one operation under the idempotency key: a stored answer is
     /// replayed; otherwise `f` runs and its non-5xx answer is stored.
-    fn idempotent(&self, headers: &HeaderMap, f: impl FnOnce(&mut Psp, &str) -> (u16, Value)) -> Response {
+    fn idempotent(
+        &self,
+        headers: &HeaderMap,
+        f: impl FnOnce(&mut Psp, &str) -> (u16, Value),
+    ) -> Response {
         if !headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("Bearer sk_test_"))
         {
-            return reply(error(401, "invalid_api_key", "a test secret key (sk_test_…) is required"));
+            return reply(error(
+                401,
+                "invalid_api_key",
+                "a test secret key (sk_test_…) is required",
+            ));
         }
-        let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned) else {
-            return reply(error(400, "idempotency_key_required", "send an Idempotency-Key header"));
+        let Some(key) = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return reply(error(
+                400,
+                "idempotency_key_required",
+                "send an Idempotency-Key header",
+            ));
         };
         let mut psp = self.lock();
         if let Some(stored) = psp.replies.get(&key) {
             let mut r = reply(stored.clone());
-            r.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+            r.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
             return r;
         }
         let answer = f(&mut psp, &key);
@@ -158,11 +180,19 @@ struct AuthorizeBody {
     metadata: HashMap<String, String>,
 }
 
-async fn authorize(State(s): State<Sandbox>, headers: HeaderMap, body: Json<AuthorizeBody>) -> Response {
+async fn authorize(
+    State(s): State<Sandbox>,
+    headers: HeaderMap,
+    body: Json<AuthorizeBody>,
+) -> Response {
     let body = body.0;
     s.idempotent(&headers, |psp, key| {
         if body.amount <= 0 {
-            return error(400, "amount_invalid", "amount must be a positive integer in minor units");
+            return error(
+                400,
+                "amount_invalid",
+                "amount must be a positive integer in minor units",
+            );
         }
         if flaky(psp, &body.payment_method, key) {
             return error(503, "processor_unavailable", "try again");
@@ -188,7 +218,11 @@ async fn authorize(State(s): State<Sandbox>, headers: HeaderMap, body: Json<Auth
                 record(psp, "authorize", &intent, body.amount, key, "failed");
                 error(402, "card_declined", "Your card was declined.")
             }
-            other => error(400, "payment_method_invalid", &format!("unknown test token {other}")),
+            other => error(
+                400,
+                "payment_method_invalid",
+                &format!("unknown test token {other}"),
+            ),
         }
     })
 }
@@ -206,7 +240,12 @@ struct CaptureBody {
     amount_to_capture: Option<i64>,
 }
 
-async fn capture(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderMap, body: Json<CaptureBody>) -> Response {
+async fn capture(
+    State(s): State<Sandbox>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Json<CaptureBody>,
+) -> Response {
     s.idempotent(&headers, |psp, key| {
         let Some(intent) = psp.intents.get(&id).cloned() else {
             return error(404, "resource_missing", "no such payment_intent");
@@ -241,7 +280,11 @@ async fn void(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderM
             return error(503, "processor_unavailable", "try again");
         }
         if intent.status != "requires_capture" {
-            return error(400, "payment_intent_unexpected_state", &format!("payment_intent is {}", intent.status));
+            return error(
+                400,
+                "payment_intent_unexpected_state",
+                &format!("payment_intent is {}", intent.status),
+            );
         }
         if let Some(stored) = psp.intents.get_mut(&id) {
             stored.status = "canceled";

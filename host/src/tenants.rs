@@ -23,7 +23,11 @@ pub enum TenantError {
     #[error("{file}: {message}")]
     Manifest { file: String, message: String },
     #[error("{file}: plugin for {slot}: {error}")]
-    Plugin { file: String, slot: String, error: LoadError },
+    Plugin {
+        file: String,
+        slot: String,
+        error: LoadError,
+    },
     #[error("reading {0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
@@ -140,7 +144,9 @@ impl Tenant {
 
     pub fn accepts_key(&self, key: &str) -> bool {
         let hash = hex::encode(Sha256::digest(key.as_bytes()));
-        self.key_hashes.iter().any(|h| h.eq_ignore_ascii_case(&hash))
+        self.key_hashes
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&hash))
     }
 }
 
@@ -166,7 +172,11 @@ impl Tenants {
     }
 
     /// Loads every `*.toml` in `dir`, or the embedded demo manifests when `dir` is `None`.
-    pub fn load(dir: Option<&Path>, host: &PluginHost, options: &LoadOptions<'_>) -> Result<Self, TenantError> {
+    pub fn load(
+        dir: Option<&Path>,
+        host: &PluginHost,
+        options: &LoadOptions<'_>,
+    ) -> Result<Self, TenantError> {
         let mut files: Vec<(String, String, Option<PathBuf>)> = Vec::new();
         match dir {
             Some(dir) => {
@@ -177,8 +187,13 @@ impl Tenants {
                     .collect();
                 paths.sort();
                 for path in paths {
-                    let text = std::fs::read_to_string(&path).map_err(|e| TenantError::Io(path.clone(), e))?;
-                    files.push((path.display().to_string(), text, path.parent().map(Path::to_path_buf)));
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| TenantError::Io(path.clone(), e))?;
+                    files.push((
+                        path.display().to_string(),
+                        text,
+                        path.parent().map(Path::to_path_buf),
+                    ));
                 }
             }
             None => {
@@ -191,24 +206,53 @@ impl Tenants {
         for (file, text, base) in files {
             let tenant = parse_tenant(&file, &text, base.as_deref(), host, options)?;
             if by_id.insert(tenant.id.clone(), Arc::new(tenant)).is_some() {
-                return Err(TenantError::Manifest { file, message: "tenant id defined twice".into() });
+                return Err(TenantError::Manifest {
+                    file,
+                    message: "tenant id defined twice".into(),
+                });
             }
         }
         Ok(Self { by_id })
     }
 }
 
-fn parse_tenant(file: &str, text: &str, base: Option<&Path>, host: &PluginHost, options: &LoadOptions<'_>) -> Result<Tenant, TenantError> {
-    let bad = |message: String| TenantError::Manifest { file: file.to_string(), message };
+fn parse_tenant(
+    file: &str,
+    text: &str,
+    base: Option<&Path>,
+    host: &PluginHost,
+    options: &LoadOptions<'_>,
+) -> Result<Tenant, TenantError> {
+    let bad = |message: String| TenantError::Manifest {
+        file: file.to_string(),
+        message,
+    };
     let m: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-    let id = TenantId::parse(&m.id).ok_or_else(|| bad(format!("tenant id `{}` must be lower-case letters, digits and -", m.id)))?;
+    let id = TenantId::parse(&m.id).ok_or_else(|| {
+        bad(format!(
+            "tenant id `{}` must be lower-case letters, digits and -",
+            m.id
+        ))
+    })?;
     let definition = SagaDefinition::new(m.saga.steps).map_err(|e| bad(e.to_string()))?;
     let defaults = Limits::default();
     let limits = Limits {
-        max_step_attempts: m.saga.max_step_attempts.unwrap_or(defaults.max_step_attempts),
-        max_compensation_attempts: m.saga.max_compensation_attempts.unwrap_or(defaults.max_compensation_attempts),
-        compensation_base_delay_ms: m.saga.compensation_base_delay_ms.unwrap_or(defaults.compensation_base_delay_ms),
-        compensation_max_delay_ms: m.saga.compensation_max_delay_ms.unwrap_or(defaults.compensation_max_delay_ms),
+        max_step_attempts: m
+            .saga
+            .max_step_attempts
+            .unwrap_or(defaults.max_step_attempts),
+        max_compensation_attempts: m
+            .saga
+            .max_compensation_attempts
+            .unwrap_or(defaults.max_compensation_attempts),
+        compensation_base_delay_ms: m
+            .saga
+            .compensation_base_delay_ms
+            .unwrap_or(defaults.compensation_base_delay_ms),
+        compensation_max_delay_ms: m
+            .saga
+            .compensation_max_delay_ms
+            .unwrap_or(defaults.compensation_max_delay_ms),
     };
 
     let substitute = |s: &str| match options.sandbox_psp_url {
@@ -217,35 +261,66 @@ fn parse_tenant(file: &str, text: &str, base: Option<&Path>, host: &PluginHost, 
     };
     let mut plugins = HashMap::new();
     for (slot_name, section) in m.plugins {
-        let slot = Slot::parse(&slot_name).ok_or_else(|| bad(format!("unknown plugin slot `{slot_name}`")))?;
+        let slot = Slot::parse(&slot_name)
+            .ok_or_else(|| bad(format!("unknown plugin slot `{slot_name}`")))?;
         let bytes: Vec<u8> = match section.component.strip_prefix("builtin:") {
             Some(name) => {
-                let b = builtin::find(name).ok_or_else(|| bad(format!("no builtin plugin `{name}`")))?;
+                let b = builtin::find(name)
+                    .ok_or_else(|| bad(format!("no builtin plugin `{name}`")))?;
                 b.bytes.to_vec()
             }
             None => {
-                let path = base.map(|b| b.join(&section.component)).unwrap_or_else(|| PathBuf::from(&section.component));
+                let path = base
+                    .map(|b| b.join(&section.component))
+                    .unwrap_or_else(|| PathBuf::from(&section.component));
                 std::fs::read(&path).map_err(|e| TenantError::Io(path, e))?
             }
         };
         let plugin = host
             .load(slot, &bytes)
-            .map_err(|error| TenantError::Plugin { file: file.to_string(), slot: slot_name.clone(), error })?;
+            .map_err(|error| TenantError::Plugin {
+                file: file.to_string(),
+                slot: slot_name.clone(),
+                error,
+            })?;
         // A tenant may lower the platform's limits, never raise them.
         let platform = slot.default_limits();
         let limits = CallLimits {
             fuel: section.fuel.map_or(platform.fuel, |f| f.min(platform.fuel)),
-            timeout: section.timeout_ms.map_or(platform.timeout, |t| Duration::from_millis(t).min(platform.timeout)),
-            memory_bytes: section.memory_mb.map_or(platform.memory_bytes, |m| (m << 20).min(platform.memory_bytes)),
+            timeout: section.timeout_ms.map_or(platform.timeout, |t| {
+                Duration::from_millis(t).min(platform.timeout)
+            }),
+            memory_bytes: section.memory_mb.map_or(platform.memory_bytes, |m| {
+                (m << 20).min(platform.memory_bytes)
+            }),
             ..platform
         };
-        let origins: Vec<String> = section.allowed_origins.iter().map(|o| substitute(o)).collect();
+        let origins: Vec<String> = section
+            .allowed_origins
+            .iter()
+            .map(|o| substitute(o))
+            .collect();
         if slot != Slot::PaymentProvider && !origins.is_empty() {
-            return Err(bad(format!("only the payment-provider slot may have allowed_origins, not {slot}")));
+            return Err(bad(format!(
+                "only the payment-provider slot may have allowed_origins, not {slot}"
+            )));
         }
-        let grant = (slot == Slot::PaymentProvider).then(|| HttpGrant::new(&origins, limits.http_timeout));
-        let settings = section.settings.iter().map(|(k, v)| (k.clone(), substitute(v))).collect();
-        plugins.insert(slot, TenantPlugin { plugin, settings, limits, grant });
+        let grant =
+            (slot == Slot::PaymentProvider).then(|| HttpGrant::new(&origins, limits.http_timeout));
+        let settings = section
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), substitute(v)))
+            .collect();
+        plugins.insert(
+            slot,
+            TenantPlugin {
+                plugin,
+                settings,
+                limits,
+                grant,
+            },
+        );
     }
     if let Some(missing) = Slot::ALL.iter().find(|s| !plugins.contains_key(s)) {
         return Err(bad(format!("no plugin for the {missing} slot")));
@@ -253,12 +328,17 @@ fn parse_tenant(file: &str, text: &str, base: Option<&Path>, host: &PluginHost, 
 
     let mut key_hashes = m.api_key_sha256;
     if options.demo {
-        key_hashes.extend(m.dev_api_keys.iter().map(|k| hex::encode(Sha256::digest(k.as_bytes()))));
+        key_hashes.extend(
+            m.dev_api_keys
+                .iter()
+                .map(|k| hex::encode(Sha256::digest(k.as_bytes()))),
+        );
     }
     let mut demo_stock = Vec::new();
     for s in m.demo_stock {
         let sku = Sku::parse(&s.sku).ok_or_else(|| bad(format!("bad SKU `{}`", s.sku)))?;
-        let wh = WarehouseId::parse(&s.warehouse).ok_or_else(|| bad(format!("bad warehouse `{}`", s.warehouse)))?;
+        let wh = WarehouseId::parse(&s.warehouse)
+            .ok_or_else(|| bad(format!("bad warehouse `{}`", s.warehouse)))?;
         demo_stock.push((sku, wh, s.on_hand));
     }
     Ok(Tenant {

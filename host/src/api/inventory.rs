@@ -3,10 +3,10 @@
 use super::{ApiError, AppState, AuthTenant, json_body};
 use crate::domain::{Sku, WarehouseId};
 use crate::store::{StockLevel, StoreError};
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde_json::{Value, json};
 
 fn levels(sku: &Sku, levels: &[StockLevel]) -> Value {
@@ -18,21 +18,44 @@ fn levels(sku: &Sku, levels: &[StockLevel]) -> Value {
 }
 
 fn sku(raw: &str) -> Result<Sku, ApiError> {
-    Sku::parse(raw).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SKU", "a SKU is 1 to 64 printable characters without spaces"))
+    Sku::parse(raw).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_SKU",
+            "a SKU is 1 to 64 printable characters without spaces",
+        )
+    })
 }
 
-pub async fn show(State(p): State<AppState>, AuthTenant(tenant): AuthTenant, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn show(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let sku = sku(&raw)?;
-    let stock = p.store.stock(&tenant.id, &sku).await.map_err(ApiError::unavailable)?;
+    let stock = p
+        .store
+        .stock(&tenant.id, &sku)
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(Json(levels(&sku, &stock)))
 }
 
-pub async fn put(State(p): State<AppState>, AuthTenant(tenant): AuthTenant, Path(raw): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn put(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let sku = sku(&raw)?;
     let value = json_body(&body)?;
     let invalid = |field: &str, code: &str, message: &str| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", format!("{field} {message}"))
-            .with_details(json!({ "errors": [{ "field": field, "code": code, "message": message }] }))
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            format!("{field} {message}"),
+        )
+        .with_details(json!({ "errors": [{ "field": field, "code": code, "message": message }] }))
     };
     let warehouse = value
         .get("warehouseId")
@@ -43,14 +66,32 @@ pub async fn put(State(p): State<AppState>, AuthTenant(tenant): AuthTenant, Path
         .get("onHand")
         .and_then(Value::as_i64)
         .filter(|n| *n >= 0)
-        .ok_or_else(|| invalid("/onHand", "INVALID_QUANTITY", "must be a whole number of at least 0"))?;
-    match p.store.set_stock(&tenant.id, &sku, &warehouse, on_hand, crate::now_ms()).await {
+        .ok_or_else(|| {
+            invalid(
+                "/onHand",
+                "INVALID_QUANTITY",
+                "must be a whole number of at least 0",
+            )
+        })?;
+    match p
+        .store
+        .set_stock(&tenant.id, &sku, &warehouse, on_hand, crate::now_ms())
+        .await
+    {
         Ok(_) => {}
         Err(StoreError::InsufficientStock { .. }) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "STOCK_BELOW_RESERVED", "on-hand stock cannot fall below what orders have reserved"));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "STOCK_BELOW_RESERVED",
+                "on-hand stock cannot fall below what orders have reserved",
+            ));
         }
         Err(e) => return Err(ApiError::unavailable(e)),
     }
-    let stock = p.store.stock(&tenant.id, &sku).await.map_err(ApiError::unavailable)?;
+    let stock = p
+        .store
+        .stock(&tenant.id, &sku)
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(Json(levels(&sku, &stock)))
 }

@@ -33,7 +33,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/inventory/{sku}", put(inventory::put).get(inventory::show));
     Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route") })
@@ -43,8 +46,14 @@ pub fn router(platform: Arc<Platform>) -> Router {
 
 async fn ready(State(p): State<AppState>) -> impl IntoResponse {
     match p.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "database": p.store.backend_name() }))),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "error": e.to_string() }))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "database": p.store.backend_name() })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": e.to_string() })),
+        ),
     }
 }
 
@@ -58,14 +67,21 @@ pub struct AuthTenant(pub Arc<Tenant>);
 impl FromRequestParts<AppState> for AuthTenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let tenant_id = header("x-tenant-id").ok_or_else(ApiError::unauthorized)?;
         let key = header("authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ApiError::unauthorized)?;
         // The same answer for an unknown tenant and a wrong key: nothing to probe.
-        let tenant = state.tenants.get(tenant_id).filter(|t| t.accepts_key(key)).ok_or_else(ApiError::unauthorized)?;
+        let tenant = state
+            .tenants
+            .get(tenant_id)
+            .filter(|t| t.accepts_key(key))
+            .ok_or_else(ApiError::unauthorized)?;
         Ok(Self(tenant.clone()))
     }
 }
@@ -73,6 +89,10 @@ impl FromRequestParts<AppState> for AuthTenant {
 /// Parses a JSON body, answering 400 with a stable code when it is not JSON.
 pub(crate) fn json_body(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", format!("the request body is not valid JSON: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            format!("the request body is not valid JSON: {e}"),
+        )
     })
 }

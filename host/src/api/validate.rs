@@ -18,7 +18,11 @@ struct Reader {
 impl Reader {
     fn type_error(&mut self, field: &str, expected: &str) {
         self.type_errors = true;
-        self.errors.push(FieldError::new(field, "INVALID_TYPE", format!("must be {expected}")));
+        self.errors.push(FieldError::new(
+            field,
+            "INVALID_TYPE",
+            format!("must be {expected}"),
+        ));
     }
 
     fn value_error(&mut self, field: &str, code: &'static str, message: impl Into<String>) {
@@ -29,14 +33,24 @@ impl Reader {
         match obj.get(key) {
             None | Some(Value::Null) => {
                 self.type_errors = true;
-                self.errors.push(FieldError::new(format!("{base}/{key}"), "REQUIRED", "is required"));
+                self.errors.push(FieldError::new(
+                    format!("{base}/{key}"),
+                    "REQUIRED",
+                    "is required",
+                ));
                 None
             }
             some => some,
         }
     }
 
-    fn string(&mut self, obj: &Map<String, Value>, base: &str, key: &str, max: usize) -> Option<String> {
+    fn string(
+        &mut self,
+        obj: &Map<String, Value>,
+        base: &str,
+        key: &str,
+        max: usize,
+    ) -> Option<String> {
         let field = format!("{base}/{key}");
         match self.get(obj, base, key)? {
             Value::String(s) if s.trim().is_empty() => {
@@ -44,7 +58,11 @@ impl Reader {
                 None
             }
             Value::String(s) if s.chars().count() > max => {
-                self.value_error(&field, "TOO_LONG", format!("must be at most {max} characters"));
+                self.value_error(
+                    &field,
+                    "TOO_LONG",
+                    format!("must be at most {max} characters"),
+                );
                 None
             }
             Value::String(s) => Some(s.clone()),
@@ -56,13 +74,23 @@ impl Reader {
     }
 
     /// Money and counts: JSON integers only, never floats or strings.
-    fn integer(&mut self, obj: &Map<String, Value>, base: &str, key: &str, money: bool) -> Option<i64> {
+    fn integer(
+        &mut self,
+        obj: &Map<String, Value>,
+        base: &str,
+        key: &str,
+        money: bool,
+    ) -> Option<i64> {
         let field = format!("{base}/{key}");
         match self.get(obj, base, key)? {
             Value::Number(n) if n.is_i64() => n.as_i64(),
             Value::Number(n) if money && (n.is_f64()) => {
                 self.type_errors = true;
-                self.value_error(&field, "MONEY_NOT_INTEGER", "money is an integer number of minor units (e.g. cents), never a decimal");
+                self.value_error(
+                    &field,
+                    "MONEY_NOT_INTEGER",
+                    "money is an integer number of minor units (e.g. cents), never a decimal",
+                );
                 None
             }
             Value::Number(_) => {
@@ -70,7 +98,14 @@ impl Reader {
                 None
             }
             _ => {
-                self.type_error(&field, if money { "an integer number of minor units" } else { "an integer" });
+                self.type_error(
+                    &field,
+                    if money {
+                        "an integer number of minor units"
+                    } else {
+                        "an integer"
+                    },
+                );
                 None
             }
         }
@@ -78,17 +113,27 @@ impl Reader {
 }
 
 pub fn order(body: &Value) -> Result<OrderDraft, Problems> {
-    let mut r = Reader { type_errors: false, errors: Vec::new() };
+    let mut r = Reader {
+        type_errors: false,
+        errors: Vec::new(),
+    };
     let Some(root) = body.as_object() else {
         r.type_error("", "a JSON object");
-        return Err(Problems { type_errors: true, errors: r.errors });
+        return Err(Problems {
+            type_errors: true,
+            errors: r.errors,
+        });
     };
     let customer_id = r.string(root, "", "customerId", 128);
     let currency = match r.string(root, "", "currency", 3) {
         Some(code) => match Currency::parse(&code) {
             Some(c) => Some(c),
             None => {
-                r.value_error("/currency", "UNKNOWN_CURRENCY", format!("{code} is not a supported ISO 4217 currency code"));
+                r.value_error(
+                    "/currency",
+                    "UNKNOWN_CURRENCY",
+                    format!("{code} is not a supported ISO 4217 currency code"),
+                );
                 None
             }
         },
@@ -97,8 +142,12 @@ pub fn order(body: &Value) -> Result<OrderDraft, Problems> {
 
     let mut items = Vec::new();
     match r.get(root, "", "items") {
-        Some(Value::Array(list)) if list.is_empty() => r.value_error("/items", "EMPTY_ITEMS", "an order needs at least one item"),
-        Some(Value::Array(list)) if list.len() > 500 => r.value_error("/items", "TOO_MANY_ITEMS", "at most 500 items"),
+        Some(Value::Array(list)) if list.is_empty() => {
+            r.value_error("/items", "EMPTY_ITEMS", "an order needs at least one item")
+        }
+        Some(Value::Array(list)) if list.len() > 500 => {
+            r.value_error("/items", "TOO_MANY_ITEMS", "at most 500 items")
+        }
         Some(Value::Array(list)) => {
             for (i, item) in list.iter().enumerate() {
                 let base = format!("/items/{i}");
@@ -106,30 +155,50 @@ pub fn order(body: &Value) -> Result<OrderDraft, Problems> {
                     r.type_error(&base, "an object");
                     continue;
                 };
-                let sku = r.string(obj, &base, "sku", 64).and_then(|s| match Sku::parse(&s) {
-                    Some(sku) => Some(sku),
-                    None => {
-                        r.value_error(&format!("{base}/sku"), "INVALID_SKU", "printable characters without spaces, at most 64");
-                        None
-                    }
-                });
-                let quantity = r.integer(obj, &base, "quantity", false).and_then(|q| match u32::try_from(q) {
-                    Ok(q) if q > 0 => Some(q),
-                    _ => {
-                        r.value_error(&format!("{base}/quantity"), "INVALID_QUANTITY", "must be a whole number of at least 1");
-                        None
-                    }
-                });
+                let sku = r
+                    .string(obj, &base, "sku", 64)
+                    .and_then(|s| match Sku::parse(&s) {
+                        Some(sku) => Some(sku),
+                        None => {
+                            r.value_error(
+                                &format!("{base}/sku"),
+                                "INVALID_SKU",
+                                "printable characters without spaces, at most 64",
+                            );
+                            None
+                        }
+                    });
+                let quantity =
+                    r.integer(obj, &base, "quantity", false)
+                        .and_then(|q| match u32::try_from(q) {
+                            Ok(q) if q > 0 => Some(q),
+                            _ => {
+                                r.value_error(
+                                    &format!("{base}/quantity"),
+                                    "INVALID_QUANTITY",
+                                    "must be a whole number of at least 1",
+                                );
+                                None
+                            }
+                        });
                 let unit_price = r.integer(obj, &base, "unitPrice", true).and_then(|p| {
                     if p < 0 {
-                        r.value_error(&format!("{base}/unitPrice"), "NEGATIVE_AMOUNT", "must not be negative");
+                        r.value_error(
+                            &format!("{base}/unitPrice"),
+                            "NEGATIVE_AMOUNT",
+                            "must not be negative",
+                        );
                         None
                     } else {
                         Some(p)
                     }
                 });
                 if let (Some(sku), Some(quantity), Some(unit_price)) = (sku, quantity, unit_price) {
-                    items.push(LineItem { sku, quantity, unit_price });
+                    items.push(LineItem {
+                        sku,
+                        quantity,
+                        unit_price,
+                    });
                 }
             }
         }
@@ -147,12 +216,21 @@ pub fn order(body: &Value) -> Result<OrderDraft, Problems> {
                 if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
                     Some(c)
                 } else {
-                    r.value_error("/shippingAddress/country", "INVALID_COUNTRY", "an ISO 3166-1 alpha-2 code such as US");
+                    r.value_error(
+                        "/shippingAddress/country",
+                        "INVALID_COUNTRY",
+                        "an ISO 3166-1 alpha-2 code such as US",
+                    );
                     None
                 }
             });
             match (line1, city, postal_code, country) {
-                (Some(line1), Some(city), Some(postal_code), Some(country)) => Some(Address { line1, city, postal_code, country }),
+                (Some(line1), Some(city), Some(postal_code), Some(country)) => Some(Address {
+                    line1,
+                    city,
+                    postal_code,
+                    country,
+                }),
                 _ => None,
             }
         }
@@ -173,15 +251,29 @@ pub fn order(body: &Value) -> Result<OrderDraft, Problems> {
     };
 
     match (customer_id, currency, address, token) {
-        (Some(customer_id), Some(currency), Some(shipping_address), Some(payment_token)) if r.errors.is_empty() => {
-            let draft = OrderDraft { customer_id, currency, items, shipping_address, payment_token };
+        (Some(customer_id), Some(currency), Some(shipping_address), Some(payment_token))
+            if r.errors.is_empty() =>
+        {
+            let draft = OrderDraft {
+                customer_id,
+                currency,
+                items,
+                shipping_address,
+                payment_token,
+            };
             if draft.total().is_none() {
                 r.value_error("/items", "TOTAL_OVERFLOW", "the order total is too large");
-                return Err(Problems { type_errors: false, errors: r.errors });
+                return Err(Problems {
+                    type_errors: false,
+                    errors: r.errors,
+                });
             }
             Ok(draft)
         }
-        _ => Err(Problems { type_errors: r.type_errors, errors: r.errors }),
+        _ => Err(Problems {
+            type_errors: r.type_errors,
+            errors: r.errors,
+        }),
     }
 }
 
@@ -201,7 +293,7 @@ mod tests {
     }
 
     fn problems(body: Value) -> Problems {
-        order(&body).err().expect("refused")
+        order(&body).expect_err("refused")
     }
 
     #[test]
@@ -227,7 +319,11 @@ mod tests {
         body["items"][0]["quantity"] = json!(0);
         let p = problems(body);
         assert!(!p.type_errors);
-        let fields: Vec<_> = p.errors.iter().map(|e| (e.field.as_str(), e.code)).collect();
+        let fields: Vec<_> = p
+            .errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.code))
+            .collect();
         assert!(fields.contains(&("/currency", "UNKNOWN_CURRENCY")));
         assert!(fields.contains(&("/items/0/quantity", "INVALID_QUANTITY")));
 

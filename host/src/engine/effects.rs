@@ -24,9 +24,18 @@ pub(crate) struct Extras {
 }
 
 /// The versioned envelope of every public message.
-pub(crate) fn message(topic: &str, event_type: &str, tenant: &TenantId, order: &OrderId, now: i64, data: Value) -> OutboxMessage {
+pub(crate) fn message(
+    topic: &str,
+    event_type: &str,
+    tenant: &TenantId,
+    order: &OrderId,
+    now: i64,
+    data: Value,
+) -> OutboxMessage {
     let id = format!("evt_{}", ulid::Ulid::new());
-    let occurred_at = chrono::DateTime::from_timestamp_millis(now).map(|t| t.to_rfc3339()).unwrap_or_default();
+    let occurred_at = chrono::DateTime::from_timestamp_millis(now)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
     let payload = json!({
         "eventId": id,
         "type": event_type,
@@ -36,7 +45,12 @@ pub(crate) fn message(topic: &str, event_type: &str, tenant: &TenantId, order: &
         "occurredAt": occurred_at,
         "data": data,
     });
-    OutboxMessage { id, topic: topic.into(), event_type: event_type.into(), payload }
+    OutboxMessage {
+        id,
+        topic: topic.into(),
+        event_type: event_type.into(),
+        payload,
+    }
 }
 
 pub(crate) fn command(action: &Action, now: i64) -> NewCommand {
@@ -46,7 +60,11 @@ pub(crate) fn command(action: &Action, now: i64) -> NewCommand {
     };
     // Full jitter: anywhere between now and the policy's delay, so retries of
     // many sagas failing together spread out instead of storming back.
-    let jitter = if delay == 0 { 0 } else { rand::rng().random_range(0..=delay) };
+    let jitter = if delay == 0 {
+        0
+    } else {
+        rand::rng().random_range(0..=delay)
+    };
     NewCommand {
         id: format!("cmd_{}", ulid::Ulid::new()),
         action: serde_json::to_string(action).unwrap_or_default(),
@@ -63,7 +81,13 @@ pub fn payment_status(state: &SagaState) -> PaymentStatus {
         PaymentStatus::Captured
     } else if state.completed.contains(&Step::AuthorizePayment) {
         PaymentStatus::Authorized
-    } else if matches!(state.ending, Some(Ending::Failed { step: Step::AuthorizePayment, .. })) {
+    } else if matches!(
+        state.ending,
+        Some(Ending::Failed {
+            step: Step::AuthorizePayment,
+            ..
+        })
+    ) {
         PaymentStatus::Failed
     } else {
         PaymentStatus::None
@@ -73,7 +97,10 @@ pub fn payment_status(state: &SagaState) -> PaymentStatus {
 pub fn fulfillment_status(state: &SagaState) -> FulfillmentStatus {
     if !state.completed.contains(&Step::RequestFulfilment) {
         FulfillmentStatus::None
-    } else if matches!(state.status, SagaStatus::Compensating | SagaStatus::Cancelled) {
+    } else if matches!(
+        state.status,
+        SagaStatus::Compensating | SagaStatus::Cancelled
+    ) {
         FulfillmentStatus::Cancelled
     } else {
         FulfillmentStatus::Requested
@@ -111,11 +138,20 @@ pub(crate) fn transition(
     };
     for action in actions {
         match action {
-            Action::RunStep { .. } | Action::RunCompensation { .. } => commands.push(command(action, now)),
+            Action::RunStep { .. } | Action::RunCompensation { .. } => {
+                commands.push(command(action, now))
+            }
             Action::Notify { recipients, reason } => {
                 let data = json!({ "recipients": recipients, "reason": reason });
                 events.push(("notification.sent".into(), data.clone()));
-                outbox.push(message(TOPIC_NOTIFICATIONS, "order.notification", tenant, order, now, data));
+                outbox.push(message(
+                    TOPIC_NOTIFICATIONS,
+                    "order.notification",
+                    tenant,
+                    order,
+                    now,
+                    data,
+                ));
             }
             Action::Finish { status } => {
                 let reason = state.ending.as_ref().map(Ending::reason);
@@ -139,7 +175,14 @@ pub(crate) fn transition(
                     "paymentStatus": payment_status(state).as_str(),
                 });
                 events.push((event_type.into(), data.clone()));
-                outbox.push(message(TOPIC_ORDER_EVENTS, event_type, tenant, order, now, data));
+                outbox.push(message(
+                    TOPIC_ORDER_EVENTS,
+                    event_type,
+                    tenant,
+                    order,
+                    now,
+                    data,
+                ));
             }
         }
     }

@@ -46,7 +46,10 @@ impl Platform {
 
     /// Starts the saga runner and the outbox relay.
     pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
-        vec![tokio::spawn(runner::run(self.clone())), tokio::spawn(relay::run(self.clone()))]
+        vec![
+            tokio::spawn(runner::run(self.clone())),
+            tokio::spawn(relay::run(self.clone())),
+        ]
     }
 
     /// Seeds each tenant's demo stock where none is recorded yet.
@@ -54,7 +57,9 @@ impl Platform {
         let now = crate::now_ms();
         for tenant in self.tenants.all() {
             for (sku, warehouse, on_hand) in &tenant.demo_stock {
-                self.store.seed_stock(&tenant.id, sku, warehouse, *on_hand, now).await?;
+                self.store
+                    .seed_stock(&tenant.id, sku, warehouse, *on_hand, now)
+                    .await?;
             }
         }
         Ok(())

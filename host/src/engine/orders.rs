@@ -39,8 +39,14 @@ impl From<StoreError> for OrderError {
 }
 
 pub enum Placed {
-    Created { record: OrderRecord, body: String },
-    Replayed { status: u16, body: String },
+    Created {
+        record: Box<OrderRecord>,
+        body: String,
+    },
+    Replayed {
+        status: u16,
+        body: String,
+    },
 }
 
 /// Idempotency keys stuck `in_flight` this long belonged to a crashed request.
@@ -57,20 +63,33 @@ pub async fn place(
 ) -> Result<Placed, OrderError> {
     let now = crate::now_ms();
     if let Some((key, hash)) = &idempotency {
-        match p.store.begin_idempotent(&tenant.id, key, hash, now, STALE_KEY_MS).await? {
+        match p
+            .store
+            .begin_idempotent(&tenant.id, key, hash, now, STALE_KEY_MS)
+            .await?
+        {
             IdempotencyBegin::Fresh => {}
-            IdempotencyBegin::Replay { status, body } => return Ok(Placed::Replayed { status, body }),
+            IdempotencyBegin::Replay { status, body } => {
+                return Ok(Placed::Replayed { status, body });
+            }
             IdempotencyBegin::InFlight => return Err(OrderError::IdempotencyInFlight),
             IdempotencyBegin::Mismatch => return Err(OrderError::IdempotencyMismatch),
         }
     }
-    let result = create(p, tenant, draft, idempotency.as_ref().map(|(k, _)| k.as_str()), render, now).await;
-    if result.is_err() {
-        if let Some((key, _)) = &idempotency {
-            if let Err(e) = p.store.abandon_idempotent(&tenant.id, key).await {
-                tracing::warn!(error = %e, "freeing an idempotency key failed; it frees itself when stale");
-            }
-        }
+    let result = create(
+        p,
+        tenant,
+        draft,
+        idempotency.as_ref().map(|(k, _)| k.as_str()),
+        render,
+        now,
+    )
+    .await;
+    if result.is_err()
+        && let Some((key, _)) = &idempotency
+        && let Err(e) = p.store.abandon_idempotent(&tenant.id, key).await
+    {
+        tracing::warn!(error = %e, "freeing an idempotency key failed; it frees itself when stale");
     }
     result
 }
@@ -87,7 +106,8 @@ async fn create(
     let total = draft.total().ok_or(OrderError::TotalOverflow)?;
     let deadline = now + i64::try_from(tenant.deadline.as_millis()).unwrap_or(i64::MAX / 2);
     let (state, actions) = saga::start(tenant.definition.clone(), tenant.limits, deadline);
-    let draft_json = serde_json::to_string(&draft).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let draft_json =
+        serde_json::to_string(&draft).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let record = OrderRecord {
         tenant_id: tenant.id.to_string(),
         id: id.to_string(),
@@ -101,7 +121,8 @@ async fn create(
         violations: None,
         cancellation_reason: None,
         shipment: None,
-        saga_state: serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        saga_state: serde_json::to_string(&state)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         saga_status: state.status.as_str().into(),
         version: 0,
         event_seq: 1,
@@ -116,33 +137,72 @@ async fn create(
         "steps": tenant.definition.steps(),
     });
     let extras = Extras {
-        outbox: vec![message(TOPIC_ORDER_EVENTS, "order.created", &tenant.id, &id, now, summary.clone())],
+        outbox: vec![message(
+            TOPIC_ORDER_EVENTS,
+            "order.created",
+            &tenant.id,
+            &id,
+            now,
+            summary.clone(),
+        )],
         ..Extras::default()
     };
-    let effects = effects::transition(&tenant.id, &id, 0, None, &state, ("order.created", summary), &actions, extras, now);
+    let effects = effects::transition(
+        &tenant.id,
+        &id,
+        0,
+        None,
+        &state,
+        ("order.created", summary),
+        &actions,
+        extras,
+        now,
+    );
     let body = render(&record);
-    let new = NewOrder { record, effects, idempotency: key.map(|k| (k.to_string(), 201, body.clone())) };
+    let new = NewOrder {
+        record,
+        effects,
+        idempotency: key.map(|k| (k.to_string(), 201, body.clone())),
+    };
     p.store.create_order(&new).await?;
     Metrics::inc(&p.metrics.orders_accepted_total);
     p.wake.notify_one();
     p.outbox_wake.notify_one();
-    Ok(Placed::Created { record: new.record, body })
+    Ok(Placed::Created {
+        record: Box::new(new.record),
+        body,
+    })
 }
 
 /// Asks the saga to stop and undo. Accepted while the order is pending or
 /// confirmed; refused once it has shipped.
-pub async fn cancel(p: &Platform, tenant: &Tenant, id: &OrderId, reason: String) -> Result<(), OrderError> {
+pub async fn cancel(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    reason: String,
+) -> Result<(), OrderError> {
     let order = p.store.order(&tenant.id, id).await?;
     match OrderStatus::parse(&order.status) {
         Some(OrderStatus::Cancelled) => return Ok(()),
         Some(OrderStatus::Pending | OrderStatus::Confirmed) => {}
-        _ => return Err(OrderError::NotCancellable(format!("an order that is {} cannot be cancelled", order.status))),
+        _ => {
+            return Err(OrderError::NotCancellable(format!(
+                "an order that is {} cannot be cancelled",
+                order.status
+            )));
+        }
     }
     if order.saga_status == SagaStatus::Stuck.as_str() {
-        return Err(OrderError::NotCancellable("the order's saga is stuck and needs an operator".into()));
+        return Err(OrderError::NotCancellable(
+            "the order's saga is stuck and needs an operator".into(),
+        ));
     }
     let loaded = load_order(order)?;
-    let outcome = Outcome { event: SagaEvent::CancelRequested { reason }, extras: Extras::default() };
+    let outcome = Outcome {
+        event: SagaEvent::CancelRequested { reason },
+        extras: Extras::default(),
+    };
     if commit(p, tenant, id, None, loaded, outcome).await {
         Ok(())
     } else {
@@ -151,13 +211,39 @@ pub async fn cancel(p: &Platform, tenant: &Tenant, id: &OrderId, reason: String)
 }
 
 /// Moves an order along after the saga: CONFIRMED → SHIPPED → DELIVERED.
-pub async fn ship(p: &Platform, tenant: &Tenant, id: &OrderId, carrier: String, tracking: String) -> Result<OrderRecord, OrderError> {
+pub async fn ship(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    carrier: String,
+    tracking: String,
+) -> Result<OrderRecord, OrderError> {
     let shipment = json!({ "carrier": carrier, "trackingNumber": tracking });
-    advance(p, tenant, id, OrderStatus::Confirmed, OrderStatus::Shipped, Some(shipment)).await
+    advance(
+        p,
+        tenant,
+        id,
+        OrderStatus::Confirmed,
+        OrderStatus::Shipped,
+        Some(shipment),
+    )
+    .await
 }
 
-pub async fn deliver(p: &Platform, tenant: &Tenant, id: &OrderId) -> Result<OrderRecord, OrderError> {
-    advance(p, tenant, id, OrderStatus::Shipped, OrderStatus::Delivered, None).await
+pub async fn deliver(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+) -> Result<OrderRecord, OrderError> {
+    advance(
+        p,
+        tenant,
+        id,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        None,
+    )
+    .await
 }
 
 async fn advance(
@@ -171,13 +257,25 @@ async fn advance(
     for _ in 0..16 {
         let order = p.store.order(&tenant.id, id).await?;
         let ready = order.status == from.as_str()
-            && (from != OrderStatus::Confirmed || order.saga_status == SagaStatus::Completed.as_str());
+            && (from != OrderStatus::Confirmed
+                || order.saga_status == SagaStatus::Completed.as_str());
         if !ready {
-            return Err(OrderError::WrongState(format!("an order that is {} ({}) cannot become {to}", order.status, order.saga_status)));
+            return Err(OrderError::WrongState(format!(
+                "an order that is {} ({}) cannot become {to}",
+                order.status, order.saga_status
+            )));
         }
         let now = crate::now_ms();
-        let event_type = if to == OrderStatus::Shipped { "order.shipped" } else { "order.delivered" };
-        let fulfillment = if to == OrderStatus::Shipped { FulfillmentStatus::Shipped } else { FulfillmentStatus::Delivered };
+        let event_type = if to == OrderStatus::Shipped {
+            "order.shipped"
+        } else {
+            "order.delivered"
+        };
+        let fulfillment = if to == OrderStatus::Shipped {
+            FulfillmentStatus::Shipped
+        } else {
+            FulfillmentStatus::Delivered
+        };
         let data = json!({ "status": to.as_str(), "shipment": shipment });
         let t = Transition {
             tenant: tenant.id.clone(),
@@ -194,7 +292,14 @@ async fn advance(
             },
             events: vec![(event_type.into(), data.clone())],
             commands: vec![],
-            outbox: vec![message(TOPIC_ORDER_EVENTS, event_type, &tenant.id, id, now, data)],
+            outbox: vec![message(
+                TOPIC_ORDER_EVENTS,
+                event_type,
+                &tenant.id,
+                id,
+                now,
+                data,
+            )],
             payment: None,
             now,
         };

@@ -20,7 +20,9 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn new() -> Self {
-        Self { sender: broadcast::channel(4096).0 }
+        Self {
+            sender: broadcast::channel(4096).0,
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutboxRecord>> {
@@ -53,9 +55,13 @@ pub(crate) async fn run(p: Arc<Platform>) {
                 if !ids.is_empty() {
                     match p.store.mark_published(&ids, crate::now_ms()).await {
                         Ok(()) => {
-                            p.metrics.outbox_published_total.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                            p.metrics
+                                .outbox_published_total
+                                .fetch_add(ids.len() as u64, Ordering::Relaxed);
                         }
-                        Err(e) => tracing::warn!(error = %e, "marking outbox messages published failed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "marking outbox messages published failed")
+                        }
                     }
                 }
                 if n as i64 == BATCH {

@@ -53,7 +53,9 @@ pub(crate) async fn run(p: Arc<Platform>) {
                         f.commands.insert(cmd.id.clone());
                         f.orders.insert(cmd.order_id.clone());
                     }
-                    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
                     let (p, inflight) = (p.clone(), inflight.clone());
                     tokio::spawn(async move {
                         let done = process(&p, &cmd).await;
@@ -64,7 +66,8 @@ pub(crate) async fn run(p: Arc<Platform>) {
                             if done {
                                 f.not_before.remove(&cmd.id);
                             } else {
-                                f.not_before.insert(cmd.id.clone(), crate::now_ms() + RETRY_AFTER_MS);
+                                f.not_before
+                                    .insert(cmd.id.clone(), crate::now_ms() + RETRY_AFTER_MS);
                             }
                         }
                         drop(permit);
@@ -93,13 +96,19 @@ pub(crate) struct Loaded {
 fn load(order: OrderRecord) -> Result<Loaded, StoreError> {
     let draft = json("order draft", &order.draft)?;
     let state = json("saga state", &order.saga_state)?;
-    Ok(Loaded { order, draft, state })
+    Ok(Loaded {
+        order,
+        draft,
+        state,
+    })
 }
 
 /// Carries out one command. `true` when it is finished with (applied, or
 /// found already applied); `false` to try again later.
 async fn process(p: &Platform, cmd: &CommandRecord) -> bool {
-    let (Some(tenant), Some(order_id)) = (p.tenants.get(&cmd.tenant_id), OrderId::parse(&cmd.order_id)) else {
+    let (Some(tenant), Some(order_id)) =
+        (p.tenants.get(&cmd.tenant_id), OrderId::parse(&cmd.order_id))
+    else {
         tracing::error!(command = %cmd.id, tenant = %cmd.tenant_id, order = %cmd.order_id, "command for an unknown tenant or malformed order id");
         return false;
     };
@@ -118,21 +127,48 @@ async fn process(p: &Platform, cmd: &CommandRecord) -> bool {
         }
     };
     Metrics::inc(&p.metrics.saga_steps_total);
-    let cx = Context { tenant, order: &loaded.order, order_id: &order_id, draft: &loaded.draft, state: &loaded.state };
+    let cx = Context {
+        tenant,
+        order: &loaded.order,
+        order_id: &order_id,
+        draft: &loaded.draft,
+        state: &loaded.state,
+    };
     let outcome = match action {
-        Action::RunStep { step, .. } => match tokio::time::timeout(tenant.step_timeout, steps::run_step(p, &cx, step)).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                let failure = Failure { code: "STEP_TIMEOUT".into(), message: format!("{step} took longer than {:?}", tenant.step_timeout), transient: true };
-                steps::failed_step(p, &cx, step, failure, Extras::default()).await
-            }
-        },
-        Action::RunCompensation { compensation, .. } => {
-            match tokio::time::timeout(tenant.step_timeout, steps::run_compensation(p, &cx, compensation)).await {
+        Action::RunStep { step, .. } => {
+            match tokio::time::timeout(tenant.step_timeout, steps::run_step(p, &cx, step)).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
-                    let failure = Failure { code: "STEP_TIMEOUT".into(), message: format!("{compensation} timed out"), transient: true };
-                    Outcome { event: SagaEvent::CompensationFailed { compensation, failure }, extras: Extras::default() }
+                    let failure = Failure {
+                        code: "STEP_TIMEOUT".into(),
+                        message: format!("{step} took longer than {:?}", tenant.step_timeout),
+                        transient: true,
+                    };
+                    steps::failed_step(p, &cx, step, failure, Extras::default()).await
+                }
+            }
+        }
+        Action::RunCompensation { compensation, .. } => {
+            match tokio::time::timeout(
+                tenant.step_timeout,
+                steps::run_compensation(p, &cx, compensation),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let failure = Failure {
+                        code: "STEP_TIMEOUT".into(),
+                        message: format!("{compensation} timed out"),
+                        transient: true,
+                    };
+                    Outcome {
+                        event: SagaEvent::CompensationFailed {
+                            compensation,
+                            failure,
+                        },
+                        extras: Extras::default(),
+                    }
                 }
             }
         }
@@ -221,9 +257,21 @@ pub(crate) async fn commit(
                 }
             }
             Err(StoreError::InsufficientStock { sku }) => {
-                let cx = Context { tenant, order: &loaded.order, order_id, draft: &loaded.draft, state: &loaded.state };
-                let failure = Failure { code: "OUT_OF_STOCK".into(), message: format!("not enough stock of {sku}"), transient: false };
-                outcome = steps::failed_step(p, &cx, Step::ReserveInventory, failure, Extras::default()).await;
+                let cx = Context {
+                    tenant,
+                    order: &loaded.order,
+                    order_id,
+                    draft: &loaded.draft,
+                    state: &loaded.state,
+                };
+                let failure = Failure {
+                    code: "OUT_OF_STOCK".into(),
+                    message: format!("not enough stock of {sku}"),
+                    transient: false,
+                };
+                outcome =
+                    steps::failed_step(p, &cx, Step::ReserveInventory, failure, Extras::default())
+                        .await;
             }
             Err(e) => {
                 tracing::warn!(tenant = %tenant.id, order = %order_id, error = %e, "committing a saga transition failed; will retry");

@@ -45,7 +45,11 @@ impl Context<'_> {
                 .draft
                 .items
                 .iter()
-                .map(|i| bindings::LineItem { sku: i.sku.to_string(), quantity: i.quantity, unit_price: i.unit_price })
+                .map(|i| bindings::LineItem {
+                    sku: i.sku.to_string(),
+                    quantity: i.quantity,
+                    unit_price: i.unit_price,
+                })
                 .collect(),
             total_amount: self.order.total_minor,
             shipping_address: bindings::Address {
@@ -62,14 +66,20 @@ fn detail<R>(called: &Called<R>, version: &str) -> serde_json::Map<String, Value
     let mut m = serde_json::Map::new();
     m.insert("pluginVersion".into(), json!(version));
     m.insert("fuelUsed".into(), json!(called.stats.fuel_used));
-    m.insert("durationUs".into(), json!(called.stats.duration.as_micros() as u64));
+    m.insert(
+        "durationUs".into(),
+        json!(called.stats.duration.as_micros() as u64),
+    );
     m
 }
 
 fn failed_detail(error: &PluginError, version: &str) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("pluginVersion".into(), json!(version));
-    m.insert("pluginError".into(), json!({ "code": error.code(), "message": error.to_string() }));
+    m.insert(
+        "pluginError".into(),
+        json!({ "code": error.code(), "message": error.to_string() }),
+    );
     m
 }
 
@@ -82,8 +92,17 @@ pub(crate) async fn run_step(p: &Platform, cx: &Context<'_>, step: Step) -> Outc
             for item in &cx.draft.items {
                 *lines.entry(item.sku.to_string()).or_default() += i64::from(item.quantity);
             }
-            let extras = Extras { inventory: Some(InventoryOp::Reserve(lines.into_iter().collect())), ..Extras::default() };
-            Outcome { event: SagaEvent::StepSucceeded { step, provider_reference: None }, extras }
+            let extras = Extras {
+                inventory: Some(InventoryOp::Reserve(lines.into_iter().collect())),
+                ..Extras::default()
+            };
+            Outcome {
+                event: SagaEvent::StepSucceeded {
+                    step,
+                    provider_reference: None,
+                },
+                extras,
+            }
         }
         Step::AuthorizePayment => pay_step(p, cx, step, PaymentOp::Authorize).await,
         Step::CapturePayment => pay_step(p, cx, step, PaymentOp::Capture).await,
@@ -94,10 +113,23 @@ pub(crate) async fn run_step(p: &Platform, cx: &Context<'_>, step: Step) -> Outc
                 "customerId": cx.draft.customer_id,
             });
             let extras = Extras {
-                outbox: vec![message(TOPIC_FULFILMENT, "fulfilment.requested", cx.tenant_id(), cx.order_id, crate::now_ms(), data)],
+                outbox: vec![message(
+                    TOPIC_FULFILMENT,
+                    "fulfilment.requested",
+                    cx.tenant_id(),
+                    cx.order_id,
+                    crate::now_ms(),
+                    data,
+                )],
                 ..Extras::default()
             };
-            Outcome { event: SagaEvent::StepSucceeded { step, provider_reference: None }, extras }
+            Outcome {
+                event: SagaEvent::StepSucceeded {
+                    step,
+                    provider_reference: None,
+                },
+                extras,
+            }
         }
     }
 }
@@ -106,20 +138,45 @@ async fn validate(p: &Platform, cx: &Context<'_>) -> Outcome {
     let tp = cx.tenant.plugin(crate::plugins::Slot::Guardrail);
     let version = tp.plugin.version().to_string();
     let step = Step::Validate;
-    match p.plugins.validate(&tp.plugin, tp.limits, cx.wit_order(), tp.settings.clone()).await {
+    match p
+        .plugins
+        .validate(&tp.plugin, tp.limits, cx.wit_order(), tp.settings.clone())
+        .await
+    {
         Ok(called) => {
-            let extras = Extras { detail: detail(&called, &version), ..Extras::default() };
+            let extras = Extras {
+                detail: detail(&called, &version),
+                ..Extras::default()
+            };
             match called.value {
-                Ok(()) => Outcome { event: SagaEvent::StepSucceeded { step, provider_reference: None }, extras },
+                Ok(()) => Outcome {
+                    event: SagaEvent::StepSucceeded {
+                        step,
+                        provider_reference: None,
+                    },
+                    extras,
+                },
                 Err(violations) => {
                     let list: Vec<Value> = violations
                         .iter()
                         .map(|v| json!({ "code": v.code, "message": v.message, "field": v.field }))
                         .collect();
-                    let code = violations.first().map_or_else(|| "GUARDRAIL_REJECTED".to_string(), |v| v.code.clone());
-                    let reason = violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join("; ");
-                    let extras = Extras { violations: Some(Value::Array(list).to_string()), ..extras };
-                    Outcome { event: SagaEvent::StepRejected { step, code, reason }, extras }
+                    let code = violations
+                        .first()
+                        .map_or_else(|| "GUARDRAIL_REJECTED".to_string(), |v| v.code.clone());
+                    let reason = violations
+                        .iter()
+                        .map(|v| v.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let extras = Extras {
+                        violations: Some(Value::Array(list).to_string()),
+                        ..extras
+                    };
+                    Outcome {
+                        event: SagaEvent::StepRejected { step, code, reason },
+                        extras,
+                    }
                 }
             }
         }
@@ -127,10 +184,19 @@ async fn validate(p: &Platform, cx: &Context<'_>) -> Outcome {
             // Fail closed: an order no guardrail could check does not go ahead.
             Metrics::inc(&p.metrics.plugin_failures_total);
             tracing::warn!(tenant = %cx.tenant.id, order = %cx.order_id, error = %e, "guardrail failed; rejecting");
-            let violation = json!([{ "code": "GUARDRAIL_UNAVAILABLE", "message": e.to_string(), "field": "" }]);
-            let extras = Extras { detail: failed_detail(&e, &version), violations: Some(violation.to_string()), ..Extras::default() };
+            let violation =
+                json!([{ "code": "GUARDRAIL_UNAVAILABLE", "message": e.to_string(), "field": "" }]);
+            let extras = Extras {
+                detail: failed_detail(&e, &version),
+                violations: Some(violation.to_string()),
+                ..Extras::default()
+            };
             Outcome {
-                event: SagaEvent::StepRejected { step, code: "GUARDRAIL_UNAVAILABLE".into(), reason: e.to_string() },
+                event: SagaEvent::StepRejected {
+                    step,
+                    code: "GUARDRAIL_UNAVAILABLE".into(),
+                    reason: e.to_string(),
+                },
                 extras,
             }
         }
@@ -144,7 +210,13 @@ async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
     let since = crate::now_ms() - 24 * 3600 * 1000;
     let history = p
         .store
-        .customer_history(cx.tenant_id(), &cx.draft.customer_id, cx.draft.currency.code(), since, cx.order_id)
+        .customer_history(
+            cx.tenant_id(),
+            &cx.draft.customer_id,
+            cx.draft.currency.code(),
+            since,
+            cx.order_id,
+        )
         .await
         .unwrap_or_default();
     let context = fraud::exports::oms::plugin::risk::CustomerContext {
@@ -152,34 +224,68 @@ async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
         recent_spend: history.spend,
     };
     use fraud::exports::oms::plugin::risk::Decision;
-    let (decision, score, reasons, mut extras) =
-        match p.plugins.assess(&tp.plugin, tp.limits, cx.wit_order(), context, tp.settings.clone()).await {
-            Ok(called) => {
-                let extras = Extras { detail: detail(&called, &version), ..Extras::default() };
-                let a = called.value;
-                (a.decision, a.score, a.reasons, extras)
-            }
-            Err(e) => {
-                // A fraud check that cannot answer sends the order to review.
-                Metrics::inc(&p.metrics.plugin_failures_total);
-                tracing::warn!(tenant = %cx.tenant.id, order = %cx.order_id, error = %e, "fraud check failed; treating as review");
-                let extras = Extras { detail: failed_detail(&e, &version), ..Extras::default() };
-                (Decision::Review, 500, vec![format!("fraud check unavailable: {e}")], extras)
-            }
-        };
+    let (decision, score, reasons, mut extras) = match p
+        .plugins
+        .assess(
+            &tp.plugin,
+            tp.limits,
+            cx.wit_order(),
+            context,
+            tp.settings.clone(),
+        )
+        .await
+    {
+        Ok(called) => {
+            let extras = Extras {
+                detail: detail(&called, &version),
+                ..Extras::default()
+            };
+            let a = called.value;
+            (a.decision, a.score, a.reasons, extras)
+        }
+        Err(e) => {
+            // A fraud check that cannot answer sends the order to review.
+            Metrics::inc(&p.metrics.plugin_failures_total);
+            tracing::warn!(tenant = %cx.tenant.id, order = %cx.order_id, error = %e, "fraud check failed; treating as review");
+            let extras = Extras {
+                detail: failed_detail(&e, &version),
+                ..Extras::default()
+            };
+            (
+                Decision::Review,
+                500,
+                vec![format!("fraud check unavailable: {e}")],
+                extras,
+            )
+        }
+    };
     let name = match decision {
         Decision::Approve => "approve",
         Decision::Review => "review",
         Decision::Decline => "decline",
     };
-    extras.detail.insert("fraud".into(), json!({ "decision": name, "score": score, "reasons": reasons }));
+    extras.detail.insert(
+        "fraud".into(),
+        json!({ "decision": name, "score": score, "reasons": reasons }),
+    );
     let reason = reasons.join("; ");
     let event = match (decision, cx.tenant.fraud_review) {
         (Decision::Approve, _) | (Decision::Review, ReviewAction::Accept) => {
-            SagaEvent::StepSucceeded { step, provider_reference: None }
+            SagaEvent::StepSucceeded {
+                step,
+                provider_reference: None,
+            }
         }
-        (Decision::Review, ReviewAction::Reject) => SagaEvent::StepRejected { step, code: "FRAUD_REVIEW".into(), reason },
-        (Decision::Decline, _) => SagaEvent::StepRejected { step, code: "FRAUD_DECLINED".into(), reason },
+        (Decision::Review, ReviewAction::Reject) => SagaEvent::StepRejected {
+            step,
+            code: "FRAUD_REVIEW".into(),
+            reason,
+        },
+        (Decision::Decline, _) => SagaEvent::StepRejected {
+            step,
+            code: "FRAUD_DECLINED".into(),
+            reason,
+        },
     };
     Outcome { event, extras }
 }
@@ -198,23 +304,51 @@ async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, F
         token: cx.draft.payment_token.clone(),
         provider_reference: cx.state.payment_reference.clone(),
     };
-    let grant = tp.grant.clone().unwrap_or_else(|| crate::plugins::http::HttpGrant::new(&[], tp.limits.http_timeout));
-    let called = p.plugins.pay(&tp.plugin, tp.limits, grant, op, request, tp.settings.clone()).await;
+    let grant = tp
+        .grant
+        .clone()
+        .unwrap_or_else(|| crate::plugins::http::HttpGrant::new(&[], tp.limits.http_timeout));
+    let called = p
+        .plugins
+        .pay(
+            &tp.plugin,
+            tp.limits,
+            grant,
+            op,
+            request,
+            tp.settings.clone(),
+        )
+        .await;
     use payment::exports::oms::plugin::provider::PaymentError;
     let (result, detail) = match called {
         Ok(c) => {
             let d = detail(&c, &version);
             let r = match c.value {
                 Ok(reference) => Ok(reference),
-                Err(PaymentError::Declined(d)) => Err(Failure { code: d.code, message: d.message, transient: false }),
-                Err(PaymentError::Transient(m)) => Err(Failure { code: "PAYMENT_PROVIDER_UNAVAILABLE".into(), message: m, transient: true }),
+                Err(PaymentError::Declined(d)) => Err(Failure {
+                    code: d.code,
+                    message: d.message,
+                    transient: false,
+                }),
+                Err(PaymentError::Transient(m)) => Err(Failure {
+                    code: "PAYMENT_PROVIDER_UNAVAILABLE".into(),
+                    message: m,
+                    transient: true,
+                }),
             };
             (r, d)
         }
         Err(e) => {
             Metrics::inc(&p.metrics.plugin_failures_total);
             let d = failed_detail(&e, &version);
-            (Err(Failure { code: e.code().into(), message: e.to_string(), transient: true }), d)
+            (
+                Err(Failure {
+                    code: e.code().into(),
+                    message: e.to_string(),
+                    transient: true,
+                }),
+                d,
+            )
         }
     };
     let record = PaymentRecord {
@@ -222,14 +356,26 @@ async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, F
         op: op.as_str().into(),
         amount: cx.order.total_minor,
         currency: cx.draft.currency.code().into(),
-        status: if result.is_ok() { "succeeded" } else { "failed" }.into(),
+        status: if result.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        }
+        .into(),
         provider_reference: result.as_ref().ok().cloned(),
         error_code: result.as_ref().err().map(|f| f.code.clone()),
         idempotency_key: key,
         plugin_version: Some(version),
         at: crate::now_ms(),
     };
-    (result, Extras { detail, payment: Some(record), ..Extras::default() })
+    (
+        result,
+        Extras {
+            detail,
+            payment: Some(record),
+            ..Extras::default()
+        },
+    )
 }
 
 async fn pay_step(p: &Platform, cx: &Context<'_>, step: Step, op: PaymentOp) -> Outcome {
@@ -237,19 +383,44 @@ async fn pay_step(p: &Platform, cx: &Context<'_>, step: Step, op: PaymentOp) -> 
     match result {
         Ok(reference) => {
             let provider_reference = (step == Step::AuthorizePayment).then_some(reference);
-            Outcome { event: SagaEvent::StepSucceeded { step, provider_reference }, extras }
+            Outcome {
+                event: SagaEvent::StepSucceeded {
+                    step,
+                    provider_reference,
+                },
+                extras,
+            }
         }
         Err(failure) => failed_step(p, cx, step, failure, extras).await,
     }
 }
 
 /// A failed step: the compensation policy decides whether to retry.
-pub(crate) async fn failed_step(p: &Platform, cx: &Context<'_>, step: Step, failure: Failure, mut extras: Extras) -> Outcome {
+pub(crate) async fn failed_step(
+    p: &Platform,
+    cx: &Context<'_>,
+    step: Step,
+    failure: Failure,
+    mut extras: Extras,
+) -> Outcome {
     let plan = plan(p, cx, step, &failure, &mut extras).await;
-    Outcome { event: SagaEvent::StepFailed { step, failure, plan }, extras }
+    Outcome {
+        event: SagaEvent::StepFailed {
+            step,
+            failure,
+            plan,
+        },
+        extras,
+    }
 }
 
-async fn plan(p: &Platform, cx: &Context<'_>, step: Step, failure: &Failure, extras: &mut Extras) -> Plan {
+async fn plan(
+    p: &Platform,
+    cx: &Context<'_>,
+    step: Step,
+    failure: &Failure,
+    extras: &mut Extras,
+) -> Plan {
     use policy::exports::oms::plugin::policy as wit;
     let tp = cx.tenant.plugin(crate::plugins::Slot::CompensationPolicy);
     let to_wit = |s: Step| match s {
@@ -274,9 +445,21 @@ async fn plan(p: &Platform, cx: &Context<'_>, step: Step, failure: &Failure, ext
         currency: cx.draft.currency.code().into(),
         completed: cx.state.completed.iter().map(|s| to_wit(*s)).collect(),
     };
-    let plan = match p.plugins.decide(&tp.plugin, tp.limits, wit_failure, view, tp.settings.clone()).await {
+    let plan = match p
+        .plugins
+        .decide(
+            &tp.plugin,
+            tp.limits,
+            wit_failure,
+            view,
+            tp.settings.clone(),
+        )
+        .await
+    {
         Ok(called) => match called.value.decision {
-            wit::Decision::Retry(ms) => Plan::Retry { delay_ms: u64::from(ms) },
+            wit::Decision::Retry(ms) => Plan::Retry {
+                delay_ms: u64::from(ms),
+            },
             wit::Decision::Compensate => {
                 let proposed: Vec<Compensation> = called
                     .value
@@ -293,17 +476,24 @@ async fn plan(p: &Platform, cx: &Context<'_>, step: Step, failure: &Failure, ext
                     Metrics::inc(&p.metrics.policy_overrides_total);
                     tracing::warn!(tenant = %cx.tenant.id, order = %cx.order_id, ?proposed, ?actions, "compensation plan left money or stock held; using the default");
                 }
-                Plan::Compensate { actions, notify: called.value.notify }
+                Plan::Compensate {
+                    actions,
+                    notify: called.value.notify,
+                }
             }
         },
         Err(e) => {
             Metrics::inc(&p.metrics.plugin_failures_total);
             tracing::warn!(tenant = %cx.tenant.id, order = %cx.order_id, error = %e, "compensation policy failed; using the default");
-            extras.detail.insert("policyError".into(), json!(e.to_string()));
+            extras
+                .detail
+                .insert("policyError".into(), json!(e.to_string()));
             default_plan(cx.state, failure)
         }
     };
-    extras.detail.insert("policyVersion".into(), json!(tp.plugin.version()));
+    extras
+        .detail
+        .insert("policyVersion".into(), json!(tp.plugin.version()));
     plan
 }
 
@@ -312,24 +502,43 @@ async fn plan(p: &Platform, cx: &Context<'_>, step: Step, failure: &Failure, ext
 fn default_plan(state: &SagaState, failure: &Failure) -> Plan {
     if failure.transient && state.attempt < state.limits.max_step_attempts {
         let shift = state.attempt.saturating_sub(1).min(10);
-        Plan::Retry { delay_ms: (100u64 << shift).min(5_000) }
+        Plan::Retry {
+            delay_ms: (100u64 << shift).min(5_000),
+        }
     } else {
-        Plan::Compensate { actions: crate::saga::core::required_compensations(&state.completed), notify: vec!["customer".into()] }
+        Plan::Compensate {
+            actions: crate::saga::core::required_compensations(&state.completed),
+            notify: vec!["customer".into()],
+        }
     }
 }
 
-pub(crate) async fn run_compensation(p: &Platform, cx: &Context<'_>, compensation: Compensation) -> Outcome {
+pub(crate) async fn run_compensation(
+    p: &Platform,
+    cx: &Context<'_>,
+    compensation: Compensation,
+) -> Outcome {
     match compensation {
         Compensation::ReleaseInventory => Outcome {
             event: SagaEvent::CompensationSucceeded { compensation },
-            extras: Extras { inventory: Some(InventoryOp::Release), ..Extras::default() },
+            extras: Extras {
+                inventory: Some(InventoryOp::Release),
+                ..Extras::default()
+            },
         },
         Compensation::VoidPayment | Compensation::RefundPayment => {
-            let op = if compensation == Compensation::VoidPayment { PaymentOp::Void } else { PaymentOp::Refund };
+            let op = if compensation == Compensation::VoidPayment {
+                PaymentOp::Void
+            } else {
+                PaymentOp::Refund
+            };
             let (result, extras) = pay(p, cx, op).await;
             let event = match result {
                 Ok(_) => SagaEvent::CompensationSucceeded { compensation },
-                Err(failure) => SagaEvent::CompensationFailed { compensation, failure },
+                Err(failure) => SagaEvent::CompensationFailed {
+                    compensation,
+                    failure,
+                },
             };
             Outcome { event, extras }
         }

@@ -33,7 +33,8 @@ impl HttpGrant {
     }
 
     pub fn send(&self, request: Request) -> Result<Response, HttpError> {
-        let origin = origin_of(&request.url).ok_or_else(|| HttpError::ForbiddenOrigin(request.url.clone()))?;
+        let origin = origin_of(&request.url)
+            .ok_or_else(|| HttpError::ForbiddenOrigin(request.url.clone()))?;
         if !self.allowed_origins.contains(&origin) {
             return Err(HttpError::ForbiddenOrigin(origin));
         }
@@ -42,11 +43,15 @@ impl HttpGrant {
             .http_status_as_error(false)
             .build()
             .into();
-        let mut builder = ureq::http::Request::builder().method(request.method.as_str()).uri(&request.url);
+        let mut builder = ureq::http::Request::builder()
+            .method(request.method.as_str())
+            .uri(&request.url);
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let req = builder.body(request.body).map_err(|e| HttpError::Connection(e.to_string()))?;
+        let req = builder
+            .body(request.body)
+            .map_err(|e| HttpError::Connection(e.to_string()))?;
         let mut response = agent.run(req).map_err(|e| match e {
             ureq::Error::Timeout(_) => HttpError::Timeout,
             other => HttpError::Connection(other.to_string()),
@@ -66,7 +71,11 @@ impl HttpGrant {
                 ureq::Error::Timeout(_) => HttpError::Timeout,
                 other => HttpError::Connection(other.to_string()),
             })?;
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -76,16 +85,35 @@ mod tests {
 
     #[test]
     fn origins_are_normalised() {
-        assert_eq!(origin_of("http://127.0.0.1:8090/v1/x?y").as_deref(), Some("http://127.0.0.1:8090"));
-        assert_eq!(origin_of("https://API.example.com/").as_deref(), Some("https://api.example.com"));
-        assert_eq!(origin_of("https://api.example.com:443/").as_deref(), Some("https://api.example.com"));
+        assert_eq!(
+            origin_of("http://127.0.0.1:8090/v1/x?y").as_deref(),
+            Some("http://127.0.0.1:8090")
+        );
+        assert_eq!(
+            origin_of("https://API.example.com/").as_deref(),
+            Some("https://api.example.com")
+        );
+        assert_eq!(
+            origin_of("https://api.example.com:443/").as_deref(),
+            Some("https://api.example.com")
+        );
         assert_eq!(origin_of("not a url"), None);
     }
 
     #[test]
     fn other_origins_are_refused_without_a_request() {
-        let grant = HttpGrant::new(&["http://127.0.0.1:1".to_string()], Duration::from_millis(10));
-        let request = Request { method: "GET".into(), url: "http://169.254.169.254/latest".into(), headers: vec![], body: vec![] };
-        assert!(matches!(grant.send(request), Err(HttpError::ForbiddenOrigin(o)) if o == "http://169.254.169.254"));
+        let grant = HttpGrant::new(
+            &["http://127.0.0.1:1".to_string()],
+            Duration::from_millis(10),
+        );
+        let request = Request {
+            method: "GET".into(),
+            url: "http://169.254.169.254/latest".into(),
+            headers: vec![],
+            body: vec![],
+        };
+        assert!(
+            matches!(grant.send(request), Err(HttpError::ForbiddenOrigin(o)) if o == "http://169.254.169.254")
+        );
     }
 }

@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -60,7 +63,12 @@ const PLUMBING: &[&str] = &[
 ];
 
 impl Slot {
-    pub const ALL: [Slot; 4] = [Slot::Guardrail, Slot::FraudCheck, Slot::PaymentProvider, Slot::CompensationPolicy];
+    pub const ALL: [Slot; 4] = [
+        Slot::Guardrail,
+        Slot::FraudCheck,
+        Slot::PaymentProvider,
+        Slot::CompensationPolicy,
+    ];
 
     fn allows_import(&self, name: &str) -> bool {
         PLUMBING.iter().any(|p| name.starts_with(p))
@@ -203,7 +211,10 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -211,10 +222,15 @@ impl payment::oms::plugin::outbound_http::Host for CallState {
     fn send(
         &mut self,
         request: payment::oms::plugin::outbound_http::Request,
-    ) -> Result<payment::oms::plugin::outbound_http::Response, payment::oms::plugin::outbound_http::HttpError> {
+    ) -> Result<
+        payment::oms::plugin::outbound_http::Response,
+        payment::oms::plugin::outbound_http::HttpError,
+    > {
         match &self.http {
             Some(grant) => grant.send(request),
-            None => Err(payment::oms::plugin::outbound_http::HttpError::ForbiddenOrigin(request.url)),
+            None => {
+                Err(payment::oms::plugin::outbound_http::HttpError::ForbiddenOrigin(request.url))
+            }
         }
     }
 }
@@ -247,7 +263,8 @@ impl PluginHost {
         let mut linker = Linker::new(&engine);
         let unavailable = |e: wasmtime::Error| PluginError::Unavailable(e.to_string());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(unavailable)?;
-        payment::PaymentProvider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(unavailable)?;
+        payment::PaymentProvider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(unavailable)?;
 
         // The epoch clock: deadlines are counted in its ticks. A weak handle,
         // so the thread ends when the engine is dropped.
@@ -263,7 +280,11 @@ impl PluginHost {
             })
             .map_err(|e| PluginError::Unavailable(e.to_string()))?;
 
-        Ok(Arc::new(Self { engine, linker, permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)) }))
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+        }))
     }
 
     /// Checks, compiles and pre-instantiates a component for `slot`.
@@ -274,42 +295,79 @@ impl PluginHost {
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
                 return Err(LoadError::NotAComponent(
-                    "this is a core Wasm module; build a component (e.g. --target wasm32-wasip2)".into(),
+                    "this is a core Wasm module; build a component (e.g. --target wasm32-wasip2)"
+                        .into(),
                 ));
             }
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
-            _ => return Err(LoadError::NotAComponent("the bytes are not WebAssembly".into())),
-        }
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        for (name, _) in component.component_type().imports(&self.engine) {
-            if !slot.allows_import(name) {
-                return Err(LoadError::ForbiddenImport { slot, import: name.to_string() });
+            _ => {
+                return Err(LoadError::NotAComponent(
+                    "the bytes are not WebAssembly".into(),
+                ));
             }
         }
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::WorldMismatch { slot, detail: format!("{e:#}") })?;
-        let mismatch = |e: wasmtime::Error| LoadError::WorldMismatch { slot, detail: format!("{e:#}") };
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if !slot.allows_import(name) {
+                return Err(LoadError::ForbiddenImport {
+                    slot,
+                    import: name.to_string(),
+                });
+            }
+        }
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WorldMismatch {
+                    slot,
+                    detail: format!("{e:#}"),
+                })?;
+        let mismatch = |e: wasmtime::Error| LoadError::WorldMismatch {
+            slot,
+            detail: format!("{e:#}"),
+        };
         let pre = match slot {
-            Slot::Guardrail => Pre::Guardrail(guardrail::GuardrailPre::new(instance_pre).map_err(mismatch)?),
-            Slot::FraudCheck => Pre::Fraud(fraud::FraudCheckPre::new(instance_pre).map_err(mismatch)?),
-            Slot::PaymentProvider => Pre::Payment(payment::PaymentProviderPre::new(instance_pre).map_err(mismatch)?),
+            Slot::Guardrail => {
+                Pre::Guardrail(guardrail::GuardrailPre::new(instance_pre).map_err(mismatch)?)
+            }
+            Slot::FraudCheck => {
+                Pre::Fraud(fraud::FraudCheckPre::new(instance_pre).map_err(mismatch)?)
+            }
+            Slot::PaymentProvider => {
+                Pre::Payment(payment::PaymentProviderPre::new(instance_pre).map_err(mismatch)?)
+            }
             Slot::CompensationPolicy => {
                 Pre::Policy(policy::CompensationPolicyPre::new(instance_pre).map_err(mismatch)?)
             }
         };
         let digest = hex::encode(Sha256::digest(bytes));
-        Ok(Arc::new(Plugin { slot, digest, size_bytes: bytes.len(), pre }))
+        Ok(Arc::new(Plugin {
+            slot,
+            digest,
+            size_bytes: bytes.len(),
+            pre,
+        }))
     }
 
     /// Runs `f` against a fresh instance on a blocking thread, under `limits`.
-    async fn call<R, F>(&self, plugin: &Arc<Plugin>, limits: CallLimits, http: Option<HttpGrant>, f: F) -> Result<Called<R>, PluginError>
+    async fn call<R, F>(
+        &self,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        http: Option<HttpGrant>,
+        f: F,
+    ) -> Result<Called<R>, PluginError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R> + Send + 'static,
     {
-        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| PluginError::Unavailable(e.to_string()))?;
         let engine = self.engine.clone();
         let plugin = plugin.clone();
         tokio::task::spawn_blocking(move || run_call(&engine, &plugin, limits, http, f))
@@ -323,13 +381,20 @@ impl PluginHost {
         limits: CallLimits,
         order: bindings::Order,
         settings: Vec<(String, String)>,
-    ) -> Result<Called<Result<(), Vec<guardrail::exports::oms::plugin::order_rules::Violation>>>, PluginError> {
-        self.call(plugin, limits, None, move |store, plugin| match &plugin.pre {
-            Pre::Guardrail(pre) => {
-                let instance = pre.instantiate(&mut *store)?;
-                instance.oms_plugin_order_rules().call_validate(&mut *store, &order, &settings)
+    ) -> Result<
+        Called<Result<(), Vec<guardrail::exports::oms::plugin::order_rules::Violation>>>,
+        PluginError,
+    > {
+        self.call(plugin, limits, None, move |store, plugin| {
+            match &plugin.pre {
+                Pre::Guardrail(pre) => {
+                    let instance = pre.instantiate(&mut *store)?;
+                    instance
+                        .oms_plugin_order_rules()
+                        .call_validate(&mut *store, &order, &settings)
+                }
+                _ => Err(wasmtime::Error::msg("not a guardrail")),
             }
-            _ => Err(wasmtime::Error::msg("not a guardrail")),
         })
         .await
     }
@@ -342,12 +407,16 @@ impl PluginHost {
         context: fraud::exports::oms::plugin::risk::CustomerContext,
         settings: Vec<(String, String)>,
     ) -> Result<Called<fraud::exports::oms::plugin::risk::Assessment>, PluginError> {
-        self.call(plugin, limits, None, move |store, plugin| match &plugin.pre {
-            Pre::Fraud(pre) => {
-                let instance = pre.instantiate(&mut *store)?;
-                instance.oms_plugin_risk().call_assess(&mut *store, &order, context, &settings)
+        self.call(plugin, limits, None, move |store, plugin| {
+            match &plugin.pre {
+                Pre::Fraud(pre) => {
+                    let instance = pre.instantiate(&mut *store)?;
+                    instance
+                        .oms_plugin_risk()
+                        .call_assess(&mut *store, &order, context, &settings)
+                }
+                _ => Err(wasmtime::Error::msg("not a fraud check")),
             }
-            _ => Err(wasmtime::Error::msg("not a fraud check")),
         })
         .await
     }
@@ -360,20 +429,32 @@ impl PluginHost {
         op: PaymentOp,
         request: payment::exports::oms::plugin::provider::PaymentRequest,
         settings: Vec<(String, String)>,
-    ) -> Result<Called<Result<String, payment::exports::oms::plugin::provider::PaymentError>>, PluginError> {
-        self.call(plugin, limits, Some(grant), move |store, plugin| match &plugin.pre {
-            Pre::Payment(pre) => {
-                let instance = pre.instantiate(&mut *store)?;
-                let provider = instance.oms_plugin_provider();
-                match op {
-                    PaymentOp::Authorize => provider.call_authorize(&mut *store, &request, &settings),
-                    PaymentOp::Capture => provider.call_capture(&mut *store, &request, &settings),
-                    PaymentOp::Void => provider.call_void(&mut *store, &request, &settings),
-                    PaymentOp::Refund => provider.call_refund(&mut *store, &request, &settings),
+    ) -> Result<
+        Called<Result<String, payment::exports::oms::plugin::provider::PaymentError>>,
+        PluginError,
+    > {
+        self.call(
+            plugin,
+            limits,
+            Some(grant),
+            move |store, plugin| match &plugin.pre {
+                Pre::Payment(pre) => {
+                    let instance = pre.instantiate(&mut *store)?;
+                    let provider = instance.oms_plugin_provider();
+                    match op {
+                        PaymentOp::Authorize => {
+                            provider.call_authorize(&mut *store, &request, &settings)
+                        }
+                        PaymentOp::Capture => {
+                            provider.call_capture(&mut *store, &request, &settings)
+                        }
+                        PaymentOp::Void => provider.call_void(&mut *store, &request, &settings),
+                        PaymentOp::Refund => provider.call_refund(&mut *store, &request, &settings),
+                    }
                 }
-            }
-            _ => Err(wasmtime::Error::msg("not a payment provider")),
-        })
+                _ => Err(wasmtime::Error::msg("not a payment provider")),
+            },
+        )
         .await
     }
 
@@ -385,12 +466,19 @@ impl PluginHost {
         saga: policy::exports::oms::plugin::policy::SagaView,
         settings: Vec<(String, String)>,
     ) -> Result<Called<policy::exports::oms::plugin::policy::Plan>, PluginError> {
-        self.call(plugin, limits, None, move |store, plugin| match &plugin.pre {
-            Pre::Policy(pre) => {
-                let instance = pre.instantiate(&mut *store)?;
-                instance.oms_plugin_policy().call_decide(&mut *store, &failure, &saga, &settings)
+        self.call(plugin, limits, None, move |store, plugin| {
+            match &plugin.pre {
+                Pre::Policy(pre) => {
+                    let instance = pre.instantiate(&mut *store)?;
+                    instance.oms_plugin_policy().call_decide(
+                        &mut *store,
+                        &failure,
+                        &saga,
+                        &settings,
+                    )
+                }
+                _ => Err(wasmtime::Error::msg("not a compensation policy")),
             }
-            _ => Err(wasmtime::Error::msg("not a compensation policy")),
         })
         .await
     }
@@ -405,21 +493,35 @@ wire_enum!(
     }
 );
 
-fn run_call<R, F>(engine: &Engine, plugin: &Plugin, limits: CallLimits, http: Option<HttpGrant>, f: F) -> Result<Called<R>, PluginError>
+fn run_call<R, F>(
+    engine: &Engine,
+    plugin: &Plugin,
+    limits: CallLimits,
+    http: Option<HttpGrant>,
+    f: F,
+) -> Result<Called<R>, PluginError>
 where
     F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R>,
 {
     let log = MemoryOutputPipe::new(limits.log_bytes);
-    let wasi = WasiCtx::builder().stdout(log.clone()).stderr(log.clone()).build();
+    let wasi = WasiCtx::builder()
+        .stdout(log.clone())
+        .stderr(log.clone())
+        .build();
     let state = CallState {
         wasi,
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).build(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(16)
+            .build(),
         http,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
-    store.set_fuel(limits.fuel).map_err(|e| PluginError::Unavailable(e.to_string()))?;
+    store
+        .set_fuel(limits.fuel)
+        .map_err(|e| PluginError::Unavailable(e.to_string()))?;
     let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();

@@ -64,9 +64,19 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Ending {
-    Rejected { step: Step, code: String, reason: String },
-    Failed { step: Step, code: String, message: String },
-    CancelledByClient { reason: String },
+    Rejected {
+        step: Step,
+        code: String,
+        reason: String,
+    },
+    Failed {
+        step: Step,
+        code: String,
+        message: String,
+    },
+    CancelledByClient {
+        reason: String,
+    },
     DeadlineExceeded,
 }
 
@@ -75,7 +85,11 @@ impl Ending {
     pub fn reason(&self) -> String {
         match self {
             Self::Rejected { code, reason, .. } => format!("{code}: {reason}"),
-            Self::Failed { step, code, message } => format!("{step} failed: {code}: {message}"),
+            Self::Failed {
+                step,
+                code,
+                message,
+            } => format!("{step} failed: {code}: {message}"),
             Self::CancelledByClient { reason } => format!("CANCELLED_BY_CLIENT: {reason}"),
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED: the saga ran out of time".into(),
         }
@@ -94,19 +108,42 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "camelCase")]
 pub enum Plan {
-    Retry { delay_ms: u64 },
-    Compensate { actions: Vec<Compensation>, notify: Vec<String> },
+    Retry {
+        delay_ms: u64,
+    },
+    Compensate {
+        actions: Vec<Compensation>,
+        notify: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum SagaEvent {
-    StepSucceeded { step: Step, provider_reference: Option<String> },
-    StepRejected { step: Step, code: String, reason: String },
-    StepFailed { step: Step, failure: Failure, plan: Plan },
-    CompensationSucceeded { compensation: Compensation },
-    CompensationFailed { compensation: Compensation, failure: Failure },
-    CancelRequested { reason: String },
+    StepSucceeded {
+        step: Step,
+        provider_reference: Option<String>,
+    },
+    StepRejected {
+        step: Step,
+        code: String,
+        reason: String,
+    },
+    StepFailed {
+        step: Step,
+        failure: Failure,
+        plan: Plan,
+    },
+    CompensationSucceeded {
+        compensation: Compensation,
+    },
+    CompensationFailed {
+        compensation: Compensation,
+        failure: Failure,
+    },
+    CancelRequested {
+        reason: String,
+    },
 }
 
 impl SagaEvent {
@@ -126,9 +163,20 @@ impl SagaEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum Action {
-    RunStep { step: Step, attempt: u32, delay_ms: u64 },
-    RunCompensation { compensation: Compensation, attempt: u32, delay_ms: u64 },
-    Notify { recipients: Vec<String>, reason: String },
+    RunStep {
+        step: Step,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    RunCompensation {
+        compensation: Compensation,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    Notify {
+        recipients: Vec<String>,
+        reason: String,
+    },
     /// The saga reached `status`; the order's status follows from it.
     Finish { status: SagaStatus },
 }
@@ -166,7 +214,11 @@ pub struct IllegalTransition {
 }
 
 /// A new saga and its first action.
-pub fn start(definition: SagaDefinition, limits: Limits, deadline_at: i64) -> (SagaState, Vec<Action>) {
+pub fn start(
+    definition: SagaDefinition,
+    limits: Limits,
+    deadline_at: i64,
+) -> (SagaState, Vec<Action>) {
     let first = definition.steps()[0];
     let state = SagaState {
         definition,
@@ -183,7 +235,14 @@ pub fn start(definition: SagaDefinition, limits: Limits, deadline_at: i64) -> (S
         payment_reference: None,
         deadline_at,
     };
-    (state, vec![Action::RunStep { step: first, attempt: 1, delay_ms: 0 }])
+    (
+        state,
+        vec![Action::RunStep {
+            step: first,
+            attempt: 1,
+            delay_ms: 0,
+        }],
+    )
 }
 
 impl SagaState {
@@ -194,7 +253,10 @@ impl SagaState {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status, SagaStatus::Completed | SagaStatus::Rejected | SagaStatus::Cancelled)
+        matches!(
+            self.status,
+            SagaStatus::Completed | SagaStatus::Rejected | SagaStatus::Cancelled
+        )
     }
 }
 
@@ -219,12 +281,22 @@ pub fn required_compensations(completed: &[Step]) -> Vec<Compensation> {
 pub fn resolve_plan(completed: &[Step], proposed: &[Compensation]) -> (Vec<Compensation>, bool) {
     let required = required_compensations(completed);
     let same_set = proposed.len() == required.len()
-        && required.iter().all(|c| proposed.iter().filter(|p| *p == c).count() == 1);
-    if same_set { (proposed.to_vec(), false) } else { (required, true) }
+        && required
+            .iter()
+            .all(|c| proposed.iter().filter(|p| *p == c).count() == 1);
+    if same_set {
+        (proposed.to_vec(), false)
+    } else {
+        (required, true)
+    }
 }
 
 fn illegal(state: &SagaState, event: &SagaEvent, detail: impl Into<String>) -> IllegalTransition {
-    IllegalTransition { status: state.status, event: event.name(), detail: detail.into() }
+    IllegalTransition {
+        status: state.status,
+        event: event.name(),
+        detail: detail.into(),
+    }
 }
 
 fn compensation_delay(limits: &Limits, attempt: u32) -> u64 {
@@ -248,14 +320,23 @@ fn begin_compensation(
         None => required_compensations(&state.completed),
     };
     state.ending = Some(ending);
-    state.notify = if notify.is_empty() { vec!["customer".into()] } else { notify };
+    state.notify = if notify.is_empty() {
+        vec!["customer".into()]
+    } else {
+        notify
+    };
     state.pending = plan;
     state.attempt = 1;
     state.status = SagaStatus::Compensating;
     match state.pending.first() {
-        Some(&compensation) => {
-            (state, vec![Action::RunCompensation { compensation, attempt: 1, delay_ms: 0 }])
-        }
+        Some(&compensation) => (
+            state,
+            vec![Action::RunCompensation {
+                compensation,
+                attempt: 1,
+                delay_ms: 0,
+            }],
+        ),
         None => finish_compensation(state),
     }
 }
@@ -265,10 +346,19 @@ fn finish_compensation(mut state: SagaState) -> (SagaState, Vec<Action>) {
         Some(Ending::Rejected { .. }) => SagaStatus::Rejected,
         _ => SagaStatus::Cancelled,
     };
-    let reason = state.ending.as_ref().map(Ending::reason).unwrap_or_default();
+    let reason = state
+        .ending
+        .as_ref()
+        .map(Ending::reason)
+        .unwrap_or_default();
     let actions = vec![
-        Action::Notify { recipients: state.notify.clone(), reason },
-        Action::Finish { status: state.status },
+        Action::Notify {
+            recipients: state.notify.clone(),
+            reason,
+        },
+        Action::Finish {
+            status: state.status,
+        },
     ];
     (state, actions)
 }
@@ -281,34 +371,65 @@ pub fn apply(
 ) -> Result<(SagaState, Vec<Action>), IllegalTransition> {
     let mut next = state.clone();
     match event {
-        SagaEvent::StepSucceeded { step, provider_reference } => {
+        SagaEvent::StepSucceeded {
+            step,
+            provider_reference,
+        } => {
             expect_step(state, event, *step)?;
             next.completed.push(*step);
             if *step == Step::AuthorizePayment {
                 next.payment_reference.clone_from(provider_reference);
             }
             if let Some(reason) = next.cancel_requested.clone() {
-                return Ok(begin_compensation(next, Ending::CancelledByClient { reason }, None, vec![]));
+                return Ok(begin_compensation(
+                    next,
+                    Ending::CancelledByClient { reason },
+                    None,
+                    vec![],
+                ));
             }
             next.position += 1;
             next.attempt = 1;
             match next.definition.steps().get(next.position).copied() {
                 None => {
                     next.status = SagaStatus::Completed;
-                    Ok((next, vec![Action::Finish { status: SagaStatus::Completed }]))
+                    Ok((
+                        next,
+                        vec![Action::Finish {
+                            status: SagaStatus::Completed,
+                        }],
+                    ))
                 }
-                Some(_) if now > next.deadline_at => {
-                    Ok(begin_compensation(next, Ending::DeadlineExceeded, None, vec![]))
-                }
-                Some(step) => Ok((next, vec![Action::RunStep { step, attempt: 1, delay_ms: 0 }])),
+                Some(_) if now > next.deadline_at => Ok(begin_compensation(
+                    next,
+                    Ending::DeadlineExceeded,
+                    None,
+                    vec![],
+                )),
+                Some(step) => Ok((
+                    next,
+                    vec![Action::RunStep {
+                        step,
+                        attempt: 1,
+                        delay_ms: 0,
+                    }],
+                )),
             }
         }
         SagaEvent::StepRejected { step, code, reason } => {
             expect_step(state, event, *step)?;
-            let ending = Ending::Rejected { step: *step, code: code.clone(), reason: reason.clone() };
+            let ending = Ending::Rejected {
+                step: *step,
+                code: code.clone(),
+                reason: reason.clone(),
+            };
             Ok(begin_compensation(next, ending, None, vec![]))
         }
-        SagaEvent::StepFailed { step, failure, plan } => {
+        SagaEvent::StepFailed {
+            step,
+            failure,
+            plan,
+        } => {
             expect_step(state, event, *step)?;
             let may_retry = failure.transient
                 && state.attempt < state.limits.max_step_attempts
@@ -318,22 +439,36 @@ pub fn apply(
                     if may_retry && now.saturating_add(*delay_ms as i64) <= state.deadline_at =>
                 {
                     next.attempt += 1;
-                    let action = Action::RunStep { step: *step, attempt: next.attempt, delay_ms: *delay_ms };
+                    let action = Action::RunStep {
+                        step: *step,
+                        attempt: next.attempt,
+                        delay_ms: *delay_ms,
+                    };
                     Ok((next, vec![action]))
                 }
-                Plan::Retry { .. } if may_retry => {
-                    Ok(begin_compensation(next, Ending::DeadlineExceeded, None, vec![]))
-                }
+                Plan::Retry { .. } if may_retry => Ok(begin_compensation(
+                    next,
+                    Ending::DeadlineExceeded,
+                    None,
+                    vec![],
+                )),
                 Plan::Retry { .. } => {
                     let ending = failed(*step, failure);
                     Ok(begin_compensation(next, ending, None, vec![]))
                 }
                 Plan::Compensate { actions, notify } => {
                     let ending = match &state.cancel_requested {
-                        Some(reason) => Ending::CancelledByClient { reason: reason.clone() },
+                        Some(reason) => Ending::CancelledByClient {
+                            reason: reason.clone(),
+                        },
                         None => failed(*step, failure),
                     };
-                    Ok(begin_compensation(next, ending, Some(actions), notify.clone()))
+                    Ok(begin_compensation(
+                        next,
+                        ending,
+                        Some(actions),
+                        notify.clone(),
+                    ))
                 }
             }
         }
@@ -343,18 +478,30 @@ pub fn apply(
             next.compensated.push(*compensation);
             next.attempt = 1;
             match next.pending.first() {
-                Some(&compensation) => {
-                    Ok((next, vec![Action::RunCompensation { compensation, attempt: 1, delay_ms: 0 }]))
-                }
+                Some(&compensation) => Ok((
+                    next,
+                    vec![Action::RunCompensation {
+                        compensation,
+                        attempt: 1,
+                        delay_ms: 0,
+                    }],
+                )),
                 None => Ok(finish_compensation(next)),
             }
         }
-        SagaEvent::CompensationFailed { compensation, failure } => {
+        SagaEvent::CompensationFailed {
+            compensation,
+            failure,
+        } => {
             expect_compensation(state, event, *compensation)?;
             if state.attempt < state.limits.max_compensation_attempts {
                 next.attempt += 1;
                 let delay_ms = compensation_delay(&state.limits, state.attempt);
-                let action = Action::RunCompensation { compensation: *compensation, attempt: next.attempt, delay_ms };
+                let action = Action::RunCompensation {
+                    compensation: *compensation,
+                    attempt: next.attempt,
+                    delay_ms,
+                };
                 return Ok((next, vec![action]));
             }
             next.status = SagaStatus::Stuck;
@@ -362,10 +509,18 @@ pub fn apply(
                 "{compensation} failed {} times, last: {}: {}; needs an operator",
                 state.attempt, failure.code, failure.message
             );
-            Ok((next, vec![
-                Action::Notify { recipients: vec!["ops".into()], reason },
-                Action::Finish { status: SagaStatus::Stuck },
-            ]))
+            Ok((
+                next,
+                vec![
+                    Action::Notify {
+                        recipients: vec!["ops".into()],
+                        reason,
+                    },
+                    Action::Finish {
+                        status: SagaStatus::Stuck,
+                    },
+                ],
+            ))
         }
         SagaEvent::CancelRequested { reason } => match state.status {
             SagaStatus::Running if state.cancel_requested.is_none() => {
@@ -374,32 +529,58 @@ pub fn apply(
                 Ok((next, vec![]))
             }
             // Already on its way out: a repeated cancel changes nothing.
-            SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Cancelled => Ok((next, vec![])),
+            SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Cancelled => {
+                Ok((next, vec![]))
+            }
             SagaStatus::Completed => {
-                let ending = Ending::CancelledByClient { reason: reason.clone() };
+                let ending = Ending::CancelledByClient {
+                    reason: reason.clone(),
+                };
                 Ok(begin_compensation(next, ending, None, vec![]))
             }
-            SagaStatus::Rejected | SagaStatus::Stuck => Err(illegal(state, event, "saga is already finished")),
+            SagaStatus::Rejected | SagaStatus::Stuck => {
+                Err(illegal(state, event, "saga is already finished"))
+            }
         },
     }
 }
 
 fn failed(step: Step, failure: &Failure) -> Ending {
-    Ending::Failed { step, code: failure.code.clone(), message: failure.message.clone() }
+    Ending::Failed {
+        step,
+        code: failure.code.clone(),
+        message: failure.message.clone(),
+    }
 }
 
 fn expect_step(state: &SagaState, event: &SagaEvent, step: Step) -> Result<(), IllegalTransition> {
     match state.current_step() {
         Some(current) if current == step => Ok(()),
-        Some(current) => Err(illegal(state, event, format!("{step} reported while {current} is running"))),
-        None => Err(illegal(state, event, format!("{step} reported while no step is running"))),
+        Some(current) => Err(illegal(
+            state,
+            event,
+            format!("{step} reported while {current} is running"),
+        )),
+        None => Err(illegal(
+            state,
+            event,
+            format!("{step} reported while no step is running"),
+        )),
     }
 }
 
-fn expect_compensation(state: &SagaState, event: &SagaEvent, c: Compensation) -> Result<(), IllegalTransition> {
+fn expect_compensation(
+    state: &SagaState,
+    event: &SagaEvent,
+    c: Compensation,
+) -> Result<(), IllegalTransition> {
     match (state.status, state.pending.first()) {
         (SagaStatus::Compensating, Some(head)) if *head == c => Ok(()),
-        (_, head) => Err(illegal(state, event, format!("{c} reported while {head:?} is running"))),
+        (_, head) => Err(illegal(
+            state,
+            event,
+            format!("{c} reported while {head:?} is running"),
+        )),
     }
 }
 

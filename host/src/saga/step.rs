@@ -120,10 +120,16 @@ mod tests {
         let mut dup = Step::ALL.to_vec();
         dup[1] = Validate;
         assert_eq!(SagaDefinition::new(dup), Err(E::Duplicate(Validate)));
-        assert_eq!(SagaDefinition::new(vec![Validate]), Err(E::Missing(FraudCheck)));
+        assert_eq!(
+            SagaDefinition::new(vec![Validate]),
+            Err(E::Missing(FraudCheck))
+        );
         let mut capture_first = Step::ALL.to_vec();
         capture_first.swap(3, 4);
-        assert_eq!(SagaDefinition::new(capture_first), Err(E::CaptureBeforeAuthorize));
+        assert_eq!(
+            SagaDefinition::new(capture_first),
+            Err(E::CaptureBeforeAuthorize)
+        );
         let mut late_validate = Step::ALL.to_vec();
         late_validate.swap(0, 1);
         assert_eq!(SagaDefinition::new(late_validate), Err(E::ValidateNotFirst));

@@ -134,7 +134,14 @@ pub(crate) use apply_inventory;
 
 impl SqlStore {
     /// Sets on-hand stock. Refused if it would fall below what is reserved.
-    pub async fn set_stock(&self, tenant: &TenantId, sku: &Sku, warehouse: &WarehouseId, on_hand: i64, now: i64) -> Result<StockLevel> {
+    pub async fn set_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        warehouse: &WarehouseId,
+        on_hand: i64,
+        now: i64,
+    ) -> Result<StockLevel> {
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -160,7 +167,9 @@ impl SqlStore {
             .fetch_optional(&mut *tx)
             .await?;
             let Some(level) = level else {
-                return Err(StoreError::InsufficientStock { sku: sku.to_string() });
+                return Err(StoreError::InsufficientStock {
+                    sku: sku.to_string(),
+                });
             };
             tx.commit().await?;
             Ok(level)
@@ -168,7 +177,14 @@ impl SqlStore {
     }
 
     /// Seeds stock only where none is recorded yet (demo start-up).
-    pub async fn seed_stock(&self, tenant: &TenantId, sku: &Sku, warehouse: &WarehouseId, on_hand: i64, now: i64) -> Result<()> {
+    pub async fn seed_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        warehouse: &WarehouseId,
+        on_hand: i64,
+        now: i64,
+    ) -> Result<()> {
         on_pool!(self, write, |pool| {
             sqlx::query(
                 "INSERT INTO inventory (tenant_id, sku, warehouse_id, on_hand, reserved, updated_at)
@@ -199,7 +215,11 @@ impl SqlStore {
     }
 
     /// Quantity an order holds per state (`held`, `released`, `consumed`).
-    pub async fn reservations(&self, tenant: &TenantId, order: &crate::domain::OrderId) -> Result<Vec<(String, String, i64)>> {
+    pub async fn reservations(
+        &self,
+        tenant: &TenantId,
+        order: &crate::domain::OrderId,
+    ) -> Result<Vec<(String, String, i64)>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as(
                 "SELECT sku, state, quantity FROM reservations WHERE tenant_id = $1 AND order_id = $2 ORDER BY sku",

@@ -12,12 +12,16 @@ mod outbox;
 mod transition;
 
 pub use inventory::{InventoryOp, StockLevel};
-pub use orders::{CustomerHistory, IdempotencyBegin, NewOrder, OrderRecord, OrderEventRecord, PaymentRecord};
+pub use orders::{
+    CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
+};
 pub use outbox::{OutboxMessage, OutboxRecord};
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,7 +51,10 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) enum Backend {
     /// SQLite allows one writer at a time: writes go through a one-connection
     /// pool so they queue in-process instead of failing with SQLITE_BUSY.
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -83,7 +90,9 @@ impl SqlStore {
                 .connect(url)
                 .await?;
             sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-            Self { backend: Backend::Postgres(pool) }
+            Self {
+                backend: Backend::Postgres(pool),
+            }
         } else {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -92,17 +101,26 @@ impl SqlStore {
                 // losing a committed transaction; only an OS crash can.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10));
-            let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
             sqlx::migrate!("../migrations/sqlite").run(&write).await?;
-            let read = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-            Self { backend: Backend::Sqlite { write, read } }
+            let read = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            Self {
+                backend: Backend::Sqlite { write, read },
+            }
         };
         Ok(store)
     }
 
     /// The embedded default: a SQLite file in `data_dir`.
     pub async fn open_embedded(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Corrupt(format!("{}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", data_dir.display())))?;
         Self::connect(&format!("sqlite://{}", data_dir.join("oms.db").display())).await
     }
 

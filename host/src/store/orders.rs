@@ -85,7 +85,14 @@ const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, 
 impl SqlStore {
     /// Takes an idempotency key for a request. A key left `in_flight` by a
     /// crashed request for longer than `stale_after_ms` may be taken over.
-    pub async fn begin_idempotent(&self, tenant: &TenantId, key: &str, hash: &str, now: i64, stale_after_ms: i64) -> Result<IdempotencyBegin> {
+    pub async fn begin_idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        hash: &str,
+        now: i64,
+        stale_after_ms: i64,
+    ) -> Result<IdempotencyBegin> {
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
@@ -102,7 +109,13 @@ impl SqlStore {
                 tx.commit().await?;
                 return Ok(IdempotencyBegin::Fresh);
             }
-            let (stored_hash, state, status, body, created_at): (String, String, Option<i64>, Option<String>, i64) = sqlx::query_as(
+            let (stored_hash, state, status, body, created_at): (
+                String,
+                String,
+                Option<i64>,
+                Option<String>,
+                i64,
+            ) = sqlx::query_as(
                 "SELECT request_hash, state, response_status, response_body, created_at
                  FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2",
             )
@@ -113,7 +126,10 @@ impl SqlStore {
             let outcome = if stored_hash != hash {
                 IdempotencyBegin::Mismatch
             } else if let (Some(status), Some(body)) = (status, body) {
-                IdempotencyBegin::Replay { status: u16::try_from(status).unwrap_or(500), body }
+                IdempotencyBegin::Replay {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                }
             } else if state == "in_flight" && created_at < now - stale_after_ms {
                 let taken = sqlx::query(
                     "UPDATE idempotency_keys SET created_at = $3 WHERE tenant_id = $1 AND idem_key = $2 AND created_at = $4 AND state = 'in_flight'",
@@ -124,7 +140,11 @@ impl SqlStore {
                 .bind(created_at)
                 .execute(&mut *tx)
                 .await?;
-                if taken.rows_affected() == 1 { IdempotencyBegin::Fresh } else { IdempotencyBegin::InFlight }
+                if taken.rows_affected() == 1 {
+                    IdempotencyBegin::Fresh
+                } else {
+                    IdempotencyBegin::InFlight
+                }
             } else {
                 IdempotencyBegin::InFlight
             };
@@ -194,17 +214,25 @@ impl SqlStore {
 
     pub async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord> {
         on_pool!(self, read, |pool| {
-            sqlx::query_as::<_, OrderRecord>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 AND id = $2"))
-                .bind(tenant.as_str())
-                .bind(id.as_str())
-                .fetch_optional(pool)
-                .await?
-                .ok_or(StoreError::NotFound)
+            sqlx::query_as::<_, OrderRecord>(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 AND id = $2"
+            ))
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await?
+            .ok_or(StoreError::NotFound)
         })
     }
 
     /// Newest first; `after` is the last id of the previous page.
-    pub async fn list_orders(&self, tenant: &TenantId, status: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<OrderRecord>> {
+    pub async fn list_orders(
+        &self,
+        tenant: &TenantId,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OrderRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as::<_, OrderRecord>(&format!(
                 "SELECT {ORDER_COLUMNS} FROM orders
@@ -220,7 +248,11 @@ impl SqlStore {
         })
     }
 
-    pub async fn order_events(&self, tenant: &TenantId, id: &OrderId) -> Result<Vec<OrderEventRecord>> {
+    pub async fn order_events(
+        &self,
+        tenant: &TenantId,
+        id: &OrderId,
+    ) -> Result<Vec<OrderEventRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as::<_, OrderEventRecord>(
                 "SELECT seq, event_type, data, at FROM order_events WHERE tenant_id = $1 AND order_id = $2 ORDER BY seq",
@@ -246,7 +278,14 @@ impl SqlStore {
     }
 
     /// The customer's other orders with this tenant since `since`, in `currency`.
-    pub async fn customer_history(&self, tenant: &TenantId, customer: &str, currency: &str, since: i64, exclude: &OrderId) -> Result<CustomerHistory> {
+    pub async fn customer_history(
+        &self,
+        tenant: &TenantId,
+        customer: &str,
+        currency: &str,
+        since: i64,
+        exclude: &OrderId,
+    ) -> Result<CustomerHistory> {
         on_pool!(self, read, |pool| {
             let (orders, spend): (i64, i64) = sqlx::query_as(
                 "SELECT COUNT(*), CAST(COALESCE(SUM(total_minor), 0) AS BIGINT) FROM orders

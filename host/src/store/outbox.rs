@@ -55,17 +55,23 @@ impl SqlStore {
     /// Deletes messages published before `before`, so the table stays small.
     pub async fn prune_published(&self, before: i64) -> Result<u64> {
         on_pool!(self, write, |pool| {
-            Ok(sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-                .bind(before)
-                .execute(pool)
-                .await?
-                .rows_affected())
+            Ok(sqlx::query(
+                "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
+            )
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected())
         })
     }
 
     pub async fn unpublished_count(&self) -> Result<i64> {
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetch_one(pool).await?)
+            Ok(
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(pool)
+                    .await?,
+            )
         })
     }
 }

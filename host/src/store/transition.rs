@@ -194,13 +194,19 @@ impl SqlStore {
     /// When the next command falls due, if any is waiting.
     pub async fn next_command_at(&self) -> Result<Option<i64>> {
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_scalar("SELECT MIN(available_at) FROM saga_commands").fetch_one(pool).await?)
+            Ok(
+                sqlx::query_scalar("SELECT MIN(available_at) FROM saga_commands")
+                    .fetch_one(pool)
+                    .await?,
+            )
         })
     }
 
     pub async fn pending_commands(&self) -> Result<i64> {
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM saga_commands").fetch_one(pool).await?)
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM saga_commands")
+                .fetch_one(pool)
+                .await?)
         })
     }
 }

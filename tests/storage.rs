@@ -1,0 +1,459 @@
+//! The storage contract. Each test body is written once and runs against
+//! SQLite and against PostgreSQL (`on_both_backends!`).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use oms::domain::{OrderId, Sku, TenantId, WarehouseId};
+use oms::store::{
+    IdempotencyBegin, InventoryOp, NewCommand, NewOrder, OrderPatch, OrderRecord, OutboxMessage,
+    SqlStore, StoreError, Transition,
+};
+use serde_json::json;
+use std::sync::Arc;
+use support::{Db, Kind};
+
+async fn store(kind: Kind) -> (SqlStore, Db) {
+    let db = Db::new(kind).await;
+    (SqlStore::connect(&db.url).await.unwrap(), db)
+}
+
+fn tenant() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+fn effects(order: &OrderId, version: i64, consumes: Option<String>) -> Transition {
+    Transition {
+        tenant: tenant(),
+        order_id: order.clone(),
+        expected_version: version,
+        consumes,
+        inventory: None,
+        patch: OrderPatch::default(),
+        events: vec![],
+        commands: vec![],
+        outbox: vec![],
+        payment: None,
+        now: 1_000,
+    }
+}
+
+fn command(id: &str, at: i64) -> NewCommand {
+    NewCommand {
+        id: id.into(),
+        action: "{}".into(),
+        available_at: at,
+    }
+}
+
+/// A new order with one history event and one command `cmd-<n>`.
+async fn new_order(store: &SqlStore, customer: &str, created_at: i64, total: i64) -> OrderId {
+    let id = OrderId::generate();
+    let record = OrderRecord {
+        tenant_id: "acme".into(),
+        id: id.to_string(),
+        customer_id: customer.into(),
+        currency: "USD".into(),
+        total_minor: total,
+        status: "PENDING".into(),
+        payment_status: "NONE".into(),
+        fulfillment_status: "NONE".into(),
+        draft: "{}".into(),
+        violations: None,
+        cancellation_reason: None,
+        shipment: None,
+        saga_state: "{}".into(),
+        saga_status: "RUNNING".into(),
+        version: 0,
+        event_seq: 1,
+        created_at,
+        updated_at: created_at,
+    };
+    let mut t = effects(&id, 0, None);
+    t.events = vec![("order.created".into(), json!({ "n": 1 }))];
+    t.commands = vec![command(&format!("cmd-{id}"), created_at)];
+    store
+        .create_order(&NewOrder {
+            record,
+            effects: t,
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+async fn stock(store: &SqlStore, sku: &str) -> Vec<(String, i64, i64)> {
+    store
+        .stock(&tenant(), &Sku::parse(sku).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.warehouse_id, l.on_hand, l.reserved))
+        .collect()
+}
+
+async fn set(store: &SqlStore, sku: &str, wh: &str, on_hand: i64) -> Result<(), StoreError> {
+    store
+        .set_stock(
+            &tenant(),
+            &Sku::parse(sku).unwrap(),
+            &WarehouseId::parse(wh).unwrap(),
+            on_hand,
+            1,
+        )
+        .await
+        .map(|_| ())
+}
+
+async fn order_round_trips_with_gapless_history(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    let id = new_order(&store, "c1", 1_000, 500).await;
+    let read = store.order(&tenant(), &id).await.unwrap();
+    assert_eq!(
+        (read.total_minor, read.version, read.event_seq),
+        (500, 0, 1)
+    );
+
+    let mut t = effects(&id, 0, Some(format!("cmd-{id}")));
+    t.events = vec![("a".into(), json!({})), ("b".into(), json!({}))];
+    t.patch.status = Some("CONFIRMED".into());
+    assert_eq!(store.commit_transition(&t).await.unwrap(), 1);
+    let events = store.order_events(&tenant(), &id).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(events[2].event_type, "b");
+    let read = store.order(&tenant(), &id).await.unwrap();
+    assert_eq!(
+        (read.status.as_str(), read.version, read.event_seq),
+        ("CONFIRMED", 1, 3)
+    );
+
+    // Another tenant cannot see it.
+    let other = TenantId::parse("globex").unwrap();
+    assert!(matches!(
+        store.order(&other, &id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn a_consumed_command_cannot_be_applied_twice(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    let id = new_order(&store, "c1", 1_000, 500).await;
+    let cmd = format!("cmd-{id}");
+    assert_eq!(store.due_commands(1_000, 10).await.unwrap().len(), 1);
+    assert!(store.due_commands(999, 10).await.unwrap().is_empty());
+
+    let mut first = effects(&id, 0, Some(cmd.clone()));
+    first.commands = vec![command("next", 5_000)];
+    store.commit_transition(&first).await.unwrap();
+    // A redelivery of the same command, even against the new version, changes nothing.
+    let again = effects(&id, 1, Some(cmd));
+    assert!(matches!(
+        store.commit_transition(&again).await,
+        Err(StoreError::Duplicate)
+    ));
+    assert_eq!(store.order(&tenant(), &id).await.unwrap().version, 1);
+    assert_eq!(store.next_command_at().await.unwrap(), Some(5_000));
+}
+
+async fn a_stale_version_is_refused_and_leaves_nothing(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    let id = new_order(&store, "c1", 1_000, 500).await;
+    store
+        .commit_transition(&effects(&id, 0, None))
+        .await
+        .unwrap();
+    let mut stale = effects(&id, 0, Some(format!("cmd-{id}")));
+    stale.events = vec![("x".into(), json!({}))];
+    stale.outbox = vec![OutboxMessage {
+        id: "m1".into(),
+        topic: "t".into(),
+        event_type: "x".into(),
+        payload: json!({}),
+    }];
+    assert!(matches!(
+        store.commit_transition(&stale).await,
+        Err(StoreError::Conflict)
+    ));
+    // The command was not consumed and nothing was written.
+    assert_eq!(store.pending_commands().await.unwrap(), 1);
+    assert_eq!(store.order_events(&tenant(), &id).await.unwrap().len(), 1);
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
+}
+
+async fn reservations_are_conditional_and_all_or_nothing(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    set(&store, "A", "east", 5).await.unwrap();
+    set(&store, "A", "west", 3).await.unwrap();
+    set(&store, "B", "east", 1).await.unwrap();
+    let id = new_order(&store, "c1", 1_000, 500).await;
+
+    // B is short: nothing at all is reserved, A included.
+    let mut t = effects(&id, 0, None);
+    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 4), ("B".into(), 2)]));
+    assert!(
+        matches!(store.commit_transition(&t).await, Err(StoreError::InsufficientStock { sku }) if sku == "B")
+    );
+    assert_eq!(
+        stock(&store, "A").await,
+        vec![("east".into(), 5, 0), ("west".into(), 3, 0)]
+    );
+
+    // A line is served from one warehouse with enough stock.
+    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 4), ("B".into(), 1)]));
+    let v = store.commit_transition(&t).await.unwrap();
+    assert_eq!(
+        stock(&store, "A").await,
+        vec![("east".into(), 5, 4), ("west".into(), 3, 0)]
+    );
+    // Reserving again for the same order is a no-op.
+    let mut again = effects(&id, v, None);
+    again.inventory = t.inventory.clone();
+    let v = store.commit_transition(&again).await.unwrap();
+    assert_eq!(stock(&store, "B").await, vec![("east".into(), 1, 1)]);
+    // On-hand may not drop below what is reserved.
+    assert!(matches!(
+        set(&store, "A", "east", 3).await,
+        Err(StoreError::InsufficientStock { .. })
+    ));
+
+    let mut release = effects(&id, v, None);
+    release.inventory = Some(InventoryOp::Release);
+    let v = store.commit_transition(&release).await.unwrap();
+    let mut twice = effects(&id, v, None);
+    twice.inventory = Some(InventoryOp::Release);
+    store.commit_transition(&twice).await.unwrap();
+    assert_eq!(
+        stock(&store, "A").await,
+        vec![("east".into(), 5, 0), ("west".into(), 3, 0)]
+    );
+    assert_eq!(stock(&store, "B").await, vec![("east".into(), 1, 0)]);
+}
+
+async fn shipping_consumes_reserved_stock(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    set(&store, "A", "main", 10).await.unwrap();
+    let id = new_order(&store, "c1", 1_000, 500).await;
+    let mut t = effects(&id, 0, None);
+    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 3)]));
+    let v = store.commit_transition(&t).await.unwrap();
+    let mut ship = effects(&id, v, None);
+    ship.inventory = Some(InventoryOp::Consume);
+    let v = store.commit_transition(&ship).await.unwrap();
+    assert_eq!(stock(&store, "A").await, vec![("main".into(), 7, 0)]);
+    // Nothing is held any more, so a late release gives nothing back.
+    let mut release = effects(&id, v, None);
+    release.inventory = Some(InventoryOp::Release);
+    store.commit_transition(&release).await.unwrap();
+    assert_eq!(stock(&store, "A").await, vec![("main".into(), 7, 0)]);
+    let held = store.reservations(&tenant(), &id).await.unwrap();
+    assert_eq!(held, vec![("A".into(), "consumed".into(), 3)]);
+}
+
+async fn concurrent_reservations_never_oversell(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    let store = Arc::new(store);
+    set(&store, "HOT", "main", 10).await.unwrap();
+    let mut orders = Vec::new();
+    for i in 0..40 {
+        orders.push(new_order(&store, &format!("c{i}"), 1_000, 100).await);
+    }
+    let tasks: Vec<_> = orders
+        .into_iter()
+        .map(|id| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut t = effects(&id, 0, None);
+                t.inventory = Some(InventoryOp::Reserve(vec![("HOT".into(), 1)]));
+                store.commit_transition(&t).await
+            })
+        })
+        .collect();
+    let mut reserved = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => reserved += 1,
+            Err(StoreError::InsufficientStock { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(reserved, 10);
+    assert_eq!(stock(&store, "HOT").await, vec![("main".into(), 10, 10)]);
+}
+
+async fn idempotency_keys_replay_refuse_and_recover(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    let t = tenant();
+    assert_eq!(
+        store
+            .begin_idempotent(&t, "k1", "h1", 1_000, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Fresh
+    );
+    assert_eq!(
+        store
+            .begin_idempotent(&t, "k1", "h1", 1_001, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
+    assert_eq!(
+        store
+            .begin_idempotent(&t, "k1", "h2", 1_001, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    // The same key is a different key for another tenant.
+    let globex = TenantId::parse("globex").unwrap();
+    assert_eq!(
+        store
+            .begin_idempotent(&globex, "k1", "h9", 1_001, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Fresh
+    );
+
+    // A key left in flight by a crashed request is taken over once stale.
+    assert_eq!(
+        store
+            .begin_idempotent(&t, "k1", "h1", 40_000, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Fresh
+    );
+
+    // Completed with the order, in the same transaction.
+    let id = OrderId::generate();
+    let record = OrderRecord {
+        tenant_id: "acme".into(),
+        id: id.to_string(),
+        customer_id: "c".into(),
+        currency: "USD".into(),
+        total_minor: 1,
+        status: "PENDING".into(),
+        payment_status: "NONE".into(),
+        fulfillment_status: "NONE".into(),
+        draft: "{}".into(),
+        violations: None,
+        cancellation_reason: None,
+        shipment: None,
+        saga_state: "{}".into(),
+        saga_status: "RUNNING".into(),
+        version: 0,
+        event_seq: 0,
+        created_at: 1,
+        updated_at: 1,
+    };
+    let new = NewOrder {
+        record,
+        effects: effects(&id, 0, None),
+        idempotency: Some(("k1".into(), 201, "{\"id\":1}".into())),
+    };
+    store.create_order(&new).await.unwrap();
+    assert_eq!(
+        store
+            .begin_idempotent(&t, "k1", "h1", 40_001, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay {
+            status: 201,
+            body: "{\"id\":1}".into()
+        }
+    );
+    // Abandoning frees an in-flight key only.
+    store.abandon_idempotent(&t, "k1").await.unwrap();
+    assert!(matches!(
+        store
+            .begin_idempotent(&t, "k1", "h1", 40_002, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay { .. }
+    ));
+}
+
+async fn outbox_is_relayed_in_order_and_pruned(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    let id = new_order(&store, "c1", 1_000, 500).await;
+    let mut t = effects(&id, 0, None);
+    t.outbox = (0..3)
+        .map(|i| OutboxMessage {
+            id: format!("m{i}"),
+            topic: "oms.order-events.v1".into(),
+            event_type: "x".into(),
+            payload: json!({ "i": i }),
+        })
+        .collect();
+    store.commit_transition(&t).await.unwrap();
+    let batch = store.unpublished(2).await.unwrap();
+    assert_eq!(
+        batch.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        vec!["m0", "m1"]
+    );
+    store
+        .mark_published(&["m0".into(), "m1".into()], 2_000)
+        .await
+        .unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 1);
+    assert_eq!(store.prune_published(1_999).await.unwrap(), 0);
+    assert_eq!(store.prune_published(2_001).await.unwrap(), 2);
+    assert_eq!(store.unpublished(10).await.unwrap()[0].id, "m2");
+}
+
+async fn orders_list_newest_first_by_status_and_cursor(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(new_order(&store, "c", 1_000 + i, 100).await);
+    }
+    let mut t = effects(&ids[1], 0, None);
+    t.patch.status = Some("CONFIRMED".into());
+    store.commit_transition(&t).await.unwrap();
+
+    let page = store.list_orders(&tenant(), None, None, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        vec![ids[4].to_string(), ids[3].to_string()]
+    );
+    let next = store
+        .list_orders(&tenant(), None, Some(&page[1].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 3);
+    let confirmed = store
+        .list_orders(&tenant(), Some("CONFIRMED"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(confirmed.len(), 1);
+    assert_eq!(confirmed[0].id, ids[1].to_string());
+}
+
+async fn customer_history_counts_recent_orders_only(kind: Kind) {
+    let (store, _db) = store(kind).await;
+    let _old = new_order(&store, "cust", 100, 1_000).await;
+    let _a = new_order(&store, "cust", 5_000, 2_000).await;
+    let b = new_order(&store, "cust", 6_000, 3_000).await;
+    let _other = new_order(&store, "someone-else", 6_000, 9_000).await;
+    let h = store
+        .customer_history(&tenant(), "cust", "USD", 1_000, &b)
+        .await
+        .unwrap();
+    assert_eq!((h.orders, h.spend), (1, 2_000));
+}
+
+on_both_backends!(
+    order_round_trips_with_gapless_history,
+    a_consumed_command_cannot_be_applied_twice,
+    a_stale_version_is_refused_and_leaves_nothing,
+    reservations_are_conditional_and_all_or_nothing,
+    shipping_consumes_reserved_stock,
+    concurrent_reservations_never_oversell,
+    idempotency_keys_replay_refuse_and_recover,
+    outbox_is_relayed_in_order_and_pruned,
+    orders_list_newest_first_by_status_and_cursor,
+    customer_history_counts_recent_orders_only,
+);

@@ -1,0 +1,363 @@
+//! Shared by the suites: real databases (a fresh SQLite file or a fresh
+//! PostgreSQL database per test), the real `oms` binary, and an API client.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where PostgreSQL is; each test gets a database of its own in it.
+pub fn admin_url() -> String {
+    std::env::var("OMS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty PostgreSQL database; its URL.
+pub async fn fresh_postgres() -> String {
+    use sqlx::Connection;
+    let admin = admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} is required for these tests (tests/run starts it): {e}")
+        });
+    let name = format!("oms_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
+
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("oms.db").display())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test.
+pub struct Db {
+    pub kind: Kind,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    pub async fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                Self {
+                    kind,
+                    url: sqlite_url(&dir),
+                    _dir: Some(dir),
+                }
+            }
+            Kind::Postgres => Self {
+                kind,
+                url: fresh_postgres().await,
+                _dir: None,
+            },
+        }
+    }
+}
+
+/// Declares `$name` (an `async fn(Kind)`) once and runs it on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Kind::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Kind::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A running `oms serve` process.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub psp_url: String,
+    pub log: PathBuf,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts a host on `db` with the demo tenants and its own sandbox provider.
+    pub async fn start(db: &Db) -> Self {
+        let psp_port = free_port();
+        Self::start_with(
+            db,
+            vec![
+                "--sandbox-psp-listen".into(),
+                format!("127.0.0.1:{psp_port}"),
+            ],
+            format!("http://127.0.0.1:{psp_port}"),
+        )
+        .await
+    }
+
+    /// Starts a host that uses an already running sandbox provider.
+    pub async fn start_with_psp(db: &Db, psp_url: &str) -> Self {
+        Self::start_with(
+            db,
+            vec!["--sandbox-psp-url".into(), psp_url.into()],
+            psp_url.into(),
+        )
+        .await
+    }
+
+    async fn start_with(db: &Db, extra: Vec<String>, psp_url: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--tenants-dir".into(),
+            workspace().join("tenants").display().to_string(),
+        ];
+        if db.kind == Kind::Postgres {
+            args.push("--database-url".into());
+            args.push(db.url.clone());
+        } else {
+            // The embedded default, in this test's own directory.
+            args[4] = PathBuf::from(db.url.trim_start_matches("sqlite://"))
+                .parent()
+                .unwrap()
+                .display()
+                .to_string();
+        }
+        args.extend(extra);
+        let log = dir.path().join("oms.log");
+        let mut server = Self {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            psp_url,
+            log,
+            args,
+            _dir: dir,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// (Re)starts the process with the same arguments and waits until it is ready.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_oms"))
+            .args(&self.args)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "oms exited with {status}; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "oms did not become ready; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn api(&self, tenant: &str) -> Api {
+        Api::new(&self.url, tenant, &format!("{tenant}-dev-key"))
+    }
+
+    pub async fn ledger(&self) -> Vec<Value> {
+        let v: Value = reqwest::get(format!("{}/v1/ledger", self.psp_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("oms_{name} "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+    pub tenant: String,
+    pub key: String,
+}
+
+impl Api {
+    pub fn new(base: &str, tenant: &str, key: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.into(),
+            tenant: tenant.into(),
+            key: key.into(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .header("x-tenant-id", &self.tenant)
+            .bearer_auth(&self.key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Response {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.send(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.send(reqwest::Method::POST, path, Some(body), &[])
+            .await
+    }
+
+    /// Places an order; its id.
+    pub async fn place(&self, body: &Value) -> String {
+        let r = self.post("/orders", body).await;
+        assert_eq!(r.status, 201, "order not accepted: {}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls until the order's saga has finished (or is stuck).
+    pub async fn settle(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.get(&format!("/orders/{id}")).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let saga = r.body["sagaState"].as_str().unwrap_or_default();
+            if matches!(saga, "COMPLETED" | "REJECTED" | "CANCELLED" | "STUCK") {
+                return r.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {id} did not settle: {}",
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn order(customer: &str, sku: &str, quantity: u32, token: &str) -> Value {
+    json!({
+        "customerId": customer,
+        "currency": "USD",
+        "items": [{ "sku": sku, "quantity": quantity, "unitPrice": 1999 }],
+        "shippingAddress": { "line1": "1 Main St", "city": "Springfield", "postalCode": "12345", "country": "US" },
+        "paymentMethod": { "token": token },
+    })
+}
