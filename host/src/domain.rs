@@ -83,7 +83,8 @@ impl OrderId {
     /// Monotonic within this process, so ids minted in the same millisecond
     /// still sort in creation order (newest-first lists and cursors rely on it).
     pub fn generate() -> Self {
-        static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+        static GENERATOR: std::sync::Mutex<ulid::Generator> =
+            std::sync::Mutex::new(ulid::Generator::new());
         let next = GENERATOR.lock().map(|mut g| g.generate());
         let id = match next {
             Ok(Ok(id)) => id,

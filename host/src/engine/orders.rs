@@ -3,7 +3,7 @@
 use super::Platform;
 use super::effects::{self, Extras, TOPIC_ORDER_EVENTS, message};
 use super::metrics::Metrics;
-use super::runner::{commit, load_order};
+use super::runner::{Committed, commit, load_order};
 use super::steps::Outcome;
 use crate::domain::{FulfillmentStatus, OrderDraft, OrderId, OrderStatus, PaymentStatus};
 use crate::saga::{self, SagaEvent, SagaStatus};
@@ -203,10 +203,13 @@ pub async fn cancel(
         event: SagaEvent::CancelRequested { reason },
         extras: Extras::default(),
     };
-    if commit(p, tenant, id, None, loaded, outcome).await {
-        Ok(())
-    } else {
-        Err(OrderError::Store(StoreError::Conflict))
+    match commit(p, tenant, id, None, loaded, outcome).await {
+        Committed::Applied | Committed::Superseded => Ok(()),
+        // The saga finished (rejected, or stuck) between our read and our write.
+        Committed::Refused(_) => Err(OrderError::NotCancellable(
+            "the order's saga has already finished".into(),
+        )),
+        Committed::Failed => Err(OrderError::Store(StoreError::Conflict)),
     }
 }
 

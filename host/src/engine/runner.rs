@@ -23,11 +23,16 @@ const POLL: Duration = Duration::from_millis(50);
 /// How long a command that could not be committed waits before another try.
 const RETRY_AFTER_MS: i64 = 1_000;
 
+/// How long a finished command's id is remembered, so a batch read before
+/// it finished does not hand it out again.
+const TOMBSTONE_MS: i64 = 10_000;
+
 #[derive(Default)]
 struct InFlight {
     commands: HashSet<String>,
     orders: HashSet<String>,
     not_before: HashMap<String, i64>,
+    finished: HashMap<String, i64>,
 }
 
 fn lock(m: &Mutex<InFlight>) -> MutexGuard<'_, InFlight> {
@@ -46,6 +51,7 @@ pub(crate) async fn run(p: Arc<Platform>) {
                         let mut f = lock(&inflight);
                         if f.commands.contains(&cmd.id)
                             || f.orders.contains(&cmd.order_id)
+                            || f.finished.contains_key(&cmd.id)
                             || f.not_before.get(&cmd.id).is_some_and(|t| *t > now)
                         {
                             continue;
@@ -65,6 +71,7 @@ pub(crate) async fn run(p: Arc<Platform>) {
                             f.orders.remove(&cmd.order_id);
                             if done {
                                 f.not_before.remove(&cmd.id);
+                                f.finished.insert(cmd.id.clone(), crate::now_ms());
                             } else {
                                 f.not_before
                                     .insert(cmd.id.clone(), crate::now_ms() + RETRY_AFTER_MS);
@@ -78,6 +85,13 @@ pub(crate) async fn run(p: Arc<Platform>) {
             Err(e) => {
                 tracing::warn!(error = %e, "reading due saga commands failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        {
+            let mut f = lock(&inflight);
+            if f.finished.len() > 1_000 {
+                let cutoff = crate::now_ms() - TOMBSTONE_MS;
+                f.finished.retain(|_, at| *at > cutoff);
             }
         }
         tokio::select! {
@@ -119,6 +133,19 @@ async fn process(p: &Platform, cmd: &CommandRecord) -> bool {
             return false;
         }
     };
+    // Read the command before the order: while it exists, the order is still
+    // in the state it was issued for (both change in one transaction).
+    match p.store.command_exists(&cmd.id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            Metrics::inc(&p.metrics.duplicate_deliveries_total);
+            return true;
+        }
+        Err(e) => {
+            tracing::warn!(command = %cmd.id, error = %e, "checking a saga command failed");
+            return false;
+        }
+    }
     let loaded = match p.store.order(&tenant.id, &order_id).await.and_then(load) {
         Ok(l) => l,
         Err(e) => {
@@ -177,11 +204,27 @@ async fn process(p: &Platform, cmd: &CommandRecord) -> bool {
             return false;
         }
     };
-    commit(p, tenant, &order_id, Some(&cmd.id), loaded, outcome).await
+    !matches!(
+        commit(p, tenant, &order_id, Some(&cmd.id), loaded, outcome).await,
+        Committed::Failed
+    )
+}
+
+/// How committing an outcome ended.
+#[derive(Debug)]
+pub(crate) enum Committed {
+    Applied,
+    /// The command was already applied by another delivery.
+    Superseded,
+    /// The saga refused the event (only for events from the API; a command's
+    /// refusal is recorded in the order's history instead).
+    Refused(saga::IllegalTransition),
+    /// Not recorded; try again later.
+    Failed,
 }
 
 /// Applies `outcome` to the saga and commits it, re-reading the order after
-/// a concurrent change. `true` when the outcome is recorded or superseded.
+/// a concurrent change.
 pub(crate) async fn commit(
     p: &Platform,
     tenant: &Tenant,
@@ -189,7 +232,7 @@ pub(crate) async fn commit(
     consumes: Option<&str>,
     mut loaded: Loaded,
     mut outcome: Outcome,
-) -> bool {
+) -> Committed {
     for _ in 0..16 {
         let now = crate::now_ms();
         let state = &loaded.state;
@@ -213,9 +256,8 @@ pub(crate) async fn commit(
                 count(p, state, &next, &actions);
                 t
             }
+            Err(illegal) if consumes.is_none() => return Committed::Refused(illegal),
             Err(illegal) => {
-                Metrics::inc(&p.metrics.illegal_transitions_total);
-                tracing::error!(tenant = %tenant.id, order = %order_id, error = %illegal, "illegal saga transition");
                 let data = json!({ "event": outcome.event, "error": illegal.to_string() });
                 Transition {
                     tenant: tenant.id.clone(),
@@ -233,6 +275,17 @@ pub(crate) async fn commit(
             }
         };
         match p.store.commit_transition(&t).await {
+            Ok(_)
+                if t.events
+                    .first()
+                    .is_some_and(|(kind, _)| kind == "saga.illegal_transition") =>
+            {
+                // Counted only now: a refusal of a command that was already
+                // applied elsewhere is a duplicate delivery, not an illegal transition.
+                Metrics::inc(&p.metrics.illegal_transitions_total);
+                tracing::error!(tenant = %tenant.id, order = %order_id, event = %t.events[0].1, "illegal saga transition");
+                return Committed::Applied;
+            }
             Ok(_) => {
                 if !t.commands.is_empty() {
                     p.wake.notify_one();
@@ -240,11 +293,11 @@ pub(crate) async fn commit(
                 if !t.outbox.is_empty() {
                     p.outbox_wake.notify_one();
                 }
-                return true;
+                return Committed::Applied;
             }
             Err(StoreError::Duplicate) => {
                 Metrics::inc(&p.metrics.duplicate_deliveries_total);
-                return true;
+                return Committed::Superseded;
             }
             Err(StoreError::Conflict) => {
                 Metrics::inc(&p.metrics.commit_conflicts_total);
@@ -252,7 +305,7 @@ pub(crate) async fn commit(
                     Ok(l) => loaded = l,
                     Err(e) => {
                         tracing::warn!(order = %order_id, error = %e, "re-reading the order failed");
-                        return false;
+                        return Committed::Failed;
                     }
                 }
             }
@@ -275,11 +328,11 @@ pub(crate) async fn commit(
             }
             Err(e) => {
                 tracing::warn!(tenant = %tenant.id, order = %order_id, error = %e, "committing a saga transition failed; will retry");
-                return false;
+                return Committed::Failed;
             }
         }
     }
-    false
+    Committed::Failed
 }
 
 fn count(p: &Platform, before: &SagaState, after: &SagaState, actions: &[Action]) {

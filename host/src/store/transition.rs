@@ -202,6 +202,17 @@ impl SqlStore {
         })
     }
 
+    /// Whether a command is still waiting to be applied.
+    pub async fn command_exists(&self, id: &str) -> Result<bool> {
+        on_pool!(self, read, |pool| {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM saga_commands WHERE id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await?;
+            Ok(n > 0)
+        })
+    }
+
     pub async fn pending_commands(&self) -> Result<i64> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_scalar("SELECT COUNT(*) FROM saga_commands")
