@@ -206,9 +206,12 @@ pub async fn cancel(
     match commit(p, tenant, id, None, loaded, outcome).await {
         Committed::Applied | Committed::Superseded => Ok(()),
         // The saga finished (rejected, or stuck) between our read and our write.
-        Committed::Refused(_) => Err(OrderError::NotCancellable(
-            "the order's saga has already finished".into(),
-        )),
+        Committed::Refused(why) => {
+            tracing::info!(order = %id, %why, "cancel arrived after the saga finished");
+            Err(OrderError::NotCancellable(
+                "the order's saga has already finished".into(),
+            ))
+        }
         Committed::Failed => Err(OrderError::Store(StoreError::Conflict)),
     }
 }
