@@ -22,7 +22,7 @@ struct Psp {
 impl Psp {
     async fn start() -> Self {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_oms"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oms"))
             .args(["sandbox-psp", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -35,6 +35,8 @@ impl Psp {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("sandbox provider did not start");
     }
 }
