@@ -46,6 +46,8 @@ struct Manifest {
     saga: SagaSection,
     #[serde(default)]
     fraud: FraudSection,
+    #[serde(default)]
+    limits: LimitsSection,
     plugins: BTreeMap<String, PluginSection>,
     #[serde(default)]
     demo_stock: Vec<StockSeed>,
@@ -75,6 +77,33 @@ fn default_step_timeout() -> u64 {
 
 fn default_deadline() -> u64 {
     10 * 60_000
+}
+
+/// Per-tenant API rate limit: a token bucket refilled at `requests_per_second`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    #[serde(default = "default_rps")]
+    requests_per_second: u32,
+    #[serde(default = "default_burst")]
+    burst: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            requests_per_second: default_rps(),
+            burst: default_burst(),
+        }
+    }
+}
+
+fn default_rps() -> u32 {
+    20_000
+}
+
+fn default_burst() -> u32 {
+    40_000
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,12 +163,18 @@ pub struct Tenant {
     pub fraud_review: ReviewAction,
     plugins: HashMap<Slot, TenantPlugin>,
     pub demo_stock: Vec<(Sku, WarehouseId, i64)>,
+    limiter: governor::DefaultDirectRateLimiter,
 }
 
 impl Tenant {
     pub fn plugin(&self, slot: Slot) -> &TenantPlugin {
         // Every slot is checked present when the manifest loads.
         &self.plugins[&slot]
+    }
+
+    /// Takes one request from the tenant's budget; `false` when it is spent.
+    pub fn admit(&self) -> bool {
+        self.limiter.check().is_ok()
     }
 
     pub fn accepts_key(&self, key: &str) -> bool {
@@ -334,6 +369,12 @@ fn parse_tenant(
                 .map(|k| hex::encode(Sha256::digest(k.as_bytes()))),
         );
     }
+    let per_second = std::num::NonZeroU32::new(m.limits.requests_per_second)
+        .ok_or_else(|| bad("limits.requests_per_second must be at least 1".into()))?;
+    let burst = std::num::NonZeroU32::new(m.limits.burst)
+        .ok_or_else(|| bad("limits.burst must be at least 1".into()))?;
+    let limiter =
+        governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst));
     let mut demo_stock = Vec::new();
     for s in m.demo_stock {
         let sku = Sku::parse(&s.sku).ok_or_else(|| bad(format!("bad SKU `{}`", s.sku)))?;
@@ -352,5 +393,6 @@ fn parse_tenant(
         fraud_review: m.fraud.review,
         plugins,
         demo_stock,
+        limiter,
     })
 }

@@ -129,6 +129,24 @@ impl Server {
         .await
     }
 
+    /// Starts a host with the tenant manifests in `tenants` instead of the demo ones.
+    pub async fn start_with_tenants(db: &Db, tenants: &std::path::Path) -> Self {
+        let psp_port = free_port();
+        let mut server = Self::start_with(
+            db,
+            vec![
+                "--sandbox-psp-listen".into(),
+                format!("127.0.0.1:{psp_port}"),
+                "--tenants-dir".into(),
+                tenants.display().to_string(),
+            ],
+            format!("http://127.0.0.1:{psp_port}"),
+        )
+        .await;
+        server.psp_url = format!("http://127.0.0.1:{psp_port}");
+        server
+    }
+
     /// Starts a host that uses an already running sandbox provider.
     pub async fn start_with_psp(db: &Db, psp_url: &str) -> Self {
         Self::start_with(
@@ -148,9 +166,11 @@ impl Server {
             format!("127.0.0.1:{port}"),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
-            "--tenants-dir".into(),
-            workspace().join("tenants").display().to_string(),
         ];
+        if !extra.iter().any(|a| a == "--tenants-dir") {
+            args.push("--tenants-dir".into());
+            args.push(workspace().join("tenants").display().to_string());
+        }
         if db.kind == Kind::Postgres {
             args.push("--database-url".into());
             args.push(db.url.clone());

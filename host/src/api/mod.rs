@@ -82,6 +82,13 @@ impl FromRequestParts<AppState> for AuthTenant {
             .get(tenant_id)
             .filter(|t| t.accepts_key(key))
             .ok_or_else(ApiError::unauthorized)?;
+        if !tenant.admit() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "this tenant's request rate limit is exceeded; retry after the Retry-After delay",
+            ));
+        }
         Ok(Self(tenant.clone()))
     }
 }

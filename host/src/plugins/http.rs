@@ -11,6 +11,8 @@ pub struct HttpGrant {
     pub allowed_origins: Vec<String>,
     pub timeout: Duration,
     pub max_response_bytes: u64,
+    /// One client per grant, so connections to the provider are reused.
+    agent: ureq::Agent,
 }
 
 /// `scheme://host[:port]` of a URL, with the default port left out.
@@ -25,10 +27,18 @@ pub fn origin_of(url: &str) -> Option<String> {
 
 impl HttpGrant {
     pub fn new(origins: &[String], timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            // Redirects could lead outside the allow-list.
+            .max_redirects(0)
+            .build()
+            .into();
         Self {
             allowed_origins: origins.iter().filter_map(|o| origin_of(o)).collect(),
             timeout,
             max_response_bytes: 1 << 20,
+            agent,
         }
     }
 
@@ -38,11 +48,6 @@ impl HttpGrant {
         if !self.allowed_origins.contains(&origin) {
             return Err(HttpError::ForbiddenOrigin(origin));
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(self.timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
         let mut builder = ureq::http::Request::builder()
             .method(request.method.as_str())
             .uri(&request.url);
@@ -52,7 +57,7 @@ impl HttpGrant {
         let req = builder
             .body(request.body)
             .map_err(|e| HttpError::Connection(e.to_string()))?;
-        let mut response = agent.run(req).map_err(|e| match e {
+        let mut response = self.agent.run(req).map_err(|e| match e {
             ureq::Error::Timeout(_) => HttpError::Timeout,
             other => HttpError::Connection(other.to_string()),
         })?;

@@ -13,7 +13,8 @@ use crate::domain::wire_enum;
 use bindings::{fraud, guardrail, payment, policy};
 use http::HttpGrant;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -241,6 +242,9 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<CallState>,
     permits: Arc<Semaphore>,
+    /// Compiled, pre-instantiated components by slot and content hash: the
+    /// same bytes are compiled once however many tenants use them.
+    loaded: Mutex<HashMap<(Slot, String), Arc<Plugin>>>,
 }
 
 impl PluginHost {
@@ -284,11 +288,28 @@ impl PluginHost {
             engine,
             linker,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+            loaded: Mutex::new(HashMap::new()),
         }))
     }
 
-    /// Checks, compiles and pre-instantiates a component for `slot`.
+    /// Checks, compiles and pre-instantiates a component for `slot`, or returns
+    /// the one already loaded from the same bytes.
     pub fn load(&self, slot: Slot, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let key = (slot, digest);
+        if let Some(plugin) = self.cache().get(&key) {
+            return Ok(plugin.clone());
+        }
+        let plugin = self.compile(slot, bytes, key.1.clone())?;
+        self.cache().insert(key, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(Slot, String), Arc<Plugin>>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn compile(&self, slot: Slot, bytes: &[u8], digest: String) -> Result<Arc<Plugin>, LoadError> {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(LoadError::TooLarge(bytes.len()));
         }
@@ -341,7 +362,6 @@ impl PluginHost {
                 Pre::Policy(policy::CompensationPolicyPre::new(instance_pre).map_err(mismatch)?)
             }
         };
-        let digest = hex::encode(Sha256::digest(bytes));
         Ok(Arc::new(Plugin {
             slot,
             digest,

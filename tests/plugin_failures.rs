@@ -1,0 +1,158 @@
+//! Each extension point's failure policy, with the real demo components made
+//! to trap by a fuel budget far too small to run them: a guardrail that
+//! fails rejects (fail closed), a fraud check that fails sends the order to
+//! review, a payment plugin that fails is a transient error (retried, then
+//! compensated), a compensation policy that fails is replaced by the default.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::Value;
+use support::{Db, Kind, Server, order};
+
+const STEPS: &str = r#"steps = ["validate", "fraud-check", "reserve-inventory", "authorize-payment", "capture-payment", "request-fulfilment"]"#;
+
+/// A manifest whose `starved` slot gets 1,000 units of fuel.
+fn manifest(id: &str, starved: &str) -> String {
+    let slot = |name: &str, component: &str, extra: &str| {
+        let fuel = if name == starved { "fuel = 1000\n" } else { "" };
+        format!("[plugins.{name}]\ncomponent = \"builtin:{component}\"\n{fuel}{extra}\n")
+    };
+    format!(
+        "id = \"{id}\"\nname = \"{id}\"\ndev_api_keys = [\"{id}-dev-key\"]\n\n[saga]\n{STEPS}\n\n{}{}{}{}\n[[demo_stock]]\nsku = \"WIDGET-1\"\nwarehouse = \"main\"\non_hand = 100\n",
+        slot("guardrail", "guardrail-limits", ""),
+        slot("fraud-check", "fraud-rules", ""),
+        slot(
+            "payment-provider",
+            "payment-sandbox",
+            "allowed_origins = [\"{{sandbox_psp}}\"]\nsettings = { base_url = \"{{sandbox_psp}}\" }\n"
+        ),
+        slot(
+            "compensation-policy",
+            "compensation-default",
+            "settings = { max_attempts = \"2\", base_delay_ms = \"10\" }\n"
+        ),
+    )
+}
+
+fn events_of_type<'a>(events: &'a Value, kind: &str) -> Vec<&'a Value> {
+    events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+async fn each_slot_fails_by_its_policy(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    for (id, starved) in [
+        ("closed", "guardrail"),
+        ("review", "fraud-check"),
+        ("nopay", "payment-provider"),
+        ("nopolicy", "compensation-policy"),
+    ] {
+        std::fs::write(dir.path().join(format!("{id}.toml")), manifest(id, starved)).unwrap();
+    }
+    let db = Db::new(kind).await;
+    let srv = Server::start_with_tenants(&db, dir.path()).await;
+
+    // Guardrail: fail closed.
+    let api = srv.api("closed");
+    let id = api.place(&order("c", "WIDGET-1", 1, "tok_visa")).await;
+    let done = api.settle(&id).await;
+    assert_eq!(done["status"], "REJECTED", "{done}");
+    assert_eq!(done["violations"][0]["code"], "GUARDRAIL_UNAVAILABLE");
+    let events = api.get(&format!("/orders/{id}/events")).await.body;
+    assert_eq!(
+        events_of_type(&events, "step.rejected")[0]["data"]["pluginError"]["code"],
+        "PLUGIN_OUT_OF_FUEL"
+    );
+
+    // Fraud check: review, which this tenant accepts.
+    let api = srv.api("review");
+    let id = api.place(&order("c", "WIDGET-1", 1, "tok_visa")).await;
+    let done = api.settle(&id).await;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+    let events = api.get(&format!("/orders/{id}/events")).await.body;
+    let fraud = events_of_type(&events, "step.succeeded")
+        .into_iter()
+        .find(|e| e["data"]["step"] == "fraud-check")
+        .unwrap();
+    assert_eq!(fraud["data"]["fraud"]["decision"], "review");
+
+    // Payment: a transient error, retried, then compensated.
+    let api = srv.api("nopay");
+    let id = api.place(&order("c", "WIDGET-1", 3, "tok_visa")).await;
+    let done = api.settle(&id).await;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    assert!(
+        done["cancellationReason"]
+            .as_str()
+            .unwrap()
+            .contains("PLUGIN_OUT_OF_FUEL"),
+        "{done}"
+    );
+    assert_eq!(
+        done["saga"]["compensated"],
+        serde_json::json!(["release-inventory"])
+    );
+    let inv = api.get("/inventory/WIDGET-1").await.body;
+    assert_eq!(inv["warehouses"][0]["reserved"], 0);
+    let events = api.get(&format!("/orders/{id}/events")).await.body;
+    assert_eq!(
+        events_of_type(&events, "step.failed").len(),
+        2,
+        "policy allows 2 attempts"
+    );
+
+    // Compensation policy: the platform's default plan undoes what was done.
+    let api = srv.api("nopolicy");
+    let id = api
+        .place(&order("c", "WIDGET-1", 2, "tok_chargeDeclined"))
+        .await;
+    let done = api.settle(&id).await;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    assert_eq!(
+        done["saga"]["compensated"],
+        serde_json::json!(["release-inventory"])
+    );
+    let events = api.get(&format!("/orders/{id}/events")).await.body;
+    assert!(events_of_type(&events, "step.failed")[0]["data"]["policyError"].is_string());
+
+    assert!(srv.metric("plugin_failures_total").await >= 4);
+    assert_eq!(srv.metric("illegal_transitions_total").await, 0);
+}
+
+on_both_backends!(each_slot_fails_by_its_policy);
+
+async fn a_tenant_over_its_rate_limit_gets_429(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = manifest("tiny", "none");
+    m = m.replacen(
+        "[saga]",
+        "[limits]\nrequests_per_second = 1\nburst = 3\n\n[saga]",
+        1,
+    );
+    std::fs::write(dir.path().join("tiny.toml"), m).unwrap();
+    let db = Db::new(kind).await;
+    let srv = Server::start_with_tenants(&db, dir.path()).await;
+    let api = srv.api("tiny");
+    let statuses: Vec<u16> = futures_statuses(&api).await;
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert_eq!(statuses[3], 429);
+    let r = api.get("/orders").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.body["error"]["code"], "RATE_LIMITED");
+    assert_eq!(r.headers["retry-after"], "1");
+}
+
+async fn futures_statuses(api: &support::Api) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        out.push(api.get("/orders").await.status);
+    }
+    out
+}
+
+on_both_backends!(a_tenant_over_its_rate_limit_gets_429);
