@@ -29,6 +29,7 @@ pub struct Platform {
     /// Poked after a commit that adds outbox messages.
     pub(crate) outbox_wake: Notify,
     pub transport: relay::InProcess,
+    pub(crate) runner: runner::Runner,
 }
 
 impl Platform {
@@ -41,6 +42,7 @@ impl Platform {
             wake: Notify::new(),
             outbox_wake: Notify::new(),
             transport: relay::InProcess::new(),
+            runner: runner::Runner::default(),
         })
     }
 

@@ -3,13 +3,15 @@
 use super::Platform;
 use super::effects::{self, Extras, TOPIC_ORDER_EVENTS, message};
 use super::metrics::Metrics;
-use super::runner::{Committed, commit, load_order};
+use super::runner::{Committed, LoadedOrder, commit, load_order, submit};
 use super::steps::Outcome;
 use crate::domain::{FulfillmentStatus, OrderDraft, OrderId, OrderStatus, PaymentStatus};
 use crate::saga::{self, SagaEvent, SagaStatus};
+use crate::store::CommandRecord;
 use crate::store::{IdempotencyBegin, NewOrder, OrderPatch, OrderRecord, StoreError, Transition};
 use crate::tenants::Tenant;
 use serde_json::json;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
@@ -55,7 +57,7 @@ const STALE_KEY_MS: i64 = 30_000;
 /// Accepts an order and starts its saga, all in one transaction.
 /// `render` builds the 201 body, which is stored with the idempotency key.
 pub async fn place(
-    p: &Platform,
+    p: &Arc<Platform>,
     tenant: &Tenant,
     draft: OrderDraft,
     idempotency: Option<(String, String)>,
@@ -95,7 +97,7 @@ pub async fn place(
 }
 
 async fn create(
-    p: &Platform,
+    p: &Arc<Platform>,
     tenant: &Tenant,
     draft: OrderDraft,
     key: Option<&str>,
@@ -166,8 +168,23 @@ async fn create(
     };
     p.store.create_order(&new).await?;
     Metrics::inc(&p.metrics.orders_accepted_total);
-    p.wake.notify_one();
     p.outbox_wake.notify_one();
+    // Hand the first step straight to the runner with the state just written;
+    // if this process dies first, the dispatcher finds the command on restart.
+    if let Some(first) = new.effects.commands.first() {
+        let command = CommandRecord {
+            id: first.id.clone(),
+            tenant_id: tenant.id.to_string(),
+            order_id: id.to_string(),
+            action: first.action.clone(),
+            available_at: first.available_at,
+        };
+        submit(
+            p,
+            command,
+            Some(LoadedOrder::new(new.record.clone(), draft, state)),
+        );
+    }
     Ok(Placed::Created {
         record: Box::new(new.record),
         body,
@@ -204,7 +221,7 @@ pub async fn cancel(
         extras: Extras::default(),
     };
     match commit(p, tenant, id, None, loaded, outcome).await {
-        Committed::Applied | Committed::Superseded => Ok(()),
+        Committed::Applied(_) | Committed::Superseded => Ok(()),
         // The saga finished (rejected, or stuck) between our read and our write.
         Committed::Refused(why) => {
             tracing::info!(order = %id, %why, "cancel arrived after the saga finished");

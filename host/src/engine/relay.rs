@@ -81,5 +81,8 @@ pub(crate) async fn run(p: Arc<Platform>) {
             _ = p.outbox_wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+        // Gather what commits in the next moment into one batch: one read and
+        // one write per batch instead of per message.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

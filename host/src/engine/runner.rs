@@ -19,11 +19,12 @@ use tokio::sync::Semaphore;
 
 /// Commands carried out at once.
 const CONCURRENCY: usize = 256;
-const POLL: Duration = Duration::from_millis(50);
+/// How often the dispatcher sweeps for due commands nobody handed over:
+/// retries whose delay ran out, work left by a crash, commands from the API.
+const SWEEP: Duration = Duration::from_millis(50);
 /// How long a command that could not be committed waits before another try.
 const RETRY_AFTER_MS: i64 = 1_000;
-
-/// How long a finished command's id is remembered, so a batch read before
+/// How long a finished command's id is remembered, so a sweep read before
 /// it finished does not hand it out again.
 const TOMBSTONE_MS: i64 = 10_000;
 
@@ -35,51 +36,87 @@ struct InFlight {
     finished: HashMap<String, i64>,
 }
 
-fn lock(m: &Mutex<InFlight>) -> MutexGuard<'_, InFlight> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// Which commands are being carried out, and how many may be at once.
+pub struct Runner {
+    inflight: Mutex<InFlight>,
+    permits: Arc<Semaphore>,
 }
 
+impl Default for Runner {
+    fn default() -> Self {
+        Self {
+            inflight: Mutex::default(),
+            permits: Arc::new(Semaphore::new(CONCURRENCY)),
+        }
+    }
+}
+
+impl Runner {
+    fn lock(&self) -> MutexGuard<'_, InFlight> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts carrying out `cmd`, and then each next command of its saga that is
+/// due at once, unless a command of the same order is already running.
+/// `preloaded` is the order as the caller just committed it, which saves
+/// reading it back.
+pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Loaded>) -> bool {
+    let now = crate::now_ms();
+    {
+        let mut f = p.runner.lock();
+        if f.commands.contains(&cmd.id)
+            || f.orders.contains(&cmd.order_id)
+            || f.finished.contains_key(&cmd.id)
+            || f.not_before.get(&cmd.id).is_some_and(|t| *t > now)
+        {
+            return false;
+        }
+        f.commands.insert(cmd.id.clone());
+        f.orders.insert(cmd.order_id.clone());
+    }
+    let p = p.clone();
+    tokio::spawn(async move {
+        let permit = p.runner.permits.clone().acquire_owned().await;
+        let order = cmd.order_id.clone();
+        let (mut current, mut preloaded) = (cmd, preloaded);
+        // The order stays marked in flight for the whole chain, so the
+        // dispatcher never hands its commands to anyone else meanwhile.
+        loop {
+            let (done, follow) = process(&p, &current, preloaded.take()).await;
+            let mut f = p.runner.lock();
+            f.commands.remove(&current.id);
+            if done {
+                f.not_before.remove(&current.id);
+                f.finished.insert(current.id.clone(), crate::now_ms());
+            } else {
+                f.not_before
+                    .insert(current.id.clone(), crate::now_ms() + RETRY_AFTER_MS);
+            }
+            match follow {
+                Some(next) => {
+                    let next = *next;
+                    f.commands.insert(next.command.id.clone());
+                    current = next.command;
+                    preloaded = Some(next.loaded);
+                }
+                None => break,
+            }
+        }
+        p.runner.lock().orders.remove(&order);
+        drop(permit);
+    });
+    true
+}
+
+/// The dispatcher: sweeps the command table for due work not yet running.
 pub(crate) async fn run(p: Arc<Platform>) {
-    let inflight = Arc::new(Mutex::new(InFlight::default()));
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
     loop {
         let now = crate::now_ms();
         match p.store.due_commands(now, 2 * CONCURRENCY as i64).await {
             Ok(commands) => {
                 for cmd in commands {
-                    {
-                        let mut f = lock(&inflight);
-                        if f.commands.contains(&cmd.id)
-                            || f.orders.contains(&cmd.order_id)
-                            || f.finished.contains_key(&cmd.id)
-                            || f.not_before.get(&cmd.id).is_some_and(|t| *t > now)
-                        {
-                            continue;
-                        }
-                        f.commands.insert(cmd.id.clone());
-                        f.orders.insert(cmd.order_id.clone());
-                    }
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let (p, inflight) = (p.clone(), inflight.clone());
-                    tokio::spawn(async move {
-                        let done = process(&p, &cmd).await;
-                        {
-                            let mut f = lock(&inflight);
-                            f.commands.remove(&cmd.id);
-                            f.orders.remove(&cmd.order_id);
-                            if done {
-                                f.not_before.remove(&cmd.id);
-                                f.finished.insert(cmd.id.clone(), crate::now_ms());
-                            } else {
-                                f.not_before
-                                    .insert(cmd.id.clone(), crate::now_ms() + RETRY_AFTER_MS);
-                            }
-                        }
-                        drop(permit);
-                        p.wake.notify_one();
-                    });
+                    submit(&p, cmd, None);
                 }
             }
             Err(e) => {
@@ -88,7 +125,7 @@ pub(crate) async fn run(p: Arc<Platform>) {
             }
         }
         {
-            let mut f = lock(&inflight);
+            let mut f = p.runner.lock();
             if f.finished.len() > 1_000 {
                 let cutoff = crate::now_ms() - TOMBSTONE_MS;
                 f.finished.retain(|_, at| *at > cutoff);
@@ -96,7 +133,7 @@ pub(crate) async fn run(p: Arc<Platform>) {
         }
         tokio::select! {
             _ = p.wake.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(SWEEP) => {}
         }
     }
 }
@@ -105,6 +142,16 @@ pub(crate) struct Loaded {
     order: OrderRecord,
     draft: OrderDraft,
     state: SagaState,
+}
+
+impl Loaded {
+    pub(crate) fn new(order: OrderRecord, draft: OrderDraft, state: SagaState) -> Self {
+        Self {
+            order,
+            draft,
+            state,
+        }
+    }
 }
 
 fn load(order: OrderRecord) -> Result<Loaded, StoreError> {
@@ -117,40 +164,57 @@ fn load(order: OrderRecord) -> Result<Loaded, StoreError> {
     })
 }
 
+/// The next command of a saga, due now, which the task that just committed
+/// it carries out itself: the row is already durable, and the task knows the
+/// order's new state (a stale copy is caught by the version check).
+pub(crate) struct Followup {
+    command: CommandRecord,
+    loaded: Loaded,
+}
+
 /// Carries out one command. `true` when it is finished with (applied, or
 /// found already applied); `false` to try again later.
-async fn process(p: &Platform, cmd: &CommandRecord) -> bool {
+async fn process(
+    p: &Platform,
+    cmd: &CommandRecord,
+    preloaded: Option<Loaded>,
+) -> (bool, Option<Box<Followup>>) {
     let (Some(tenant), Some(order_id)) =
         (p.tenants.get(&cmd.tenant_id), OrderId::parse(&cmd.order_id))
     else {
         tracing::error!(command = %cmd.id, tenant = %cmd.tenant_id, order = %cmd.order_id, "command for an unknown tenant or malformed order id");
-        return false;
+        return (false, None);
     };
     let action: Action = match serde_json::from_str(&cmd.action) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(command = %cmd.id, error = %e, "undecodable saga command");
-            return false;
+            return (false, None);
         }
     };
-    // Read the command before the order: while it exists, the order is still
-    // in the state it was issued for (both change in one transaction).
-    match p.store.command_exists(&cmd.id).await {
-        Ok(true) => {}
-        Ok(false) => {
-            Metrics::inc(&p.metrics.duplicate_deliveries_total);
-            return true;
-        }
-        Err(e) => {
-            tracing::warn!(command = %cmd.id, error = %e, "checking a saga command failed");
-            return false;
-        }
-    }
-    let loaded = match p.store.order(&tenant.id, &order_id).await.and_then(load) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(order = %order_id, error = %e, "loading the order for a saga command failed");
-            return false;
+    let loaded = match preloaded {
+        Some(loaded) => loaded,
+        None => {
+            // Read the command before the order: while it exists, the order is
+            // still in the state it was issued for (both change in one transaction).
+            match p.store.command_exists(&cmd.id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    Metrics::inc(&p.metrics.duplicate_deliveries_total);
+                    return (true, None);
+                }
+                Err(e) => {
+                    tracing::warn!(command = %cmd.id, error = %e, "checking a saga command failed");
+                    return (false, None);
+                }
+            }
+            match p.store.order(&tenant.id, &order_id).await.and_then(load) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(order = %order_id, error = %e, "loading the order for a saga command failed");
+                    return (false, None);
+                }
+            }
         }
     };
     Metrics::inc(&p.metrics.saga_steps_total);
@@ -201,19 +265,20 @@ async fn process(p: &Platform, cmd: &CommandRecord) -> bool {
         }
         other => {
             tracing::error!(command = %cmd.id, action = ?other, "action is not a command");
-            return false;
+            return (false, None);
         }
     };
-    !matches!(
-        commit(p, tenant, &order_id, Some(&cmd.id), loaded, outcome).await,
-        Committed::Failed
-    )
+    match commit(p, tenant, &order_id, Some(&cmd.id), loaded, outcome).await {
+        Committed::Applied(follow) => (true, follow),
+        Committed::Superseded | Committed::Refused(_) => (true, None),
+        Committed::Failed => (false, None),
+    }
 }
 
 /// How committing an outcome ended.
-#[derive(Debug)]
 pub(crate) enum Committed {
-    Applied,
+    /// Recorded; with the saga's next command when it is due now.
+    Applied(Option<Box<Followup>>),
     /// The command was already applied by another delivery.
     Superseded,
     /// The saga refused the event (only for events from the API; a command's
@@ -236,7 +301,7 @@ pub(crate) async fn commit(
     for _ in 0..16 {
         let now = crate::now_ms();
         let state = &loaded.state;
-        let t = match saga::apply(state, &outcome.event, now) {
+        let (t, next_state) = match saga::apply(state, &outcome.event, now) {
             Ok((next, actions)) => {
                 let mut data = serde_json::to_value(&outcome.event).unwrap_or(Value::Null);
                 if let Value::Object(m) = &mut data {
@@ -254,12 +319,12 @@ pub(crate) async fn commit(
                     now,
                 );
                 count(p, state, &next, &actions);
-                t
+                (t, Some(next))
             }
             Err(illegal) if consumes.is_none() => return Committed::Refused(illegal),
             Err(illegal) => {
                 let data = json!({ "event": outcome.event, "error": illegal.to_string() });
-                Transition {
+                let t = Transition {
                     tenant: tenant.id.clone(),
                     order_id: order_id.clone(),
                     expected_version: loaded.order.version,
@@ -271,7 +336,8 @@ pub(crate) async fn commit(
                     outbox: vec![],
                     payment: None,
                     now,
-                }
+                };
+                (t, None)
             }
         };
         match p.store.commit_transition(&t).await {
@@ -284,16 +350,43 @@ pub(crate) async fn commit(
                 // applied elsewhere is a duplicate delivery, not an illegal transition.
                 Metrics::inc(&p.metrics.illegal_transitions_total);
                 tracing::error!(tenant = %tenant.id, order = %order_id, event = %t.events[0].1, "illegal saga transition");
-                return Committed::Applied;
+                return Committed::Applied(None);
             }
-            Ok(_) => {
-                if !t.commands.is_empty() {
-                    p.wake.notify_one();
-                }
+            Ok(version) => {
                 if !t.outbox.is_empty() {
                     p.outbox_wake.notify_one();
                 }
-                return Committed::Applied;
+                let follow = match (next_state, t.commands.as_slice()) {
+                    // Only the runner chains; the API leaves new work to the dispatcher.
+                    (Some(state), [c])
+                        if consumes.is_some() && c.available_at <= crate::now_ms() =>
+                    {
+                        let mut order = loaded.order;
+                        patched(&mut order, &t, version);
+                        let command = CommandRecord {
+                            id: c.id.clone(),
+                            tenant_id: tenant.id.to_string(),
+                            order_id: order_id.to_string(),
+                            action: c.action.clone(),
+                            available_at: c.available_at,
+                        };
+                        Some(Box::new(Followup {
+                            command,
+                            loaded: Loaded {
+                                order,
+                                draft: loaded.draft,
+                                state,
+                            },
+                        }))
+                    }
+                    (_, commands) => {
+                        if !commands.is_empty() {
+                            p.wake.notify_one();
+                        }
+                        None
+                    }
+                };
+                return Committed::Applied(follow);
             }
             Err(StoreError::Duplicate) => {
                 Metrics::inc(&p.metrics.duplicate_deliveries_total);
@@ -333,6 +426,33 @@ pub(crate) async fn commit(
         }
     }
     Committed::Failed
+}
+
+/// The order row as `t` left it, without reading it back.
+fn patched(order: &mut OrderRecord, t: &Transition, version: i64) {
+    let p = &t.patch;
+    let set = |field: &mut String, value: &Option<String>| {
+        if let Some(v) = value {
+            field.clone_from(v);
+        }
+    };
+    set(&mut order.status, &p.status);
+    set(&mut order.payment_status, &p.payment_status);
+    set(&mut order.fulfillment_status, &p.fulfillment_status);
+    set(&mut order.saga_state, &p.saga_state);
+    set(&mut order.saga_status, &p.saga_status);
+    for (field, value) in [
+        (&mut order.violations, &p.violations),
+        (&mut order.cancellation_reason, &p.cancellation_reason),
+        (&mut order.shipment, &p.shipment),
+    ] {
+        if value.is_some() {
+            field.clone_from(value);
+        }
+    }
+    order.version = version;
+    order.event_seq += t.events.len() as i64;
+    order.updated_at = t.now;
 }
 
 fn count(p: &Platform, before: &SagaState, after: &SagaState, actions: &[Action]) {

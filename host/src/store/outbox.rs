@@ -38,17 +38,22 @@ impl SqlStore {
     }
 
     pub async fn mark_published(&self, ids: &[String], now: i64) -> Result<()> {
-        on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
-            for id in ids {
-                sqlx::query("UPDATE outbox SET published_at = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
+        // One statement per chunk rather than one per message: the relay marks
+        // thousands a second and SQLite has a single writer.
+        for chunk in ids.chunks(200) {
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            on_pool!(self, write, |pool| {
+                let mut query = sqlx::query(&sql).bind(now);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(pool).await?;
+            });
+        }
         Ok(())
     }
 
