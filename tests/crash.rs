@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Api, Db, Kind, Server, free_port, order};
+use support::{Api, Db, Kind, Server, order};
 
 /// The sandbox provider in a process of its own, so its ledger outlives the host.
 struct Psp {
@@ -21,19 +21,22 @@ struct Psp {
 
 impl Psp {
     async fn start() -> Self {
-        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready.json");
         let mut child = Command::new(env!("CARGO_BIN_EXE_oms"))
-            .args(["sandbox-psp", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["sandbox-psp", "--listen", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if reqwest::get(format!("{url}/v1/ledger")).await.is_ok() {
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                let url = v["sandboxPsp"].as_str().unwrap().to_string();
                 return Self { child, url };
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let _ = child.kill();
         let _ = child.wait();

@@ -62,6 +62,19 @@ string_id!(
     WarehouseId
 );
 
+/// A ULID that sorts after every other this process made, even within the
+/// same millisecond: ids double as the order things happened in (newest-first
+/// lists, cursors, payment history).
+pub fn monotonic_ulid() -> ulid::Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    match GENERATOR.lock().map(|mut g| g.generate()) {
+        Ok(Ok(id)) => id,
+        // Only on 2^80 ids in one millisecond, or a poisoned lock.
+        _ => ulid::Ulid::new(),
+    }
+}
+
 fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -80,18 +93,8 @@ impl TenantId {
 }
 
 impl OrderId {
-    /// Monotonic within this process, so ids minted in the same millisecond
-    /// still sort in creation order (newest-first lists and cursors rely on it).
     pub fn generate() -> Self {
-        static GENERATOR: std::sync::Mutex<ulid::Generator> =
-            std::sync::Mutex::new(ulid::Generator::new());
-        let next = GENERATOR.lock().map(|mut g| g.generate());
-        let id = match next {
-            Ok(Ok(id)) => id,
-            // Only on 2^80 ids in one millisecond, or a poisoned lock.
-            _ => ulid::Ulid::new(),
-        };
-        Self(format!("ord_{id}"))
+        Self(format!("ord_{}", monotonic_ulid()))
     }
 
     pub fn parse(s: &str) -> Option<Self> {

@@ -12,6 +12,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
 
+// Many small allocations across threads (JSON, SQL rows, Wasm call
+// arguments): mimalloc spends far less time in them than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "oms",
@@ -32,6 +37,9 @@ enum Command {
     SandboxPsp {
         #[arg(long, default_value = "127.0.0.1:8090", env = "OMS_SANDBOX_PSP_LISTEN")]
         listen: SocketAddr,
+        /// Once serving, write `{"sandboxPsp": "http://…"}` here.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Drive orders at a running host over HTTP and report throughput and latency.
     Bench(oms::bench::BenchArgs),
@@ -59,6 +67,11 @@ struct ServeArgs {
     /// Use a sandbox provider that is already running instead of starting one.
     #[arg(long, env = "OMS_SANDBOX_PSP_URL")]
     sandbox_psp_url: Option<String>,
+    /// Once serving, write the bound addresses here as JSON
+    /// (`{"api": "http://…", "sandboxPsp": "http://…"}`); with port 0 in
+    /// `--listen`, this is how a supervisor or test learns the port.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,8 +89,12 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::SandboxPsp { listen } => {
+            Command::SandboxPsp { listen, ready_file } => {
                 let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                if let Some(path) = &ready_file {
+                    let url = format!("http://{}", listener.local_addr()?);
+                    write_ready(path, &serde_json::json!({ "sandboxPsp": url }))?;
+                }
                 tracing::info!(addr = %listener.local_addr()?, "sandbox payment provider listening");
                 axum::serve(listener, Sandbox::default().router()).with_graceful_shutdown(shutdown()).await?;
                 Ok(())
@@ -112,6 +129,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (None, false) => None,
     };
 
+    let psp_url_for_ready = psp_url.clone();
     let plugins = PluginHost::new().context("starting the Wasm plugin host")?;
     let tenants_dir = args.tenants_dir.or_else(|| {
         let local = PathBuf::from("tenants");
@@ -147,6 +165,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    if let Some(path) = &args.ready_file {
+        let api = format!("http://{}", listener.local_addr()?);
+        write_ready(
+            path,
+            &serde_json::json!({ "api": api, "sandboxPsp": psp_url_for_ready }),
+        )?;
+    }
     tracing::info!(
         addr = %listener.local_addr()?,
         database = platform.store.backend_name(),
@@ -157,6 +182,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, oms::api::router(platform))
         .with_graceful_shutdown(shutdown())
         .await?;
+    Ok(())
+}
+
+/// Writes the ready file whole, then renames it into place, so a reader
+/// never sees half of it.
+fn write_ready(path: &std::path::Path, content: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content.to_string())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use serde_json::{Value, json};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -89,14 +88,6 @@ macro_rules! on_both_backends {
     };
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -117,77 +108,60 @@ pub struct Server {
 impl Server {
     /// Starts a host on `db` with the demo tenants and its own sandbox provider.
     pub async fn start(db: &Db) -> Self {
-        let psp_port = free_port();
         Self::start_with(
             db,
-            vec![
-                "--sandbox-psp-listen".into(),
-                format!("127.0.0.1:{psp_port}"),
-            ],
-            format!("http://127.0.0.1:{psp_port}"),
+            vec!["--sandbox-psp-listen".into(), "127.0.0.1:0".into()],
         )
         .await
     }
 
     /// Starts a host with the tenant manifests in `tenants` instead of the demo ones.
     pub async fn start_with_tenants(db: &Db, tenants: &std::path::Path) -> Self {
-        let psp_port = free_port();
-        let mut server = Self::start_with(
-            db,
-            vec![
-                "--sandbox-psp-listen".into(),
-                format!("127.0.0.1:{psp_port}"),
-                "--tenants-dir".into(),
-                tenants.display().to_string(),
-            ],
-            format!("http://127.0.0.1:{psp_port}"),
-        )
-        .await;
-        server.psp_url = format!("http://127.0.0.1:{psp_port}");
-        server
+        let extra = vec![
+            "--sandbox-psp-listen".into(),
+            "127.0.0.1:0".into(),
+            "--tenants-dir".into(),
+            tenants.display().to_string(),
+        ];
+        Self::start_with(db, extra).await
     }
 
     /// Starts a host that uses an already running sandbox provider.
     pub async fn start_with_psp(db: &Db, psp_url: &str) -> Self {
-        Self::start_with(
-            db,
-            vec!["--sandbox-psp-url".into(), psp_url.into()],
-            psp_url.into(),
-        )
-        .await
+        Self::start_with(db, vec!["--sandbox-psp-url".into(), psp_url.into()]).await
     }
 
-    async fn start_with(db: &Db, extra: Vec<String>, psp_url: String) -> Self {
+    async fn start_with(db: &Db, extra: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut args = vec![
-            "serve".to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-        ];
-        if !extra.iter().any(|a| a == "--tenants-dir") {
-            args.push("--tenants-dir".into());
-            args.push(workspace().join("tenants").display().to_string());
-        }
-        if db.kind == Kind::Postgres {
-            args.push("--database-url".into());
-            args.push(db.url.clone());
-        } else {
+        // Port 0: the host picks free ports and reports them in the ready file.
+        let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];
+        match db.kind {
+            Kind::Postgres => args.extend(["--database-url".into(), db.url.clone()]),
             // The embedded default, in this test's own directory.
-            args[4] = PathBuf::from(db.url.trim_start_matches("sqlite://"))
-                .parent()
-                .unwrap()
-                .display()
-                .to_string();
+            Kind::Sqlite => {
+                let data = PathBuf::from(db.url.trim_start_matches("sqlite://"));
+                args.extend([
+                    "--data-dir".into(),
+                    data.parent().unwrap().display().to_string(),
+                ]);
+            }
+        }
+        if !extra.iter().any(|a| a == "--tenants-dir") {
+            args.extend([
+                "--tenants-dir".into(),
+                workspace().join("tenants").display().to_string(),
+            ]);
         }
         args.extend(extra);
+        args.extend([
+            "--ready-file".into(),
+            dir.path().join("ready.json").display().to_string(),
+        ]);
         let log = dir.path().join("oms.log");
         let mut server = Self {
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
-            psp_url,
+            url: String::new(),
+            psp_url: String::new(),
             log,
             args,
             _dir: dir,
@@ -196,8 +170,11 @@ impl Server {
         server
     }
 
-    /// (Re)starts the process with the same arguments and waits until it is ready.
+    /// (Re)starts the process and waits until it is ready. A restart comes
+    /// back on the ports the first start picked.
     pub async fn spawn(&mut self) {
+        let ready = self._dir.path().join("ready.json");
+        let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -214,10 +191,15 @@ impl Server {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
-                && r.status() == 200
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(addrs) = serde_json::from_str::<Value>(&text)
             {
-                return;
+                self.learn(&addrs);
+                if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
+                    && r.status() == 200
+                {
+                    return;
+                }
             }
             if let Some(status) = self
                 .child
@@ -234,8 +216,24 @@ impl Server {
                 "oms did not become ready; log:\n{}",
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Pins the ports the host picked, so a restart comes back on the same ones.
+    fn learn(&mut self, addrs: &Value) {
+        self.url = addrs["api"].as_str().unwrap_or_default().to_string();
+        if let Some(psp) = addrs["sandboxPsp"].as_str() {
+            self.psp_url = psp.to_string();
+        }
+        let pin = |args: &mut Vec<String>, flag: &str, url: &str| {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args[i + 1] = url.trim_start_matches("http://").to_string();
+            }
+        };
+        let (api, psp) = (self.url.clone(), self.psp_url.clone());
+        pin(&mut self.args, "--listen", &api);
+        pin(&mut self.args, "--sandbox-psp-listen", &psp);
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -32,7 +32,7 @@ pub(crate) fn message(
     now: i64,
     data: Value,
 ) -> OutboxMessage {
-    let id = format!("evt_{}", ulid::Ulid::new());
+    let id = format!("evt_{}", crate::domain::monotonic_ulid());
     let occurred_at = chrono::DateTime::from_timestamp_millis(now)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default();
@@ -66,7 +66,7 @@ pub(crate) fn command(action: &Action, now: i64) -> NewCommand {
         rand::rng().random_range(0..=delay)
     };
     NewCommand {
-        id: format!("cmd_{}", ulid::Ulid::new()),
+        id: format!("cmd_{}", crate::domain::monotonic_ulid()),
         action: serde_json::to_string(action).unwrap_or_default(),
         available_at: now + jitter as i64,
     }

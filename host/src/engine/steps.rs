@@ -352,7 +352,7 @@ async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, F
         }
     };
     let record = PaymentRecord {
-        id: format!("pay_{}", ulid::Ulid::new()),
+        id: format!("pay_{}", crate::domain::monotonic_ulid()),
         op: op.as_str().into(),
         amount: cx.order.total_minor,
         currency: cx.draft.currency.code().into(),

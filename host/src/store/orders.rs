@@ -268,7 +268,7 @@ impl SqlStore {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as::<_, PaymentRecord>(
                 "SELECT id, op, amount, currency, status, provider_reference, error_code, idempotency_key, plugin_version, at
-                 FROM payments WHERE tenant_id = $1 AND order_id = $2 ORDER BY at, id",
+                 FROM payments WHERE tenant_id = $1 AND order_id = $2 ORDER BY id",
             )
             .bind(tenant.as_str())
             .bind(id.as_str())
