@@ -8,6 +8,7 @@ use std::process::Command;
 
 const PLUGINS: &[&str] = &[
     "guardrail-limits",
+    "guardrail-strict",
     "fraud-rules",
     "payment-sandbox",
     "compensation-default",

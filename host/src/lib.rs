@@ -5,6 +5,7 @@ pub mod api;
 pub mod bench;
 pub mod domain;
 pub mod engine;
+pub mod plugin_cli;
 pub mod plugins;
 pub mod psp_sandbox;
 pub mod saga;

@@ -43,6 +43,8 @@ enum Command {
     },
     /// Drive orders at a running host over HTTP and report throughput and latency.
     Bench(oms::bench::BenchArgs),
+    /// Upload, list, activate and roll back tenant plugin versions.
+    Plugin(oms::plugin_cli::PluginArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,6 +74,9 @@ struct ServeArgs {
     /// `--listen`, this is how a supervisor or test learns the port.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Bearer token for the operator API under /admin/v1 (closed without one).
+    #[arg(long, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +105,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Bench(args) => oms::bench::run(args).await,
+            Command::Plugin(args) => oms::plugin_cli::run(args).await,
         }
     })
 }
@@ -153,7 +159,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("opening the embedded database")?,
     };
-    let platform = Platform::new(store, plugins, tenants);
+    let platform = Platform::new(store, plugins, tenants, args.admin_token.clone());
+    oms::engine::plugins::register_manifest_plugins(&platform)
+        .await
+        .context("registering the manifests' plugins")?;
     if demo {
         platform
             .seed_demo_stock()

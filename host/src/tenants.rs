@@ -9,7 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The demo manifests, embedded so the binary runs from any directory.
@@ -144,12 +144,37 @@ struct StockSeed {
     on_hand: i64,
 }
 
-/// A plugin bound to a tenant: the component plus the tenant's settings and limits.
+/// A tenant's slot: the component running now (hot-swappable), the one its
+/// manifest names, and the tenant's settings and limits for the slot.
 pub struct TenantPlugin {
-    pub plugin: Arc<Plugin>,
+    active: RwLock<Arc<Plugin>>,
+    /// The manifest's component and its bytes, registered as a version at start.
+    pub manifest_plugin: Arc<Plugin>,
+    pub manifest_bytes: Vec<u8>,
     pub settings: Vec<(String, String)>,
     pub limits: CallLimits,
     pub grant: Option<HttpGrant>,
+}
+
+impl TenantPlugin {
+    /// The component new calls use. A call holds on to what it got, so a
+    /// swap never changes a call in flight.
+    pub fn current(&self) -> Arc<Plugin> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes `plugin` the one new calls use; `true` if it changed.
+    pub fn swap(&self, plugin: Arc<Plugin>) -> bool {
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if active.digest == plugin.digest {
+            return false;
+        }
+        *active = plugin;
+        true
+    }
 }
 
 pub struct Tenant {
@@ -350,7 +375,9 @@ fn parse_tenant(
         plugins.insert(
             slot,
             TenantPlugin {
-                plugin,
+                active: RwLock::new(plugin.clone()),
+                manifest_plugin: plugin,
+                manifest_bytes: bytes,
                 settings,
                 limits,
                 grant,

@@ -95,6 +95,9 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The operator token every test host is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 /// A running `oms serve` process.
 pub struct Server {
     child: Option<Child>,
@@ -183,6 +186,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_oms"))
             .args(&self.args)
             .env("RUST_LOG", "info,sqlx=warn")
+            .env("OMS_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

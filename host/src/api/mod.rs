@@ -4,6 +4,7 @@
 mod error;
 mod inventory;
 mod orders;
+mod plugins;
 mod validate;
 
 pub use error::ApiError;
@@ -30,9 +31,32 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/orders/{id}/shipments", post(orders::ship))
         .route("/orders/{id}/delivery", post(orders::deliver))
-        .route("/inventory/{sku}", put(inventory::put).get(inventory::show));
+        .route("/inventory/{sku}", put(inventory::put).get(inventory::show))
+        .route(
+            "/plugins/{slot}",
+            // Components can be large (a Python guest carries its interpreter).
+            post(plugins::upload).layer(axum::extract::DefaultBodyLimit::max(
+                crate::plugins::MAX_COMPONENT_BYTES,
+            )),
+        )
+        .route("/plugins/{slot}/versions", get(plugins::tenant_versions));
+    let admin = Router::new()
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/versions",
+            get(plugins::admin_versions),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/activate",
+            post(plugins::activate),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/rollback",
+            post(plugins::rollback),
+        )
+        .route("/tenants/{tenant}/audit", get(plugins::audit));
     Router::new()
         .nest("/api/v1", api)
+        .nest("/admin/v1", admin)
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),

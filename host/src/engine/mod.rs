@@ -6,6 +6,7 @@
 mod effects;
 pub mod metrics;
 pub mod orders;
+pub mod plugins;
 pub mod relay;
 mod runner;
 mod steps;
@@ -30,10 +31,17 @@ pub struct Platform {
     pub(crate) outbox_wake: Notify,
     pub transport: relay::InProcess,
     pub(crate) runner: runner::Runner,
+    /// Bearer token for `/admin/v1`; the admin API is closed without one.
+    pub admin_token: Option<String>,
 }
 
 impl Platform {
-    pub fn new(store: SqlStore, plugins: Arc<PluginHost>, tenants: Tenants) -> Arc<Self> {
+    pub fn new(
+        store: SqlStore,
+        plugins: Arc<PluginHost>,
+        tenants: Tenants,
+        admin_token: Option<String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             plugins,
@@ -43,6 +51,7 @@ impl Platform {
             outbox_wake: Notify::new(),
             transport: relay::InProcess::new(),
             runner: runner::Runner::default(),
+            admin_token: admin_token.filter(|t| !t.is_empty()),
         })
     }
 
@@ -51,6 +60,7 @@ impl Platform {
         vec![
             tokio::spawn(runner::run(self.clone())),
             tokio::spawn(relay::run(self.clone())),
+            tokio::spawn(plugins::run_sync(self.clone())),
         ]
     }
 

@@ -136,11 +136,12 @@ pub(crate) async fn run_step(p: &Platform, cx: &Context<'_>, step: Step) -> Outc
 
 async fn validate(p: &Platform, cx: &Context<'_>) -> Outcome {
     let tp = cx.tenant.plugin(crate::plugins::Slot::Guardrail);
-    let version = tp.plugin.version().to_string();
+    let plugin = tp.current();
+    let version = plugin.version().to_string();
     let step = Step::Validate;
     match p
         .plugins
-        .validate(&tp.plugin, tp.limits, cx.wit_order(), tp.settings.clone())
+        .validate(&plugin, tp.limits, cx.wit_order(), tp.settings.clone())
         .await
     {
         Ok(called) => {
@@ -205,7 +206,8 @@ async fn validate(p: &Platform, cx: &Context<'_>) -> Outcome {
 
 async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
     let tp = cx.tenant.plugin(crate::plugins::Slot::FraudCheck);
-    let version = tp.plugin.version().to_string();
+    let plugin = tp.current();
+    let version = plugin.version().to_string();
     let step = Step::FraudCheck;
     let since = crate::now_ms() - 24 * 3600 * 1000;
     let history = p
@@ -227,7 +229,7 @@ async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
     let (decision, score, reasons, mut extras) = match p
         .plugins
         .assess(
-            &tp.plugin,
+            &plugin,
             tp.limits,
             cx.wit_order(),
             context,
@@ -294,7 +296,8 @@ async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
 /// operation, so a retry after a timeout can never charge twice.
 async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, Failure>, Extras) {
     let tp = cx.tenant.plugin(crate::plugins::Slot::PaymentProvider);
-    let version = tp.plugin.version().to_string();
+    let plugin = tp.current();
+    let version = plugin.version().to_string();
     let key = format!("{}:{}", cx.order_id, op.as_str());
     let request = payment::exports::oms::plugin::provider::PaymentRequest {
         order_id: cx.order_id.to_string(),
@@ -310,14 +313,7 @@ async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, F
         .unwrap_or_else(|| crate::plugins::http::HttpGrant::new(&[], tp.limits.http_timeout));
     let called = p
         .plugins
-        .pay(
-            &tp.plugin,
-            tp.limits,
-            grant,
-            op,
-            request,
-            tp.settings.clone(),
-        )
+        .pay(&plugin, tp.limits, grant, op, request, tp.settings.clone())
         .await;
     use payment::exports::oms::plugin::provider::PaymentError;
     let (result, detail) = match called {
@@ -423,6 +419,7 @@ async fn plan(
 ) -> Plan {
     use policy::exports::oms::plugin::policy as wit;
     let tp = cx.tenant.plugin(crate::plugins::Slot::CompensationPolicy);
+    let plugin = tp.current();
     let to_wit = |s: Step| match s {
         Step::Validate => wit::Step::Validate,
         Step::FraudCheck => wit::Step::FraudCheck,
@@ -447,13 +444,7 @@ async fn plan(
     };
     let plan = match p
         .plugins
-        .decide(
-            &tp.plugin,
-            tp.limits,
-            wit_failure,
-            view,
-            tp.settings.clone(),
-        )
+        .decide(&plugin, tp.limits, wit_failure, view, tp.settings.clone())
         .await
     {
         Ok(called) => match called.value.decision {
@@ -493,7 +484,7 @@ async fn plan(
     };
     extras
         .detail
-        .insert("policyVersion".into(), json!(tp.plugin.version()));
+        .insert("policyVersion".into(), json!(plugin.version()));
     plan
 }
 

@@ -16,6 +16,11 @@ pub const BUILTINS: &[Builtin] = &[
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/guardrail_limits.wasm")),
     },
     Builtin {
+        name: "guardrail-strict",
+        slot: Slot::Guardrail,
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/guardrail_strict.wasm")),
+    },
+    Builtin {
         name: "fraud-rules",
         slot: Slot::FraudCheck,
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/fraud_rules.wasm")),

@@ -41,7 +41,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// than exhaust the instance pool.
 const MAX_CONCURRENT_CALLS: usize = 128;
 const POOL_INSTANCES: u32 = 512;
-const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// Largest component accepted (a componentize-py guest is about 18 MB).
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
 /// Imports every slot may have: process plumbing that Rust, C and Python
 /// guests link by default. The host gives them an empty environment, empty

@@ -9,6 +9,7 @@
 mod inventory;
 mod orders;
 mod outbox;
+mod plugins;
 mod transition;
 
 pub use inventory::{InventoryOp, StockLevel};
@@ -16,6 +17,7 @@ pub use orders::{
     CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
 };
 pub use outbox::{OutboxMessage, OutboxRecord};
+pub use plugins::{ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord};
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -1,0 +1,277 @@
+//! Tenant plugin versions: content-addressed component bytes, a version
+//! number per tenant and slot, which version is active (and which was
+//! before, for rollback), and an audit log of every change.
+
+use super::{Result, SqlStore, StoreError, on_pool};
+use crate::domain::TenantId;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginVersionRecord {
+    pub tenant_id: String,
+    pub slot: String,
+    pub version: i64,
+    pub digest: String,
+    pub size_bytes: i64,
+    pub uploaded_by: String,
+    pub uploaded_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationRecord {
+    pub tenant_id: String,
+    pub slot: String,
+    pub active_version: i64,
+    pub previous_version: Option<i64>,
+    pub changed_by: String,
+    pub changed_at: i64,
+    /// The active version's digest.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub tenant_id: String,
+    pub slot: String,
+    pub action: String,
+    pub version: i64,
+    pub actor: String,
+    pub at: i64,
+}
+
+/// An activation to record.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivationChange<'a> {
+    pub version: i64,
+    /// Who: `operator`, `manifest`, ….
+    pub actor: &'a str,
+    /// For the audit log: `activate` or `rollback`.
+    pub action: &'a str,
+    /// Only where nothing is active yet (start-up defaults).
+    pub only_if_unset: bool,
+}
+
+const VERSION_COLUMNS: &str =
+    "tenant_id, slot, version, digest, size_bytes, uploaded_by, uploaded_at";
+const ACTIVATION_SELECT: &str = "SELECT a.tenant_id, a.slot, a.active_version, a.previous_version, a.changed_by, a.changed_at, v.digest
+     FROM plugin_activations a JOIN plugin_versions v
+       ON v.tenant_id = a.tenant_id AND v.slot = a.slot AND v.version = a.active_version";
+
+macro_rules! audit {
+    ($tx:ident, $tenant:expr, $slot:expr, $action:expr, $version:expr, $actor:expr, $now:expr) => {
+        sqlx::query("INSERT INTO plugin_audit (id, tenant_id, slot, action, version, actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(format!("aud_{}", crate::domain::monotonic_ulid()))
+            .bind($tenant)
+            .bind($slot)
+            .bind($action)
+            .bind($version)
+            .bind($actor)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+    };
+}
+
+impl SqlStore {
+    /// Records an upload. The same bytes for the same tenant and slot are the
+    /// same version: `(record, false)` when it already existed.
+    pub async fn put_plugin_version(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        digest: &str,
+        bytes: &[u8],
+        uploaded_by: &str,
+        now: i64,
+    ) -> Result<(PluginVersionRecord, bool)> {
+        on_pool!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let existing: Option<PluginVersionRecord> = sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE tenant_id = $1 AND slot = $2 AND digest = $3"
+            ))
+            .bind(tenant.as_str())
+            .bind(slot)
+            .bind(digest)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(record) = existing {
+                return Ok((record, false));
+            }
+            sqlx::query(
+                "INSERT INTO plugin_blobs (digest, bytes, size_bytes, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(digest)
+            .bind(bytes)
+            .bind(bytes.len() as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let version: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(MAX(version), 0) + 1 AS BIGINT) FROM plugin_versions WHERE tenant_id = $1 AND slot = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(slot)
+            .fetch_one(&mut *tx)
+            .await?;
+            let record = PluginVersionRecord {
+                tenant_id: tenant.to_string(),
+                slot: slot.to_string(),
+                version,
+                digest: digest.to_string(),
+                size_bytes: bytes.len() as i64,
+                uploaded_by: uploaded_by.to_string(),
+                uploaded_at: now,
+            };
+            sqlx::query(&format!("INSERT INTO plugin_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+                .bind(&record.tenant_id)
+                .bind(&record.slot)
+                .bind(record.version)
+                .bind(&record.digest)
+                .bind(record.size_bytes)
+                .bind(&record.uploaded_by)
+                .bind(record.uploaded_at)
+                .execute(&mut *tx)
+                .await?;
+            audit!(
+                tx,
+                tenant.as_str(),
+                slot,
+                "upload",
+                version,
+                uploaded_by,
+                now
+            );
+            tx.commit().await?;
+            Ok((record, true))
+        })
+    }
+
+    pub async fn plugin_versions(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+    ) -> Result<Vec<PluginVersionRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE tenant_id = $1 AND slot = $2 ORDER BY version"
+            ))
+            .bind(tenant.as_str())
+            .bind(slot)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    pub async fn plugin_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        on_pool!(self, read, |pool| {
+            sqlx::query_scalar::<_, Vec<u8>>("SELECT bytes FROM plugin_blobs WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(pool)
+                .await?
+                .ok_or(StoreError::NotFound)
+        })
+    }
+
+    /// Every activation: the table holds one row per tenant and slot.
+    pub async fn activations(&self) -> Result<Vec<ActivationRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as(ACTIVATION_SELECT).fetch_all(pool).await?)
+        })
+    }
+
+    pub async fn activation(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+    ) -> Result<Option<ActivationRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as(&format!(
+                "{ACTIVATION_SELECT} WHERE a.tenant_id = $1 AND a.slot = $2"
+            ))
+            .bind(tenant.as_str())
+            .bind(slot)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    /// Makes `change.version` the active one; the one it replaces becomes
+    /// the rollback target.
+    pub async fn activate_plugin(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        change: &ActivationChange<'_>,
+        now: i64,
+    ) -> Result<ActivationRecord> {
+        on_pool!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_versions WHERE tenant_id = $1 AND slot = $2 AND version = $3")
+                .bind(tenant.as_str())
+                .bind(slot)
+                .bind(change.version)
+                .fetch_one(&mut *tx)
+                .await?;
+            if exists == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let current: Option<i64> = sqlx::query_scalar(
+                "SELECT active_version FROM plugin_activations WHERE tenant_id = $1 AND slot = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(slot)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if current.is_none() || (!change.only_if_unset && current != Some(change.version)) {
+                sqlx::query(
+                    "INSERT INTO plugin_activations (tenant_id, slot, active_version, previous_version, changed_by, changed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (tenant_id, slot) DO UPDATE SET
+                        active_version = excluded.active_version,
+                        previous_version = excluded.previous_version,
+                        changed_by = excluded.changed_by,
+                        changed_at = excluded.changed_at",
+                )
+                .bind(tenant.as_str())
+                .bind(slot)
+                .bind(change.version)
+                .bind(current)
+                .bind(change.actor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                audit!(
+                    tx,
+                    tenant.as_str(),
+                    slot,
+                    change.action,
+                    change.version,
+                    change.actor,
+                    now
+                );
+            }
+            let record: ActivationRecord = sqlx::query_as(&format!(
+                "{ACTIVATION_SELECT} WHERE a.tenant_id = $1 AND a.slot = $2"
+            ))
+            .bind(tenant.as_str())
+            .bind(slot)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+    }
+
+    pub async fn plugin_audit(&self, tenant: &TenantId) -> Result<Vec<AuditRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as("SELECT tenant_id, slot, action, version, actor, at FROM plugin_audit WHERE tenant_id = $1 ORDER BY id")
+                .bind(tenant.as_str())
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+}

@@ -1,0 +1,356 @@
+//! The plugin platform: tenants upload components, operators activate and
+//! roll back versions while the host keeps serving, and every refusal comes
+//! back with a precise code. On SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use oms::plugins::builtin;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use support::{ADMIN_TOKEN, Api, Db, Kind, Server, order};
+
+async fn server(kind: Kind) -> (Server, Db) {
+    let db = Db::new(kind).await;
+    (Server::start(&db).await, db)
+}
+
+fn bytes(name: &str) -> Vec<u8> {
+    builtin::find(name).unwrap().bytes.to_vec()
+}
+
+async fn upload(
+    srv: &Server,
+    tenant: &str,
+    slot: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/plugins/{slot}", srv.url))
+        .header("x-tenant-id", tenant)
+        .bearer_auth(format!("{tenant}-dev-key"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn admin(srv: &Server, path: &str, body: Option<Value>, token: &str) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{}/admin/v1{path}", srv.url);
+    let req = match body {
+        Some(b) => client.post(url).json(&b),
+        None if path.ends_with("/rollback") => client.post(url),
+        None => client.get(url),
+    };
+    let r = req.bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn validate_version(api: &Api, id: &str) -> String {
+    let events = api.get(&format!("/orders/{id}/events")).await.body;
+    let validate = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["step"] == "validate")
+        .unwrap()
+        .clone();
+    validate["data"]["pluginVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn upload_activate_and_roll_back(kind: Kind) {
+    let (srv, _db) = server(kind).await;
+    let strict = bytes("guardrail-strict");
+    let digest = hex::encode(Sha256::digest(&strict));
+
+    let (status, v) = upload(
+        &srv,
+        "acme",
+        "guardrail",
+        strict.clone(),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        (
+            v["version"].as_i64(),
+            v["status"].as_str(),
+            v["slot"].as_str()
+        ),
+        (Some(2), Some("staged"), Some("guardrail"))
+    );
+    assert_eq!(v["digest"], digest.as_str());
+    assert_eq!(v["sizeBytes"], strict.len());
+    // The same bytes again: the same version.
+    let (status, again) = upload(
+        &srv,
+        "acme",
+        "guardrail",
+        strict.clone(),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["version"], 2);
+
+    let acme = srv.api("acme");
+    let list = acme.get("/plugins/guardrail/versions").await.body;
+    assert_eq!(list["activeVersion"], 1);
+    assert_eq!(list["data"][0]["uploadedBy"], "manifest");
+    assert_eq!(list["data"][1]["uploadedBy"], "tenant:acme");
+
+    // The manifest's guardrail allows 20 of a line.
+    let id = acme.place(&order("c", "WIDGET-1", 20, "tok_visa")).await;
+    assert_eq!(acme.settle(&id).await["status"], "CONFIRMED");
+
+    let (status, act) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/activate",
+        Some(json!({ "version": 2 })),
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 200, "{act}");
+    assert_eq!(
+        (
+            act["activeVersion"].as_i64(),
+            act["previousVersion"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    let id = acme.place(&order("c", "WIDGET-1", 20, "tok_visa")).await;
+    let done = acme.settle(&id).await;
+    assert_eq!(done["status"], "REJECTED", "{done}");
+    assert!(
+        done["violations"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("strict limit")
+    );
+    assert_eq!(validate_version(&acme, &id).await, digest[..12]);
+    let mut po_box = order("c", "WIDGET-1", 1, "tok_visa");
+    po_box["shippingAddress"]["line1"] = json!("P.O. Box 12");
+    let id = acme.place(&po_box).await;
+    assert_eq!(
+        acme.settle(&id).await["violations"][0]["code"],
+        "PO_BOX_NOT_ALLOWED"
+    );
+
+    // Another tenant's slot is its own.
+    let globex = srv.api("globex");
+    let id = globex.place(&order("c", "WIDGET-1", 20, "tok_visa")).await;
+    assert_eq!(globex.settle(&id).await["status"], "CONFIRMED");
+
+    // One call rolls back; another rolls forward again.
+    let (status, back) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/rollback",
+        None,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["activeVersion"], 1);
+    let id = acme.place(&order("c", "WIDGET-1", 20, "tok_visa")).await;
+    assert_eq!(acme.settle(&id).await["status"], "CONFIRMED");
+    let (_, forward) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/rollback",
+        None,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(forward["activeVersion"], 2);
+
+    let (_, audit) = admin(&srv, "/tenants/acme/audit", None, ADMIN_TOKEN).await;
+    let guardrail: Vec<(String, i64, String)> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["slot"] == "guardrail")
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().into(),
+                a["version"].as_i64().unwrap(),
+                a["actor"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        guardrail,
+        vec![
+            ("upload".into(), 1, "manifest".into()),
+            ("activate".into(), 1, "manifest".into()),
+            ("upload".into(), 2, "tenant:acme".into()),
+            ("activate".into(), 2, "operator".into()),
+            ("rollback".into(), 1, "operator".into()),
+            ("rollback".into(), 2, "operator".into()),
+        ]
+    );
+}
+
+async fn refusals_are_precise(kind: Kind) {
+    let (srv, _db) = server(kind).await;
+    for (body, slot, code) in [
+        (b"\0asm\x01\0\0\0".to_vec(), "guardrail", "NOT_A_COMPONENT"),
+        (b"hello, world".to_vec(), "guardrail", "NOT_A_COMPONENT"),
+        (bytes("fraud-rules"), "guardrail", "WORLD_MISMATCH"),
+        (bytes("payment-sandbox"), "guardrail", "FORBIDDEN_IMPORT"),
+        (
+            bytes("guardrail-limits"),
+            "compensation-policy",
+            "WORLD_MISMATCH",
+        ),
+    ] {
+        let (status, v) = upload(&srv, "acme", slot, body, "application/wasm").await;
+        assert_eq!(status, 422, "{code}: {v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (status, v) = upload(
+        &srv,
+        "acme",
+        "guardrail",
+        bytes("guardrail-strict"),
+        "application/octet-stream",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (415, Some("UNSUPPORTED_MEDIA_TYPE"))
+    );
+    let (status, v) = upload(
+        &srv,
+        "acme",
+        "shipping",
+        bytes("guardrail-strict"),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("UNKNOWN_SLOT"))
+    );
+    // Nothing refused was stored.
+    let list = srv
+        .api("acme")
+        .get("/plugins/guardrail/versions")
+        .await
+        .body;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    let (status, v) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/versions",
+        None,
+        "wrong",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+    let (status, _) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/activate",
+        Some(json!({ "version": 9 })),
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, v) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/rollback",
+        None,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("NOTHING_TO_ROLL_BACK"))
+    );
+}
+
+async fn hot_swap_under_load_fails_no_request(kind: Kind) {
+    let (srv, _db) = server(kind).await;
+    let strict = bytes("guardrail-strict");
+    let strict_version = hex::encode(Sha256::digest(&strict))[..12].to_string();
+    let manifest_version = hex::encode(Sha256::digest(bytes("guardrail-limits")))[..12].to_string();
+    assert_eq!(
+        upload(&srv, "acme", "guardrail", strict, "application/wasm")
+            .await
+            .0,
+        201
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|c| {
+            let (api, stop) = (srv.api("acme"), stop.clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = api
+                        .post(
+                            "/orders",
+                            &order(&format!("c{c}-{n}"), "WIDGET-1", 1, "tok_visa"),
+                        )
+                        .await;
+                    assert_eq!(r.status, 201, "a request failed during a swap: {}", r.body);
+                    ids.push(r.body["id"].as_str().unwrap().to_string());
+                    n += 1;
+                }
+                ids
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut version = 2;
+    while Instant::now() < deadline {
+        let (status, _) = admin(
+            &srv,
+            "/tenants/acme/plugins/guardrail/activate",
+            Some(json!({ "version": version })),
+            ADMIN_TOKEN,
+        )
+        .await;
+        assert_eq!(status, 200);
+        version = 3 - version;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut ids = Vec::new();
+    for c in clients {
+        ids.extend(c.await.unwrap());
+    }
+    assert!(ids.len() > 50, "too little load: {}", ids.len());
+    let api = srv.api("acme");
+    let mut used = HashSet::new();
+    for id in &ids {
+        let done = api.settle(id).await;
+        assert_eq!(done["status"], "CONFIRMED", "{done}");
+        used.insert(validate_version(&api, id).await);
+    }
+    assert_eq!(
+        used,
+        HashSet::from([strict_version, manifest_version]),
+        "both versions served orders"
+    );
+}
+
+on_both_backends!(
+    upload_activate_and_roll_back,
+    refusals_are_precise,
+    hot_swap_under_load_fails_no_request
+);
