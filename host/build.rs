@@ -13,6 +13,13 @@ const PLUGINS: &[&str] = &[
     "payment-sandbox",
     "compensation-default",
 ];
+/// Built and copied to OUT_DIR for the containment tests, not embedded.
+const HOSTILE: &[&str] = &[
+    "hostile-guardrail",
+    "hostile-clock",
+    "hostile-fs",
+    "hostile-net",
+];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -34,7 +41,7 @@ fn main() {
         "cargo:rerun-if-changed={}",
         plugins.join("Cargo.lock").display()
     );
-    for plugin in PLUGINS {
+    for plugin in PLUGINS.iter().chain(HOSTILE) {
         println!("cargo:rerun-if-changed={}", plugins.join(plugin).display());
     }
 
@@ -77,7 +84,7 @@ fn main() {
         panic!("building the demo plugins in {} failed", plugins.display());
     }
 
-    for plugin in PLUGINS {
+    for plugin in PLUGINS.iter().chain(HOSTILE) {
         let file = format!("{}.wasm", plugin.replace('-', "_"));
         let built = target_dir.join(TARGET).join("release").join(&file);
         copy(&built, &out_dir.join(&file));

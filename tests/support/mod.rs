@@ -369,7 +369,7 @@ impl Api {
                 "order {id} did not settle: {}",
                 r.body
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

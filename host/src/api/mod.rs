@@ -35,8 +35,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route(
             "/plugins/{slot}",
             // Components can be large (a Python guest carries its interpreter).
+            // Above the component limit, so an oversized upload gets TOO_LARGE
+            // from the check rather than a bare 413.
             post(plugins::upload).layer(axum::extract::DefaultBodyLimit::max(
-                crate::plugins::MAX_COMPONENT_BYTES,
+                crate::plugins::MAX_COMPONENT_BYTES + (1 << 20),
             )),
         )
         .route("/plugins/{slot}/versions", get(plugins::tenant_versions));

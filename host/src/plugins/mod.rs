@@ -85,6 +85,7 @@ impl Slot {
                 timeout: Duration::from_secs(10),
                 memory_bytes: 32 << 20,
                 log_bytes: 16 << 10,
+                output_bytes: 64 << 10,
                 http_timeout: Duration::from_secs(5),
             },
             _ => CallLimits {
@@ -92,6 +93,7 @@ impl Slot {
                 timeout: Duration::from_millis(250),
                 memory_bytes: 16 << 20,
                 log_bytes: 16 << 10,
+                output_bytes: 64 << 10,
                 http_timeout: Duration::ZERO,
             },
         }
@@ -105,8 +107,10 @@ pub struct CallLimits {
     /// Wall clock, enforced by epoch interruption.
     pub timeout: Duration,
     pub memory_bytes: usize,
-    /// What the plugin may write to stdout/stderr per call.
+    /// What the plugin may write to stdout/stderr per call; writing more traps.
     pub log_bytes: usize,
+    /// The largest answer accepted, counted as the bytes of its strings.
+    pub output_bytes: usize,
     /// Per outbound request (payment slot only).
     pub http_timeout: Duration,
 }
@@ -118,8 +122,8 @@ pub enum LoadError {
     TooLarge(usize),
     #[error("NOT_A_COMPONENT: {0}")]
     NotAComponent(String),
-    #[error("FORBIDDEN_IMPORT: the {slot} slot does not grant `{import}`")]
-    ForbiddenImport { slot: Slot, import: String },
+    #[error("FORBIDDEN_IMPORT: the {slot} slot does not grant {}", imports.join(", "))]
+    ForbiddenImport { slot: Slot, imports: Vec<String> },
     #[error("WORLD_MISMATCH: the component does not implement the {slot} world: {detail}")]
     WorldMismatch { slot: Slot, detail: String },
     #[error("INVALID_COMPONENT: {0}")]
@@ -150,6 +154,8 @@ pub enum PluginError {
     Trap(String),
     #[error("plugin could not be instantiated: {0}")]
     Instantiate(String),
+    #[error("plugin answered {0} bytes, over its output limit")]
+    OutputTooLarge(usize),
     #[error("plugin host unavailable: {0}")]
     Unavailable(String),
 }
@@ -161,6 +167,7 @@ impl PluginError {
             Self::Timeout => "PLUGIN_TIMEOUT",
             Self::Trap(_) => "PLUGIN_TRAP",
             Self::Instantiate(_) => "PLUGIN_INSTANTIATE_FAILED",
+            Self::OutputTooLarge(_) => "PLUGIN_OUTPUT_TOO_LARGE",
             Self::Unavailable(_) => "PLUGIN_UNAVAILABLE",
         }
     }
@@ -330,13 +337,19 @@ impl PluginHost {
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        for (name, _) in component.component_type().imports(&self.engine) {
-            if !slot.allows_import(name) {
-                return Err(LoadError::ForbiddenImport {
-                    slot,
-                    import: name.to_string(),
-                });
-            }
+        // Every import the slot does not grant, so the author fixes them all at once.
+        let forbidden: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|name| !slot.allows_import(name))
+            .map(|name| format!("`{name}`"))
+            .collect();
+        if !forbidden.is_empty() {
+            return Err(LoadError::ForbiddenImport {
+                slot,
+                imports: forbidden,
+            });
         }
         let instance_pre =
             self.linker
@@ -418,6 +431,14 @@ impl PluginHost {
             }
         })
         .await
+        .and_then(|c| {
+            let size = c.value.as_ref().err().map_or(0, |vs| {
+                vs.iter()
+                    .map(|v| v.code.len() + v.message.len() + v.field.len())
+                    .sum()
+            });
+            within(limits, size, c)
+        })
     }
 
     pub async fn assess(
@@ -440,6 +461,10 @@ impl PluginHost {
             }
         })
         .await
+        .and_then(|c| {
+            let size = c.value.reasons.iter().map(String::len).sum();
+            within(limits, size, c)
+        })
     }
 
     pub async fn pay(
@@ -477,6 +502,15 @@ impl PluginHost {
             },
         )
         .await
+        .and_then(|c| {
+            use payment::exports::oms::plugin::provider::PaymentError;
+            let size = match &c.value {
+                Ok(reference) => reference.len(),
+                Err(PaymentError::Declined(d)) => d.code.len() + d.message.len(),
+                Err(PaymentError::Transient(m)) => m.len(),
+            };
+            within(limits, size, c)
+        })
     }
 
     pub async fn decide(
@@ -502,6 +536,11 @@ impl PluginHost {
             }
         })
         .await
+        .and_then(|c| {
+            let plan = &c.value;
+            let notify: usize = plan.notify.iter().map(String::len).sum();
+            within(limits, plan.actions.len() + plan.reason.len() + notify, c)
+        })
     }
 }
 
@@ -513,6 +552,16 @@ wire_enum!(
         Refund = "refund",
     }
 );
+
+/// Refuses an answer over the slot's output limit: the host never carries
+/// an unbounded answer into the saga or the database.
+fn within<R>(limits: CallLimits, size: usize, called: Called<R>) -> Result<Called<R>, PluginError> {
+    if size > limits.output_bytes {
+        Err(PluginError::OutputTooLarge(size))
+    } else {
+        Ok(called)
+    }
+}
 
 fn run_call<R, F>(
     engine: &Engine,
