@@ -145,6 +145,54 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
         .await;
     assert_eq!(acme.settle(&id).await["status"], "CONFIRMED");
 
+    // The tenant sees what happened, per version, and the plugin's own output.
+    let hostile_version = v["digest"].as_str().unwrap()[..12].to_string();
+    let stats = acme.get("/plugins/guardrail/stats").await.body;
+    let mine = stats["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["version"] == hostile_version.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["calls"], 19, "{mine}");
+    assert_eq!(
+        (
+            mine["outOfFuel"].as_u64(),
+            mine["outputTooLarge"].as_u64(),
+            mine["traps"].as_u64()
+        ),
+        (Some(3), Some(3), Some(12)),
+        "{mine}"
+    );
+    assert_eq!(mine["succeeded"], 1);
+    assert!(mine["latencyUs"]["p99"].as_u64().unwrap() > 0);
+    let logs = acme.get("/plugins/guardrail/logs?limit=500").await.body;
+    let lines: Vec<&str> = logs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("panics on purpose")),
+        "no panic message among {} lines",
+        lines.len()
+    );
+    assert!(lines.len() <= 500);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("more lines from this call were dropped"))
+    );
+    // Another tenant's plugins are not in it.
+    assert!(
+        globex.get("/plugins/guardrail/logs").await.body["data"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
     assert_eq!(
         reqwest::get(format!("{}/healthz", srv.url))
             .await

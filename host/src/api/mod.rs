@@ -41,7 +41,9 @@ pub fn router(platform: Arc<Platform>) -> Router {
                 crate::plugins::MAX_COMPONENT_BYTES + (1 << 20),
             )),
         )
-        .route("/plugins/{slot}/versions", get(plugins::tenant_versions));
+        .route("/plugins/{slot}/versions", get(plugins::tenant_versions))
+        .route("/plugins/{slot}/stats", get(plugins::stats))
+        .route("/plugins/{slot}/logs", get(plugins::logs));
     let admin = Router::new()
         .route(
             "/tenants/{tenant}/plugins/{slot}/versions",

@@ -132,6 +132,51 @@ pub async fn tenant_versions(
     Ok(Json(versions_json(&p, &tenant, slot).await?))
 }
 
+/// `GET /api/v1/plugins/{slot}/stats`: calls per version on this host,
+/// by outcome, with fuel and latency.
+pub async fn stats(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&raw)?;
+    Ok(Json(
+        json!({ "slot": slot, "data": p.plugins.stats.stats(tenant.id.as_str(), slot) }),
+    ))
+}
+
+/// `GET /api/v1/plugins/{slot}/logs?limit=`: the plugin's own output, newest last.
+pub async fn logs(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&raw)?;
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=500).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_QUERY",
+                    "limit must be 1 to 500",
+                )
+            })?,
+        None => 100,
+    };
+    let lines: Vec<Value> = p
+        .plugins
+        .stats
+        .logs(tenant.id.as_str(), slot, limit)
+        .into_iter()
+        .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
+        .collect();
+    Ok(Json(json!({ "slot": slot, "data": lines })))
+}
+
 /// An operator, proven by `Authorization: Bearer $OMS_ADMIN_TOKEN`.
 pub struct Operator;
 

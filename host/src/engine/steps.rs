@@ -141,7 +141,13 @@ async fn validate(p: &Platform, cx: &Context<'_>) -> Outcome {
     let step = Step::Validate;
     match p
         .plugins
-        .validate(&plugin, tp.limits, cx.wit_order(), tp.settings.clone())
+        .validate(
+            cx.tenant.id.as_str(),
+            &plugin,
+            tp.limits,
+            cx.wit_order(),
+            tp.settings.clone(),
+        )
         .await
     {
         Ok(called) => {
@@ -229,6 +235,7 @@ async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
     let (decision, score, reasons, mut extras) = match p
         .plugins
         .assess(
+            cx.tenant.id.as_str(),
             &plugin,
             tp.limits,
             cx.wit_order(),
@@ -313,7 +320,15 @@ async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, F
         .unwrap_or_else(|| crate::plugins::http::HttpGrant::new(&[], tp.limits.http_timeout));
     let called = p
         .plugins
-        .pay(&plugin, tp.limits, grant, op, request, tp.settings.clone())
+        .pay(
+            cx.tenant.id.as_str(),
+            &plugin,
+            tp.limits,
+            grant,
+            op,
+            request,
+            tp.settings.clone(),
+        )
         .await;
     use payment::exports::oms::plugin::provider::PaymentError;
     let (result, detail) = match called {
@@ -444,7 +459,14 @@ async fn plan(
     };
     let plan = match p
         .plugins
-        .decide(&plugin, tp.limits, wit_failure, view, tp.settings.clone())
+        .decide(
+            cx.tenant.id.as_str(),
+            &plugin,
+            tp.limits,
+            wit_failure,
+            view,
+            tp.settings.clone(),
+        )
         .await
     {
         Ok(called) => match called.value.decision {

@@ -8,6 +8,7 @@
 pub mod bindings;
 pub mod builtin;
 pub mod http;
+pub mod stats;
 
 use crate::domain::wire_enum;
 use bindings::{fraud, guardrail, payment, policy};
@@ -253,6 +254,8 @@ pub struct PluginHost {
     /// Compiled, pre-instantiated components by slot and content hash: the
     /// same bytes are compiled once however many tenants use them.
     loaded: Mutex<HashMap<(Slot, String), Arc<Plugin>>>,
+    /// How each tenant's calls went, per slot and version.
+    pub stats: stats::PluginStats,
 }
 
 impl PluginHost {
@@ -297,6 +300,7 @@ impl PluginHost {
             linker,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
             loaded: Mutex::new(HashMap::new()),
+            stats: stats::PluginStats::default(),
         }))
     }
 
@@ -384,12 +388,16 @@ impl PluginHost {
         }))
     }
 
-    /// Runs `f` against a fresh instance on a blocking thread, under `limits`.
+    /// Runs `f` against a fresh instance on a blocking thread, under
+    /// `limits`, refuses an answer larger than the output limit (measured by
+    /// `size_of`), and records the call in the tenant's stats and log.
     async fn call<R, F>(
         &self,
+        tenant: &str,
         plugin: &Arc<Plugin>,
         limits: CallLimits,
         http: Option<HttpGrant>,
+        size_of: fn(&R) -> usize,
         f: F,
     ) -> Result<Called<R>, PluginError>
     where
@@ -403,14 +411,29 @@ impl PluginHost {
             .await
             .map_err(|e| PluginError::Unavailable(e.to_string()))?;
         let engine = self.engine.clone();
-        let plugin = plugin.clone();
-        tokio::task::spawn_blocking(move || run_call(&engine, &plugin, limits, http, f))
-            .await
-            .map_err(|e| PluginError::Unavailable(e.to_string()))?
+        let running = plugin.clone();
+        let (result, stats) =
+            tokio::task::spawn_blocking(move || run_call(&engine, &running, limits, http, f))
+                .await
+                .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        // The host never carries an unbounded answer into the saga or the database.
+        let result = result.and_then(|value| match size_of(&value) {
+            size if size > limits.output_bytes => Err(PluginError::OutputTooLarge(size)),
+            _ => Ok(value),
+        });
+        self.stats.observe(
+            tenant,
+            plugin.slot,
+            plugin.version(),
+            result.as_ref().map(|_| ()),
+            &stats,
+        );
+        result.map(|value| Called { value, stats })
     }
 
     pub async fn validate(
         &self,
+        tenant: &str,
         plugin: &Arc<Plugin>,
         limits: CallLimits,
         order: bindings::Order,
@@ -419,8 +442,21 @@ impl PluginHost {
         Called<Result<(), Vec<guardrail::exports::oms::plugin::order_rules::Violation>>>,
         PluginError,
     > {
-        self.call(plugin, limits, None, move |store, plugin| {
-            match &plugin.pre {
+        let size_of =
+            |r: &Result<(), Vec<guardrail::exports::oms::plugin::order_rules::Violation>>| {
+                r.as_ref().err().map_or(0, |vs| {
+                    vs.iter()
+                        .map(|v| v.code.len() + v.message.len() + v.field.len())
+                        .sum()
+                })
+            };
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            None,
+            size_of,
+            move |store, plugin| match &plugin.pre {
                 Pre::Guardrail(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
                     instance
@@ -428,29 +464,30 @@ impl PluginHost {
                         .call_validate(&mut *store, &order, &settings)
                 }
                 _ => Err(wasmtime::Error::msg("not a guardrail")),
-            }
-        })
+            },
+        )
         .await
-        .and_then(|c| {
-            let size = c.value.as_ref().err().map_or(0, |vs| {
-                vs.iter()
-                    .map(|v| v.code.len() + v.message.len() + v.field.len())
-                    .sum()
-            });
-            within(limits, size, c)
-        })
     }
 
     pub async fn assess(
         &self,
+        tenant: &str,
         plugin: &Arc<Plugin>,
         limits: CallLimits,
         order: bindings::Order,
         context: fraud::exports::oms::plugin::risk::CustomerContext,
         settings: Vec<(String, String)>,
     ) -> Result<Called<fraud::exports::oms::plugin::risk::Assessment>, PluginError> {
-        self.call(plugin, limits, None, move |store, plugin| {
-            match &plugin.pre {
+        let size_of = |a: &fraud::exports::oms::plugin::risk::Assessment| {
+            a.reasons.iter().map(String::len).sum()
+        };
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            None,
+            size_of,
+            move |store, plugin| match &plugin.pre {
                 Pre::Fraud(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
                     instance
@@ -458,17 +495,15 @@ impl PluginHost {
                         .call_assess(&mut *store, &order, context, &settings)
                 }
                 _ => Err(wasmtime::Error::msg("not a fraud check")),
-            }
-        })
+            },
+        )
         .await
-        .and_then(|c| {
-            let size = c.value.reasons.iter().map(String::len).sum();
-            within(limits, size, c)
-        })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn pay(
         &self,
+        tenant: &str,
         plugin: &Arc<Plugin>,
         limits: CallLimits,
         grant: HttpGrant,
@@ -479,10 +514,18 @@ impl PluginHost {
         Called<Result<String, payment::exports::oms::plugin::provider::PaymentError>>,
         PluginError,
     > {
+        use payment::exports::oms::plugin::provider::PaymentError;
+        let size_of = |r: &Result<String, PaymentError>| match r {
+            Ok(reference) => reference.len(),
+            Err(PaymentError::Declined(d)) => d.code.len() + d.message.len(),
+            Err(PaymentError::Transient(m)) => m.len(),
+        };
         self.call(
+            tenant,
             plugin,
             limits,
             Some(grant),
+            size_of,
             move |store, plugin| match &plugin.pre {
                 Pre::Payment(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
@@ -502,27 +545,29 @@ impl PluginHost {
             },
         )
         .await
-        .and_then(|c| {
-            use payment::exports::oms::plugin::provider::PaymentError;
-            let size = match &c.value {
-                Ok(reference) => reference.len(),
-                Err(PaymentError::Declined(d)) => d.code.len() + d.message.len(),
-                Err(PaymentError::Transient(m)) => m.len(),
-            };
-            within(limits, size, c)
-        })
     }
 
     pub async fn decide(
         &self,
+        tenant: &str,
         plugin: &Arc<Plugin>,
         limits: CallLimits,
         failure: policy::exports::oms::plugin::policy::Failure,
         saga: policy::exports::oms::plugin::policy::SagaView,
         settings: Vec<(String, String)>,
     ) -> Result<Called<policy::exports::oms::plugin::policy::Plan>, PluginError> {
-        self.call(plugin, limits, None, move |store, plugin| {
-            match &plugin.pre {
+        let size_of = |plan: &policy::exports::oms::plugin::policy::Plan| {
+            plan.actions.len()
+                + plan.reason.len()
+                + plan.notify.iter().map(String::len).sum::<usize>()
+        };
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            None,
+            size_of,
+            move |store, plugin| match &plugin.pre {
                 Pre::Policy(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
                     instance.oms_plugin_policy().call_decide(
@@ -533,14 +578,9 @@ impl PluginHost {
                     )
                 }
                 _ => Err(wasmtime::Error::msg("not a compensation policy")),
-            }
-        })
+            },
+        )
         .await
-        .and_then(|c| {
-            let plan = &c.value;
-            let notify: usize = plan.notify.iter().map(String::len).sum();
-            within(limits, plan.actions.len() + plan.reason.len() + notify, c)
-        })
     }
 }
 
@@ -553,23 +593,13 @@ wire_enum!(
     }
 );
 
-/// Refuses an answer over the slot's output limit: the host never carries
-/// an unbounded answer into the saga or the database.
-fn within<R>(limits: CallLimits, size: usize, called: Called<R>) -> Result<Called<R>, PluginError> {
-    if size > limits.output_bytes {
-        Err(PluginError::OutputTooLarge(size))
-    } else {
-        Ok(called)
-    }
-}
-
 fn run_call<R, F>(
     engine: &Engine,
     plugin: &Plugin,
     limits: CallLimits,
     http: Option<HttpGrant>,
     f: F,
-) -> Result<Called<R>, PluginError>
+) -> (Result<R, PluginError>, CallStats)
 where
     F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R>,
 {
@@ -589,9 +619,12 @@ where
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
-    store
-        .set_fuel(limits.fuel)
-        .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+    if let Err(e) = store.set_fuel(limits.fuel) {
+        return (
+            Err(PluginError::Unavailable(e.to_string())),
+            CallStats::default(),
+        );
+    }
     let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
@@ -603,13 +636,11 @@ where
         duration: started.elapsed(),
         log: String::from_utf8_lossy(&log.contents()).into_owned(),
     };
-    match result {
-        Ok(value) => Ok(Called { value, stats }),
-        Err(e) => Err(match e.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => PluginError::OutOfFuel,
-            Some(Trap::Interrupt) => PluginError::Timeout,
-            Some(trap) => PluginError::Trap(trap.to_string()),
-            None => PluginError::Trap(format!("{e:#}")),
-        }),
-    }
+    let result = result.map_err(|e| match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => PluginError::OutOfFuel,
+        Some(Trap::Interrupt) => PluginError::Timeout,
+        Some(trap) => PluginError::Trap(trap.to_string()),
+        None => PluginError::Trap(format!("{e:#}")),
+    });
+    (result, stats)
 }
