@@ -354,3 +354,48 @@ on_both_backends!(
     refusals_are_precise,
     hot_swap_under_load_fails_no_request
 );
+
+/// `oms plugin test` runs a component locally under production limits.
+#[test]
+fn plugin_test_command_reports_verdicts_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let order_file = dir.path().join("order.json");
+    std::fs::write(
+        &order_file,
+        order("c", "WIDGET-1", 120, "tok_visa").to_string(),
+    )
+    .unwrap();
+    let run = |name: &str, bytes: &[u8], slot: &str| {
+        let file = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&file, bytes).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+            .args(["plugin", "test"])
+            .arg(&file)
+            .args(["--slot", slot, "--order"])
+            .arg(&order_file)
+            .args(["--repeat", "10"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        )
+    };
+    let (ok, v) = run("limits", &bytes("guardrail-limits"), "guardrail");
+    assert!(ok, "{v}");
+    assert_eq!(
+        v["verdict"]["violations"][0]["code"],
+        "MAX_QUANTITY_EXCEEDED"
+    );
+    assert_eq!(v["calls"], 10);
+    assert!(v["fuelUsed"].as_u64().unwrap() > 0);
+    let (ok, v) = run("fraud", &bytes("fraud-rules"), "fraud-check");
+    assert!(ok, "{v}");
+    assert_eq!(v["verdict"]["decision"], "approve");
+    let (ok, v) = run("wrong", &bytes("fraud-rules"), "guardrail");
+    assert!(!ok);
+    assert_eq!(
+        (v["accepted"].as_bool(), v["code"].as_str()),
+        (Some(false), Some("WORLD_MISMATCH"))
+    );
+}

@@ -56,9 +56,35 @@ enum PluginCommand {
         #[arg(long)]
         slot: String,
     },
+    /// Run a component locally under the platform's limits for its slot and
+    /// print the verdict, fuel and time; with --repeat, call-cost percentiles.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        slot: String,
+        /// An order as POST /api/v1/orders takes it (JSON file).
+        #[arg(long)]
+        order: PathBuf,
+        /// Settings as KEY=VALUE, repeatable.
+        #[arg(long = "setting")]
+        settings: Vec<String>,
+        /// Calls to make; each instantiates afresh, as in production.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
 }
 
 pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
+    if let PluginCommand::Test {
+        file,
+        slot,
+        order,
+        settings,
+        repeat,
+    } = &args.command
+    {
+        return test(file, slot, order, settings, *repeat).await;
+    }
     let client = reqwest::Client::new();
     let base = args.url.trim_end_matches('/');
     let token = || {
@@ -107,6 +133,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
                 .send()
                 .await?
         }
+        PluginCommand::Test { .. } => unreachable!("handled above"),
         PluginCommand::Rollback { tenant, slot } => {
             client
                 .post(format!(
@@ -126,4 +153,149 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         bail!("the host answered {status}");
     }
     Ok(())
+}
+
+fn print(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// `oms plugin test`: the same checks as an upload, the same limits as
+/// production, no host or database needed.
+async fn test(
+    file: &PathBuf,
+    slot: &str,
+    order: &PathBuf,
+    settings: &[String],
+    repeat: usize,
+) -> anyhow::Result<()> {
+    use crate::plugins::bindings::{Address, LineItem, Order};
+    use crate::plugins::{PluginHost, Slot};
+    use serde_json::json;
+
+    let slot = Slot::parse(slot).with_context(|| format!("unknown slot {slot}"))?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let order_json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(order).with_context(|| format!("reading {}", order.display()))?,
+    )?;
+    let draft = crate::api::validate_order(&order_json).map_err(|errors| {
+        anyhow::anyhow!(
+            "the order is not valid: {}",
+            serde_json::to_string(&errors).unwrap_or_default()
+        )
+    })?;
+    let total = draft.total().context("the order total overflows")?;
+    let wit_order = Order {
+        id: "ord_local_test".into(),
+        tenant: "local".into(),
+        customer_id: draft.customer_id.clone(),
+        currency: draft.currency.code().into(),
+        items: draft
+            .items
+            .iter()
+            .map(|i| LineItem {
+                sku: i.sku.to_string(),
+                quantity: i.quantity,
+                unit_price: i.unit_price,
+            })
+            .collect(),
+        total_amount: total.minor,
+        shipping_address: Address {
+            line1: draft.shipping_address.line1.clone(),
+            city: draft.shipping_address.city.clone(),
+            postal_code: draft.shipping_address.postal_code.clone(),
+            country: draft.shipping_address.country.clone(),
+        },
+    };
+    let settings: Vec<(String, String)> = settings
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect::<Option<_>>()
+        .context("settings are KEY=VALUE")?;
+
+    let host = PluginHost::new().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plugin = match host.load(slot, &bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            print(&json!({ "accepted": false, "code": e.code(), "message": e.to_string() }))?;
+            bail!("the component would be refused at upload");
+        }
+    };
+    let limits = slot.default_limits();
+    let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut last = json!(null);
+    for _ in 0..repeat.max(1) {
+        let started = std::time::Instant::now();
+        let (verdict, fuel) = match slot {
+            Slot::Guardrail => match host
+                .validate(
+                    "local",
+                    &plugin,
+                    limits,
+                    wit_order.clone(),
+                    settings.clone(),
+                )
+                .await
+            {
+                Ok(c) => {
+                    let v = match &c.value {
+                        Ok(()) => json!({ "ok": true }),
+                        Err(vs) => {
+                            json!({ "ok": false, "violations": vs.iter().map(|v| json!({ "code": v.code, "message": v.message, "field": v.field })).collect::<Vec<_>>() })
+                        }
+                    };
+                    (v, c.stats.fuel_used)
+                }
+                Err(e) => (json!({ "error": e.code(), "message": e.to_string() }), 0),
+            },
+            Slot::FraudCheck => {
+                use crate::plugins::bindings::fraud::exports::oms::plugin::risk::Decision;
+                let context =
+                    crate::plugins::bindings::fraud::exports::oms::plugin::risk::CustomerContext {
+                        recent_order_count: 0,
+                        recent_spend: 0,
+                    };
+                match host
+                    .assess(
+                        "local",
+                        &plugin,
+                        limits,
+                        wit_order.clone(),
+                        context,
+                        settings.clone(),
+                    )
+                    .await
+                {
+                    Ok(c) => (
+                        json!({ "decision": match c.value.decision {
+                        Decision::Approve => "approve",
+                        Decision::Review => "review",
+                        Decision::Decline => "decline",
+                    }, "score": c.value.score, "reasons": c.value.reasons }),
+                        c.stats.fuel_used,
+                    ),
+                    Err(e) => (json!({ "error": e.code(), "message": e.to_string() }), 0),
+                }
+            }
+            other => bail!(
+                "oms plugin test runs guardrail and fraud-check components; {other} needs a saga or a provider"
+            ),
+        };
+        let _ = latencies.record((started.elapsed().as_micros() as u64).max(1));
+        last = json!({ "verdict": verdict, "fuelUsed": fuel });
+    }
+    last["accepted"] = json!(true);
+    last["version"] = json!(plugin.version());
+    last["calls"] = json!(repeat.max(1));
+    last["callUs"] = json!({
+        "p50": latencies.value_at_quantile(0.5),
+        "p99": latencies.value_at_quantile(0.99),
+        "max": latencies.max(),
+    });
+    print(&last)
 }

@@ -9,6 +9,13 @@ mod validate;
 
 pub use error::ApiError;
 
+/// Reads an order body as the API does (for `oms plugin test`).
+pub fn validate_order(
+    body: &serde_json::Value,
+) -> Result<crate::domain::OrderDraft, Vec<crate::domain::FieldError>> {
+    validate::order(body).map_err(|p| p.errors)
+}
+
 use crate::engine::Platform;
 use crate::tenants::Tenant;
 use axum::extract::{FromRequestParts, State};
