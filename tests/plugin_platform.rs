@@ -399,3 +399,65 @@ fn plugin_test_command_reports_verdicts_and_refusals() {
         (Some(false), Some("WORLD_MISMATCH"))
     );
 }
+
+/// `oms plugin new` gives a crate that builds to a component the host accepts
+/// for its slot, for every slot.
+#[test]
+fn scaffolds_build_to_accepted_components() {
+    let dir = tempfile::tempdir().unwrap();
+    // Shared with earlier runs when CI keeps a target directory.
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(|t| std::path::PathBuf::from(t).join("scaffold-test"))
+        .unwrap_or_else(|_| dir.path().join("target"));
+    let host = oms::plugins::PluginHost::new().unwrap();
+    for slot in oms::plugins::Slot::ALL {
+        let name = format!("t-{slot}");
+        let crate_dir = dir.path().join(&name);
+        let made = std::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+            .args(["plugin", "new", slot.as_str(), "--name", &name, "--dir"])
+            .arg(&crate_dir)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let built =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--target-dir",
+                ])
+                .arg(&target)
+                .current_dir(&crate_dir)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .output()
+                .unwrap();
+        assert!(
+            built.status.success(),
+            "{slot}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let wasm = target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let bytes = std::fs::read(&wasm).unwrap();
+        assert!(
+            host.load(slot, &bytes).is_ok(),
+            "{slot}: {:?}",
+            host.load(slot, &bytes).err()
+        );
+        // And it is refused for the wrong slot.
+        let other = oms::plugins::Slot::ALL
+            .into_iter()
+            .find(|s| *s != slot)
+            .unwrap();
+        assert!(host.load(other, &bytes).is_err());
+    }
+}

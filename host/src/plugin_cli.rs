@@ -56,6 +56,16 @@ enum PluginCommand {
         #[arg(long)]
         slot: String,
     },
+    /// Create a guest crate for a slot that builds to a component, ready to edit.
+    New {
+        slot: String,
+        /// The crate's name (lower-case letters, digits, -).
+        #[arg(long, default_value = "my-plugin")]
+        name: String,
+        /// Where to create it (default ./<name>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run a component locally under the platform's limits for its slot and
     /// print the verdict, fuel and time; with --repeat, call-cost percentiles.
     Test {
@@ -84,6 +94,13 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
     } = &args.command
     {
         return test(file, slot, order, settings, *repeat).await;
+    }
+    if let PluginCommand::New { slot, name, dir } = &args.command {
+        let slot =
+            crate::plugins::Slot::parse(slot).with_context(|| format!("unknown slot {slot}"))?;
+        let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
+        crate::plugin_scaffold::scaffold(slot, name, &dir)?;
+        return print(&serde_json::json!({ "created": dir.display().to_string(), "slot": slot }));
     }
     let client = reqwest::Client::new();
     let base = args.url.trim_end_matches('/');
@@ -133,7 +150,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
                 .send()
                 .await?
         }
-        PluginCommand::Test { .. } => unreachable!("handled above"),
+        PluginCommand::Test { .. } | PluginCommand::New { .. } => unreachable!("handled above"),
         PluginCommand::Rollback { tenant, slot } => {
             client
                 .post(format!(
