@@ -461,3 +461,94 @@ fn scaffolds_build_to_accepted_components() {
         assert!(host.load(other, &bytes).is_err());
     }
 }
+
+async fn a_shadow_version_is_compared_never_acted_on(kind: Kind) {
+    let (srv, _db) = server(kind).await;
+    let (status, v) = upload(
+        &srv,
+        "acme",
+        "guardrail",
+        bytes("guardrail-strict"),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, set) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/shadow",
+        Some(json!({ "version": 2 })),
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(
+        (set["activeVersion"].as_i64(), set["shadowVersion"].as_i64()),
+        (Some(1), Some(2))
+    );
+
+    let acme = srv.api("acme");
+    // The strict shadow would reject 20 of a line; the active version decides.
+    for quantity in [20, 20, 20, 1, 1] {
+        let id = acme
+            .place(&order("c", "WIDGET-1", quantity, "tok_visa"))
+            .await;
+        assert_eq!(acme.settle(&id).await["status"], "CONFIRMED");
+    }
+    let (status, report) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/shadow",
+        None,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (
+            report["calls"].as_i64(),
+            report["agreements"].as_i64(),
+            report["divergences"].as_i64()
+        ),
+        (Some(5), Some(2), Some(3)),
+        "{report}"
+    );
+    assert_eq!(report["recentDivergences"][0]["active"], "ok");
+    assert_eq!(
+        report["recentDivergences"][0]["shadow"],
+        "MAX_QUANTITY_EXCEEDED"
+    );
+
+    // Cleared: orders are no longer compared.
+    let (status, cleared) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/shadow",
+        Some(json!({ "version": null })),
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!((status, cleared["shadowVersion"].is_null()), (200, true));
+    let id = acme.place(&order("c", "WIDGET-1", 20, "tok_visa")).await;
+    acme.settle(&id).await;
+    let (_, report) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/shadow",
+        None,
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(report["calls"], 0);
+
+    // Payment calls have side effects: no shadow for them.
+    let (status, v) = admin(
+        &srv,
+        "/tenants/acme/plugins/payment-provider/shadow",
+        Some(json!({ "version": 1 })),
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("SHADOW_NOT_SUPPORTED"))
+    );
+}
+
+on_both_backends!(a_shadow_version_is_compared_never_acted_on);

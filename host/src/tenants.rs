@@ -148,6 +148,8 @@ struct StockSeed {
 /// manifest names, and the tenant's settings and limits for the slot.
 pub struct TenantPlugin {
     active: RwLock<Arc<Plugin>>,
+    /// A candidate run beside the active one, its verdict recorded, never acted on.
+    shadow: RwLock<Option<Arc<Plugin>>>,
     /// The manifest's component and its bytes, registered as a version at start.
     pub manifest_plugin: Arc<Plugin>,
     pub manifest_bytes: Vec<u8>,
@@ -164,6 +166,17 @@ impl TenantPlugin {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn shadow(&self) -> Option<Arc<Plugin>> {
+        self.shadow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_shadow(&self, plugin: Option<Arc<Plugin>>) {
+        *self.shadow.write().unwrap_or_else(|p| p.into_inner()) = plugin;
     }
 
     /// Makes `plugin` the one new calls use; `true` if it changed.
@@ -376,6 +389,7 @@ fn parse_tenant(
             slot,
             TenantPlugin {
                 active: RwLock::new(plugin.clone()),
+                shadow: RwLock::new(None),
                 manifest_plugin: plugin,
                 manifest_bytes: bytes,
                 settings,

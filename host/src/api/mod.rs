@@ -64,6 +64,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
             "/tenants/{tenant}/plugins/{slot}/rollback",
             post(plugins::rollback),
         )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/shadow",
+            post(plugins::set_shadow).get(plugins::shadow_report),
+        )
         .route("/tenants/{tenant}/audit", get(plugins::audit));
     Router::new()
         .nest("/api/v1", api)

@@ -79,7 +79,8 @@ async fn versions_json(p: &AppState, tenant: &Tenant, slot: Slot) -> Result<Valu
         "tenant": tenant.id,
         "slot": slot,
         "activeVersion": active_version,
-        "previousVersion": active.and_then(|a| a.previous_version),
+        "previousVersion": active.as_ref().and_then(|a| a.previous_version),
+        "shadowVersion": active.and_then(|a| a.shadow_version),
         "data": versions.iter().map(|v| version_json(v, active_version)).collect::<Vec<_>>(),
     }))
 }
@@ -260,6 +261,83 @@ pub async fn rollback(
         .await
         .map_err(op_error)?;
     Ok(Json(versions_json(&p, &tenant, slot).await?))
+}
+
+/// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/shadow {"version": n | null}`:
+/// run a candidate beside the active version (guardrail and fraud-check only).
+pub async fn set_shadow(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    if !ops::shadowable(slot) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "SHADOW_NOT_SUPPORTED",
+            format!(
+                "{slot} calls have side effects; only guardrail and fraud-check can run in shadow"
+            ),
+        ));
+    }
+    let version = match json_body(&body)?.get("version") {
+        Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                "version must be a number or null",
+            )
+        })?),
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                "version is required (null clears the shadow)",
+            ));
+        }
+    };
+    ops::shadow(&p, &tenant, slot, version, "operator")
+        .await
+        .map_err(op_error)?;
+    Ok(Json(versions_json(&p, &tenant, slot).await?))
+}
+
+/// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/shadow`: how the shadow
+/// version's verdicts compare with the active one's.
+pub async fn shadow_report(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let activation = p
+        .store
+        .activation(&tenant.id, slot.as_str())
+        .await
+        .map_err(ApiError::unavailable)?;
+    let Some((version, digest)) =
+        activation.and_then(|a| Some((a.shadow_version?, a.shadow_digest?)))
+    else {
+        return Ok(Json(json!({ "shadowVersion": null, "calls": 0 })));
+    };
+    let (calls, agreed, divergences) = p
+        .store
+        .shadow_summary(&tenant.id, slot.as_str(), &digest[..12])
+        .await
+        .map_err(ApiError::unavailable)?;
+    let recent: Vec<Value> = divergences
+        .iter()
+        .map(|d| json!({ "orderId": d.order_id, "active": d.active_verdict, "shadow": d.shadow_verdict, "at": iso(d.at) }))
+        .collect();
+    Ok(Json(json!({
+        "shadowVersion": version,
+        "calls": calls,
+        "agreements": agreed,
+        "divergences": calls - agreed,
+        "recentDivergences": recent,
+    })))
 }
 
 /// `GET /admin/v1/tenants/{tenant}/audit`.

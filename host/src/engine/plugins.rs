@@ -89,6 +89,27 @@ pub async fn activate(
     Ok(record)
 }
 
+/// Slots whose calls have no side effects, so a candidate can run beside them.
+pub fn shadowable(slot: Slot) -> bool {
+    matches!(slot, Slot::Guardrail | Slot::FraudCheck)
+}
+
+/// Runs `version` (or with `None`, nothing) in the shadow of the active one.
+pub async fn shadow(
+    p: &Platform,
+    tenant: &Tenant,
+    slot: Slot,
+    version: Option<i64>,
+    actor: &str,
+) -> Result<ActivationRecord, PluginOpError> {
+    let record = p
+        .store
+        .set_shadow(&tenant.id, slot.as_str(), version, actor, crate::now_ms())
+        .await?;
+    apply(p, tenant, slot, &record).await?;
+    Ok(record)
+}
+
 pub async fn rollback(
     p: &Platform,
     tenant: &Tenant,
@@ -173,6 +194,12 @@ async fn apply(
     record: &ActivationRecord,
 ) -> Result<(), PluginOpError> {
     let tp = tenant.plugin(slot);
+    let shadow = match &record.shadow_digest {
+        Some(digest) if tp.shadow().is_some_and(|s| &s.digest == digest) => tp.shadow(),
+        Some(digest) => Some(load_version(p, slot, digest).await?),
+        None => None,
+    };
+    tp.set_shadow(shadow);
     if tp.current().digest == record.digest {
         return Ok(());
     }

@@ -9,12 +9,13 @@ use super::effects::{Extras, TOPIC_FULFILMENT, message};
 use crate::domain::{OrderDraft, OrderId, TenantId};
 use crate::engine::metrics::Metrics;
 use crate::plugins::bindings::{self, fraud, payment, policy};
-use crate::plugins::{Called, PaymentOp, PluginError};
+use crate::plugins::{Called, PaymentOp, Plugin, PluginError, Slot};
 use crate::saga::{Compensation, Failure, Plan, SagaEvent, SagaState, Step, resolve_plan};
 use crate::store::{InventoryOp, OrderRecord, PaymentRecord};
 use crate::tenants::{ReviewAction, Tenant};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub(crate) struct Outcome {
     pub event: SagaEvent,
@@ -134,16 +135,109 @@ pub(crate) async fn run_step(p: &Platform, cx: &Context<'_>, step: Step) -> Outc
     }
 }
 
+/// A guardrail verdict in a form two versions can be compared by.
+fn guardrail_verdict(event: &SagaEvent, extras: &Extras) -> String {
+    match event {
+        SagaEvent::StepRejected { code, .. } if code == "GUARDRAIL_UNAVAILABLE" => code.clone(),
+        SagaEvent::StepRejected { .. } => {
+            let violations: Vec<Value> = extras
+                .violations
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+            let mut codes: Vec<&str> = violations
+                .iter()
+                .filter_map(|v| v["code"].as_str())
+                .collect();
+            codes.sort_unstable();
+            codes.join(",")
+        }
+        _ => "ok".into(),
+    }
+}
+
+fn fraud_verdict(extras: &Extras) -> String {
+    extras
+        .detail
+        .get("fraud")
+        .and_then(|f| f["decision"].as_str())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// Runs the shadow version, if any, on the same input and records whether it
+/// agreed. Its verdict is never acted on; its failure is only recorded.
+async fn shadow_compare(
+    p: &Platform,
+    cx: &Context<'_>,
+    slot: Slot,
+    active: &Plugin,
+    active_verdict: &str,
+) {
+    let Some(shadow) = cx.tenant.plugin(slot).shadow() else {
+        return;
+    };
+    let verdict = if slot == Slot::Guardrail {
+        let outcome = validate_with(p, cx, &shadow).await;
+        guardrail_verdict(&outcome.event, &outcome.extras)
+    } else {
+        fraud_verdict(&fraud_with(p, cx, &shadow).await.extras)
+    };
+    let result = crate::store::ShadowResult {
+        order_id: cx.order_id.to_string(),
+        active_version: active.version().to_string(),
+        shadow_version: shadow.version().to_string(),
+        agreed: i64::from(verdict == active_verdict),
+        active_verdict: active_verdict.to_string(),
+        shadow_verdict: verdict,
+        at: crate::now_ms(),
+    };
+    if let Err(e) = p
+        .store
+        .record_shadow(&cx.tenant.id, slot.as_str(), &result)
+        .await
+    {
+        tracing::warn!(error = %e, "recording a shadow verdict failed");
+    }
+}
+
 async fn validate(p: &Platform, cx: &Context<'_>) -> Outcome {
-    let tp = cx.tenant.plugin(crate::plugins::Slot::Guardrail);
-    let plugin = tp.current();
+    let plugin = cx.tenant.plugin(Slot::Guardrail).current();
+    let outcome = validate_with(p, cx, &plugin).await;
+    shadow_compare(
+        p,
+        cx,
+        Slot::Guardrail,
+        &plugin,
+        &guardrail_verdict(&outcome.event, &outcome.extras),
+    )
+    .await;
+    outcome
+}
+
+async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
+    let plugin = cx.tenant.plugin(Slot::FraudCheck).current();
+    let outcome = fraud_with(p, cx, &plugin).await;
+    shadow_compare(
+        p,
+        cx,
+        Slot::FraudCheck,
+        &plugin,
+        &fraud_verdict(&outcome.extras),
+    )
+    .await;
+    outcome
+}
+
+async fn validate_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>) -> Outcome {
+    let tp = cx.tenant.plugin(Slot::Guardrail);
     let version = plugin.version().to_string();
     let step = Step::Validate;
     match p
         .plugins
         .validate(
             cx.tenant.id.as_str(),
-            &plugin,
+            plugin,
             tp.limits,
             cx.wit_order(),
             tp.settings.clone(),
@@ -210,9 +304,8 @@ async fn validate(p: &Platform, cx: &Context<'_>) -> Outcome {
     }
 }
 
-async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
-    let tp = cx.tenant.plugin(crate::plugins::Slot::FraudCheck);
-    let plugin = tp.current();
+async fn fraud_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>) -> Outcome {
+    let tp = cx.tenant.plugin(Slot::FraudCheck);
     let version = plugin.version().to_string();
     let step = Step::FraudCheck;
     let since = crate::now_ms() - 24 * 3600 * 1000;
@@ -236,7 +329,7 @@ async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
         .plugins
         .assess(
             cx.tenant.id.as_str(),
-            &plugin,
+            plugin,
             tp.limits,
             cx.wit_order(),
             context,

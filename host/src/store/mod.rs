@@ -17,7 +17,9 @@ pub use orders::{
     CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
 };
 pub use outbox::{OutboxMessage, OutboxRecord};
-pub use plugins::{ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord};
+pub use plugins::{
+    ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
+};
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

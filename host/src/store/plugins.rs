@@ -29,6 +29,20 @@ pub struct ActivationRecord {
     pub changed_at: i64,
     /// The active version's digest.
     pub digest: String,
+    pub shadow_version: Option<i64>,
+    pub shadow_digest: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowResult {
+    pub order_id: String,
+    pub active_version: String,
+    pub shadow_version: String,
+    pub agreed: i64,
+    pub active_verdict: String,
+    pub shadow_verdict: String,
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -56,9 +70,11 @@ pub struct ActivationChange<'a> {
 
 const VERSION_COLUMNS: &str =
     "tenant_id, slot, version, digest, size_bytes, uploaded_by, uploaded_at";
-const ACTIVATION_SELECT: &str = "SELECT a.tenant_id, a.slot, a.active_version, a.previous_version, a.changed_by, a.changed_at, v.digest
-     FROM plugin_activations a JOIN plugin_versions v
-       ON v.tenant_id = a.tenant_id AND v.slot = a.slot AND v.version = a.active_version";
+const ACTIVATION_SELECT: &str = "SELECT a.tenant_id, a.slot, a.active_version, a.previous_version, a.changed_by, a.changed_at, v.digest,
+            a.shadow_version, s.digest AS shadow_digest
+     FROM plugin_activations a
+     JOIN plugin_versions v ON v.tenant_id = a.tenant_id AND v.slot = a.slot AND v.version = a.active_version
+     LEFT JOIN plugin_versions s ON s.tenant_id = a.tenant_id AND s.slot = a.slot AND s.version = a.shadow_version";
 
 macro_rules! audit {
     ($tx:ident, $tenant:expr, $slot:expr, $action:expr, $version:expr, $actor:expr, $now:expr) => {
@@ -263,6 +279,123 @@ impl SqlStore {
             .await?;
             tx.commit().await?;
             Ok(record)
+        })
+    }
+
+    /// Sets (or with `None` clears) the version that runs in the shadow of
+    /// the active one.
+    pub async fn set_shadow(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        version: Option<i64>,
+        actor: &str,
+        now: i64,
+    ) -> Result<ActivationRecord> {
+        on_pool!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            if let Some(v) = version {
+                let exists: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM plugin_versions WHERE tenant_id = $1 AND slot = $2 AND version = $3")
+                        .bind(tenant.as_str())
+                        .bind(slot)
+                        .bind(v)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if exists == 0 {
+                    return Err(StoreError::NotFound);
+                }
+            }
+            let updated = sqlx::query("UPDATE plugin_activations SET shadow_version = $3 WHERE tenant_id = $1 AND slot = $2")
+                .bind(tenant.as_str())
+                .bind(slot)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let action = if version.is_some() {
+                "shadow"
+            } else {
+                "unshadow"
+            };
+            audit!(
+                tx,
+                tenant.as_str(),
+                slot,
+                action,
+                version.unwrap_or(0),
+                actor,
+                now
+            );
+            let record: ActivationRecord = sqlx::query_as(&format!(
+                "{ACTIVATION_SELECT} WHERE a.tenant_id = $1 AND a.slot = $2"
+            ))
+            .bind(tenant.as_str())
+            .bind(slot)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(record)
+        })
+    }
+
+    pub async fn record_shadow(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        r: &ShadowResult,
+    ) -> Result<()> {
+        on_pool!(self, write, |pool| {
+            sqlx::query(
+                "INSERT INTO plugin_shadow_results (id, tenant_id, slot, order_id, active_version, shadow_version, agreed, active_verdict, shadow_verdict, at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(format!("shd_{}", crate::domain::monotonic_ulid()))
+            .bind(tenant.as_str())
+            .bind(slot)
+            .bind(&r.order_id)
+            .bind(&r.active_version)
+            .bind(&r.shadow_version)
+            .bind(r.agreed)
+            .bind(&r.active_verdict)
+            .bind(&r.shadow_verdict)
+            .bind(r.at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Calls compared and agreements for a shadow version, and its latest divergences.
+    pub async fn shadow_summary(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        shadow_version: &str,
+    ) -> Result<(i64, i64, Vec<ShadowResult>)> {
+        on_pool!(self, read, |pool| {
+            let (calls, agreed): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(agreed), 0) AS BIGINT) FROM plugin_shadow_results
+                 WHERE tenant_id = $1 AND slot = $2 AND shadow_version = $3",
+            )
+            .bind(tenant.as_str())
+            .bind(slot)
+            .bind(shadow_version)
+            .fetch_one(pool)
+            .await?;
+            let divergences: Vec<ShadowResult> = sqlx::query_as(
+                "SELECT order_id, active_version, shadow_version, agreed, active_verdict, shadow_verdict, at
+                 FROM plugin_shadow_results WHERE tenant_id = $1 AND slot = $2 AND shadow_version = $3 AND agreed = 0
+                 ORDER BY id DESC LIMIT 50",
+            )
+            .bind(tenant.as_str())
+            .bind(slot)
+            .bind(shadow_version)
+            .fetch_all(pool)
+            .await?;
+            Ok((calls, agreed, divergences))
         })
     }
 
