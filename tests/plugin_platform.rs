@@ -552,3 +552,56 @@ async fn a_shadow_version_is_compared_never_acted_on(kind: Kind) {
 }
 
 on_both_backends!(a_shadow_version_is_compared_never_acted_on);
+
+/// The operator CLI drives the same API: list, activate, roll back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_cli_lists_activates_and_rolls_back() {
+    let db = Db::new(Kind::Sqlite).await;
+    let srv = Server::start(&db).await;
+    assert_eq!(
+        upload(
+            &srv,
+            "acme",
+            "guardrail",
+            bytes("guardrail-strict"),
+            "application/wasm"
+        )
+        .await
+        .0,
+        201
+    );
+    let cli = |args: &[&str], token: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+            .args(["plugin", "--url", &srv.url, "--token", token])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+        )
+    };
+    let target = ["--tenant", "acme", "--slot", "guardrail"];
+    let (ok, list) = cli(&[&["list"][..], &target[..]].concat(), ADMIN_TOKEN);
+    assert!(ok, "{list}");
+    assert_eq!(
+        (
+            list["activeVersion"].as_i64(),
+            list["data"].as_array().unwrap().len()
+        ),
+        (Some(1), 2)
+    );
+    let (ok, act) = cli(
+        &[&["activate"][..], &target[..], &["--version", "2"][..]].concat(),
+        ADMIN_TOKEN,
+    );
+    assert!(ok, "{act}");
+    assert_eq!(act["activeVersion"], 2);
+    let (ok, back) = cli(&[&["rollback"][..], &target[..]].concat(), ADMIN_TOKEN);
+    assert!(ok, "{back}");
+    assert_eq!(back["activeVersion"], 1);
+    // A wrong token fails, with the host's error shown.
+    let (ok, denied) = cli(&[&["list"][..], &target[..]].concat(), "wrong");
+    assert!(!ok);
+    assert_eq!(denied["error"]["code"], "UNAUTHORIZED");
+}
