@@ -70,11 +70,23 @@ pub struct ActivationChange<'a> {
 
 const VERSION_COLUMNS: &str =
     "tenant_id, slot, version, digest, size_bytes, uploaded_by, uploaded_at";
-const ACTIVATION_SELECT: &str = "SELECT a.tenant_id, a.slot, a.active_version, a.previous_version, a.changed_by, a.changed_at, v.digest,
+/// Activations with their versions' digests, as a literal so the
+/// one-slot form below can be built from it at compile time.
+macro_rules! activation_select {
+    () => {
+        "SELECT a.tenant_id, a.slot, a.active_version, a.previous_version, a.changed_by, a.changed_at, v.digest,
             a.shadow_version, s.digest AS shadow_digest
      FROM plugin_activations a
      JOIN plugin_versions v ON v.tenant_id = a.tenant_id AND v.slot = a.slot AND v.version = a.active_version
-     LEFT JOIN plugin_versions s ON s.tenant_id = a.tenant_id AND s.slot = a.slot AND s.version = a.shadow_version";
+     LEFT JOIN plugin_versions s ON s.tenant_id = a.tenant_id AND s.slot = a.slot AND s.version = a.shadow_version"
+    };
+}
+const ACTIVATION_SELECT: &str = activation_select!();
+/// The activation of one tenant's slot: `$1` tenant, `$2` slot.
+const ACTIVATION_OF_SLOT: &str = concat!(
+    activation_select!(),
+    " WHERE a.tenant_id = $1 AND a.slot = $2"
+);
 
 macro_rules! audit {
     ($tx:ident, $tenant:expr, $slot:expr, $action:expr, $version:expr, $actor:expr, $now:expr) => {
@@ -205,13 +217,11 @@ impl SqlStore {
         slot: &str,
     ) -> Result<Option<ActivationRecord>> {
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as(&format!(
-                "{ACTIVATION_SELECT} WHERE a.tenant_id = $1 AND a.slot = $2"
-            ))
-            .bind(tenant.as_str())
-            .bind(slot)
-            .fetch_optional(pool)
-            .await?)
+            Ok(sqlx::query_as(ACTIVATION_OF_SLOT)
+                .bind(tenant.as_str())
+                .bind(slot)
+                .fetch_optional(pool)
+                .await?)
         })
     }
 
@@ -270,13 +280,11 @@ impl SqlStore {
                     now
                 );
             }
-            let record: ActivationRecord = sqlx::query_as(&format!(
-                "{ACTIVATION_SELECT} WHERE a.tenant_id = $1 AND a.slot = $2"
-            ))
-            .bind(tenant.as_str())
-            .bind(slot)
-            .fetch_one(&mut *tx)
-            .await?;
+            let record: ActivationRecord = sqlx::query_as(ACTIVATION_OF_SLOT)
+                .bind(tenant.as_str())
+                .bind(slot)
+                .fetch_one(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(record)
         })
@@ -329,13 +337,11 @@ impl SqlStore {
                 actor,
                 now
             );
-            let record: ActivationRecord = sqlx::query_as(&format!(
-                "{ACTIVATION_SELECT} WHERE a.tenant_id = $1 AND a.slot = $2"
-            ))
-            .bind(tenant.as_str())
-            .bind(slot)
-            .fetch_one(&mut *tx)
-            .await?;
+            let record: ActivationRecord = sqlx::query_as(ACTIVATION_OF_SLOT)
+                .bind(tenant.as_str())
+                .bind(slot)
+                .fetch_one(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(record)
         })
