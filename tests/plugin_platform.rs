@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support::{ADMIN_TOKEN, Api, Db, Kind, Server, order};
+use support::{ADMIN_TOKEN, Api, Db, Kind, Server, admin, order, upload};
 
 async fn server(kind: Kind) -> (Server, Db) {
     let db = Db::new(kind).await;
@@ -19,37 +19,6 @@ async fn server(kind: Kind) -> (Server, Db) {
 
 fn bytes(name: &str) -> Vec<u8> {
     builtin::find(name).unwrap().bytes.to_vec()
-}
-
-async fn upload(
-    srv: &Server,
-    tenant: &str,
-    slot: &str,
-    body: Vec<u8>,
-    content_type: &str,
-) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/v1/plugins/{slot}", srv.url))
-        .header("x-tenant-id", tenant)
-        .bearer_auth(format!("{tenant}-dev-key"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-async fn admin(srv: &Server, path: &str, body: Option<Value>, token: &str) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let url = format!("{}/admin/v1{path}", srv.url);
-    let req = match body {
-        Some(b) => client.post(url).json(&b),
-        None if path.ends_with("/rollback") => client.post(url),
-        None => client.get(url),
-    };
-    let r = req.bearer_auth(token).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
 }
 
 async fn validate_version(api: &Api, id: &str) -> String {

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod domain;
 pub mod engine;
 pub mod plugin_cli;
+pub mod plugin_local;
 pub mod plugin_scaffold;
 pub mod plugins;
 pub mod psp_sandbox;

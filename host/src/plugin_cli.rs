@@ -1,5 +1,6 @@
 //! `oms plugin …`: the operator API and tenant uploads from the command line.
 
+use crate::plugin_local::LimitArgs;
 use anyhow::{Context, bail};
 use std::io::Write;
 use std::path::PathBuf;
@@ -81,6 +82,96 @@ enum PluginCommand {
         /// Calls to make; each instantiates afresh, as in production.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Replay recorded production calls against a component and compare
+    /// verdicts; exits 1 when any differ. The calls come from a file saved
+    /// from GET /api/v1/plugins/{slot}/calls, or straight from the host.
+    Replay {
+        file: PathBuf,
+        /// Recorded calls (JSON file).
+        #[arg(long, conflicts_with = "tenant")]
+        calls: Option<PathBuf>,
+        /// Fetch the tenant's recorded calls from the host instead.
+        #[arg(long, requires = "slot")]
+        tenant: Option<String>,
+        #[arg(long, env = "OMS_TENANT_KEY", hide_env_values = true)]
+        key: Option<String>,
+        #[arg(long)]
+        slot: Option<String>,
+        /// How many of the newest calls to fetch.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Run a candidate beside the active version (guardrail, fraud-check):
+    /// its verdicts are compared, never acted on. Without --version or --off,
+    /// prints the comparison so far.
+    Shadow {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        slot: String,
+        #[arg(long, conflicts_with = "off")]
+        version: Option<i64>,
+        /// Stop shadowing.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Roll a candidate out to a share of orders, rolled back automatically
+    /// when it crosses its thresholds.
+    #[command(subcommand)]
+    Canary(CanaryCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CanaryCommand {
+    /// Start (or replace) the slot's canary.
+    Start {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        slot: String,
+        #[arg(long)]
+        version: i64,
+        /// Share of orders (1-100), chosen by a hash of the order id.
+        #[arg(long)]
+        percent: i64,
+        /// Roll back above this many failed calls (traps, timeouts, fuel) per 1000.
+        #[arg(long)]
+        max_failure_permille: Option<i64>,
+        /// Roll back when the p99 call time is above this.
+        #[arg(long)]
+        max_p99_ms: Option<i64>,
+        /// Roll back above this many verdicts per 1000 that differ from the active version's.
+        #[arg(long)]
+        max_divergence_permille: Option<i64>,
+        /// Calls to see before judging.
+        #[arg(long)]
+        min_calls: Option<i64>,
+    },
+    /// The running canary, its thresholds and how its latest calls went.
+    Status {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        slot: String,
+    },
+    /// Make the canary's version the active one.
+    Promote {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        slot: String,
+    },
+    /// Stop the canary; the active version decides every order again.
+    Abort {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        slot: String,
     },
 }
 
@@ -91,9 +182,10 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         order,
         settings,
         repeat,
+        limits,
     } = &args.command
     {
-        return test(file, slot, order, settings, *repeat).await;
+        return crate::plugin_local::test(file, slot, order, settings, *repeat, limits).await;
     }
     if let PluginCommand::New { slot, name, dir } = &args.command {
         let slot =
@@ -101,6 +193,48 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
         crate::plugin_scaffold::scaffold(slot, name, &dir)?;
         return print(&serde_json::json!({ "created": dir.display().to_string(), "slot": slot }));
+    }
+    if let PluginCommand::Replay {
+        file,
+        calls,
+        tenant,
+        key,
+        slot,
+        limit,
+        limits,
+    } = &args.command
+    {
+        let recorded: serde_json::Value = match (calls, tenant, slot) {
+            (Some(path), _, _) => serde_json::from_slice(
+                &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )?,
+            (None, Some(tenant), Some(slot)) => {
+                let key = key
+                    .as_deref()
+                    .context("the tenant's API key is needed: --key or OMS_TENANT_KEY")?;
+                let response = reqwest::Client::new()
+                    .get(format!(
+                        "{}/api/v1/plugins/{slot}/calls?limit={limit}",
+                        args.url.trim_end_matches('/')
+                    ))
+                    .header("x-tenant-id", tenant)
+                    .bearer_auth(key)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await?;
+                if !status.is_success() {
+                    print(&body)?;
+                    bail!("the host answered {status}");
+                }
+                body
+            }
+            _ => bail!("give --calls FILE, or --tenant and --slot to fetch them from the host"),
+        };
+        if !crate::plugin_local::replay(file, &recorded, limits).await? {
+            bail!("some verdicts differ from the recorded ones");
+        }
+        return Ok(());
     }
     let client = reqwest::Client::new();
     let base = args.url.trim_end_matches('/');
@@ -150,7 +284,57 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
                 .send()
                 .await?
         }
-        PluginCommand::Test { .. } | PluginCommand::New { .. } => unreachable!("handled above"),
+        PluginCommand::Test { .. } | PluginCommand::New { .. } | PluginCommand::Replay { .. } => {
+            unreachable!("handled above")
+        }
+        PluginCommand::Shadow {
+            tenant,
+            slot,
+            version,
+            off,
+        } => {
+            let url = format!("{base}/admin/v1/tenants/{tenant}/plugins/{slot}/shadow");
+            let request = match (version, off) {
+                (Some(v), _) => client.post(url).json(&serde_json::json!({ "version": v })),
+                (None, true) => client
+                    .post(url)
+                    .json(&serde_json::json!({ "version": null })),
+                (None, false) => client.get(url),
+            };
+            request.bearer_auth(token()?).send().await?
+        }
+        PluginCommand::Canary(command) => {
+            let path = |tenant: &str, slot: &str, rest: &str| {
+                format!("{base}/admin/v1/tenants/{tenant}/plugins/{slot}/canary{rest}")
+            };
+            let request = match command {
+                CanaryCommand::Start {
+                    tenant,
+                    slot,
+                    version,
+                    percent,
+                    max_failure_permille,
+                    max_p99_ms,
+                    max_divergence_permille,
+                    min_calls,
+                } => client
+                    .post(path(tenant, slot, ""))
+                    .json(&serde_json::json!({
+                        "version": version,
+                        "percent": percent,
+                        "maxFailurePermille": max_failure_permille,
+                        "maxP99Ms": max_p99_ms,
+                        "maxDivergencePermille": max_divergence_permille,
+                        "minCalls": min_calls,
+                    })),
+                CanaryCommand::Status { tenant, slot } => client.get(path(tenant, slot, "")),
+                CanaryCommand::Promote { tenant, slot } => {
+                    client.post(path(tenant, slot, "/promote"))
+                }
+                CanaryCommand::Abort { tenant, slot } => client.post(path(tenant, slot, "/abort")),
+            };
+            request.bearer_auth(token()?).send().await?
+        }
         PluginCommand::Rollback { tenant, slot } => {
             client
                 .post(format!(
@@ -177,142 +361,4 @@ fn print(value: &serde_json::Value) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut out, value)?;
     out.write_all(b"\n")?;
     Ok(())
-}
-
-/// `oms plugin test`: the same checks as an upload, the same limits as
-/// production, no host or database needed.
-async fn test(
-    file: &PathBuf,
-    slot: &str,
-    order: &PathBuf,
-    settings: &[String],
-    repeat: usize,
-) -> anyhow::Result<()> {
-    use crate::plugins::bindings::{Address, LineItem, Order};
-    use crate::plugins::{PluginHost, Slot};
-    use serde_json::json;
-
-    let slot = Slot::parse(slot).with_context(|| format!("unknown slot {slot}"))?;
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let order_json: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(order).with_context(|| format!("reading {}", order.display()))?,
-    )?;
-    let draft = crate::api::validate_order(&order_json).map_err(|errors| {
-        anyhow::anyhow!(
-            "the order is not valid: {}",
-            serde_json::to_string(&errors).unwrap_or_default()
-        )
-    })?;
-    let total = draft.total().context("the order total overflows")?;
-    let wit_order = Order {
-        id: "ord_local_test".into(),
-        tenant: "local".into(),
-        customer_id: draft.customer_id.clone(),
-        currency: draft.currency.code().into(),
-        items: draft
-            .items
-            .iter()
-            .map(|i| LineItem {
-                sku: i.sku.to_string(),
-                quantity: i.quantity,
-                unit_price: i.unit_price,
-            })
-            .collect(),
-        total_amount: total.minor,
-        shipping_address: Address {
-            line1: draft.shipping_address.line1.clone(),
-            city: draft.shipping_address.city.clone(),
-            postal_code: draft.shipping_address.postal_code.clone(),
-            country: draft.shipping_address.country.clone(),
-        },
-    };
-    let settings: Vec<(String, String)> = settings
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect::<Option<_>>()
-        .context("settings are KEY=VALUE")?;
-
-    let host = PluginHost::new().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plugin = match host.load(slot, &bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            print(&json!({ "accepted": false, "code": e.code(), "message": e.to_string() }))?;
-            bail!("the component would be refused at upload");
-        }
-    };
-    let limits = slot.default_limits();
-    let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut last = json!(null);
-    for _ in 0..repeat.max(1) {
-        let started = std::time::Instant::now();
-        let (verdict, fuel) = match slot {
-            Slot::Guardrail => match host
-                .validate(
-                    "local",
-                    &plugin,
-                    limits,
-                    wit_order.clone(),
-                    settings.clone(),
-                )
-                .await
-            {
-                Ok(c) => {
-                    let v = match &c.value {
-                        Ok(()) => json!({ "ok": true }),
-                        Err(vs) => {
-                            json!({ "ok": false, "violations": vs.iter().map(|v| json!({ "code": v.code, "message": v.message, "field": v.field })).collect::<Vec<_>>() })
-                        }
-                    };
-                    (v, c.stats.fuel_used)
-                }
-                Err(e) => (json!({ "error": e.code(), "message": e.to_string() }), 0),
-            },
-            Slot::FraudCheck => {
-                use crate::plugins::bindings::fraud::exports::oms::plugin::risk::Decision;
-                let context =
-                    crate::plugins::bindings::fraud::exports::oms::plugin::risk::CustomerContext {
-                        recent_order_count: 0,
-                        recent_spend: 0,
-                    };
-                match host
-                    .assess(
-                        "local",
-                        &plugin,
-                        limits,
-                        wit_order.clone(),
-                        context,
-                        settings.clone(),
-                    )
-                    .await
-                {
-                    Ok(c) => (
-                        json!({ "decision": match c.value.decision {
-                        Decision::Approve => "approve",
-                        Decision::Review => "review",
-                        Decision::Decline => "decline",
-                    }, "score": c.value.score, "reasons": c.value.reasons }),
-                        c.stats.fuel_used,
-                    ),
-                    Err(e) => (json!({ "error": e.code(), "message": e.to_string() }), 0),
-                }
-            }
-            other => bail!(
-                "oms plugin test runs guardrail and fraud-check components; {other} needs a saga or a provider"
-            ),
-        };
-        let _ = latencies.record((started.elapsed().as_micros() as u64).max(1));
-        last = json!({ "verdict": verdict, "fuelUsed": fuel });
-    }
-    last["accepted"] = json!(true);
-    last["version"] = json!(plugin.version());
-    last["calls"] = json!(repeat.max(1));
-    last["callUs"] = json!({
-        "p50": latencies.value_at_quantile(0.5),
-        "p99": latencies.value_at_quantile(0.99),
-        "max": latencies.max(),
-    });
-    print(&last)
 }

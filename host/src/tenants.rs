@@ -5,6 +5,7 @@ use crate::domain::{Sku, TenantId, WarehouseId};
 use crate::plugins::http::HttpGrant;
 use crate::plugins::{CallLimits, LoadError, Plugin, PluginHost, Slot, builtin};
 use crate::saga::{Limits, SagaDefinition, Step};
+use crate::store::CanaryRecord;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -131,9 +132,18 @@ struct PluginSection {
     settings: BTreeMap<String, String>,
     #[serde(default)]
     allowed_origins: Vec<String>,
+    /// Limits for this slot; each defaults to the platform's default and may
+    /// be set up to the platform's maximum (`Slot::max_limits`).
     fuel: Option<u64>,
     timeout_ms: Option<u64>,
     memory_mb: Option<usize>,
+    output_kb: Option<usize>,
+    log_kb: Option<usize>,
+    /// Record every call (input, version, verdict, fuel) for `oms plugin
+    /// replay`. Guardrail and fraud-check only: payment calls have side
+    /// effects and carry credentials.
+    #[serde(default)]
+    record_calls: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,12 +154,30 @@ struct StockSeed {
     on_hand: i64,
 }
 
+/// A candidate deciding a share of orders, chosen by [`canary_bucket`].
+pub struct Canary {
+    pub plugin: Arc<Plugin>,
+    pub record: CanaryRecord,
+}
+
+/// The bucket (0–99) an order falls in for canary rollouts: a hash of the
+/// order id, the same on every host and for every step of the order, so one
+/// order meets one version of a slot from its first call to its last.
+pub fn canary_bucket(order_id: &str) -> u64 {
+    let digest = Sha256::digest(order_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first) % 100
+}
+
 /// A tenant's slot: the component running now (hot-swappable), the one its
 /// manifest names, and the tenant's settings and limits for the slot.
 pub struct TenantPlugin {
     active: RwLock<Arc<Plugin>>,
     /// A candidate run beside the active one, its verdict recorded, never acted on.
     shadow: RwLock<Option<Arc<Plugin>>>,
+    canary: RwLock<Option<Arc<Canary>>>,
+    pub record_calls: bool,
     /// The manifest's component and its bytes, registered as a version at start.
     pub manifest_plugin: Arc<Plugin>,
     pub manifest_bytes: Vec<u8>,
@@ -173,6 +201,28 @@ impl TenantPlugin {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn canary(&self) -> Option<Arc<Canary>> {
+        self.canary
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_canary(&self, canary: Option<Arc<Canary>>) {
+        *self.canary.write().unwrap_or_else(|p| p.into_inner()) = canary;
+    }
+
+    /// The component that decides this order: the canary's, if one runs
+    /// and the order falls in its share, else the active one.
+    pub fn for_order(&self, order_id: &str) -> (Arc<Plugin>, Option<Arc<Canary>>) {
+        match self.canary() {
+            Some(c) if canary_bucket(order_id) < c.record.percent.clamp(0, 100) as u64 => {
+                (c.plugin.clone(), Some(c))
+            }
+            _ => (self.current(), None),
+        }
     }
 
     pub fn set_shadow(&self, plugin: Option<Arc<Plugin>>) {
@@ -356,18 +406,13 @@ fn parse_tenant(
                 slot: slot_name.clone(),
                 error,
             })?;
-        // A tenant may lower the platform's limits, never raise them.
-        let platform = slot.default_limits();
-        let limits = CallLimits {
-            fuel: section.fuel.map_or(platform.fuel, |f| f.min(platform.fuel)),
-            timeout: section.timeout_ms.map_or(platform.timeout, |t| {
-                Duration::from_millis(t).min(platform.timeout)
-            }),
-            memory_bytes: section.memory_mb.map_or(platform.memory_bytes, |m| {
-                (m << 20).min(platform.memory_bytes)
-            }),
-            ..platform
-        };
+        let limits =
+            call_limits(slot, &section).map_err(|m| bad(format!("plugins.{slot_name}: {m}")))?;
+        if section.record_calls && !matches!(slot, Slot::Guardrail | Slot::FraudCheck) {
+            return Err(bad(format!(
+                "record_calls is for guardrail and fraud-check, not {slot}: its calls have side effects"
+            )));
+        }
         let origins: Vec<String> = section
             .allowed_origins
             .iter()
@@ -390,6 +435,8 @@ fn parse_tenant(
             TenantPlugin {
                 active: RwLock::new(plugin.clone()),
                 shadow: RwLock::new(None),
+                canary: RwLock::new(None),
+                record_calls: section.record_calls,
                 manifest_plugin: plugin,
                 manifest_bytes: bytes,
                 settings,
@@ -436,4 +483,96 @@ fn parse_tenant(
         demo_stock,
         limiter,
     })
+}
+
+/// The slot's limits for this tenant: the platform default unless the
+/// manifest sets one, and never above the platform maximum.
+fn call_limits(slot: Slot, section: &PluginSection) -> Result<CallLimits, String> {
+    let (default, max) = (slot.default_limits(), slot.max_limits());
+    fn pick<T: Copy + PartialOrd + std::fmt::Debug>(
+        name: &str,
+        set: Option<T>,
+        default: T,
+        max: T,
+    ) -> Result<T, String> {
+        match set {
+            Some(v) if v > max => Err(format!(
+                "{name} = {v:?} is above the platform maximum of {max:?}"
+            )),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        }
+    }
+    Ok(CallLimits {
+        fuel: pick("fuel", section.fuel, default.fuel, max.fuel)?,
+        timeout: pick(
+            "timeout_ms",
+            section.timeout_ms.map(Duration::from_millis),
+            default.timeout,
+            max.timeout,
+        )?,
+        memory_bytes: pick(
+            "memory_mb",
+            section.memory_mb.map(|m| m << 20),
+            default.memory_bytes,
+            max.memory_bytes,
+        )?,
+        output_bytes: pick(
+            "output_kb",
+            section.output_kb.map(|k| k << 10),
+            default.output_bytes,
+            max.output_bytes,
+        )?,
+        log_bytes: pick(
+            "log_kb",
+            section.log_kb.map(|k| k << 10),
+            default.log_bytes,
+            max.log_bytes,
+        )?,
+        http_timeout: default.http_timeout,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_buckets_spread_evenly_and_never_move() {
+        let mut counts = [0u32; 100];
+        for i in 0..100_000 {
+            counts[canary_bucket(&format!("ord_{i:08}")) as usize] += 1;
+        }
+        // 1,000 expected per bucket; a skewed hash would show far outside this.
+        assert!(
+            counts.iter().all(|&c| (850..1150).contains(&c)),
+            "{counts:?}"
+        );
+        assert_eq!(canary_bucket("ord_fixed"), canary_bucket("ord_fixed"));
+    }
+
+    fn section(toml_text: &str) -> PluginSection {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn manifest_limits_default_rise_to_the_maximum_and_no_further() {
+        let defaults = call_limits(Slot::Guardrail, &section("component = \"x\"")).unwrap();
+        assert_eq!(defaults, Slot::Guardrail.default_limits());
+        let raised = call_limits(
+            Slot::Guardrail,
+            &section("component = \"x\"\nmemory_mb = 64\nlog_kb = 64\noutput_kb = 128"),
+        )
+        .unwrap();
+        assert_eq!(
+            (raised.memory_bytes, raised.log_bytes, raised.output_bytes),
+            (64 << 20, 64 << 10, 128 << 10)
+        );
+        let too_much = call_limits(
+            Slot::Guardrail,
+            &section("component = \"x\"\nmemory_mb = 65"),
+        );
+        assert!(too_much.unwrap_err().contains("memory_mb"));
+    }
 }

@@ -383,3 +383,38 @@ pub fn order(customer: &str, sku: &str, quantity: u32, token: &str) -> Value {
         "paymentMethod": { "token": token },
     })
 }
+
+/// Uploads a component as `tenant` (with its demo key): status and answer.
+pub async fn upload(
+    srv: &Server,
+    tenant: &str,
+    slot: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/plugins/{slot}", srv.url))
+        .header("x-tenant-id", tenant)
+        .bearer_auth(format!("{tenant}-dev-key"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Calls the operator API: POST with a body, POST for the verbs that take
+/// none (rollback, promote, abort), GET otherwise.
+pub async fn admin(srv: &Server, path: &str, body: Option<Value>, token: &str) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{}/admin/v1{path}", srv.url);
+    let verb = ["/rollback", "/promote", "/abort"];
+    let req = match body {
+        Some(b) => client.post(url).json(&b),
+        None if verb.iter().any(|v| path.ends_with(v)) => client.post(url),
+        None => client.get(url),
+    };
+    let r = req.bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}

@@ -1,6 +1,7 @@
 //! The HTTP API: `/api/v1` for tenants' clients (tenant-scoped by
 //! `X-Tenant-Id` and a bearer key), plus health, readiness and metrics.
 
+mod canary;
 mod error;
 mod inventory;
 mod orders;
@@ -50,7 +51,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/plugins/{slot}/versions", get(plugins::tenant_versions))
         .route("/plugins/{slot}/stats", get(plugins::stats))
-        .route("/plugins/{slot}/logs", get(plugins::logs));
+        .route("/plugins/{slot}/logs", get(plugins::logs))
+        .route("/plugins/{slot}/calls", get(plugins::calls));
     let admin = Router::new()
         .route(
             "/tenants/{tenant}/plugins/{slot}/versions",
@@ -67,6 +69,18 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route(
             "/tenants/{tenant}/plugins/{slot}/shadow",
             post(plugins::set_shadow).get(plugins::shadow_report),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/canary",
+            post(canary::start).get(canary::report),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/canary/promote",
+            post(canary::promote),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/canary/abort",
+            post(canary::abort),
         )
         .route("/tenants/{tenant}/audit", get(plugins::audit));
     Router::new()

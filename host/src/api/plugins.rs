@@ -15,13 +15,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn iso(ms: i64) -> String {
+pub(super) fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()
 }
 
-fn slot(raw: &str) -> Result<Slot, ApiError> {
+pub(super) fn slot(raw: &str) -> Result<Slot, ApiError> {
     Slot::parse(raw).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -31,13 +31,14 @@ fn slot(raw: &str) -> Result<Slot, ApiError> {
     })
 }
 
-fn op_error(e: PluginOpError) -> ApiError {
+pub(super) fn op_error(e: PluginOpError) -> ApiError {
     match e {
         PluginOpError::Refused(load) => refused(&load),
         PluginOpError::UnknownVersion => ApiError::not_found("plugin version"),
         PluginOpError::NothingToRollBack => {
             ApiError::new(StatusCode::CONFLICT, "NOTHING_TO_ROLL_BACK", e.to_string())
         }
+        PluginOpError::NoCanary => ApiError::new(StatusCode::NOT_FOUND, "NO_CANARY", e.to_string()),
         PluginOpError::Store(e) => ApiError::unavailable(e),
     }
 }
@@ -63,7 +64,11 @@ fn version_json(r: &PluginVersionRecord, active: Option<i64>) -> Value {
     })
 }
 
-async fn versions_json(p: &AppState, tenant: &Tenant, slot: Slot) -> Result<Value, ApiError> {
+pub(super) async fn versions_json(
+    p: &AppState,
+    tenant: &Tenant,
+    slot: Slot,
+) -> Result<Value, ApiError> {
     let versions = p
         .store
         .plugin_versions(&tenant.id, slot.as_str())
@@ -80,7 +85,8 @@ async fn versions_json(p: &AppState, tenant: &Tenant, slot: Slot) -> Result<Valu
         "slot": slot,
         "activeVersion": active_version,
         "previousVersion": active.as_ref().and_then(|a| a.previous_version),
-        "shadowVersion": active.and_then(|a| a.shadow_version),
+        "shadowVersion": active.as_ref().and_then(|a| a.shadow_version),
+        "canary": active.as_ref().and_then(|a| Some(json!({ "version": a.canary_version?, "percent": a.canary_percent? }))),
         "data": versions.iter().map(|v| version_json(v, active_version)).collect::<Vec<_>>(),
     }))
 }
@@ -154,20 +160,7 @@ pub async fn logs(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let slot = slot(&raw)?;
-    let limit = match q.get("limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_QUERY",
-                    "limit must be 1 to 500",
-                )
-            })?,
-        None => 100,
-    };
+    let limit = limit(&q, 100, 500)?;
     let lines: Vec<Value> = p
         .plugins
         .stats
@@ -176,6 +169,66 @@ pub async fn logs(
         .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
         .collect();
     Ok(Json(json!({ "slot": slot, "data": lines })))
+}
+
+/// `?limit=` within `1..=max`, `default` when absent.
+pub(super) fn limit(
+    q: &std::collections::HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_QUERY",
+                    format!("limit must be 1 to {max}"),
+                )
+            }),
+        None => Ok(default),
+    }
+}
+
+/// `GET /api/v1/plugins/{slot}/calls?limit=`: the tenant's recorded
+/// production calls, oldest first, in the form `oms plugin replay` reads.
+pub async fn calls(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&raw)?;
+    let limit = limit(&q, 100, 10_000)?;
+    let calls = p
+        .store
+        .recorded_calls(&tenant.id, slot.as_str(), limit as i64)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let data: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            json!({
+                "slot": c.slot,
+                "version": c.version,
+                "orderId": c.order_id,
+                "input": serde_json::from_str::<Value>(&c.input).unwrap_or(Value::Null),
+                "output": serde_json::from_str::<Value>(&c.output).unwrap_or(Value::Null),
+                "verdict": c.verdict,
+                "fuelUsed": c.fuel_used,
+                "durationUs": c.duration_us,
+                "at": iso(c.at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "slot": slot,
+        "recording": tenant.plugin(slot).record_calls,
+        "data": data,
+    })))
 }
 
 /// An operator, proven by `Authorization: Bearer $OMS_ADMIN_TOKEN`.
@@ -215,7 +268,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn tenant(p: &AppState, raw: &str) -> Result<Arc<Tenant>, ApiError> {
+pub(super) fn tenant(p: &AppState, raw: &str) -> Result<Arc<Tenant>, ApiError> {
     p.tenants
         .get(raw)
         .cloned()
@@ -357,7 +410,7 @@ pub async fn audit(
         })?;
     let data: Vec<Value> = log
         .iter()
-        .map(|a| json!({ "slot": a.slot, "action": a.action, "version": a.version, "actor": a.actor, "at": iso(a.at) }))
+        .map(|a| json!({ "slot": a.slot, "action": a.action, "version": a.version, "actor": a.actor, "at": iso(a.at), "detail": a.detail }))
         .collect();
     Ok(Json(json!({ "data": data })))
 }

@@ -38,6 +38,9 @@ counters! {
     commit_conflicts_total: "Transitions retried after a concurrent change.",
     duplicate_deliveries_total: "Commands delivered again after they were applied.",
     outbox_published_total: "Outbox messages handed to the transport.",
+    plugin_calls_recorded_total: "Plugin calls recorded for replay.",
+    plugin_calls_unrecorded_total: "Plugin calls not recorded because the recorder was behind.",
+    canary_rollbacks_total: "Canary versions rolled back automatically.",
 }
 
 impl Metrics {

@@ -7,6 +7,7 @@ mod effects;
 pub mod metrics;
 pub mod orders;
 pub mod plugins;
+mod recorder;
 pub mod relay;
 mod runner;
 mod steps;
@@ -31,6 +32,7 @@ pub struct Platform {
     pub(crate) outbox_wake: Notify,
     pub transport: relay::InProcess,
     pub(crate) runner: runner::Runner,
+    pub(crate) recorder: recorder::Recorder,
     /// Bearer token for `/admin/v1`; the admin API is closed without one.
     pub admin_token: Option<String>,
 }
@@ -51,6 +53,7 @@ impl Platform {
             outbox_wake: Notify::new(),
             transport: relay::InProcess::new(),
             runner: runner::Runner::default(),
+            recorder: recorder::Recorder::default(),
             admin_token: admin_token.filter(|t| !t.is_empty()),
         })
     }
@@ -61,6 +64,7 @@ impl Platform {
             tokio::spawn(runner::run(self.clone())),
             tokio::spawn(relay::run(self.clone())),
             tokio::spawn(plugins::run_sync(self.clone())),
+            tokio::spawn(recorder::run(self.clone())),
         ]
     }
 

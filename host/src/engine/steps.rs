@@ -9,10 +9,13 @@ use super::effects::{Extras, TOPIC_FULFILMENT, message};
 use crate::domain::{OrderDraft, OrderId, TenantId};
 use crate::engine::metrics::Metrics;
 use crate::plugins::bindings::{self, fraud, payment, policy};
-use crate::plugins::{Called, PaymentOp, Plugin, PluginError, Slot};
+use crate::plugins::calls::{
+    CallInput, CallOutput, ContextInput, OrderInput, error_output, fraud_output, guardrail_output,
+};
+use crate::plugins::{CallStats, Called, PaymentOp, Plugin, PluginError, Slot};
 use crate::saga::{Compensation, Failure, Plan, SagaEvent, SagaState, Step, resolve_plan};
-use crate::store::{InventoryOp, OrderRecord, PaymentRecord};
-use crate::tenants::{ReviewAction, Tenant};
+use crate::store::{CanaryCall, InventoryOp, OrderRecord, PaymentRecord, RecordedCall};
+use crate::tenants::{Canary, ReviewAction, Tenant};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -178,10 +181,10 @@ async fn shadow_compare(
         return;
     };
     let verdict = if slot == Slot::Guardrail {
-        let outcome = validate_with(p, cx, &shadow).await;
+        let outcome = validate_with(p, cx, &shadow, false).await;
         guardrail_verdict(&outcome.event, &outcome.extras)
     } else {
-        fraud_verdict(&fraud_with(p, cx, &shadow).await.extras)
+        fraud_verdict(&fraud_with(p, cx, &shadow, false).await.extras)
     };
     let result = crate::store::ShadowResult {
         order_id: cx.order_id.to_string(),
@@ -202,48 +205,128 @@ async fn shadow_compare(
 }
 
 async fn validate(p: &Platform, cx: &Context<'_>) -> Outcome {
-    let plugin = cx.tenant.plugin(Slot::Guardrail).current();
-    let outcome = validate_with(p, cx, &plugin).await;
-    shadow_compare(
-        p,
-        cx,
-        Slot::Guardrail,
-        &plugin,
-        &guardrail_verdict(&outcome.event, &outcome.extras),
-    )
-    .await;
+    let tp = cx.tenant.plugin(Slot::Guardrail);
+    let (plugin, canary) = tp.for_order(cx.order_id.as_str());
+    let mut outcome = validate_with(p, cx, &plugin, tp.record_calls).await;
+    let verdict = guardrail_verdict(&outcome.event, &outcome.extras);
+    match canary {
+        Some(canary) => {
+            // The active version runs beside the canary, never acted on, to
+            // measure how often the two disagree.
+            let beside = validate_with(p, cx, &tp.current(), false).await;
+            let agreed = guardrail_verdict(&beside.event, &beside.extras) == verdict;
+            record_canary(p, cx, &canary, &mut outcome.extras, Some(agreed)).await;
+        }
+        None => shadow_compare(p, cx, Slot::Guardrail, &plugin, &verdict).await,
+    }
     outcome
 }
 
 async fn fraud_check(p: &Platform, cx: &Context<'_>) -> Outcome {
-    let plugin = cx.tenant.plugin(Slot::FraudCheck).current();
-    let outcome = fraud_with(p, cx, &plugin).await;
-    shadow_compare(
-        p,
-        cx,
-        Slot::FraudCheck,
-        &plugin,
-        &fraud_verdict(&outcome.extras),
-    )
-    .await;
+    let tp = cx.tenant.plugin(Slot::FraudCheck);
+    let (plugin, canary) = tp.for_order(cx.order_id.as_str());
+    let mut outcome = fraud_with(p, cx, &plugin, tp.record_calls).await;
+    let verdict = fraud_verdict(&outcome.extras);
+    match canary {
+        Some(canary) => {
+            let beside = fraud_with(p, cx, &tp.current(), false).await;
+            let agreed = fraud_verdict(&beside.extras) == verdict;
+            record_canary(p, cx, &canary, &mut outcome.extras, Some(agreed)).await;
+        }
+        None => shadow_compare(p, cx, Slot::FraudCheck, &plugin, &verdict).await,
+    }
     outcome
 }
 
-async fn validate_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>) -> Outcome {
+/// Notes a call the canary version made (failed or not, how long, whether
+/// the active version agreed) for the canary's thresholds, and marks the
+/// step as decided by the canary.
+async fn record_canary(
+    p: &Platform,
+    cx: &Context<'_>,
+    canary: &Canary,
+    extras: &mut Extras,
+    agreed: Option<bool>,
+) {
+    extras.detail.insert("canary".into(), json!(true));
+    let call = CanaryCall {
+        order_id: cx.order_id.to_string(),
+        failed: extras.detail.contains_key("pluginError"),
+        duration_us: extras
+            .detail
+            .get("durationUs")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        agreed,
+        at: crate::now_ms(),
+    };
+    if let Err(e) = p.store.record_canary_call(&canary.record, &call).await {
+        tracing::warn!(error = %e, "recording a canary call failed");
+    }
+}
+
+/// Queues a production call for replay.
+fn record_call(
+    p: &Platform,
+    cx: &Context<'_>,
+    plugin: &Plugin,
+    input: CallInput,
+    answer: &CallOutput,
+    stats: Option<&CallStats>,
+) {
+    let call = RecordedCall {
+        tenant_id: cx.tenant.id.to_string(),
+        slot: input.slot().to_string(),
+        version: plugin.version().to_string(),
+        order_id: cx.order_id.to_string(),
+        input: serde_json::to_string(&input).unwrap_or_default(),
+        output: answer.output.to_string(),
+        verdict: answer.verdict.clone(),
+        fuel_used: stats.map_or(0, |s| s.fuel_used as i64),
+        duration_us: stats.map_or(0, |s| s.duration.as_micros() as i64),
+        at: crate::now_ms(),
+    };
+    p.recorder.record(&p.metrics, call);
+}
+
+async fn validate_with(
+    p: &Platform,
+    cx: &Context<'_>,
+    plugin: &Arc<Plugin>,
+    record: bool,
+) -> Outcome {
     let tp = cx.tenant.plugin(Slot::Guardrail);
     let version = plugin.version().to_string();
     let step = Step::Validate;
-    match p
+    let order = cx.wit_order();
+    let input = record.then(|| CallInput::Guardrail {
+        order: OrderInput::from(&order),
+        settings: tp.settings.clone(),
+    });
+    let result = p
         .plugins
         .validate(
             cx.tenant.id.as_str(),
             plugin,
             tp.limits,
-            cx.wit_order(),
+            order,
             tp.settings.clone(),
         )
-        .await
-    {
+        .await;
+    if let Some(input) = input {
+        match &result {
+            Ok(c) => record_call(
+                p,
+                cx,
+                plugin,
+                input,
+                &guardrail_output(&c.value),
+                Some(&c.stats),
+            ),
+            Err(e) => record_call(p, cx, plugin, input, &error_output(e), None),
+        }
+    }
+    match result {
         Ok(called) => {
             let extras = Extras {
                 detail: detail(&called, &version),
@@ -304,7 +387,7 @@ async fn validate_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>) -> 
     }
 }
 
-async fn fraud_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>) -> Outcome {
+async fn fraud_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>, record: bool) -> Outcome {
     let tp = cx.tenant.plugin(Slot::FraudCheck);
     let version = plugin.version().to_string();
     let step = Step::FraudCheck;
@@ -325,18 +408,40 @@ async fn fraud_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>) -> Out
         recent_spend: history.spend,
     };
     use fraud::exports::oms::plugin::risk::Decision;
-    let (decision, score, reasons, mut extras) = match p
+    let order = cx.wit_order();
+    let input = record.then(|| CallInput::FraudCheck {
+        order: OrderInput::from(&order),
+        context: ContextInput {
+            recent_order_count: context.recent_order_count,
+            recent_spend: context.recent_spend,
+        },
+        settings: tp.settings.clone(),
+    });
+    let result = p
         .plugins
         .assess(
             cx.tenant.id.as_str(),
             plugin,
             tp.limits,
-            cx.wit_order(),
+            order,
             context,
             tp.settings.clone(),
         )
-        .await
-    {
+        .await;
+    if let Some(input) = input {
+        match &result {
+            Ok(c) => record_call(
+                p,
+                cx,
+                plugin,
+                input,
+                &fraud_output(&c.value),
+                Some(&c.stats),
+            ),
+            Err(e) => record_call(p, cx, plugin, input, &error_output(e), None),
+        }
+    }
+    let (decision, score, reasons, mut extras) = match result {
         Ok(called) => {
             let extras = Extras {
                 detail: detail(&called, &version),
@@ -396,7 +501,7 @@ async fn fraud_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>) -> Out
 /// operation, so a retry after a timeout can never charge twice.
 async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, Failure>, Extras) {
     let tp = cx.tenant.plugin(crate::plugins::Slot::PaymentProvider);
-    let plugin = tp.current();
+    let (plugin, canary) = tp.for_order(cx.order_id.as_str());
     let version = plugin.version().to_string();
     let key = format!("{}:{}", cx.order_id, op.as_str());
     let request = payment::exports::oms::plugin::provider::PaymentRequest {
@@ -455,6 +560,15 @@ async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, F
             )
         }
     };
+    let mut detail = detail;
+    if let Some(canary) = &canary {
+        let mut extras = Extras {
+            detail,
+            ..Extras::default()
+        };
+        record_canary(p, cx, canary, &mut extras, None).await;
+        detail = extras.detail;
+    }
     let record = PaymentRecord {
         id: format!("pay_{}", crate::domain::monotonic_ulid()),
         op: op.as_str().into(),
@@ -527,7 +641,7 @@ async fn plan(
 ) -> Plan {
     use policy::exports::oms::plugin::policy as wit;
     let tp = cx.tenant.plugin(crate::plugins::Slot::CompensationPolicy);
-    let plugin = tp.current();
+    let (plugin, canary) = tp.for_order(cx.order_id.as_str());
     let to_wit = |s: Step| match s {
         Step::Validate => wit::Step::Validate,
         Step::FraudCheck => wit::Step::FraudCheck,
@@ -550,7 +664,7 @@ async fn plan(
         currency: cx.draft.currency.code().into(),
         completed: cx.state.completed.iter().map(|s| to_wit(*s)).collect(),
     };
-    let plan = match p
+    let called = p
         .plugins
         .decide(
             cx.tenant.id.as_str(),
@@ -560,8 +674,24 @@ async fn plan(
             view,
             tp.settings.clone(),
         )
-        .await
-    {
+        .await;
+    if let Some(canary) = &canary {
+        let mut noted = Extras::default();
+        match &called {
+            Ok(c) => {
+                noted.detail.insert(
+                    "durationUs".into(),
+                    json!(c.stats.duration.as_micros() as u64),
+                );
+            }
+            Err(e) => {
+                noted.detail.insert("pluginError".into(), json!(e.code()));
+            }
+        }
+        record_canary(p, cx, canary, &mut noted, None).await;
+        extras.detail.insert("policyCanary".into(), json!(true));
+    }
+    let plan = match called {
         Ok(called) => match called.value.decision {
             wit::Decision::Retry(ms) => Plan::Retry {
                 delay_ms: u64::from(ms),

@@ -7,7 +7,9 @@
 
 pub mod bindings;
 pub mod builtin;
+pub mod calls;
 pub mod http;
+pub mod log;
 pub mod stats;
 
 use crate::domain::wire_enum;
@@ -23,7 +25,6 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 wire_enum!(
@@ -78,7 +79,7 @@ impl Slot {
             || (*self == Slot::PaymentProvider && name.starts_with("oms:plugin/outbound-http@"))
     }
 
-    /// Platform defaults; a tenant manifest may lower them.
+    /// What a tenant gets unless its manifest says otherwise.
     pub fn default_limits(&self) -> CallLimits {
         match self {
             Slot::PaymentProvider => CallLimits {
@@ -99,7 +100,34 @@ impl Slot {
             },
         }
     }
+
+    /// The platform maxima: a tenant manifest may set any limit up to these,
+    /// never beyond (a Python guest, carrying its interpreter, needs more
+    /// memory than the defaults).
+    pub fn max_limits(&self) -> CallLimits {
+        match self {
+            Slot::PaymentProvider => CallLimits {
+                fuel: 2_000_000_000,
+                timeout: Duration::from_secs(30),
+                memory_bytes: MAX_MEMORY_BYTES,
+                log_bytes: 256 << 10,
+                output_bytes: 1 << 20,
+                http_timeout: Duration::from_secs(15),
+            },
+            _ => CallLimits {
+                fuel: 1_000_000_000,
+                timeout: Duration::from_secs(2),
+                memory_bytes: MAX_MEMORY_BYTES,
+                log_bytes: 256 << 10,
+                output_bytes: 1 << 20,
+                http_timeout: Duration::ZERO,
+            },
+        }
+    }
 }
+
+/// Linear memory of one instance, at most (the pooling allocator reserves this much per slot).
+pub const MAX_MEMORY_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallLimits {
@@ -108,7 +136,7 @@ pub struct CallLimits {
     /// Wall clock, enforced by epoch interruption.
     pub timeout: Duration,
     pub memory_bytes: usize,
-    /// What the plugin may write to stdout/stderr per call; writing more traps.
+    /// What the plugin may write to stdout/stderr per call; the rest is cut off.
     pub log_bytes: usize,
     /// The largest answer accepted, counted as the bytes of its strings.
     pub output_bytes: usize,
@@ -180,6 +208,8 @@ pub struct CallStats {
     pub fuel_used: u64,
     pub duration: Duration,
     pub log: String,
+    /// Bytes written past the log budget, cut off.
+    pub log_dropped: usize,
 }
 
 #[derive(Debug)]
@@ -265,7 +295,7 @@ impl PluginHost {
             .total_core_instances(POOL_INSTANCES * 4)
             .total_memories(POOL_INSTANCES * 2)
             .total_tables(POOL_INSTANCES * 4)
-            .max_memory_size(64 << 20)
+            .max_memory_size(MAX_MEMORY_BYTES)
             // Zero the first pages of a freed instance in place rather than hand
             // them back to the kernel: the next call then takes no page faults.
             // Guardrail p99 went from 2.7 ms to 0.2 ms with this.
@@ -608,7 +638,7 @@ fn run_call<R, F>(
 where
     F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R>,
 {
-    let log = MemoryOutputPipe::new(limits.log_bytes);
+    let log = log::BoundedLog::new(limits.log_bytes);
     let wasi = WasiCtx::builder()
         .stdout(log.clone())
         .stderr(log.clone())
@@ -618,7 +648,8 @@ where
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
-            .instances(16)
+            // A componentize-py guest links CPython and its libraries as ~20 core instances.
+            .instances(64)
             .build(),
         http,
     };
@@ -636,10 +667,12 @@ where
 
     let started = Instant::now();
     let result = f(&mut store, plugin);
+    let (kept_log, log_dropped) = log.contents();
     let stats = CallStats {
         fuel_used: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
         duration: started.elapsed(),
-        log: String::from_utf8_lossy(&log.contents()).into_owned(),
+        log: kept_log,
+        log_dropped,
     };
     let result = result.map_err(|e| match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => PluginError::OutOfFuel,

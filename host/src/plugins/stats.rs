@@ -107,11 +107,18 @@ impl PluginStats {
             let dropped = all.len().saturating_sub(LOG_LINES_PER_CALL);
             let marker = (dropped > 0)
                 .then(|| format!("[oms] {dropped} more lines from this call were dropped"));
+            let cut = (stats.log_dropped > 0).then(|| {
+                format!(
+                    "[oms] log cut off: {} bytes over the budget",
+                    stats.log_dropped
+                )
+            });
             for line in all
                 .into_iter()
                 .take(LOG_LINES_PER_CALL)
                 .map(str::to_string)
                 .chain(marker)
+                .chain(cut)
             {
                 if lines.len() == LOG_LINES {
                     lines.pop_front();

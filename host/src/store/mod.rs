@@ -6,12 +6,15 @@
 //! and use only types both map to `i64`/`String`, so no query needs a dialect
 //! branch.
 
+mod canary;
 mod inventory;
 mod orders;
 mod outbox;
 mod plugins;
+mod recorded;
 mod transition;
 
+pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
     CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
@@ -20,6 +23,7 @@ pub use outbox::{OutboxMessage, OutboxRecord};
 pub use plugins::{
     ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
 };
+pub use recorded::RecordedCall;
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

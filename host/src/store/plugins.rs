@@ -31,6 +31,10 @@ pub struct ActivationRecord {
     pub digest: String,
     pub shadow_version: Option<i64>,
     pub shadow_digest: Option<String>,
+    /// A version deciding `canary_percent` % of orders, if a canary runs.
+    pub canary_version: Option<i64>,
+    pub canary_digest: Option<String>,
+    pub canary_percent: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -54,6 +58,8 @@ pub struct AuditRecord {
     pub version: i64,
     pub actor: String,
     pub at: i64,
+    /// Why, where the change says (an automatic rollback names its threshold).
+    pub detail: Option<String>,
 }
 
 /// An activation to record.
@@ -75,22 +81,28 @@ const VERSION_COLUMNS: &str =
 macro_rules! activation_select {
     () => {
         "SELECT a.tenant_id, a.slot, a.active_version, a.previous_version, a.changed_by, a.changed_at, v.digest,
-            a.shadow_version, s.digest AS shadow_digest
+            a.shadow_version, s.digest AS shadow_digest,
+            c.version AS canary_version, cv.digest AS canary_digest, c.percent AS canary_percent
      FROM plugin_activations a
      JOIN plugin_versions v ON v.tenant_id = a.tenant_id AND v.slot = a.slot AND v.version = a.active_version
-     LEFT JOIN plugin_versions s ON s.tenant_id = a.tenant_id AND s.slot = a.slot AND s.version = a.shadow_version"
+     LEFT JOIN plugin_versions s ON s.tenant_id = a.tenant_id AND s.slot = a.slot AND s.version = a.shadow_version
+     LEFT JOIN plugin_canaries c ON c.tenant_id = a.tenant_id AND c.slot = a.slot
+     LEFT JOIN plugin_versions cv ON cv.tenant_id = c.tenant_id AND cv.slot = c.slot AND cv.version = c.version"
     };
 }
 const ACTIVATION_SELECT: &str = activation_select!();
 /// The activation of one tenant's slot: `$1` tenant, `$2` slot.
-const ACTIVATION_OF_SLOT: &str = concat!(
+pub(super) const ACTIVATION_OF_SLOT: &str = concat!(
     activation_select!(),
     " WHERE a.tenant_id = $1 AND a.slot = $2"
 );
 
 macro_rules! audit {
     ($tx:ident, $tenant:expr, $slot:expr, $action:expr, $version:expr, $actor:expr, $now:expr) => {
-        sqlx::query("INSERT INTO plugin_audit (id, tenant_id, slot, action, version, actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        audit!($tx, $tenant, $slot, $action, $version, $actor, $now, None::<String>)
+    };
+    ($tx:ident, $tenant:expr, $slot:expr, $action:expr, $version:expr, $actor:expr, $now:expr, $detail:expr) => {
+        sqlx::query("INSERT INTO plugin_audit (id, tenant_id, slot, action, version, actor, at, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(format!("aud_{}", crate::domain::monotonic_ulid()))
             .bind($tenant)
             .bind($slot)
@@ -98,10 +110,12 @@ macro_rules! audit {
             .bind($version)
             .bind($actor)
             .bind($now)
+            .bind($detail)
             .execute(&mut *$tx)
             .await?;
     };
 }
+pub(super) use audit;
 
 impl SqlStore {
     /// Records an upload. The same bytes for the same tenant and slot are the
@@ -279,6 +293,15 @@ impl SqlStore {
                     change.actor,
                     now
                 );
+                // A canary of the version now active has nothing left to prove.
+                sqlx::query(
+                    "DELETE FROM plugin_canaries WHERE tenant_id = $1 AND slot = $2 AND version = $3",
+                )
+                .bind(tenant.as_str())
+                .bind(slot)
+                .bind(change.version)
+                .execute(&mut *tx)
+                .await?;
             }
             let record: ActivationRecord = sqlx::query_as(ACTIVATION_OF_SLOT)
                 .bind(tenant.as_str())
@@ -407,7 +430,7 @@ impl SqlStore {
 
     pub async fn plugin_audit(&self, tenant: &TenantId) -> Result<Vec<AuditRecord>> {
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as("SELECT tenant_id, slot, action, version, actor, at FROM plugin_audit WHERE tenant_id = $1 ORDER BY id")
+            Ok(sqlx::query_as("SELECT tenant_id, slot, action, version, actor, at, detail FROM plugin_audit WHERE tenant_id = $1 ORDER BY id")
                 .bind(tenant.as_str())
                 .fetch_all(pool)
                 .await?)

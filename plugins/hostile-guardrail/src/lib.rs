@@ -40,7 +40,8 @@ impl Guest for Hostile {
                 .map(|i| Violation { code: "X".repeat(100), message: format!("{i}{}", "y".repeat(200)), field: "/".into() })
                 .collect()),
             "log" => {
-                for _ in 0..100_000 {
+                // About 700 KB, far over any log budget.
+                for _ in 0..20_000 {
                     eprintln!("hostile guardrail floods its log");
                 }
                 Ok(())
