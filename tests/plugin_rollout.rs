@@ -466,6 +466,20 @@ async fn a_python_guardrail_runs_like_a_rust_one() {
     assert_eq!(done["violations"][0]["code"], "MAX_QUANTITY_EXCEEDED");
     assert_eq!(done["violations"][0]["field"], "/items/0/quantity");
 
+    // Restarted, the host loads the Python version from the native code stored
+    // at upload instead of compiling it again.
+    let mut srv = srv;
+    srv.kill();
+    srv.spawn().await;
+    let acme = srv.api("acme");
+    let again = acme.place(&order("c", "WIDGET-1", 3, "tok_visa")).await;
+    assert_eq!(acme.settle(&again).await["status"], "CONFIRMED");
+    assert_eq!(
+        step_detail(&acme, &again, "validate").await["pluginVersion"],
+        short(&python).as_str()
+    );
+    assert!(srv.metric("plugins_loaded_precompiled_total").await >= 1);
+
     // Every recorded call, the Rust version's and the Python one's, replays
     // on the Python component with the verdict recorded.
     let dir = tempfile::tempdir().unwrap();
@@ -488,6 +502,6 @@ async fn a_python_guardrail_runs_like_a_rust_one() {
     assert!(ok, "{report} {err}");
     assert_eq!(
         (report["calls"].as_u64(), report["different"].as_u64()),
-        (Some(4), Some(0))
+        (Some(5), Some(0))
     );
 }

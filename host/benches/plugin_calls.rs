@@ -216,6 +216,23 @@ async fn main() {
             black_box(c);
             let _ = warm.record(t.elapsed().as_nanos() as u64);
         }
+        // What another host does: load the native code the first one stored.
+        let artifact = host.precompiled(&plugin).expect("serialize");
+        let other = PluginHost::new().expect("plugin host");
+        let t = Instant::now();
+        let loaded = other
+            .load_precompiled(Slot::Guardrail, &plugin.digest, bytes.len(), &artifact)
+            .expect("precompiled loads");
+        let first = other
+            .validate("bench", &loaded, limits, order(), settings())
+            .await
+            .expect("first call");
+        black_box(first);
+        println!(
+            "activation to first use from stored native code, {name:<24} {:>8.1} ms ({} KiB of native code)",
+            t.elapsed().as_secs_f64() * 1000.0,
+            artifact.len() / 1024
+        );
         println!(
             "activation to first use, {name:<24} {:>8.1} ms (compile {:.1} ms; {} KiB); then p50 {:.1} µs p99 {:.1} µs",
             total.as_secs_f64() * 1000.0,

@@ -13,6 +13,7 @@ pub mod psp_sandbox;
 pub mod saga;
 pub mod store;
 pub mod tenants;
+pub mod transport;
 
 /// Milliseconds since the Unix epoch: the one clock the host reads.
 pub fn now_ms() -> i64 {

@@ -8,8 +8,11 @@ use oms::plugins::PluginHost;
 use oms::psp_sandbox::Sandbox;
 use oms::store::SqlStore;
 use oms::tenants::{LoadOptions, Tenants};
+use oms::transport::kafka::KafkaTransport;
+use oms::transport::{InProcess, Transport};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 // Many small allocations across threads (JSON, SQL rows, Wasm call
@@ -74,6 +77,12 @@ struct ServeArgs {
     /// `--listen`, this is how a supervisor or test learns the port.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Publish the outbox to Kafka (`HOST:PORT,…`) instead of in-process.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Partitions for topics the host creates.
+    #[arg(long, default_value_t = 12, env = "OMS_KAFKA_PARTITIONS")]
+    kafka_partitions: i32,
     /// Bearer token for the operator API under /admin/v1 (closed without one).
     #[arg(long, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -159,7 +168,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("opening the embedded database")?,
     };
-    let platform = Platform::new(store, plugins, tenants, args.admin_token.clone());
+    let transport = match &args.kafka_brokers {
+        Some(brokers) => Transport::Kafka(
+            KafkaTransport::new(brokers, args.kafka_partitions)
+                .context("setting up the Kafka producer")?,
+        ),
+        None => Transport::InProcess(InProcess::new()),
+    };
+    let platform = Platform::new(store, plugins, tenants, args.admin_token.clone(), transport);
+    if let Transport::Kafka(_) = platform.transport {
+        // Topics are created in the background: a broker that is down at
+        // start delays publishing (the outbox keeps everything), not serving.
+        let p = platform.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(200);
+            loop {
+                if let Transport::Kafka(k) = &p.transport {
+                    match k.ensure_topics().await {
+                        Ok(()) => break,
+                        Err(e) => tracing::warn!(error = %e, "kafka topics not ready; retrying"),
+                    }
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
     oms::engine::plugins::register_manifest_plugins(&platform)
         .await
         .context("registering the manifests' plugins")?;

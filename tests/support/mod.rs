@@ -134,7 +134,8 @@ impl Server {
         Self::start_with(db, vec!["--sandbox-psp-url".into(), psp_url.into()]).await
     }
 
-    async fn start_with(db: &Db, extra: Vec<String>) -> Self {
+    /// Starts a host with extra `oms serve` arguments.
+    pub async fn start_with(db: &Db, extra: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Port 0: the host picks free ports and reports them in the ready file.
         let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];

@@ -111,7 +111,14 @@ async fn ready(State(p): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(p): State<AppState>) -> String {
-    p.metrics.render()
+    let mut out = p.metrics.render();
+    // A gauge read at scrape time: how far the transport is behind.
+    if let Ok(n) = p.store.unpublished_count().await {
+        out.push_str(&format!(
+            "# HELP oms_outbox_unpublished Outbox messages not yet taken by the transport.\n# TYPE oms_outbox_unpublished gauge\noms_outbox_unpublished {n}\n"
+        ));
+    }
+    out
 }
 
 /// The tenant a request acts for, proven by its API key.

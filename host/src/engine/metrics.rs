@@ -38,9 +38,12 @@ counters! {
     commit_conflicts_total: "Transitions retried after a concurrent change.",
     duplicate_deliveries_total: "Commands delivered again after they were applied.",
     outbox_published_total: "Outbox messages handed to the transport.",
+    outbox_publish_failures_total: "Outbox batches the transport did not take (retried with backoff).",
     plugin_calls_recorded_total: "Plugin calls recorded for replay.",
     plugin_calls_unrecorded_total: "Plugin calls not recorded because the recorder was behind.",
     canary_rollbacks_total: "Canary versions rolled back automatically.",
+    plugins_compiled_total: "Plugin versions this host compiled from their bytes.",
+    plugins_loaded_precompiled_total: "Plugin versions this host loaded from native code another host (or an earlier run) stored.",
 }
 
 impl Metrics {

@@ -4,6 +4,7 @@
 //! ship, deliver) and the outbox relay.
 
 mod effects;
+pub use effects::{TOPIC_FULFILMENT, TOPIC_NOTIFICATIONS, TOPIC_ORDER_EVENTS};
 pub mod metrics;
 pub mod orders;
 pub mod plugins;
@@ -30,7 +31,7 @@ pub struct Platform {
     pub(crate) wake: Notify,
     /// Poked after a commit that adds outbox messages.
     pub(crate) outbox_wake: Notify,
-    pub transport: relay::InProcess,
+    pub transport: crate::transport::Transport,
     pub(crate) runner: runner::Runner,
     pub(crate) recorder: recorder::Recorder,
     /// Bearer token for `/admin/v1`; the admin API is closed without one.
@@ -43,6 +44,7 @@ impl Platform {
         plugins: Arc<PluginHost>,
         tenants: Tenants,
         admin_token: Option<String>,
+        transport: crate::transport::Transport,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -51,7 +53,7 @@ impl Platform {
             metrics: Metrics::default(),
             wake: Notify::new(),
             outbox_wake: Notify::new(),
-            transport: relay::InProcess::new(),
+            transport,
             runner: runner::Runner::default(),
             recorder: recorder::Recorder::default(),
             admin_token: admin_token.filter(|t| !t.is_empty()),

@@ -55,6 +55,7 @@ pub async fn upload(
             .await
             .map_err(|e| PluginOpError::Store(StoreError::Corrupt(e.to_string())))?;
     let (plugin, bytes) = checked?;
+    store_artifact(p, &plugin).await;
     let stored = p
         .store
         .put_plugin_version(
@@ -367,18 +368,70 @@ pub async fn end_canary(
     Ok(record)
 }
 
+/// The running component for a version: from this host's cache, else from
+/// the native code another host stored, else compiled from the bytes (and
+/// its native code stored for the next host).
 async fn load_version(
     p: &Platform,
     slot: Slot,
     digest: &str,
 ) -> Result<Arc<Plugin>, PluginOpError> {
+    if let Some(plugin) = p.plugins.cached(slot, digest) {
+        return Ok(plugin);
+    }
+    let engine = p.plugins.engine_key();
+    if let Some(artifact) = p.store.plugin_artifact(digest, &engine).await? {
+        let host = p.plugins.clone();
+        let key = digest.to_string();
+        let size = p.store.plugin_blob_size(digest).await?;
+        let loaded =
+            tokio::task::spawn_blocking(move || host.load_precompiled(slot, &key, size, &artifact))
+                .await
+                .map_err(|e| PluginOpError::Store(StoreError::Corrupt(e.to_string())))?;
+        match loaded {
+            Ok(plugin) => {
+                Metrics::inc(&p.metrics.plugins_loaded_precompiled_total);
+                return Ok(plugin);
+            }
+            // Not fatal: the bytes are still there to compile.
+            Err(e) => {
+                tracing::warn!(digest = %&digest[..12], error = %e, "precompiled plugin unusable; compiling")
+            }
+        }
+    }
     let bytes = p.store.plugin_blob(digest).await?;
     let host = p.plugins.clone();
-    // Already compiled when it was uploaded here; compiled once more on a host that has not seen it.
-    tokio::task::spawn_blocking(move || host.load(slot, &bytes))
+    let plugin = tokio::task::spawn_blocking(move || host.load(slot, &bytes))
         .await
         .map_err(|e| PluginOpError::Store(StoreError::Corrupt(e.to_string())))?
-        .map_err(PluginOpError::from)
+        .map_err(PluginOpError::from)?;
+    Metrics::inc(&p.metrics.plugins_compiled_total);
+    store_artifact(p, &plugin).await;
+    Ok(plugin)
+}
+
+/// Keeps a compiled version's native code for other hosts; failing to is
+/// only slower, never wrong.
+async fn store_artifact(p: &Platform, plugin: &Plugin) {
+    let stored = match p.plugins.precompiled(plugin) {
+        Ok(artifact) => {
+            p.store
+                .put_plugin_artifact(
+                    &plugin.digest,
+                    &p.plugins.engine_key(),
+                    &artifact,
+                    crate::now_ms(),
+                )
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "serializing a plugin failed");
+            return;
+        }
+    };
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "storing a precompiled plugin failed");
+    }
 }
 
 pub(crate) async fn run_sync(p: Arc<Platform>) {

@@ -4,53 +4,44 @@
 //! and every message carries its `eventId` for consumers to deduplicate.
 
 use super::Platform;
-use crate::store::OutboxRecord;
+use super::metrics::Metrics;
+use rand::Rng;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 const BATCH: i64 = 500;
 const KEEP_PUBLISHED_MS: i64 = 60_000;
-
-/// The embedded transport: subscribers in this process.
-pub struct InProcess {
-    sender: broadcast::Sender<Arc<OutboxRecord>>,
-}
-
-impl InProcess {
-    pub fn new() -> Self {
-        Self {
-            sender: broadcast::channel(4096).0,
-        }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutboxRecord>> {
-        self.sender.subscribe()
-    }
-
-    fn publish(&self, message: OutboxRecord) {
-        // No subscriber is not an error: the message is still published.
-        let _ = self.sender.send(Arc::new(message));
-    }
-}
-
-impl Default for InProcess {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Backoff while the transport refuses: full jitter, doubling up to the cap,
+/// so many hosts coming back from a broker outage do not publish in lockstep.
+const BACKOFF_BASE_MS: u64 = 100;
+const BACKOFF_CAP_MS: u64 = 5_000;
 
 pub(crate) async fn run(p: Arc<Platform>) {
     let mut last_prune = 0i64;
+    let mut failures = 0u32;
     loop {
         match p.store.unpublished(BATCH).await {
             Ok(batch) => {
                 let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
                 let n = batch.len();
-                for message in batch {
-                    tracing::debug!(topic = %message.topic, event = %message.event_type, order = %message.order_id, "publish");
-                    p.transport.publish(message);
+                if let Err(e) = p.transport.publish(&batch).await {
+                    // Nothing is marked: the whole batch is offered again, and
+                    // consumers drop what they already had by its event id.
+                    Metrics::inc(&p.metrics.outbox_publish_failures_total);
+                    failures = failures.saturating_add(1);
+                    let cap = (BACKOFF_BASE_MS << failures.min(6)).min(BACKOFF_CAP_MS);
+                    let wait = rand::rng().random_range(BACKOFF_BASE_MS..=cap.max(BACKOFF_BASE_MS));
+                    tracing::warn!(transport = p.transport.name(), error = %e, pending = n, retry_in_ms = wait, "publishing the outbox failed");
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    continue;
+                }
+                if failures > 0 {
+                    tracing::info!(
+                        transport = p.transport.name(),
+                        "publishing the outbox again"
+                    );
+                    failures = 0;
                 }
                 if !ids.is_empty() {
                     match p.store.mark_published(&ids, crate::now_ms()).await {

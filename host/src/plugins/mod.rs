@@ -231,6 +231,7 @@ pub struct Plugin {
     /// sha256 of the component bytes, hex: the version everything records.
     pub digest: String,
     pub size_bytes: usize,
+    component: Component,
     pre: Pre,
 }
 
@@ -352,6 +353,56 @@ impl PluginHost {
         Ok(plugin)
     }
 
+    /// The component already loaded for `slot` from the bytes with `digest`.
+    pub fn cached(&self, slot: Slot, digest: &str) -> Option<Arc<Plugin>> {
+        self.cache().get(&(slot, digest.to_string())).cloned()
+    }
+
+    /// Identifies the compiler and settings native code was produced with:
+    /// a precompiled artifact is only used by an engine with the same key.
+    pub fn engine_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("wasmtime-48-{:016x}", h.finish())
+    }
+
+    /// The plugin's native code, for other hosts (and this one after a
+    /// restart) to load without compiling again.
+    pub fn precompiled(&self, plugin: &Plugin) -> Result<Vec<u8>, LoadError> {
+        plugin
+            .component
+            .serialize()
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))
+    }
+
+    /// Loads a component from native code [`Self::precompiled`] made, with
+    /// the same import and world checks as [`Self::load`]. Compiling a
+    /// Python guest takes seconds; this takes milliseconds.
+    pub fn load_precompiled(
+        &self,
+        slot: Slot,
+        digest: &str,
+        size_bytes: usize,
+        artifact: &[u8],
+    ) -> Result<Arc<Plugin>, LoadError> {
+        if let Some(plugin) = self.cached(slot, digest) {
+            return Ok(plugin);
+        }
+        // SAFETY: deserializing runs the artifact's machine code later, so it
+        // must be what `Component::serialize` produced. Artifacts are only
+        // ever written by hosts (`precompiled`), into the same database that
+        // already decides which code every tenant runs; wasmtime also checks
+        // the artifact's header against this engine's version and settings.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let plugin = self.check(slot, component, digest.to_string(), size_bytes)?;
+        self.cache()
+            .insert((slot, digest.to_string()), plugin.clone());
+        Ok(plugin)
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(Slot, String), Arc<Plugin>>> {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -376,6 +427,18 @@ impl PluginHost {
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        self.check(slot, component, digest, bytes.len())
+    }
+
+    /// The checks that follow compilation: imports within the slot's grant,
+    /// exports the slot's world; then pre-instantiation.
+    fn check(
+        &self,
+        slot: Slot,
+        component: Component,
+        digest: String,
+        size_bytes: usize,
+    ) -> Result<Arc<Plugin>, LoadError> {
         // Every import the slot does not grant, so the author fixes them all at once.
         let forbidden: Vec<String> = component
             .component_type()
@@ -418,7 +481,8 @@ impl PluginHost {
         Ok(Arc::new(Plugin {
             slot,
             digest,
-            size_bytes: bytes.len(),
+            size_bytes,
+            component,
             pre,
         }))
     }

@@ -208,6 +208,17 @@ impl SqlStore {
         })
     }
 
+    pub async fn plugin_blob_size(&self, digest: &str) -> Result<usize> {
+        on_pool!(self, read, |pool| {
+            sqlx::query_scalar::<_, i64>("SELECT size_bytes FROM plugin_blobs WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(pool)
+                .await?
+                .map(|n| n as usize)
+                .ok_or(StoreError::NotFound)
+        })
+    }
+
     pub async fn plugin_blob(&self, digest: &str) -> Result<Vec<u8>> {
         on_pool!(self, read, |pool| {
             sqlx::query_scalar::<_, Vec<u8>>("SELECT bytes FROM plugin_blobs WHERE digest = $1")
@@ -215,6 +226,42 @@ impl SqlStore {
                 .fetch_optional(pool)
                 .await?
                 .ok_or(StoreError::NotFound)
+        })
+    }
+
+    /// Stores a version's native code for `engine`; a second store of the
+    /// same is a no-op.
+    pub async fn put_plugin_artifact(
+        &self,
+        digest: &str,
+        engine: &str,
+        bytes: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        on_pool!(self, write, |pool| {
+            sqlx::query(
+                "INSERT INTO plugin_artifacts (digest, engine, bytes, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (digest, engine) DO NOTHING",
+            )
+            .bind(digest)
+            .bind(engine)
+            .bind(bytes)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn plugin_artifact(&self, digest: &str, engine: &str) -> Result<Option<Vec<u8>>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_scalar::<_, Vec<u8>>(
+                "SELECT bytes FROM plugin_artifacts WHERE digest = $1 AND engine = $2",
+            )
+            .bind(digest)
+            .bind(engine)
+            .fetch_optional(pool)
+            .await?)
         })
     }
 

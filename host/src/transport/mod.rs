@@ -1,0 +1,93 @@
+//! Where committed outbox messages go: subscribers in this process (the
+//! embedded default) or Kafka (`--kafka-brokers`). The relay hands a batch
+//! to the transport and marks it published only once the transport has it,
+//! so a transport that is down leaves the outbox growing and loses nothing.
+
+pub mod kafka;
+
+use crate::store::OutboxRecord;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Topics, one per stream: public order lifecycle events, notifications to
+/// send, and fulfilment requests for the warehouse. Commands and events are
+/// never mixed on one topic.
+pub const TOPICS: [&str; 3] = [
+    crate::engine::TOPIC_ORDER_EVENTS,
+    crate::engine::TOPIC_NOTIFICATIONS,
+    crate::engine::TOPIC_FULFILMENT,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka did not take message {id}: {error}")]
+    NotDelivered {
+        id: String,
+        error: rdkafka::error::KafkaError,
+    },
+}
+
+pub enum Transport {
+    InProcess(InProcess),
+    Kafka(kafka::KafkaTransport),
+}
+
+impl Transport {
+    /// Publishes a batch in order; `Ok` once every message is acknowledged.
+    pub async fn publish(&self, batch: &[OutboxRecord]) -> Result<(), TransportError> {
+        match self {
+            Self::InProcess(t) => {
+                for message in batch {
+                    t.publish(message.clone());
+                }
+                Ok(())
+            }
+            Self::Kafka(k) => k.publish(batch).await,
+        }
+    }
+
+    /// Subscribes to what this process publishes (in-process transport only).
+    pub fn subscribe(&self) -> Option<broadcast::Receiver<Arc<OutboxRecord>>> {
+        match self {
+            Self::InProcess(t) => Some(t.subscribe()),
+            Self::Kafka(_) => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::InProcess(_) => "in-process",
+            Self::Kafka(_) => "kafka",
+        }
+    }
+}
+
+/// The embedded transport: subscribers in this process.
+pub struct InProcess {
+    sender: broadcast::Sender<Arc<OutboxRecord>>,
+}
+
+impl InProcess {
+    pub fn new() -> Self {
+        Self {
+            sender: broadcast::channel(4096).0,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<OutboxRecord>> {
+        self.sender.subscribe()
+    }
+
+    fn publish(&self, message: OutboxRecord) {
+        // No subscriber is not an error: the message is still published.
+        let _ = self.sender.send(Arc::new(message));
+    }
+}
+
+impl Default for InProcess {
+    fn default() -> Self {
+        Self::new()
+    }
+}
