@@ -265,7 +265,23 @@ async fn record_canary(
     }
 }
 
-/// Queues a production call for replay.
+/// Queues a production call for replay, if its slot records calls
+/// (`input` is then `Some`): its answer through `output`, or its failure.
+fn record_result<R>(
+    p: &Platform,
+    cx: &Context<'_>,
+    plugin: &Plugin,
+    input: Option<CallInput>,
+    result: &Result<Called<R>, PluginError>,
+    output: fn(&R) -> CallOutput,
+) {
+    let Some(input) = input else { return };
+    match result {
+        Ok(c) => record_call(p, cx, plugin, input, &output(&c.value), Some(&c.stats)),
+        Err(e) => record_call(p, cx, plugin, input, &error_output(e), None),
+    }
+}
+
 fn record_call(
     p: &Platform,
     cx: &Context<'_>,
@@ -313,19 +329,7 @@ async fn validate_with(
             tp.settings.clone(),
         )
         .await;
-    if let Some(input) = input {
-        match &result {
-            Ok(c) => record_call(
-                p,
-                cx,
-                plugin,
-                input,
-                &guardrail_output(&c.value),
-                Some(&c.stats),
-            ),
-            Err(e) => record_call(p, cx, plugin, input, &error_output(e), None),
-        }
-    }
+    record_result(p, cx, plugin, input, &result, guardrail_output);
     match result {
         Ok(called) => {
             let extras = Extras {
@@ -428,19 +432,7 @@ async fn fraud_with(p: &Platform, cx: &Context<'_>, plugin: &Arc<Plugin>, record
             tp.settings.clone(),
         )
         .await;
-    if let Some(input) = input {
-        match &result {
-            Ok(c) => record_call(
-                p,
-                cx,
-                plugin,
-                input,
-                &fraud_output(&c.value),
-                Some(&c.stats),
-            ),
-            Err(e) => record_call(p, cx, plugin, input, &error_output(e), None),
-        }
-    }
+    record_result(p, cx, plugin, input, &result, fraud_output);
     let (decision, score, reasons, mut extras) = match result {
         Ok(called) => {
             let extras = Extras {
