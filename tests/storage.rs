@@ -6,8 +6,8 @@ mod support;
 
 use oms::domain::{OrderId, Sku, TenantId, WarehouseId};
 use oms::store::{
-    IdempotencyBegin, InventoryOp, NewCommand, NewOrder, OrderPatch, OrderRecord, OutboxMessage,
-    SqlStore, StoreError, Transition,
+    IdempotencyBegin, InventoryOp, NewCommand, NewOrder, OrderPatch, OrderRecord, OutboxClaim,
+    OutboxMessage, SqlStore, StoreError, Transition,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -173,6 +173,7 @@ async fn a_stale_version_is_refused_and_leaves_nothing(kind: Kind) {
         topic: "t".into(),
         event_type: "x".into(),
         payload: json!({}),
+        available_at: None,
     }];
     assert!(matches!(
         store.commit_transition(&stale).await,
@@ -376,7 +377,7 @@ async fn idempotency_keys_replay_refuse_and_recover(kind: Kind) {
     ));
 }
 
-async fn outbox_is_relayed_in_order_and_pruned(kind: Kind) {
+async fn outbox_is_claimed_in_order_and_removed_once_published(kind: Kind) {
     let (store, _db) = store(kind).await;
     let id = new_order(&store, "c1", 1_000, 500).await;
     let mut t = effects(&id, 0, None);
@@ -386,22 +387,47 @@ async fn outbox_is_relayed_in_order_and_pruned(kind: Kind) {
             topic: "oms.order-events.v1".into(),
             event_type: "x".into(),
             payload: json!({ "i": i }),
+            available_at: None,
         })
         .collect();
+    // A retry's command waits for its time.
+    t.outbox.push(OutboxMessage {
+        id: "later".into(),
+        topic: "oms.saga-commands.v1".into(),
+        event_type: "saga.command".into(),
+        payload: json!({}),
+        available_at: Some(t.now + 60_000),
+    });
+    let now = t.now;
     store.commit_transition(&t).await.unwrap();
-    let batch = store.unpublished(2).await.unwrap();
+    let ids = |c: &OutboxClaim| c.records.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+
+    let first = store.claim_outbox(now, 2).await.unwrap();
+    assert_eq!(ids(&first), vec!["m0", "m1"]);
+    if kind == Kind::Postgres {
+        // Another host's relay meanwhile: m0 is held, so this order's later
+        // messages must wait for it rather than overtake it.
+        let other = store.claim_outbox(now, 10).await.unwrap();
+        assert_eq!(ids(&other), Vec::<String>::new());
+        drop(other);
+    }
+    store.complete(first).await.unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 2);
+    let rest = store.claim_outbox(now, 10).await.unwrap();
+    assert_eq!(ids(&rest), vec!["m2"]);
+    drop(rest);
+    // Released unpublished: offered again.
+    let again = store.claim_outbox(now, 10).await.unwrap();
+    assert_eq!(ids(&again), vec!["m2"]);
+    store.complete(again).await.unwrap();
     assert_eq!(
-        batch.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        vec!["m0", "m1"]
+        store.next_outbox_due(now).await.unwrap(),
+        Some(now + 60_000)
     );
-    store
-        .mark_published(&["m0".into(), "m1".into()], 2_000)
-        .await
-        .unwrap();
-    assert_eq!(store.unpublished_count().await.unwrap(), 1);
-    assert_eq!(store.prune_published(1_999).await.unwrap(), 0);
-    assert_eq!(store.prune_published(2_001).await.unwrap(), 2);
-    assert_eq!(store.unpublished(10).await.unwrap()[0].id, "m2");
+    let due = store.claim_outbox(now + 60_000, 10).await.unwrap();
+    assert_eq!(ids(&due), vec!["later"]);
+    store.complete(due).await.unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
 }
 
 async fn orders_list_newest_first_by_status_and_cursor(kind: Kind) {
@@ -453,7 +479,7 @@ on_both_backends!(
     shipping_consumes_reserved_stock,
     concurrent_reservations_never_oversell,
     idempotency_keys_replay_refuse_and_recover,
-    outbox_is_relayed_in_order_and_pruned,
+    outbox_is_claimed_in_order_and_removed_once_published,
     orders_list_newest_first_by_status_and_cursor,
     customer_history_counts_recent_orders_only,
 );

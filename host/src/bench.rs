@@ -12,6 +12,8 @@ use tokio::sync::Mutex;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// The host, or several hosts (comma-separated) sharing one database:
+    /// orders go to them in turn, and finished sagas are summed over all.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     #[arg(long, default_value = "acme")]
@@ -108,14 +110,31 @@ async fn finished_sagas(client: &reqwest::Client, url: &str) -> anyhow::Result<u
         .sum())
 }
 
+async fn finished_on_all(client: &reqwest::Client, urls: &[String]) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for url in urls {
+        sum += finished_sagas(client, url)
+            .await
+            .with_context(|| format!("reading /metrics of {url}"))?;
+    }
+    Ok(sum)
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let url = args.url.trim_end_matches('/').to_string();
+    let urls: Arc<Vec<String>> = Arc::new(
+        args.url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
+    );
+    if urls.is_empty() {
+        bail!("--url names no host");
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let before = finished_sagas(&client, &url)
-        .await
-        .context("reading /metrics of the host")?;
+    let before = finished_on_all(&client, &urls).await?;
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
@@ -137,7 +156,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, args) = (client.clone(), url.clone(), args.clone());
+        let (client, urls, args) = (client.clone(), urls.clone(), args.clone());
         let (histogram, errors, next) = (histogram.clone(), errors.clone(), next.clone());
         let accepted_at = accepted_at.clone();
         workers.push(tokio::spawn(async move {
@@ -157,6 +176,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "shippingAddress": { "line1": "1 Bench Way", "city": "Loadville", "postalCode": "10001", "country": "US" },
                     "paymentMethod": { "token": args.token },
                 });
+                let url = &urls[n as usize % urls.len()];
                 let t = Instant::now();
                 let response = client
                     .post(format!("{url}/api/v1/orders"))
@@ -203,7 +223,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.settle_secs);
     let mut done = 0;
     while Instant::now() < deadline {
-        done = finished_sagas(&client, &url).await? - before;
+        done = finished_on_all(&client, &urls).await? - before;
         if done >= accepted {
             break;
         }

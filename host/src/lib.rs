@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod dlq_cli;
 pub mod domain;
 pub mod engine;
 pub mod plugin_cli;

@@ -48,6 +48,8 @@ enum Command {
     Bench(oms::bench::BenchArgs),
     /// Upload, list, activate and roll back tenant plugin versions.
     Plugin(oms::plugin_cli::PluginArgs),
+    /// List and replay saga command messages no host could read (Kafka).
+    Dlq(oms::dlq_cli::DlqArgs),
 }
 
 #[derive(clap::Args)]
@@ -115,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Bench(args) => oms::bench::run(args).await,
             Command::Plugin(args) => oms::plugin_cli::run(args).await,
+            Command::Dlq(args) => oms::dlq_cli::run(args).await,
         }
     })
 }
@@ -169,10 +172,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("opening the embedded database")?,
     };
     let transport = match &args.kafka_brokers {
-        Some(brokers) => Transport::Kafka(
+        Some(brokers) => Transport::Kafka(std::sync::Arc::new(
             KafkaTransport::new(brokers, args.kafka_partitions)
                 .context("setting up the Kafka producer")?,
-        ),
+        )),
         None => Transport::InProcess(InProcess::new()),
     };
     let platform = Platform::new(store, plugins, tenants, args.admin_token.clone(), transport);

@@ -2,6 +2,9 @@
 //! PostgreSQL database per test), the real `oms` binary, and an API client.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod broker;
+pub mod load;
+
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,9 +18,13 @@ pub fn admin_url() -> String {
 
 /// A fresh, empty PostgreSQL database; its URL.
 pub async fn fresh_postgres() -> String {
+    fresh_database_at(&admin_url()).await
+}
+
+/// A fresh, empty database on the PostgreSQL server at `admin`; its URL.
+pub async fn fresh_database_at(admin: &str) -> String {
     use sqlx::Connection;
-    let admin = admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
+    let mut conn = sqlx::PgConnection::connect(admin)
         .await
         .unwrap_or_else(|e| {
             panic!("PostgreSQL at {admin} is required for these tests (tests/run starts it): {e}")
@@ -27,7 +34,7 @@ pub async fn fresh_postgres() -> String {
         .execute(&mut conn)
         .await
         .unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
+    let mut url = url::Url::parse(admin).unwrap();
     url.set_path(&name);
     url.to_string()
 }
@@ -65,6 +72,15 @@ impl Db {
                 url: fresh_postgres().await,
                 _dir: None,
             },
+        }
+    }
+
+    /// A fresh database on the PostgreSQL server at `admin`.
+    pub async fn postgres_at(admin: &str) -> Self {
+        Self {
+            kind: Kind::Postgres,
+            url: fresh_database_at(admin).await,
+            _dir: None,
         }
     }
 }

@@ -11,6 +11,12 @@ use serde_json::{Value, json};
 pub const TOPIC_ORDER_EVENTS: &str = "oms.order-events.v1";
 pub const TOPIC_NOTIFICATIONS: &str = "oms.notifications.v1";
 pub const TOPIC_FULFILMENT: &str = "oms.fulfilment-requests.v1";
+/// Saga work shared by the hosts' consumer group (Kafka only).
+pub const TOPIC_SAGA_COMMANDS: &str = "oms.saga-commands.v1";
+/// Saga command messages no host could read, with their origin and error.
+pub const TOPIC_SAGA_COMMANDS_DLQ: &str = "oms.saga-commands.dlq.v1";
+/// `type` of a saga command message.
+pub const SAGA_COMMAND: &str = "saga.command";
 
 /// What carrying out an action produced besides the saga event.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +56,32 @@ pub(crate) fn message(
         topic: topic.into(),
         event_type: event_type.into(),
         payload,
+        available_at: None,
+    }
+}
+
+/// Adds to `t`'s outbox a message for each saga command it writes, so the
+/// commands reach the hosts' consumer group; a delayed command is published
+/// only once it is due. The command row stays the record of truth: consuming
+/// it deletes it, which makes a redelivered message a no-op.
+pub(crate) fn carry_commands(t: &mut Transition) {
+    for c in &t.commands {
+        let action: Value = serde_json::from_str(&c.action).unwrap_or(Value::Null);
+        let mut m = message(
+            TOPIC_SAGA_COMMANDS,
+            SAGA_COMMAND,
+            &t.tenant,
+            &t.order_id,
+            t.now,
+            json!({ "action": action, "availableAt": c.available_at }),
+        );
+        // The message's id is the command's: one id from table to topic.
+        m.id.clone_from(&c.id);
+        if let Value::Object(p) = &mut m.payload {
+            p.insert("eventId".into(), Value::String(c.id.clone()));
+        }
+        m.available_at = Some(c.available_at);
+        t.outbox.push(m);
     }
 }
 

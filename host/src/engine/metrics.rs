@@ -44,6 +44,9 @@ counters! {
     canary_rollbacks_total: "Canary versions rolled back automatically.",
     plugins_compiled_total: "Plugin versions this host compiled from their bytes.",
     plugins_loaded_precompiled_total: "Plugin versions this host loaded from native code another host (or an earlier run) stored.",
+    commands_consumed_total: "Saga command messages this host took from Kafka and finished with.",
+    dead_letters_total: "Saga command messages sent to the dead-letter topic.",
+    consumer_rebalances_total: "Partition assignments and revocations this host's consumer went through.",
 }
 
 impl Metrics {

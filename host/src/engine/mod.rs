@@ -4,7 +4,11 @@
 //! ship, deliver) and the outbox relay.
 
 mod effects;
-pub use effects::{TOPIC_FULFILMENT, TOPIC_NOTIFICATIONS, TOPIC_ORDER_EVENTS};
+pub use effects::{
+    SAGA_COMMAND, TOPIC_FULFILMENT, TOPIC_NOTIFICATIONS, TOPIC_ORDER_EVENTS, TOPIC_SAGA_COMMANDS,
+    TOPIC_SAGA_COMMANDS_DLQ,
+};
+mod consumer;
 pub mod metrics;
 pub mod orders;
 pub mod plugins;
@@ -60,10 +64,17 @@ impl Platform {
         })
     }
 
-    /// Starts the saga runner and the outbox relay.
+    /// Starts the saga runner (the command sweeper in-process, the consumer
+    /// group with Kafka) and the outbox relay.
     pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        let saga = match &self.transport {
+            crate::transport::Transport::Kafka(k) => {
+                tokio::spawn(consumer::run(self.clone(), k.clone()))
+            }
+            crate::transport::Transport::InProcess(_) => tokio::spawn(runner::run(self.clone())),
+        };
         vec![
-            tokio::spawn(runner::run(self.clone())),
+            saga,
             tokio::spawn(relay::run(self.clone())),
             tokio::spawn(plugins::run_sync(self.clone())),
             tokio::spawn(recorder::run(self.clone())),

@@ -149,7 +149,7 @@ async fn create(
         )],
         ..Extras::default()
     };
-    let effects = effects::transition(
+    let mut effects = effects::transition(
         &tenant.id,
         &id,
         0,
@@ -160,6 +160,9 @@ async fn create(
         extras,
         now,
     );
+    if p.transport.carries_commands() {
+        effects::carry_commands(&mut effects);
+    }
     let body = render(&record);
     let new = NewOrder {
         record,
@@ -170,8 +173,11 @@ async fn create(
     Metrics::inc(&p.metrics.orders_accepted_total);
     p.outbox_wake.notify_one();
     // Hand the first step straight to the runner with the state just written;
-    // if this process dies first, the dispatcher finds the command on restart.
-    if let Some(first) = new.effects.commands.first() {
+    // if this process dies first, the dispatcher (or, with Kafka, the
+    // command's message) finds the command on restart.
+    if let Some(first) = new.effects.commands.first()
+        && p.transport.owns(id.as_str())
+    {
         let command = CommandRecord {
             id: first.id.clone(),
             tenant_id: tenant.id.to_string(),

@@ -94,19 +94,64 @@ pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Lo
                     .insert(current.id.clone(), crate::now_ms() + RETRY_AFTER_MS);
             }
             match follow {
-                Some(next) => {
+                // With Kafka, only while this host holds the order's partition;
+                // otherwise the command's message reaches its owner.
+                Some(next) if p.transport.owns(&order) => {
                     let next = *next;
                     f.commands.insert(next.command.id.clone());
                     current = next.command;
                     preloaded = Some(next.loaded);
                 }
-                None => break,
+                _ => break,
             }
         }
         p.runner.lock().orders.remove(&order);
         drop(permit);
     });
     true
+}
+
+/// Kafka mode: carries out a command delivered by the consumer group, and
+/// the saga's next commands while this host owns the order; returns once
+/// the delivered command is applied (or found applied before). A failure to
+/// commit (database down) is retried here with capped, jittered backoff, so
+/// the message's offset is not committed meanwhile.
+pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord) {
+    let order = cmd.order_id.clone();
+    // One command per order at a time in this process.
+    loop {
+        {
+            let mut f = p.runner.lock();
+            if f.orders.insert(order.clone()) {
+                f.commands.insert(cmd.id.clone());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (mut current, mut preloaded) = (cmd, None);
+    let mut failures = 0u32;
+    loop {
+        let (done, follow) = process(p, &current, preloaded.take()).await;
+        if !done {
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(super::relay::backoff(failures)).await;
+            continue;
+        }
+        failures = 0;
+        let mut f = p.runner.lock();
+        f.commands.remove(&current.id);
+        match follow {
+            Some(next) if p.transport.owns(&order) => {
+                let next = *next;
+                f.commands.insert(next.command.id.clone());
+                current = next.command;
+                preloaded = Some(next.loaded);
+            }
+            _ => break,
+        }
+    }
+    p.runner.lock().orders.remove(&order);
 }
 
 /// The dispatcher: sweeps the command table for due work not yet running.
@@ -340,6 +385,10 @@ pub(crate) async fn commit(
                 (t, None)
             }
         };
+        let mut t = t;
+        if p.transport.carries_commands() {
+            effects::carry_commands(&mut t);
+        }
         match p.store.commit_transition(&t).await {
             Ok(_)
                 if t.events

@@ -19,7 +19,7 @@ pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
     CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
 };
-pub use outbox::{OutboxMessage, OutboxRecord};
+pub use outbox::{OutboxClaim, OutboxMessage, OutboxRecord};
 pub use plugins::{
     ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
 };

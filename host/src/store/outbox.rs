@@ -1,8 +1,17 @@
-//! The transactional outbox: public events written with the transition that
-//! caused them, then relayed to the transport and pruned.
+//! The transactional outbox: public events (and, with Kafka, saga commands)
+//! written with the transition that caused them, then claimed by a relay,
+//! handed to the transport and deleted, so the table holds only what is
+//! still to be published.
+//!
+//! Several hosts may relay at once on PostgreSQL: each claims a batch with
+//! `FOR UPDATE SKIP LOCKED`, and keeps of it only each order's unbroken run
+//! from its oldest unpublished message, so one order's messages are never
+//! published out of order by two relays racing.
 
-use super::{Result, SqlStore, on_pool};
+use super::{Backend, Result, SqlStore};
 use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use std::collections::HashSet;
 
 #[derive(Debug, Clone)]
 pub struct OutboxMessage {
@@ -10,6 +19,8 @@ pub struct OutboxMessage {
     pub topic: String,
     pub event_type: String,
     pub payload: Value,
+    /// Not published before this time (ms); `None`: as soon as committed.
+    pub available_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -23,60 +34,202 @@ pub struct OutboxRecord {
     pub created_at: i64,
 }
 
+/// Messages claimed for publishing. On PostgreSQL their rows stay locked
+/// until [`SqlStore::complete`]; dropping the claim releases them unpublished.
+pub struct OutboxClaim {
+    pub records: Vec<OutboxRecord>,
+    tx: Option<Transaction<'static, Postgres>>,
+}
+
+const COLUMNS: &str = "id, tenant_id, order_id, topic, event_type, payload, created_at";
+
 impl SqlStore {
-    /// The oldest unpublished messages.
-    pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxRecord>> {
-        on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as::<_, OutboxRecord>(
-                "SELECT id, tenant_id, order_id, topic, event_type, payload, created_at FROM outbox
-                 WHERE published_at IS NULL ORDER BY created_at, id LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(pool)
-            .await?)
-        })
+    /// Claims up to `limit` messages due at `now`, oldest first.
+    pub async fn claim_outbox(&self, now: i64, limit: i64) -> Result<OutboxClaim> {
+        match &self.backend {
+            Backend::Sqlite { read, .. } => {
+                let records = sqlx::query_as::<_, OutboxRecord>(&format!(
+                    "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND available_at <= $1
+                     ORDER BY rowid LIMIT $2"
+                ))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(read)
+                .await?;
+                Ok(OutboxClaim { records, tx: None })
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut records = sqlx::query_as::<_, OutboxRecord>(&format!(
+                    "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND available_at <= $1
+                     ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if !records.is_empty() {
+                    let orders: Vec<&str> = records
+                        .iter()
+                        .map(|r| r.order_id.as_str())
+                        .collect::<HashSet<_>>()
+                        .into_iter()
+                        .collect();
+                    // Every due message of these orders, claimed or not, in order.
+                    let queue: Vec<(String, String, String)> = sqlx::query_as(
+                        "SELECT id, topic, order_id FROM outbox
+                         WHERE published_at IS NULL AND available_at <= $1 AND order_id = ANY($2)
+                         ORDER BY seq",
+                    )
+                    .bind(now)
+                    .bind(&orders)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let keep = unbroken_runs(&records, &queue);
+                    records.retain(|r| keep.contains(r.id.as_str()));
+                }
+                Ok(OutboxClaim {
+                    records,
+                    tx: Some(tx),
+                })
+            }
+        }
     }
 
-    pub async fn mark_published(&self, ids: &[String], now: i64) -> Result<()> {
-        // One statement per chunk rather than one per message: the relay marks
-        // thousands a second and SQLite has a single writer.
-        for chunk in ids.chunks(200) {
-            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "UPDATE outbox SET published_at = $1 WHERE id IN ({})",
-                placeholders.join(", ")
-            );
-            on_pool!(self, write, |pool| {
-                let mut query = sqlx::query(&sql).bind(now);
-                for id in chunk {
-                    query = query.bind(id);
+    /// The claimed messages are published: deletes them.
+    pub async fn complete(&self, claim: OutboxClaim) -> Result<()> {
+        let ids: Vec<String> = claim.records.into_iter().map(|r| r.id).collect();
+        match (claim.tx, &self.backend) {
+            (Some(mut tx), _) => {
+                if !ids.is_empty() {
+                    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                        .bind(&ids)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                query.execute(pool).await?;
-            });
+                tx.commit().await?;
+            }
+            (None, Backend::Sqlite { write, .. }) => {
+                // One statement per chunk rather than one per message: SQLite
+                // has a single writer.
+                for chunk in ids.chunks(200) {
+                    let placeholders: Vec<String> =
+                        (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "DELETE FROM outbox WHERE id IN ({})",
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for id in chunk {
+                        query = query.bind(id);
+                    }
+                    query.execute(write).await?;
+                }
+            }
+            (None, Backend::Postgres(_)) => {}
         }
         Ok(())
     }
 
-    /// Deletes messages published before `before`, so the table stays small.
-    pub async fn prune_published(&self, before: i64) -> Result<u64> {
-        on_pool!(self, write, |pool| {
-            Ok(sqlx::query(
-                "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
+    /// When the earliest message waiting for its time falls due.
+    pub async fn next_outbox_due(&self, now: i64) -> Result<Option<i64>> {
+        super::on_pool!(self, read, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT MIN(available_at) FROM outbox WHERE published_at IS NULL AND available_at > $1",
             )
-            .bind(before)
-            .execute(pool)
-            .await?
-            .rows_affected())
+            .bind(now)
+            .fetch_one(pool)
+            .await?)
         })
     }
 
     pub async fn unpublished_count(&self) -> Result<i64> {
-        on_pool!(self, read, |pool| {
+        super::on_pool!(self, read, |pool| {
             Ok(
                 sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
                     .fetch_one(pool)
                     .await?,
             )
         })
+    }
+
+    /// A listener woken by every commit that adds outbox messages
+    /// (PostgreSQL only; see migration 0007).
+    pub async fn outbox_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen("oms_outbox").await?;
+                Ok(Some(listener))
+            }
+            Backend::Sqlite { .. } => Ok(None),
+        }
+    }
+}
+
+/// Of the claimed `records`, the ids to publish now: per (topic, order), the
+/// claimed messages from the head of `queue` (all due messages of those
+/// orders, oldest first) up to the first one someone else holds.
+fn unbroken_runs(records: &[OutboxRecord], queue: &[(String, String, String)]) -> HashSet<String> {
+    let claimed: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let mut blocked: HashSet<(&str, &str)> = HashSet::new();
+    let mut keep = HashSet::new();
+    for (id, topic, order) in queue {
+        let stream = (topic.as_str(), order.as_str());
+        if blocked.contains(&stream) {
+            continue;
+        }
+        if claimed.contains(id.as_str()) {
+            keep.insert(id.clone());
+        } else {
+            blocked.insert(stream);
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, order: &str) -> OutboxRecord {
+        OutboxRecord {
+            id: id.into(),
+            tenant_id: "t".into(),
+            order_id: order.into(),
+            topic: "e".into(),
+            event_type: "x".into(),
+            payload: "{}".into(),
+            created_at: 0,
+        }
+    }
+
+    fn q(id: &str, order: &str) -> (String, String, String) {
+        (id.into(), "e".into(), order.into())
+    }
+
+    #[test]
+    fn a_claim_keeps_each_orders_unbroken_run_only() {
+        // a1 is held by another relay: a2 and a3 must wait for it. b2 is
+        // held elsewhere: b1 goes, b3 waits.
+        let claimed = [
+            record("a2", "a"),
+            record("a3", "a"),
+            record("b1", "b"),
+            record("b3", "b"),
+            record("c1", "c"),
+        ];
+        let queue = [
+            q("a1", "a"),
+            q("b1", "b"),
+            q("a2", "a"),
+            q("b2", "b"),
+            q("c1", "c"),
+            q("a3", "a"),
+            q("b3", "b"),
+        ];
+        let mut keep: Vec<String> = unbroken_runs(&claimed, &queue).into_iter().collect();
+        keep.sort_unstable();
+        assert_eq!(keep, vec!["b1", "c1"]);
     }
 }

@@ -84,7 +84,7 @@ macro_rules! write_effects {
                 .await?;
         }
         for m in &t.outbox {
-            sqlx::query("INSERT INTO outbox (id, tenant_id, order_id, topic, event_type, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            sqlx::query("INSERT INTO outbox (id, tenant_id, order_id, topic, event_type, payload, created_at, available_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(&m.id)
                 .bind(t.tenant.as_str())
                 .bind(t.order_id.as_str())
@@ -92,6 +92,7 @@ macro_rules! write_effects {
                 .bind(&m.event_type)
                 .bind(m.payload.to_string())
                 .bind(t.now)
+                .bind(m.available_at.unwrap_or(t.now))
                 .execute(&mut *$tx)
                 .await?;
         }

@@ -4,6 +4,7 @@
 //! envelope's identity in headers for consumers that route without parsing.
 
 use super::{TOPICS, TransportError};
+use crate::engine::TOPIC_SAGA_COMMANDS;
 use crate::store::OutboxRecord;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -11,7 +12,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 /// How long librdkafka keeps retrying one message before the relay hears
@@ -23,6 +27,11 @@ pub struct KafkaTransport {
     producer: RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
     partitions: i32,
+    /// Partitions of the command topic as the broker has it; 0 until known.
+    command_partitions: AtomicI32,
+    /// Command-topic partitions this host's consumer holds.
+    owned: RwLock<HashSet<i32>>,
+    brokers: String,
 }
 
 /// Schema version of the envelope (`schemaVersion` in every payload).
@@ -47,7 +56,42 @@ impl KafkaTransport {
             admin: config.create()?,
             config,
             partitions,
+            command_partitions: AtomicI32::new(0),
+            owned: RwLock::default(),
+            brokers: brokers.into(),
         })
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// The command-topic partition of `order`. Chosen by the host, not by
+    /// librdkafka, so a host can tell which orders its partitions hold.
+    pub fn partition_for(&self, order: &str) -> Option<i32> {
+        let n = self.command_partitions.load(Ordering::Acquire);
+        (n > 0).then(|| {
+            let h = Sha256::digest(order.as_bytes());
+            (u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % n as u32) as i32
+        })
+    }
+
+    pub fn owns(&self, order: &str) -> bool {
+        self.partition_for(order).is_some_and(|p| {
+            self.owned
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&p)
+        })
+    }
+
+    /// Called by the consumer on each rebalance.
+    pub fn set_owned(&self, assigned: &[i32], revoked: &[i32]) {
+        let mut owned = self.owned.write().unwrap_or_else(|e| e.into_inner());
+        for p in revoked {
+            owned.remove(p);
+        }
+        owned.extend(assigned.iter().copied());
     }
 
     /// Creates the topics that are missing.
@@ -79,6 +123,25 @@ impl KafkaTransport {
                 }
             }
         }
+        // The command topic may have been created by an operator with
+        // another partition count: ask the broker.
+        let producer = self.producer();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(TOPIC_SAGA_COMMANDS), Duration::from_secs(10))
+        })
+        .await
+        .map_err(|_| TransportError::NotReady)??;
+        let n = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == TOPIC_SAGA_COMMANDS)
+            .map_or(0, |t| t.partitions().len() as i32);
+        if n == 0 {
+            return Err(TransportError::NotReady);
+        }
+        self.command_partitions.store(n, Ordering::Release);
         Ok(())
     }
 
@@ -119,8 +182,30 @@ impl KafkaTransport {
         result
     }
 
+    /// Sends one record and waits for the broker to take it.
+    pub(crate) async fn send_one<K, P>(
+        &self,
+        record: FutureRecord<'_, K, P>,
+    ) -> Result<(), TransportError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        self.producer()
+            .send(record, DELIVERY_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| TransportError::NotDelivered {
+                id: "dead letter".into(),
+                error,
+            })
+    }
+
     async fn send_all(&self, batch: &[OutboxRecord]) -> Result<(), TransportError> {
         let producer = self.producer();
+        if self.command_partitions.load(Ordering::Acquire) == 0 {
+            return Err(TransportError::NotReady);
+        }
         let mut pending = Vec::with_capacity(batch.len());
         for m in batch {
             let headers = OwnedHeaders::new()
@@ -143,11 +228,18 @@ impl KafkaTransport {
                 .insert(Header {
                     key: "content-type",
                     value: Some("application/json"),
+                })
+                .insert(Header {
+                    key: "traceparent",
+                    value: Some(traceparent(&m.order_id, &m.id).as_str()),
                 });
-            let record = FutureRecord::to(&m.topic)
+            let mut record = FutureRecord::to(&m.topic)
                 .key(m.order_id.as_str())
                 .payload(m.payload.as_str())
                 .headers(headers);
+            if m.topic == TOPIC_SAGA_COMMANDS {
+                record = record.partition(self.partition_for(&m.order_id).unwrap_or(0));
+            }
             match producer.send_result(record) {
                 Ok(delivery) => pending.push((m.id.clone(), delivery)),
                 Err((error, _)) => {
@@ -172,4 +264,17 @@ impl KafkaTransport {
         }
         Ok(())
     }
+}
+
+/// W3C trace context: one trace per order (its id derived from the order
+/// id, so every host and every consumer joins the same trace without a
+/// lookup), one span per message.
+pub fn traceparent(order: &str, message: &str) -> String {
+    let trace = Sha256::digest(order.as_bytes());
+    let span = Sha256::digest(message.as_bytes());
+    format!(
+        "00-{}-{}-01",
+        hex::encode(&trace[..16]),
+        hex::encode(&span[..8])
+    )
 }

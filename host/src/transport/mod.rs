@@ -9,19 +9,27 @@ use crate::store::OutboxRecord;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
+pub mod commands;
+pub mod dlq;
+
 /// Topics, one per stream: public order lifecycle events, notifications to
-/// send, and fulfilment requests for the warehouse. Commands and events are
-/// never mixed on one topic.
-pub const TOPICS: [&str; 3] = [
+/// send, fulfilment requests for the warehouse, saga commands for the hosts'
+/// consumer group, and the dead letters of that group. Commands and events
+/// are never mixed on one topic.
+pub const TOPICS: [&str; 5] = [
     crate::engine::TOPIC_ORDER_EVENTS,
     crate::engine::TOPIC_NOTIFICATIONS,
     crate::engine::TOPIC_FULFILMENT,
+    crate::engine::TOPIC_SAGA_COMMANDS,
+    crate::engine::TOPIC_SAGA_COMMANDS_DLQ,
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka topics are not set up yet")]
+    NotReady,
     #[error("kafka did not take message {id}: {error}")]
     NotDelivered {
         id: String,
@@ -31,7 +39,7 @@ pub enum TransportError {
 
 pub enum Transport {
     InProcess(InProcess),
-    Kafka(kafka::KafkaTransport),
+    Kafka(Arc<kafka::KafkaTransport>),
 }
 
 impl Transport {
@@ -53,6 +61,21 @@ impl Transport {
         match self {
             Self::InProcess(t) => Some(t.subscribe()),
             Self::Kafka(_) => None,
+        }
+    }
+
+    /// Whether saga commands travel as messages to a consumer group (Kafka)
+    /// rather than being swept from the database by this process.
+    pub fn carries_commands(&self) -> bool {
+        matches!(self, Self::Kafka(_))
+    }
+
+    /// Whether this host is the one to run `order`'s saga now: always
+    /// in-process; with Kafka, while it holds the order's partition.
+    pub fn owns(&self, order: &str) -> bool {
+        match self {
+            Self::InProcess(_) => true,
+            Self::Kafka(k) => k.owns(order),
         }
     }
 

@@ -1,0 +1,113 @@
+//! Kafka mode's saga runner: every host takes saga command messages from one
+//! consumer group, so the partitions (and with them the orders) are shared
+//! among however many hosts run. A message's offset is committed only after
+//! the database commit that applied its command; the command row is the
+//! inbox entry, deleted in that same transaction, so a redelivery after a
+//! crash or a rebalance finds it gone and does nothing. A host that lost a
+//! partition but still runs cannot apply a stale transition either: the
+//! order's version check refuses it.
+
+use super::Platform;
+use super::metrics::Metrics;
+use super::relay::backoff;
+use super::runner;
+use crate::domain::OrderId;
+use crate::transport::commands::{self, Context, Offsets, Poison};
+use crate::transport::kafka::KafkaTransport;
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Messages worked on at once; beyond it the consumer stops fetching.
+const CONCURRENCY: usize = 256;
+
+pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
+    let offsets = Arc::new(Mutex::new(Offsets::default()));
+    let consumer = loop {
+        let counted = p.clone();
+        let context = Context {
+            kafka: kafka.clone(),
+            offsets: offsets.clone(),
+            on_rebalance: Box::new(move || {
+                Metrics::inc(&counted.metrics.consumer_rebalances_total)
+            }),
+        };
+        match commands::consumer(&kafka, context) {
+            Ok(c) => break Arc::new(c),
+            Err(e) => {
+                tracing::error!(error = %e, "joining the saga consumer group failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut failures = 0u32;
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let m = match consumer.recv().await {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, "reading saga commands failed");
+                tokio::time::sleep(backoff(failures)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let ticket = offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .begin(m.partition(), m.offset());
+        let (p, kafka, consumer, offsets) =
+            (p.clone(), kafka.clone(), consumer.clone(), offsets.clone());
+        tokio::spawn(async move {
+            handle(&p, &kafka, &m).await;
+            Metrics::inc(&p.metrics.commands_consumed_total);
+            let next = offsets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish(ticket);
+            if let Some(next) = next {
+                commands::store(&consumer, ticket.partition, next);
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Carries out one message: a command, or poison for the dead-letter topic.
+async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) {
+    let poison = match commands::decode(m) {
+        Ok(cmd) if p.tenants.get(&cmd.tenant_id).is_none() => Poison::new(
+            "UNKNOWN_TENANT",
+            format!("no tenant {:?} on this host", cmd.tenant_id),
+        ),
+        Ok(cmd) if OrderId::parse(&cmd.order_id).is_none() => {
+            Poison::new("UNDECODABLE", format!("order id {:?}", cmd.order_id))
+        }
+        Ok(cmd) => {
+            runner::deliver(p, cmd).await;
+            return;
+        }
+        Err(poison) => poison,
+    };
+    tracing::warn!(
+        partition = m.partition(),
+        offset = m.offset(),
+        code = poison.code,
+        error = %poison.error,
+        "saga command message sent to the dead-letter topic"
+    );
+    // Not lost: the offset does not move until the dead letter is stored.
+    let mut failures = 0u32;
+    while let Err(e) = kafka.dead_letter(m, &poison).await {
+        failures = failures.saturating_add(1);
+        tracing::warn!(error = %e, "storing a dead letter failed; retrying");
+        tokio::time::sleep(backoff(failures)).await;
+    }
+    Metrics::inc(&p.metrics.dead_letters_total);
+}
