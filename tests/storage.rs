@@ -409,13 +409,13 @@ async fn outbox_is_claimed_in_order_and_removed_once_published(kind: Kind) {
         // messages must wait for it rather than overtake it.
         let other = store.claim_outbox(now, 10).await.unwrap();
         assert_eq!(ids(&other), Vec::<String>::new());
-        drop(other);
+        store.release(other).await.unwrap();
     }
     store.complete(first).await.unwrap();
     assert_eq!(store.unpublished_count().await.unwrap(), 2);
     let rest = store.claim_outbox(now, 10).await.unwrap();
     assert_eq!(ids(&rest), vec!["m2"]);
-    drop(rest);
+    store.release(rest).await.unwrap();
     // Released unpublished: offered again.
     let again = store.claim_outbox(now, 10).await.unwrap();
     assert_eq!(ids(&again), vec!["m2"]);

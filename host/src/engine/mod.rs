@@ -50,6 +50,7 @@ impl Platform {
         admin_token: Option<String>,
         transport: crate::transport::Transport,
     ) -> Arc<Self> {
+        store.set_commands_in_outbox(transport.carries_commands());
         Arc::new(Self {
             store,
             plugins,

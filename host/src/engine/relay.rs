@@ -38,7 +38,9 @@ pub(crate) async fn run(p: Arc<Platform>) {
                     if let Err(e) = p.transport.publish(&claim.records).await {
                         // Released unpublished: the batch is offered again, and
                         // consumers drop what they already had by its id.
-                        drop(claim);
+                        if let Err(e) = p.store.release(claim).await {
+                            tracing::warn!(error = %e, "releasing outbox messages failed");
+                        }
                         Metrics::inc(&p.metrics.outbox_publish_failures_total);
                         failures = failures.saturating_add(1);
                         let wait = backoff(failures);

@@ -86,7 +86,24 @@ pub(crate) use on_pool;
 
 pub struct SqlStore {
     pub(crate) backend: Backend,
+    /// Saga commands also travel as outbox messages (Kafka).
+    commands_in_outbox: std::sync::atomic::AtomicBool,
 }
+
+/// The few statements whose text differs between the backends.
+pub(crate) struct Dialect {
+    /// Deletes a consumed command's outbox message unless a relay holds it.
+    pub unpublish_command: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    unpublish_command: "DELETE FROM outbox WHERE id = $1",
+};
+
+const POSTGRES: Dialect = Dialect {
+    unpublish_command: "DELETE FROM outbox WHERE id IN
+        (SELECT id FROM outbox WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+};
 
 impl SqlStore {
     /// Connects to `postgres://…` or `sqlite://…` and brings the schema up to date.
@@ -100,6 +117,7 @@ impl SqlStore {
             sqlx::migrate!("../migrations/postgres").run(&pool).await?;
             Self {
                 backend: Backend::Postgres(pool),
+                commands_in_outbox: Default::default(),
             }
         } else {
             let options = SqliteConnectOptions::from_str(url)?
@@ -120,6 +138,7 @@ impl SqlStore {
                 .await?;
             Self {
                 backend: Backend::Sqlite { write, read },
+                commands_in_outbox: Default::default(),
             }
         };
         Ok(store)
@@ -130,6 +149,26 @@ impl SqlStore {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", data_dir.display())))?;
         Self::connect(&format!("sqlite://{}", data_dir.join("oms.db").display())).await
+    }
+
+    /// Saga commands are written to the outbox too, for a consumer group
+    /// (Kafka); a command applied before its message was published then
+    /// takes the message with it.
+    pub fn set_commands_in_outbox(&self, on: bool) {
+        self.commands_in_outbox
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn commands_in_outbox(&self) -> bool {
+        self.commands_in_outbox
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn dialect(&self) -> &'static Dialect {
+        match self.backend {
+            Backend::Sqlite { .. } => &SQLITE,
+            Backend::Postgres(_) => &POSTGRES,
+        }
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -131,6 +131,15 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Gives the claimed messages back unpublished, at once (dropping the
+    /// claim does too, but only when its connection is next used).
+    pub async fn release(&self, claim: OutboxClaim) -> Result<()> {
+        if let Some(tx) = claim.tx {
+            tx.rollback().await?;
+        }
+        Ok(())
+    }
+
     /// When the earliest message waiting for its time falls due.
     pub async fn next_outbox_due(&self, now: i64) -> Result<Option<i64>> {
         super::on_pool!(self, read, |pool| {

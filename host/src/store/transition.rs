@@ -132,6 +132,15 @@ impl SqlStore {
                 if gone.rows_affected() == 0 {
                     return Err(StoreError::Duplicate);
                 }
+                if self.commands_in_outbox() {
+                    // Applied before its message went out (the host owning the
+                    // order ran it at once): no need to publish it any more,
+                    // unless a relay is publishing it right now.
+                    sqlx::query(self.dialect().unpublish_command)
+                        .bind(command)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             if let Some(op) = &t.inventory {
                 apply_inventory!(tx, &t.tenant, &t.order_id, op, t.now);

@@ -222,7 +222,9 @@ pub fn consumer(
         // A host that dies loses its partitions within seconds.
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "10")
+        // Most steps run on the host that committed the one before (it owns
+        // the order's partition); the topic carries first steps and recovery.
+        .set("fetch.wait.max.ms", "25")
         .create_with_context(context)?;
     consumer.subscribe(&[TOPIC_SAGA_COMMANDS])?;
     Ok(consumer)

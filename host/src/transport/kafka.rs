@@ -176,7 +176,7 @@ impl KafkaTransport {
     /// Sends every message of the batch, then waits for all acknowledgements.
     pub async fn publish(&self, batch: &[OutboxRecord]) -> Result<(), TransportError> {
         let result = self.send_all(batch).await;
-        if result.is_err() {
+        if matches!(result, Err(TransportError::NotDelivered { .. })) {
             self.renew();
         }
         result
