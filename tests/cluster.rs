@@ -52,6 +52,22 @@ async fn three_hosts_share_the_sagas_and_lose_nothing_when_one_is_killed() {
     for _ in 0..3 {
         hosts.push(kafka_host(&db, &broker, &psp).await);
     }
+    // The group has formed: every host holds a share of the 6 partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut held = Vec::new();
+        for h in &hosts {
+            held.push(h.metric("consumer_partitions").await);
+        }
+        if held.iter().all(|n| *n > 0) && held.iter().sum::<u64>() == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions never shared: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let live = load::hosts(&hosts.iter().map(|h| h.url.as_str()).collect::<Vec<_>>());
     let accepted: Accepted = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));

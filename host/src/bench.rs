@@ -284,7 +284,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     std::io::Write::write_all(&mut out, b"\n")?;
     if done < accepted {
         bail!(
-            "only {done} of {accepted} sagas finished within {}s",
+            "only {done} of {accepted} sagas finished within {}s (counted from the /metrics \
+             of the --url hosts: with several hosts sharing the work, list them all)",
             args.settle_secs
         );
     }

@@ -118,6 +118,12 @@ async fn metrics(State(p): State<AppState>) -> String {
             "# HELP oms_outbox_unpublished Outbox messages not yet taken by the transport.\n# TYPE oms_outbox_unpublished gauge\noms_outbox_unpublished {n}\n"
         ));
     }
+    if let crate::transport::Transport::Kafka(k) = &p.transport {
+        out.push_str(&format!(
+            "# HELP oms_consumer_partitions Saga command partitions this host holds.\n# TYPE oms_consumer_partitions gauge\noms_consumer_partitions {}\n",
+            k.owned_count()
+        ));
+    }
     out
 }
 

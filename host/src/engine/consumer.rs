@@ -22,6 +22,12 @@ use tokio::sync::Semaphore;
 
 /// Messages worked on at once; beyond it the consumer stops fetching.
 const CONCURRENCY: usize = 256;
+/// How long past its due time a command waits for its message before any
+/// host runs it straight from the database: longer than a rebalance after a
+/// host dies (session timeout 6 s) takes.
+const OVERDUE_MS: i64 = 15_000;
+/// The lease a rescuing host takes on such a command.
+const RESCUE_LEASE_MS: i64 = 30_000;
 
 pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
     let offsets = Arc::new(Mutex::new(Offsets::default()));
@@ -42,6 +48,7 @@ pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
             }
         }
     };
+    tokio::spawn(rescue(p.clone()));
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut failures = 0u32;
     loop {
@@ -90,7 +97,7 @@ async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) {
             Poison::new("UNDECODABLE", format!("order id {:?}", cmd.order_id))
         }
         Ok(cmd) => {
-            runner::deliver(p, cmd).await;
+            runner::deliver(p, cmd, false).await;
             return;
         }
         Err(poison) => poison,
@@ -110,4 +117,42 @@ async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) {
         tokio::time::sleep(backoff(failures)).await;
     }
     Metrics::inc(&p.metrics.dead_letters_total);
+}
+
+/// The safety net under the consumer group: the database, not the broker, is
+/// the record of what is left to do. A command still there long after it
+/// fell due lost its message (a broker that dropped acknowledged writes, a
+/// group that never handed a dead host's partitions on, commands written
+/// before the host ran with Kafka): one host, holding a lease on it in the
+/// database, runs it directly. Fenced like any delivery, so a late message
+/// for it changes nothing.
+async fn rescue(p: Arc<Platform>) {
+    loop {
+        let pause = 2_000 + rand::random_range(0..2_000);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let now = crate::now_ms();
+        let overdue = match p.store.due_commands(now - OVERDUE_MS, 100).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for overdue saga commands failed");
+                continue;
+            }
+        };
+        for cmd in overdue {
+            match p
+                .store
+                .lease_command(&cmd.id, cmd.available_at, now + RESCUE_LEASE_MS)
+                .await
+            {
+                Ok(true) => {
+                    tracing::warn!(command = %cmd.id, order = %cmd.order_id, overdue_ms = now - cmd.available_at, "saga command overdue: running it from the database");
+                    Metrics::inc(&p.metrics.commands_rescued_total);
+                    let p = p.clone();
+                    tokio::spawn(async move { runner::deliver(&p, cmd, true).await });
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leasing an overdue saga command failed"),
+            }
+        }
+    }
 }

@@ -46,6 +46,7 @@ counters! {
     plugins_loaded_precompiled_total: "Plugin versions this host loaded from native code another host (or an earlier run) stored.",
     commands_consumed_total: "Saga command messages this host took from Kafka and finished with.",
     dead_letters_total: "Saga command messages sent to the dead-letter topic.",
+    commands_rescued_total: "Saga commands run from the database because their message was overdue.",
     consumer_rebalances_total: "Partition assignments and revocations this host's consumer went through.",
 }
 

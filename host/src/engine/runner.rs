@@ -112,11 +112,13 @@ pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Lo
 }
 
 /// Kafka mode: carries out a command delivered by the consumer group, and
-/// the saga's next commands while this host owns the order; returns once
-/// the delivered command is applied (or found applied before). A failure to
-/// commit (database down) is retried here with capped, jittered backoff, so
-/// the message's offset is not committed meanwhile.
-pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord) {
+/// the saga's next commands while this host owns the order (or all of them,
+/// with `whole_saga`, for a command rescued because its message never came:
+/// its partition may have no live owner); returns once the delivered command
+/// is applied (or found applied before). A failure to commit (database down)
+/// is retried here with capped, jittered backoff, so the message's offset is
+/// not committed meanwhile.
+pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord, whole_saga: bool) {
     let order = cmd.order_id.clone();
     // One command per order at a time in this process.
     loop {
@@ -142,7 +144,7 @@ pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord) {
         let mut f = p.runner.lock();
         f.commands.remove(&current.id);
         match follow {
-            Some(next) if p.transport.owns(&order) => {
+            Some(next) if whole_saga || p.transport.owns(&order) => {
                 let next = *next;
                 f.commands.insert(next.command.id.clone());
                 current = next.command;

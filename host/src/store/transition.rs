@@ -201,6 +201,24 @@ impl SqlStore {
         })
     }
 
+    /// Takes a lease on an overdue command: moves its due time to `until`
+    /// if no one else did since it was read as due at `seen_due`. Only the
+    /// host that gets `true` runs it now; if that host dies, the command is
+    /// overdue again after `until`.
+    pub async fn lease_command(&self, id: &str, seen_due: i64, until: i64) -> Result<bool> {
+        on_pool!(self, write, |pool| {
+            let moved = sqlx::query(
+                "UPDATE saga_commands SET available_at = $1 WHERE id = $2 AND available_at = $3",
+            )
+            .bind(until)
+            .bind(id)
+            .bind(seen_due)
+            .execute(pool)
+            .await?;
+            Ok(moved.rows_affected() == 1)
+        })
+    }
+
     /// When the next command falls due, if any is waiting.
     pub async fn next_command_at(&self) -> Result<Option<i64>> {
         on_pool!(self, read, |pool| {

@@ -85,6 +85,10 @@ impl KafkaTransport {
         })
     }
 
+    pub fn owned_count(&self) -> usize {
+        self.owned.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Called by the consumer on each rebalance.
     pub fn set_owned(&self, assigned: &[i32], revoked: &[i32]) {
         let mut owned = self.owned.write().unwrap_or_else(|e| e.into_inner());
