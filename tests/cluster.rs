@@ -17,18 +17,7 @@ use support::load::{self, Accepted, Psp};
 use support::{Db, Server};
 
 async fn kafka_host(db: &Db, broker: &Broker, psp: &Psp) -> Server {
-    Server::start_with(
-        db,
-        vec![
-            "--sandbox-psp-url".into(),
-            psp.url.clone(),
-            "--kafka-brokers".into(),
-            broker.addr(),
-            "--kafka-partitions".into(),
-            "6".into(),
-        ],
-    )
-    .await
+    support::broker::kafka_host(db, broker, &psp.url, 6).await
 }
 
 async fn wait_for(accepted: &Accepted, n: usize) {

@@ -91,18 +91,7 @@ fn confirmed_all(ids: &[String]) -> impl FnMut(&[Seen]) -> bool + '_ {
 }
 
 async fn kafka_host(db: &Db, broker: &Broker, psp: &Psp) -> Server {
-    Server::start_with(
-        db,
-        vec![
-            "--sandbox-psp-url".into(),
-            psp.url.clone(),
-            "--kafka-brokers".into(),
-            broker.addr(),
-            "--kafka-partitions".into(),
-            "3".into(),
-        ],
-    )
-    .await
+    support::broker::kafka_host(db, broker, &psp.url, 3).await
 }
 
 /// Order lifecycle events land on `oms.order-events.v1`, keyed by order id,

@@ -3,6 +3,7 @@
 //! it acknowledged across a SIGTERM restart.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use super::{Db, Server};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,4 +94,21 @@ impl Drop for Broker {
             let _ = child.wait();
         }
     }
+}
+
+/// A host publishing to `broker` and sharing saga work through it, with the
+/// sandbox provider at `psp_url`.
+pub async fn kafka_host(db: &Db, broker: &Broker, psp_url: &str, partitions: u32) -> Server {
+    Server::start_with(
+        db,
+        vec![
+            "--sandbox-psp-url".into(),
+            psp_url.into(),
+            "--kafka-brokers".into(),
+            broker.addr(),
+            "--kafka-partitions".into(),
+            partitions.to_string(),
+        ],
+    )
+    .await
 }
