@@ -471,7 +471,50 @@ async fn customer_history_counts_recent_orders_only(kind: Kind) {
     assert_eq!((h.orders, h.spend), (1, 2_000));
 }
 
+/// Hosts starting together on one database register the same manifest
+/// plugins at once: one version results, and nobody fails.
+async fn concurrent_registrations_of_one_plugin_agree_on_its_version(kind: Kind) {
+    let (first, db) = store(kind).await;
+    let second = SqlStore::connect(&db.url).await.unwrap();
+    let stores = [Arc::new(first), Arc::new(second)];
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = stores[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .put_plugin_version(
+                    &tenant(),
+                    "guardrail",
+                    "sha256:aa",
+                    b"bytes",
+                    "manifest",
+                    1_000,
+                )
+                .await
+                .unwrap()
+                .0
+                .version
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 1);
+    }
+    let (other, _) = stores[0]
+        .put_plugin_version(
+            &tenant(),
+            "guardrail",
+            "sha256:bb",
+            b"other",
+            "manifest",
+            2_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.version, 2);
+}
+
 on_both_backends!(
+    concurrent_registrations_of_one_plugin_agree_on_its_version,
     order_round_trips_with_gapless_history,
     a_consumed_command_cannot_be_applied_twice,
     a_stale_version_is_refused_and_leaves_nothing,

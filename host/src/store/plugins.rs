@@ -129,6 +129,36 @@ impl SqlStore {
         uploaded_by: &str,
         now: i64,
     ) -> Result<(PluginVersionRecord, bool)> {
+        // Two hosts (or two uploads) may number a version at once; the loser
+        // of the unique constraint tries again and finds the winner's row or
+        // the next free number.
+        let mut attempts = 0;
+        loop {
+            match self
+                .try_put_plugin_version(tenant, slot, digest, bytes, uploaded_by, now)
+                .await
+            {
+                Err(StoreError::Db(e))
+                    if attempts < 5
+                        && e.as_database_error()
+                            .is_some_and(|d| d.is_unique_violation()) =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_put_plugin_version(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        digest: &str,
+        bytes: &[u8],
+        uploaded_by: &str,
+        now: i64,
+    ) -> Result<(PluginVersionRecord, bool)> {
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             let existing: Option<PluginVersionRecord> = sqlx::query_as(&format!(
