@@ -161,7 +161,12 @@ async fn create(
         now,
     );
     if p.transport.carries_commands() {
-        effects::carry_commands(&mut effects);
+        let grace = if p.transport.owns(id.as_str()) {
+            effects::LOCAL_GRACE_MS
+        } else {
+            0
+        };
+        effects::carry_commands(&mut effects, grace);
     }
     let body = render(&record);
     let new = NewOrder {

@@ -389,7 +389,13 @@ pub(crate) async fn commit(
         };
         let mut t = t;
         if p.transport.carries_commands() {
-            effects::carry_commands(&mut t);
+            // Only the runner chains; a command from the API goes out at once.
+            let grace = if consumes.is_some() && p.transport.owns(order_id.as_str()) {
+                effects::LOCAL_GRACE_MS
+            } else {
+                0
+            };
+            effects::carry_commands(&mut t, grace);
         }
         match p.store.commit_transition(&t).await {
             Ok(_)
