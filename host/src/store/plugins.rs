@@ -170,6 +170,11 @@ impl SqlStore {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(record) = existing {
+                // Ended here rather than by drop: a dropped transaction is
+                // rolled back only when its connection is next used, and on
+                // SQLite's single writer the next caller then meets
+                // "database is locked".
+                tx.rollback().await?;
                 return Ok((record, false));
             }
             sqlx::query(
