@@ -225,6 +225,27 @@ fn oms_dlq(broker: &Broker, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The saga consumer group's committed offset on a partition of the
+/// command topic, as the broker has it (-1 for none).
+fn committed_offset(broker: &Broker, partition: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    // Not subscribed, so it never joins the group; it only asks.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "oms-saga")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("oms.saga-commands.v1", partition);
+    let Ok(committed) = reader.committed_offsets(tpl, Duration::from_secs(10)) else {
+        return -1;
+    };
+    match committed.elements().first().map(|e| e.offset()) {
+        Some(rdkafka::Offset::Offset(o)) => o,
+        _ => -1,
+    }
+}
+
 fn dead_letters(broker: &Broker) -> Vec<Value> {
     oms_dlq(broker, &["list", "--json"])
         .lines()
@@ -305,9 +326,21 @@ async fn poison_commands_go_to_the_dead_letter_topic_and_can_be_replayed() {
     }
     assert!(oms_dlq(&broker, &["list"]).contains("3 dead letter(s)"));
 
-    // The consumer moved on: its offsets passed the poison, so a restarted
-    // host neither sees it again nor stalls on it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The consumer moved on: its committed offsets passed the poison (the
+    // host commits at once after a dead letter; wait for the broker to say
+    // so), so a restarted host neither sees it again nor stalls on it.
+    for l in &letters {
+        let partition = l["originPartition"].as_i64().unwrap() as i32;
+        let offset = l["originOffset"].as_i64().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while committed_offset(&broker, partition) <= offset {
+            assert!(
+                Instant::now() < deadline,
+                "offset {offset} of partition {partition} never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     srv.kill();
     srv.spawn().await;
     let next = acme.place(&order("c", "WIDGET-1", 1, "tok_visa")).await;

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod broker;
+pub mod lifecycle;
 pub mod load;
 
 use serde_json::{Value, json};

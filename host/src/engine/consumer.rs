@@ -72,7 +72,7 @@ pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
         let (p, kafka, consumer, offsets) =
             (p.clone(), kafka.clone(), consumer.clone(), offsets.clone());
         tokio::spawn(async move {
-            handle(&p, &kafka, &m).await;
+            let dead_lettered = handle(&p, &kafka, &m).await;
             Metrics::inc(&p.metrics.commands_consumed_total);
             let next = offsets
                 .lock()
@@ -81,13 +81,33 @@ pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
             if let Some(next) = next {
                 commands::store(&consumer, ticket.partition, next);
             }
+            if dead_lettered {
+                // Committed now rather than with the next background commit,
+                // so a host that dies right after does not dead-letter the
+                // same message again on restart. Rare, so a blocking commit
+                // costs nothing. (Still at least once: a crash between the
+                // dead letter and this commit repeats it, recognisable by
+                // its origin partition and offset.)
+                let committing = consumer.clone();
+                match tokio::task::spawn_blocking(move || commands::commit_now(&committing)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "committing offsets after a dead letter failed; the background commit follows")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "committing offsets after a dead letter panicked")
+                    }
+                }
+                Metrics::inc(&p.metrics.dead_letters_total);
+            }
             drop(permit);
         });
     }
 }
 
-/// Carries out one message: a command, or poison for the dead-letter topic.
-async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) {
+/// Carries out one message: a command, or poison for the dead-letter
+/// topic (then `true`).
+async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) -> bool {
     let poison = match commands::decode(m) {
         Ok(cmd) if p.tenants.get(&cmd.tenant_id).is_none() => Poison::new(
             "UNKNOWN_TENANT",
@@ -98,7 +118,7 @@ async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) {
         }
         Ok(cmd) => {
             runner::deliver(p, cmd, false).await;
-            return;
+            return false;
         }
         Err(poison) => poison,
     };
@@ -116,7 +136,7 @@ async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) {
         tracing::warn!(error = %e, "storing a dead letter failed; retrying");
         tokio::time::sleep(backoff(failures)).await;
     }
-    Metrics::inc(&p.metrics.dead_letters_total);
+    true
 }
 
 /// The safety net under the consumer group: the database, not the broker, is

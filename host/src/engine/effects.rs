@@ -2,7 +2,7 @@
 //! transition writes: order patch, history, commands, outbox messages.
 
 use crate::domain::{FulfillmentStatus, OrderId, OrderStatus, PaymentStatus, TenantId};
-use crate::saga::{Action, Compensation, Ending, SagaState, SagaStatus, Step};
+use crate::saga::{Action, Compensation, Ending, Handover, SagaState, SagaStatus, Step};
 use crate::store::{InventoryOp, NewCommand, OrderPatch, OutboxMessage, PaymentRecord, Transition};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -136,6 +136,11 @@ pub fn payment_status(state: &SagaState) -> PaymentStatus {
 }
 
 pub fn fulfillment_status(state: &SagaState) -> FulfillmentStatus {
+    match state.handover {
+        Handover::Delivered => return FulfillmentStatus::Delivered,
+        Handover::Shipped => return FulfillmentStatus::Shipped,
+        Handover::NotShipped => {}
+    }
     if !state.completed.contains(&Step::RequestFulfilment) {
         FulfillmentStatus::None
     } else if matches!(
@@ -169,6 +174,7 @@ pub(crate) fn transition(
     let mut events = vec![(history.0.to_string(), data)];
     let mut commands = Vec::new();
     let mut outbox = extras.outbox;
+    let mut inventory = extras.inventory;
     let mut patch = OrderPatch {
         saga_state: serde_json::to_string(state).ok(),
         saga_status: Some(state.status.as_str().into()),
@@ -225,6 +231,33 @@ pub(crate) fn transition(
                     data,
                 ));
             }
+            Action::Handover { stage, shipment } => {
+                let (status, event_type) = match stage {
+                    Handover::Delivered => (OrderStatus::Delivered, "order.delivered"),
+                    _ => (OrderStatus::Shipped, "order.shipped"),
+                };
+                patch.status = Some(status.as_str().into());
+                if let Some(s) = shipment {
+                    patch.shipment = serde_json::to_string(s).ok();
+                    // The goods leave on-hand and reserved stock.
+                    inventory = Some(InventoryOp::Consume);
+                }
+                let data = json!({ "status": status.as_str(), "shipment": shipment });
+                // The history entry (the saga event's) reads like the message.
+                if let Some((_, Value::Object(entry))) = events.first_mut()
+                    && let Value::Object(fields) = &data
+                {
+                    entry.extend(fields.clone());
+                }
+                outbox.push(message(
+                    TOPIC_ORDER_EVENTS,
+                    event_type,
+                    tenant,
+                    order,
+                    now,
+                    data,
+                ));
+            }
         }
     }
     Transition {
@@ -232,7 +265,7 @@ pub(crate) fn transition(
         order_id: order.clone(),
         expected_version,
         consumes,
-        inventory: extras.inventory,
+        inventory,
         patch,
         events,
         commands,

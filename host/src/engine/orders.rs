@@ -6,9 +6,9 @@ use super::metrics::Metrics;
 use super::runner::{Committed, LoadedOrder, commit, load_order, submit};
 use super::steps::Outcome;
 use crate::domain::{FulfillmentStatus, OrderDraft, OrderId, OrderStatus, PaymentStatus};
-use crate::saga::{self, SagaEvent, SagaStatus};
+use crate::saga::{self, SagaEvent, Shipment};
 use crate::store::CommandRecord;
-use crate::store::{IdempotencyBegin, NewOrder, OrderPatch, OrderRecord, StoreError, Transition};
+use crate::store::{IdempotencyBegin, NewOrder, OrderRecord, StoreError};
 use crate::tenants::Tenant;
 use serde_json::json;
 use std::sync::Arc;
@@ -203,48 +203,25 @@ async fn create(
 }
 
 /// Asks the saga to stop and undo. Accepted while the order is pending or
-/// confirmed; refused once it has shipped.
+/// confirmed (and harmless once it is cancelled); refused once its goods
+/// have left, it was rejected, or its saga is stuck. The saga decides, on the
+/// state the cancel commits on.
 pub async fn cancel(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,
     reason: String,
 ) -> Result<(), OrderError> {
-    let order = p.store.order(&tenant.id, id).await?;
-    match OrderStatus::parse(&order.status) {
-        Some(OrderStatus::Cancelled) => return Ok(()),
-        Some(OrderStatus::Pending | OrderStatus::Confirmed) => {}
-        _ => {
-            return Err(OrderError::NotCancellable(format!(
-                "an order that is {} cannot be cancelled",
-                order.status
-            )));
-        }
-    }
-    if order.saga_status == SagaStatus::Stuck.as_str() {
-        return Err(OrderError::NotCancellable(
-            "the order's saga is stuck and needs an operator".into(),
-        ));
-    }
-    let loaded = load_order(order)?;
-    let outcome = Outcome {
-        event: SagaEvent::CancelRequested { reason },
-        extras: Extras::default(),
-    };
-    match commit(p, tenant, id, None, loaded, outcome).await {
-        Committed::Applied(_) | Committed::Superseded => Ok(()),
-        // The saga finished (rejected, or stuck) between our read and our write.
-        Committed::Refused(why) => {
-            tracing::info!(order = %id, %why, "cancel arrived after the saga finished");
-            Err(OrderError::NotCancellable(
-                "the order's saga has already finished".into(),
-            ))
-        }
-        Committed::Failed => Err(OrderError::Store(StoreError::Conflict)),
-    }
+    let event = SagaEvent::CancelRequested { reason };
+    apply_from_api(p, tenant, id, event)
+        .await
+        .map_err(|refused| match refused {
+            Refusal::Illegal(why) => OrderError::NotCancellable(why.detail),
+            Refusal::Error(e) => e,
+        })
 }
 
-/// Moves an order along after the saga: CONFIRMED → SHIPPED → DELIVERED.
+/// Records that the goods left: CONFIRMED → SHIPPED.
 pub async fn ship(
     p: &Platform,
     tenant: &Tenant,
@@ -252,99 +229,68 @@ pub async fn ship(
     carrier: String,
     tracking: String,
 ) -> Result<OrderRecord, OrderError> {
-    let shipment = json!({ "carrier": carrier, "trackingNumber": tracking });
-    advance(
-        p,
-        tenant,
-        id,
-        OrderStatus::Confirmed,
-        OrderStatus::Shipped,
-        Some(shipment),
-    )
-    .await
+    let shipment = Shipment {
+        carrier,
+        tracking_number: tracking,
+    };
+    handover(p, tenant, id, SagaEvent::Shipped { shipment }).await
 }
 
+/// Records that the goods arrived: SHIPPED → DELIVERED.
 pub async fn deliver(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,
 ) -> Result<OrderRecord, OrderError> {
-    advance(
-        p,
-        tenant,
-        id,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-        None,
-    )
-    .await
+    handover(p, tenant, id, SagaEvent::Delivered).await
 }
 
-async fn advance(
+async fn handover(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,
-    from: OrderStatus,
-    to: OrderStatus,
-    shipment: Option<serde_json::Value>,
+    event: SagaEvent,
 ) -> Result<OrderRecord, OrderError> {
-    for _ in 0..16 {
-        let order = p.store.order(&tenant.id, id).await?;
-        let ready = order.status == from.as_str()
-            && (from != OrderStatus::Confirmed
-                || order.saga_status == SagaStatus::Completed.as_str());
-        if !ready {
-            return Err(OrderError::WrongState(format!(
-                "an order that is {} ({}) cannot become {to}",
-                order.status, order.saga_status
-            )));
+    apply_from_api(p, tenant, id, event)
+        .await
+        .map_err(|refused| match refused {
+            Refusal::Illegal(why) => OrderError::WrongState(why.detail),
+            Refusal::Error(e) => e,
+        })?;
+    Ok(p.store.order(&tenant.id, id).await?)
+}
+
+enum Refusal {
+    /// The saga refused the event in the state it would have committed on.
+    Illegal(saga::IllegalTransition),
+    Error(OrderError),
+}
+
+/// Applies a client's event to the order's saga and commits it; after a
+/// concurrent change, the event is applied again to the new state, so the
+/// decision always holds for the state it is written on.
+async fn apply_from_api(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    event: SagaEvent,
+) -> Result<(), Refusal> {
+    let order = p
+        .store
+        .order(&tenant.id, id)
+        .await
+        .map_err(|e| Refusal::Error(e.into()))?;
+    let loaded = load_order(order).map_err(|e| Refusal::Error(e.into()))?;
+    let outcome = Outcome {
+        event,
+        extras: Extras::default(),
+    };
+    match commit(p, tenant, id, None, loaded, outcome).await {
+        Committed::Applied(_) | Committed::Superseded | Committed::Unchanged => Ok(()),
+        Committed::Refused(why) => {
+            tracing::info!(order = %id, %why, "refused by the order's saga");
+            Err(Refusal::Illegal(why))
         }
-        let now = crate::now_ms();
-        let event_type = if to == OrderStatus::Shipped {
-            "order.shipped"
-        } else {
-            "order.delivered"
-        };
-        let fulfillment = if to == OrderStatus::Shipped {
-            FulfillmentStatus::Shipped
-        } else {
-            FulfillmentStatus::Delivered
-        };
-        let data = json!({ "status": to.as_str(), "shipment": shipment });
-        let t = Transition {
-            tenant: tenant.id.clone(),
-            order_id: id.clone(),
-            expected_version: order.version,
-            consumes: None,
-            // Shipping takes the goods out of on-hand and reserved stock.
-            inventory: (to == OrderStatus::Shipped).then_some(crate::store::InventoryOp::Consume),
-            patch: OrderPatch {
-                status: Some(to.as_str().into()),
-                fulfillment_status: Some(fulfillment.as_str().into()),
-                shipment: shipment.as_ref().map(|s| s.to_string()),
-                ..OrderPatch::default()
-            },
-            events: vec![(event_type.into(), data.clone())],
-            commands: vec![],
-            outbox: vec![message(
-                TOPIC_ORDER_EVENTS,
-                event_type,
-                &tenant.id,
-                id,
-                now,
-                data,
-            )],
-            payment: None,
-            now,
-        };
-        match p.store.commit_transition(&t).await {
-            Ok(_) => {
-                p.outbox_wake.notify_one();
-                return Ok(p.store.order(&tenant.id, id).await?);
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
+        Committed::Failed => Err(Refusal::Error(OrderError::Store(StoreError::Conflict))),
     }
-    Err(OrderError::Store(StoreError::Conflict))
 }

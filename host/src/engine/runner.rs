@@ -22,6 +22,9 @@ const CONCURRENCY: usize = 256;
 /// How often the dispatcher sweeps for due commands nobody handed over:
 /// retries whose delay ran out, work left by a crash, commands from the API.
 const SWEEP: Duration = Duration::from_millis(50);
+/// How long a commit keeps going through version conflicts before it gives
+/// up. Only a bug makes it that far (see `commit`).
+const CONTENDED_COMMIT_MS: i64 = 10_000;
 /// How long a command that could not be committed waits before another try.
 const RETRY_AFTER_MS: i64 = 1_000;
 /// How long a finished command's id is remembered, so a sweep read before
@@ -317,7 +320,7 @@ async fn process(
     };
     match commit(p, tenant, &order_id, Some(&cmd.id), loaded, outcome).await {
         Committed::Applied(follow) => (true, follow),
-        Committed::Superseded | Committed::Refused(_) => (true, None),
+        Committed::Superseded | Committed::Unchanged | Committed::Refused(_) => (true, None),
         Committed::Failed => (false, None),
     }
 }
@@ -328,6 +331,8 @@ pub(crate) enum Committed {
     Applied(Option<Box<Followup>>),
     /// The command was already applied by another delivery.
     Superseded,
+    /// The event changed nothing (only for events from the API): not written.
+    Unchanged,
     /// The saga refused the event (only for events from the API; a command's
     /// refusal is recorded in the order's history instead).
     Refused(saga::IllegalTransition),
@@ -345,10 +350,21 @@ pub(crate) async fn commit(
     mut loaded: Loaded,
     mut outcome: Outcome,
 ) -> Committed {
-    for _ in 0..16 {
+    // Every conflict means another transition of this order committed, and
+    // an order has only so many (its steps, their bounded retries, one
+    // cancel, one shipment, one delivery; repeats that change nothing write
+    // nothing), so this ends; the deadline only guards against a bug.
+    let deadline = crate::now_ms() + CONTENDED_COMMIT_MS;
+    let mut conflicts = 0u32;
+    loop {
         let now = crate::now_ms();
         let state = &loaded.state;
         let (t, next_state) = match saga::apply(state, &outcome.event, now) {
+            // A request that changes nothing (a repeated cancel) writes
+            // nothing, so it cannot collide with the transitions that matter.
+            Ok((next, actions)) if consumes.is_none() && actions.is_empty() && next == *state => {
+                return Committed::Unchanged;
+            }
             Ok((next, actions)) => {
                 let mut data = serde_json::to_value(&outcome.event).unwrap_or(Value::Null);
                 if let Value::Object(m) = &mut data {
@@ -451,6 +467,17 @@ pub(crate) async fn commit(
             }
             Err(StoreError::Conflict) => {
                 Metrics::inc(&p.metrics.commit_conflicts_total);
+                conflicts += 1;
+                if crate::now_ms() > deadline {
+                    tracing::error!(tenant = %tenant.id, order = %order_id, conflicts, "the order kept changing concurrently; giving up");
+                    return Committed::Failed;
+                }
+                // Past the first few, spread the contenders out (full jitter).
+                if conflicts > 2 {
+                    let cap = 1u64 << conflicts.min(6);
+                    let ms = rand::Rng::random_range(&mut rand::rng(), 0..=cap);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
                 match p.store.order(&tenant.id, order_id).await.and_then(load) {
                     Ok(l) => loaded = l,
                     Err(e) => {
@@ -482,7 +509,6 @@ pub(crate) async fn commit(
             }
         }
     }
-    Committed::Failed
 }
 
 /// The order row as `t` left it, without reading it back.

@@ -5,6 +5,7 @@
 //! not listed here is an [`IllegalTransition`], which the caller logs and
 //! counts; nothing is silently skipped.
 
+use super::handover::{self, Handover, Shipment};
 use super::step::{Compensation, SagaDefinition, Step};
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +145,13 @@ pub enum SagaEvent {
     CancelRequested {
         reason: String,
     },
+    /// The goods left the warehouse (from the API). Legal only on a
+    /// completed saga whose goods have not left yet.
+    Shipped {
+        shipment: Shipment,
+    },
+    /// The goods reached the customer (from the API). Legal only once shipped.
+    Delivered,
 }
 
 impl SagaEvent {
@@ -155,6 +163,8 @@ impl SagaEvent {
             Self::CompensationSucceeded { .. } => "compensation.succeeded",
             Self::CompensationFailed { .. } => "compensation.failed",
             Self::CancelRequested { .. } => "cancel.requested",
+            Self::Shipped { .. } => "order.shipped",
+            Self::Delivered => "order.delivered",
         }
     }
 }
@@ -179,6 +189,12 @@ pub enum Action {
     },
     /// The saga reached `status`; the order's status follows from it.
     Finish { status: SagaStatus },
+    /// The goods moved on after the saga completed: the order becomes
+    /// shipped (its stock leaves on-hand and reserved) or delivered.
+    Handover {
+        stage: Handover,
+        shipment: Option<Shipment>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +219,12 @@ pub struct SagaState {
     pub payment_reference: Option<String>,
     /// Epoch ms after which no new forward step starts.
     pub deadline_at: i64,
+    /// How far the goods of a completed saga have gone. Shipping and
+    /// delivery are events of this machine, so they and a cancel are decided
+    /// against one state under one version check: whichever commits first wins.
+    /// (Absent from states stored before it existed: not shipped.)
+    #[serde(default)]
+    pub handover: Handover,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,6 +256,7 @@ pub fn start(
         notify: Vec::new(),
         payment_reference: None,
         deadline_at,
+        handover: Handover::NotShipped,
     };
     (
         state,
@@ -532,16 +555,31 @@ pub fn apply(
             SagaStatus::Running | SagaStatus::Compensating | SagaStatus::Cancelled => {
                 Ok((next, vec![]))
             }
+            // Goods that left are not undone by refunding: that is a return.
+            SagaStatus::Completed if state.handover != Handover::NotShipped => Err(illegal(
+                state,
+                event,
+                format!("the order has {}", state.handover.past_tense()),
+            )),
             SagaStatus::Completed => {
                 let ending = Ending::CancelledByClient {
                     reason: reason.clone(),
                 };
                 Ok(begin_compensation(next, ending, None, vec![]))
             }
-            SagaStatus::Rejected | SagaStatus::Stuck => {
-                Err(illegal(state, event, "saga is already finished"))
-            }
+            SagaStatus::Rejected => Err(illegal(state, event, "the order was rejected")),
+            SagaStatus::Stuck => Err(illegal(
+                state,
+                event,
+                "the order's saga is stuck and needs an operator",
+            )),
         },
+        SagaEvent::Shipped { shipment } => {
+            handover::ship(state, next, shipment).map_err(|detail| illegal(state, event, detail))
+        }
+        SagaEvent::Delivered => {
+            handover::deliver(state, next).map_err(|detail| illegal(state, event, detail))
+        }
     }
 }
 

@@ -2,10 +2,12 @@
 //! machine. Nothing here does I/O; `engine` carries out the actions.
 
 pub mod core;
+pub mod handover;
 pub mod step;
 
 pub use self::core::{
     Action, Ending, Failure, IllegalTransition, Limits, Plan, SagaEvent, SagaState, SagaStatus,
     apply, resolve_plan, start,
 };
+pub use handover::{Handover, Shipment};
 pub use step::{Compensation, SagaDefinition, Step};

@@ -86,7 +86,8 @@ macro_rules! apply_inventory {
                 let consume = matches!(op, $crate::store::InventoryOp::Consume);
                 let held: Vec<(String, String, i64)> = sqlx::query_as(
                     "SELECT sku, warehouse_id, quantity FROM reservations
-                     WHERE tenant_id = $1 AND order_id = $2 AND state = 'held'",
+                     WHERE tenant_id = $1 AND order_id = $2 AND state = 'held'
+                     ORDER BY sku, warehouse_id",
                 )
                 .bind(tenant.as_str())
                 .bind(order.as_str())

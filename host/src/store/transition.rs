@@ -142,9 +142,10 @@ impl SqlStore {
                         .await?;
                 }
             }
-            if let Some(op) = &t.inventory {
-                apply_inventory!(tx, &t.tenant, &t.order_id, op, t.now);
-            }
+            // The order row first: its version check takes the row's lock, so
+            // every later read in this transaction (the order's reservations)
+            // sees the state this transition was decided on, never one a
+            // concurrent transition of the same order is still changing.
             let p = &t.patch;
             let seq: Option<i64> = sqlx::query_scalar(
                 "UPDATE orders SET
@@ -180,6 +181,9 @@ impl SqlStore {
             let Some(last_seq) = seq else {
                 return Err(StoreError::Conflict);
             };
+            if let Some(op) = &t.inventory {
+                apply_inventory!(tx, &t.tenant, &t.order_id, op, t.now);
+            }
             let first_seq = last_seq - t.events.len() as i64 + 1;
             write_effects!(tx, t, first_seq);
             tx.commit().await?;

@@ -230,6 +230,11 @@ pub fn consumer(
     Ok(consumer)
 }
 
+/// Commits the stored offsets now, waiting for the broker's answer.
+pub fn commit_now(consumer: &CommandConsumer) -> rdkafka::error::KafkaResult<()> {
+    consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+}
+
 /// Stores `next` as the partition's offset to commit.
 pub fn store(consumer: &CommandConsumer, partition: i32, next: i64) {
     let mut tpl = TopicPartitionList::new();
