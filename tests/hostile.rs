@@ -95,6 +95,8 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
         ("recurse", "PLUGIN_TRAP"),
         ("panic", "PLUGIN_TRAP"),
         ("output", "PLUGIN_OUTPUT_TOO_LARGE"),
+        ("empty", "PLUGIN_OUTPUT_TOO_LARGE"),
+        ("many", "PLUGIN_INVALID_ANSWER"),
     ];
     // A log flood is cut off at the budget; the call itself still answers.
     let flood = acme.place(&order("log", "WIDGET-1", 1, "tok_visa")).await;
@@ -140,6 +142,18 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
             rejected["data"]["pluginError"]["code"], expected,
             "{customer}: {rejected}"
         );
+        // Nothing the plugin answered is carried into the order or its history.
+        let order = acme.get(&format!("/orders/{id}")).await.body.to_string();
+        assert!(
+            order.len() < 8 << 10,
+            "{customer}: order is {} bytes",
+            order.len()
+        );
+        assert!(
+            events.to_string().len() < 32 << 10,
+            "{customer}: history is {} bytes",
+            events.to_string().len()
+        );
     }
     // A well-behaved order through the same component still goes through.
     let id = acme
@@ -157,14 +171,15 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
         .find(|s| s["version"] == hostile_version.as_str())
         .unwrap()
         .clone();
-    assert_eq!(mine["calls"], 17, "{mine}");
+    assert_eq!(mine["calls"], 23, "{mine}");
     assert_eq!(
         (
             mine["outOfFuel"].as_u64(),
             mine["outputTooLarge"].as_u64(),
+            mine["invalidAnswers"].as_u64(),
             mine["traps"].as_u64()
         ),
-        (Some(3), Some(3), Some(9)),
+        (Some(3), Some(6), Some(3), Some(9)),
         "{mine}"
     );
     assert_eq!(mine["succeeded"], 2);
@@ -206,7 +221,7 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
             .status(),
         200
     );
-    assert!(srv.metric("plugin_failures_total").await >= 15);
+    assert!(srv.metric("plugin_failures_total").await >= 21);
     let p = |v: &[f64], q: f64| v[((v.len() as f64 - 1.0) * q) as usize];
     // Recorded, not asserted: timing belongs to benchmarks, not tests.
     eprintln!(
@@ -219,3 +234,114 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
 }
 
 on_both_backends!(hostile_plugins_are_refused_or_contained);
+
+async fn versions(srv: &Server) -> usize {
+    let v = srv
+        .api("acme")
+        .get("/plugins/guardrail/versions")
+        .await
+        .body;
+    v["data"].as_array().map_or(0, Vec::len)
+}
+
+/// What could starve other tenants is refused at upload with a precise code,
+/// before or while compiling, and nothing of it is stored: components that
+/// would take more than their share of the instance pool, one that cannot
+/// instantiate under the slot's memory limit, one function too big to
+/// compile cheaply, a compilation over its CPU budget, and uploads past the
+/// tenant's quota.
+async fn uploads_that_could_starve_others_are_refused(kind: Kind) {
+    use support::forge::{component, module};
+    let db = Db::new(kind).await;
+    let srv = Server::start_with(
+        &db,
+        vec!["--sandbox-psp-listen".into(), "127.0.0.1:0".into()],
+    )
+    .await;
+    let before = versions(&srv).await;
+    let memoryless = module(None, 1, &[]);
+    let refused = [
+        (component(&module(Some(1), 0, &[]), 5), "TOO_MANY_MEMORIES"),
+        (component(&memoryless, 65), "TOO_MANY_INSTANCES"),
+        // 31 MiB of memory from the start, over the guardrail's 16 MiB.
+        (
+            component(&module(Some(500), 0, &[]), 1),
+            "CANNOT_INSTANTIATE",
+        ),
+        // Over the pool's 64 MiB per memory.
+        (
+            component(&module(Some(1600), 0, &[]), 1),
+            "CANNOT_INSTANTIATE",
+        ),
+        (
+            component(&module(None, 1, &vec![0x01; 700 << 10]), 1),
+            "COMPILE_BUDGET_EXCEEDED",
+        ),
+    ];
+    for (bytes, code) in refused {
+        let (status, v) = upload(&srv, bytes).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{v}"
+        );
+    }
+    assert_eq!(versions(&srv).await, before, "a refused upload was stored");
+    // The host still serves.
+    let globex = srv.api("globex");
+    let id = globex
+        .place(&order("calm", "SPROCKET-9", 1, "tok_visa"))
+        .await;
+    assert_eq!(globex.settle(&id).await["status"], "CONFIRMED");
+}
+
+/// A compilation that runs past its CPU budget is stopped and refused; the
+/// quota on stored versions holds.
+async fn compile_budget_and_quota_hold(kind: Kind) {
+    use support::forge::{busy_body, component, module};
+    let db = Db::new(kind).await;
+    // Each tenant registers one version per slot at start (4); one more fits.
+    let srv = Server::start_with_env(
+        &db,
+        &[
+            ("OMS_COMPILE_CPU_SECONDS", "1"),
+            ("OMS_PLUGIN_QUOTA_VERSIONS", "5"),
+        ],
+    )
+    .await;
+    let before = versions(&srv).await;
+    // Sixteen functions of 100,000 additions: seconds of compiler CPU.
+    let heavy = component(&module(None, 16, &busy_body(100_000)), 1);
+    let (status, v) = upload(&srv, heavy).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("COMPILE_BUDGET_EXCEEDED")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("CPU"),
+        "{v}"
+    );
+    assert_eq!(versions(&srv).await, before);
+
+    let strict = oms::plugins::builtin::find("guardrail-strict")
+        .unwrap()
+        .bytes;
+    let (status, v) = upload(&srv, strict.to_vec()).await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = upload(&srv, HOSTILE_GUARDRAIL.to_vec()).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("PLUGIN_QUOTA_EXCEEDED")),
+        "{v}"
+    );
+    // The same bytes again are the version already kept, quota or not.
+    let (status, _) = upload(&srv, strict.to_vec()).await;
+    assert_eq!(status, 200);
+    assert_eq!(versions(&srv).await, before + 1);
+}
+
+on_both_backends!(
+    uploads_that_could_starve_others_are_refused,
+    compile_budget_and_quota_hold
+);

@@ -50,6 +50,15 @@ enum Command {
     Plugin(oms::plugin_cli::PluginArgs),
     /// List and replay saga command messages no host could read (Kafka).
     Dlq(oms::dlq_cli::DlqArgs),
+    /// Internal: compiles a component from stdin to native code on stdout
+    /// under the given limits (how `serve` compiles tenants' uploads).
+    #[command(hide = true)]
+    CompilePlugin {
+        #[arg(long)]
+        cpu_seconds: u64,
+        #[arg(long)]
+        memory_bytes: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -99,6 +108,17 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Before any runtime starts: the compiler process is single-purpose.
+    if let Command::CompilePlugin {
+        cpu_seconds,
+        memory_bytes,
+    } = cli.command
+    {
+        std::process::exit(oms::plugins::compiler::child_main(
+            cpu_seconds,
+            memory_bytes,
+        ));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -118,6 +138,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => oms::bench::run(args).await,
             Command::Plugin(args) => oms::plugin_cli::run(args).await,
             Command::Dlq(args) => oms::dlq_cli::run(args).await,
+            Command::CompilePlugin { .. } => Ok(()),
         }
     })
 }
@@ -149,6 +170,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let psp_url_for_ready = psp_url.clone();
     let plugins = PluginHost::new().context("starting the Wasm plugin host")?;
+    // Tenants' uploads are compiled by this same binary in a child process.
+    let exe =
+        std::env::current_exe().context("locating the oms binary for its compiler process")?;
+    plugins.compile_out_of_process(oms::plugins::compiler::CompilerProcess::new(
+        exe,
+        oms::plugins::compiler::CompileBudget::from_env(),
+    ));
     let tenants_dir = args.tenants_dir.or_else(|| {
         let local = PathBuf::from("tenants");
         local.is_dir().then_some(local)

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod broker;
+pub mod forge;
 pub mod lifecycle;
 pub mod load;
 
@@ -122,6 +123,7 @@ pub struct Server {
     pub psp_url: String,
     pub log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -151,8 +153,19 @@ impl Server {
         Self::start_with(db, vec!["--sandbox-psp-url".into(), psp_url.into()]).await
     }
 
+    /// Starts a host with the demo tenants, its own sandbox provider and
+    /// these environment variables.
+    pub async fn start_with_env(db: &Db, env: &[(&str, &str)]) -> Self {
+        let extra = vec!["--sandbox-psp-listen".into(), "127.0.0.1:0".into()];
+        Self::start_with_all(db, extra, env).await
+    }
+
     /// Starts a host with extra `oms serve` arguments.
     pub async fn start_with(db: &Db, extra: Vec<String>) -> Self {
+        Self::start_with_all(db, extra, &[]).await
+    }
+
+    async fn start_with_all(db: &Db, extra: Vec<String>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Port 0: the host picks free ports and reports them in the ready file.
         let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];
@@ -185,6 +198,10 @@ impl Server {
             psp_url: String::new(),
             log,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _dir: dir,
         };
         server.spawn().await;
@@ -205,6 +222,7 @@ impl Server {
             .args(&self.args)
             .env("RUST_LOG", "info,sqlx=warn")
             .env("OMS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -39,6 +39,11 @@ pub(super) fn op_error(e: PluginOpError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "NOTHING_TO_ROLL_BACK", e.to_string())
         }
         PluginOpError::NoCanary => ApiError::new(StatusCode::NOT_FOUND, "NO_CANARY", e.to_string()),
+        PluginOpError::Quota(why) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PLUGIN_QUOTA_EXCEEDED",
+            why,
+        ),
         PluginOpError::Store(e) => ApiError::unavailable(e),
     }
 }

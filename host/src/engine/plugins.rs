@@ -6,11 +6,31 @@ use super::Platform;
 use crate::engine::metrics::Metrics;
 use crate::plugins::{LoadError, Plugin, Slot};
 use crate::store::{
-    ActivationChange, ActivationRecord, CanaryRecord, CanaryWindow, PluginVersionRecord, StoreError,
+    ActivationChange, ActivationRecord, CanaryRecord, CanaryWindow, PluginQuota,
+    PluginVersionRecord, StoreError,
 };
 use crate::tenants::{Canary, Tenant};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What one tenant may keep in plugin code, over all its slots and
+/// versions (a componentize-py guest is about 18 MB). Operators change it
+/// with `OMS_PLUGIN_QUOTA_VERSIONS` and `OMS_PLUGIN_QUOTA_MB`.
+pub const PLUGIN_QUOTA: PluginQuota = PluginQuota {
+    versions: 100,
+    bytes: 256 << 20,
+};
+
+fn plugin_quota() -> PluginQuota {
+    static QUOTA: std::sync::OnceLock<PluginQuota> = std::sync::OnceLock::new();
+    *QUOTA.get_or_init(|| {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
+        PluginQuota {
+            versions: var("OMS_PLUGIN_QUOTA_VERSIONS").unwrap_or(PLUGIN_QUOTA.versions),
+            bytes: var("OMS_PLUGIN_QUOTA_MB").map_or(PLUGIN_QUOTA.bytes, |mb| mb << 20),
+        }
+    })
+}
 
 /// How often each host reconciles its running components with the database,
 /// so an activation made anywhere takes effect everywhere within a second.
@@ -26,6 +46,8 @@ pub enum PluginOpError {
     NothingToRollBack,
     #[error("no canary is running for this slot")]
     NoCanary,
+    #[error("{0}")]
+    Quota(String),
     #[error("storage unavailable: {0}")]
     Store(StoreError),
 }
@@ -34,6 +56,7 @@ impl From<StoreError> for PluginOpError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::UnknownVersion,
+            StoreError::QuotaExceeded(why) => Self::Quota(why),
             other => Self::Store(other),
         }
     }
@@ -48,25 +71,31 @@ pub async fn upload(
     bytes: Vec<u8>,
     actor: &str,
 ) -> Result<(PluginVersionRecord, bool), PluginOpError> {
-    // Compiling is CPU-heavy: keep it off the async workers.
+    // Compiling is CPU-heavy: keep it off the async workers (and, with a
+    // compiler process configured, out of this process).
     let host = p.plugins.clone();
-    let checked =
-        tokio::task::spawn_blocking(move || host.load(slot, &bytes).map(|plugin| (plugin, bytes)))
-            .await
-            .map_err(|e| PluginOpError::Store(StoreError::Corrupt(e.to_string())))?;
+    let limits = tenant.plugin(slot).limits;
+    let checked = tokio::task::spawn_blocking(move || {
+        host.load_untrusted(slot, &bytes, &limits)
+            .map(|plugin| (plugin, bytes))
+    })
+    .await
+    .map_err(|e| PluginOpError::Store(StoreError::Corrupt(e.to_string())))?;
     let (plugin, bytes) = checked?;
-    store_artifact(p, &plugin).await;
     let stored = p
         .store
-        .put_plugin_version(
+        .put_plugin_version_within(
             &tenant.id,
             slot.as_str(),
             &plugin.digest,
             &bytes,
             actor,
             crate::now_ms(),
+            plugin_quota(),
         )
         .await?;
+    // Only what was kept has its native code kept.
+    store_artifact(p, &plugin).await;
     Ok(stored)
 }
 
@@ -401,10 +430,11 @@ async fn load_version(
     }
     let bytes = p.store.plugin_blob(digest).await?;
     let host = p.plugins.clone();
-    let plugin = tokio::task::spawn_blocking(move || host.load(slot, &bytes))
-        .await
-        .map_err(|e| PluginOpError::Store(StoreError::Corrupt(e.to_string())))?
-        .map_err(PluginOpError::from)?;
+    let plugin =
+        tokio::task::spawn_blocking(move || host.load_untrusted(slot, &bytes, &slot.max_limits()))
+            .await
+            .map_err(|e| PluginOpError::Store(StoreError::Corrupt(e.to_string())))?
+            .map_err(PluginOpError::from)?;
     Metrics::inc(&p.metrics.plugins_compiled_total);
     store_artifact(p, &plugin).await;
     Ok(plugin)

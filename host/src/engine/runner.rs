@@ -19,6 +19,8 @@ use tokio::sync::Semaphore;
 
 /// Commands carried out at once.
 const CONCURRENCY: usize = 256;
+/// Commands of one tenant carried out at once: a quarter of the runner.
+const TENANT_CONCURRENCY: usize = CONCURRENCY / 4;
 /// How often the dispatcher sweeps for due commands nobody handed over:
 /// retries whose delay ran out, work left by a crash, commands from the API.
 const SWEEP: Duration = Duration::from_millis(50);
@@ -43,6 +45,8 @@ struct InFlight {
 pub struct Runner {
     inflight: Mutex<InFlight>,
     permits: Arc<Semaphore>,
+    /// Each tenant's share of `permits`.
+    tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Default for Runner {
@@ -50,11 +54,23 @@ impl Default for Runner {
         Self {
             inflight: Mutex::default(),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            tenant_permits: Mutex::default(),
         }
     }
 }
 
 impl Runner {
+    fn tenant_share(&self, tenant: &str) -> Arc<Semaphore> {
+        let mut shares = self
+            .tenant_permits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shares
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(TENANT_CONCURRENCY)))
+            .clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, InFlight> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -80,6 +96,10 @@ pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Lo
     }
     let p = p.clone();
     tokio::spawn(async move {
+        // The tenant's share first, then the runner's: a tenant whose
+        // steps are slow waits on its own share and holds no slot another
+        // tenant could use.
+        let share = p.runner.tenant_share(&cmd.tenant_id).acquire_owned().await;
         let permit = p.runner.permits.clone().acquire_owned().await;
         let order = cmd.order_id.clone();
         let (mut current, mut preloaded) = (cmd, preloaded);
@@ -110,6 +130,7 @@ pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Lo
         }
         p.runner.lock().orders.remove(&order);
         drop(permit);
+        drop(share);
     });
     true
 }

@@ -1,6 +1,7 @@
 //! The `outbound-http` import: the payment slot's only way out, limited to
-//! the origins the tenant's manifest allows, with a timeout and a cap on the
-//! response size.
+//! the origins the tenant's manifest allows, with a timeout per request and,
+//! per call, a cap on the number of requests and on the bytes sent and
+//! received: a call cannot turn the host into a load generator.
 
 use super::bindings::payment::oms::plugin::outbound_http::{HttpError, Request, Response};
 use std::time::Duration;
@@ -11,9 +12,21 @@ pub struct HttpGrant {
     pub allowed_origins: Vec<String>,
     pub timeout: Duration,
     pub max_response_bytes: u64,
+    /// Requests one call may make.
+    pub max_requests: u32,
+    /// Bytes one call may send and receive, bodies counted.
+    pub max_bytes: u64,
+    /// Spent so far by the call holding this grant (each call gets a copy).
+    requests: u32,
+    bytes: u64,
     /// One client per grant, so connections to the provider are reused.
     agent: ureq::Agent,
 }
+
+/// Requests one payment call may make: a provider call with a retry or two.
+pub const MAX_REQUESTS_PER_CALL: u32 = 8;
+/// Bytes one payment call may move.
+pub const MAX_BYTES_PER_CALL: u64 = 2 << 20;
 
 /// `scheme://host[:port]` of a URL, with the default port left out.
 pub fn origin_of(url: &str) -> Option<String> {
@@ -38,16 +51,41 @@ impl HttpGrant {
             allowed_origins: origins.iter().filter_map(|o| origin_of(o)).collect(),
             timeout,
             max_response_bytes: 1 << 20,
+            max_requests: MAX_REQUESTS_PER_CALL,
+            max_bytes: MAX_BYTES_PER_CALL,
+            requests: 0,
+            bytes: 0,
             agent,
         }
     }
 
-    pub fn send(&self, request: Request) -> Result<Response, HttpError> {
+    /// Requests this grant has let through.
+    pub fn requests_made(&self) -> u32 {
+        self.requests
+    }
+
+    pub fn send(&mut self, request: Request) -> Result<Response, HttpError> {
         let origin = origin_of(&request.url)
             .ok_or_else(|| HttpError::ForbiddenOrigin(request.url.clone()))?;
         if !self.allowed_origins.contains(&origin) {
             return Err(HttpError::ForbiddenOrigin(origin));
         }
+        if self.requests >= self.max_requests {
+            return Err(HttpError::Connection(format!(
+                "this call's budget of {} requests is spent",
+                self.max_requests
+            )));
+        }
+        let sent = request.body.len() as u64;
+        if self.bytes.saturating_add(sent) > self.max_bytes {
+            return Err(HttpError::Connection(format!(
+                "this call's budget of {} bytes is spent",
+                self.max_bytes
+            )));
+        }
+        self.requests += 1;
+        self.bytes += sent;
+        let receivable = self.max_response_bytes.min(self.max_bytes - self.bytes);
         let mut builder = ureq::http::Request::builder()
             .method(request.method.as_str())
             .uri(&request.url);
@@ -70,12 +108,13 @@ impl HttpGrant {
         let body = response
             .body_mut()
             .with_config()
-            .limit(self.max_response_bytes)
+            .limit(receivable)
             .read_to_vec()
             .map_err(|e| match e {
                 ureq::Error::Timeout(_) => HttpError::Timeout,
                 other => HttpError::Connection(other.to_string()),
             })?;
+        self.bytes += body.len() as u64;
         Ok(Response {
             status,
             headers,
@@ -117,8 +156,34 @@ mod tests {
             headers: vec![],
             body: vec![],
         };
+        let mut grant = grant;
         assert!(
             matches!(grant.send(request), Err(HttpError::ForbiddenOrigin(o)) if o == "http://169.254.169.254")
         );
+        assert_eq!(grant.requests_made(), 0);
+    }
+
+    #[test]
+    fn a_call_runs_out_of_requests() {
+        // A port nothing listens on: each request fails fast, and counts.
+        let mut grant = HttpGrant::new(
+            &["http://127.0.0.1:9".to_string()],
+            Duration::from_millis(200),
+        );
+        let request = || Request {
+            method: "GET".into(),
+            url: "http://127.0.0.1:9/".into(),
+            headers: vec![],
+            body: vec![],
+        };
+        for _ in 0..MAX_REQUESTS_PER_CALL {
+            assert!(
+                !matches!(grant.send(request()), Err(HttpError::Connection(m)) if m.contains("budget"))
+            );
+        }
+        assert!(
+            matches!(grant.send(request()), Err(HttpError::Connection(m)) if m.contains("budget"))
+        );
+        assert_eq!(grant.requests_made(), MAX_REQUESTS_PER_CALL);
     }
 }

@@ -5,11 +5,14 @@
 //! timeout and exhausted budget comes back as a [`PluginError`] for the
 //! slot's failure policy to handle.
 
+pub mod answers;
 pub mod bindings;
 pub mod builtin;
 pub mod calls;
+pub mod compiler;
 pub mod http;
 pub mod log;
+pub mod shape;
 pub mod stats;
 
 use crate::domain::wire_enum;
@@ -17,7 +20,7 @@ use bindings::{fraud, guardrail, payment, policy};
 use http::HttpGrant;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -42,6 +45,11 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// Calls running at once; beyond this, callers wait (back-pressure) rather
 /// than exhaust the instance pool.
 const MAX_CONCURRENT_CALLS: usize = 128;
+/// Calls one tenant may have running at once: a tenant that saturates its
+/// share waits on it alone, and leaves the rest of the host to the others.
+/// With every component inside [`shape::LIMITS`], all calls the host allows
+/// at once fit the instance pool, so no tenant can exhaust it.
+const TENANT_CONCURRENT_CALLS: usize = 32;
 const POOL_INSTANCES: u32 = 512;
 /// Largest component accepted (a componentize-py guest is about 18 MB).
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
@@ -138,7 +146,8 @@ pub struct CallLimits {
     pub memory_bytes: usize,
     /// What the plugin may write to stdout/stderr per call; the rest is cut off.
     pub log_bytes: usize,
-    /// The largest answer accepted, counted as the bytes of its strings.
+    /// The largest answer accepted, measured as the canonical ABI lays it
+    /// out (`answers`): every list element and field counts.
     pub output_bytes: usize,
     /// Per outbound request (payment slot only).
     pub http_timeout: Duration,
@@ -157,6 +166,20 @@ pub enum LoadError {
     WorldMismatch { slot: Slot, detail: String },
     #[error("INVALID_COMPONENT: {0}")]
     Invalid(String),
+    #[error("COMPILE_BUDGET_EXCEEDED: {0}")]
+    OverBudget(String),
+    #[error(
+        "TOO_MANY_INSTANCES: the component creates {found} core instances per call, at most {max}"
+    )]
+    TooManyInstances { found: u32, max: u32 },
+    #[error(
+        "TOO_MANY_MEMORIES: the component needs {found} linear memories per call, at most {max}"
+    )]
+    TooManyMemories { found: u32, max: u32 },
+    #[error("TOO_MANY_TABLES: the component needs {found} tables per call, at most {max}")]
+    TooManyTables { found: u32, max: u32 },
+    #[error("CANNOT_INSTANTIATE: {0}")]
+    CannotInstantiate(String),
 }
 
 impl LoadError {
@@ -167,6 +190,11 @@ impl LoadError {
             Self::ForbiddenImport { .. } => "FORBIDDEN_IMPORT",
             Self::WorldMismatch { .. } => "WORLD_MISMATCH",
             Self::Invalid(_) => "INVALID_COMPONENT",
+            Self::OverBudget(_) => "COMPILE_BUDGET_EXCEEDED",
+            Self::TooManyInstances { .. } => "TOO_MANY_INSTANCES",
+            Self::TooManyMemories { .. } => "TOO_MANY_MEMORIES",
+            Self::TooManyTables { .. } => "TOO_MANY_TABLES",
+            Self::CannotInstantiate(_) => "CANNOT_INSTANTIATE",
         }
     }
 }
@@ -185,6 +213,8 @@ pub enum PluginError {
     Instantiate(String),
     #[error("plugin answered {0} bytes, over its output limit")]
     OutputTooLarge(usize),
+    #[error("plugin answered outside its contract: {0}")]
+    InvalidAnswer(String),
     #[error("plugin host unavailable: {0}")]
     Unavailable(String),
 }
@@ -197,6 +227,7 @@ impl PluginError {
             Self::Trap(_) => "PLUGIN_TRAP",
             Self::Instantiate(_) => "PLUGIN_INSTANTIATE_FAILED",
             Self::OutputTooLarge(_) => "PLUGIN_OUTPUT_TOO_LARGE",
+            Self::InvalidAnswer(_) => "PLUGIN_INVALID_ANSWER",
             Self::Unavailable(_) => "PLUGIN_UNAVAILABLE",
         }
     }
@@ -267,7 +298,7 @@ impl payment::oms::plugin::outbound_http::Host for CallState {
         payment::oms::plugin::outbound_http::Response,
         payment::oms::plugin::outbound_http::HttpError,
     > {
-        match &self.http {
+        match &mut self.http {
             Some(grant) => grant.send(request),
             None => {
                 Err(payment::oms::plugin::outbound_http::HttpError::ForbiddenOrigin(request.url))
@@ -282,6 +313,11 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<CallState>,
     permits: Arc<Semaphore>,
+    /// Each tenant's share of `permits`.
+    tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Where tenants' uploads are compiled; in this process when unset
+    /// (tools and tests that load trusted code).
+    compiler: OnceLock<compiler::CompilerProcess>,
     /// Compiled, pre-instantiated components by slot and content hash: the
     /// same bytes are compiled once however many tenants use them.
     loaded: Mutex<HashMap<(Slot, String), Arc<Plugin>>>,
@@ -289,27 +325,64 @@ pub struct PluginHost {
     pub stats: stats::PluginStats,
 }
 
+/// The engine's settings, the same wherever code is compiled or run, so
+/// native code made by the compiler process loads here.
+pub(crate) fn engine_config() -> Config {
+    let mut config = compiler_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config()));
+    config
+}
+
+/// The settings that decide native code; the compiler process runs with
+/// these alone (no instance pool: it instantiates nothing, and the pool's
+/// reservations would count against its memory limit). The engine's
+/// compatibility check refuses an artifact if they ever drift apart.
+pub(crate) fn compiler_config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(512 << 10);
+    config
+}
+
+fn pool_config() -> PoolingAllocationConfig {
+    // Sized for every call the host allows at once, each with a component
+    // inside `shape::LIMITS`: a call can never find the pool empty.
+    let calls = MAX_CONCURRENT_CALLS as u32;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_INSTANCES.max(calls))
+        .total_core_instances(calls * shape::LIMITS.core_instances)
+        .total_memories(calls * shape::LIMITS.memories)
+        .total_tables(calls * shape::LIMITS.tables)
+        .max_memory_size(MAX_MEMORY_BYTES)
+        // Zero the first pages of a freed instance in place rather than hand
+        // them back to the kernel: the next call then takes no page faults.
+        // Guardrail p99 went from 2.7 ms to 0.2 ms with this.
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(64 << 10);
+    pool
+}
+
+/// Loads native code. The one `unsafe` call in the host.
+fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Component, LoadError> {
+    // SAFETY: deserializing runs the artifact's machine code later, so it
+    // must be what `Component::serialize` or `Engine::precompile_component`
+    // produced. Artifacts are only ever made by this binary: by a host
+    // (`precompiled`), stored in the same database that already decides
+    // which code every tenant runs, or by its own compiler process
+    // (`compiler`), handed over a pipe. wasmtime also checks the artifact's
+    // header against this engine's version and settings.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize(engine, artifact) };
+    component.map_err(|e| LoadError::Invalid(format!("{e:#}")))
+}
+
 impl PluginHost {
     pub fn new() -> Result<Arc<Self>, PluginError> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 4)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * 4)
-            .max_memory_size(MAX_MEMORY_BYTES)
-            // Zero the first pages of a freed instance in place rather than hand
-            // them back to the kernel: the next call then takes no page faults.
-            // Guardrail p99 went from 2.7 ms to 0.2 ms with this.
-            .linear_memory_keep_resident(2 << 20)
-            .table_keep_resident(64 << 10);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(512 << 10)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| PluginError::Unavailable(e.to_string()))?;
 
         let mut linker = Linker::new(&engine);
         let unavailable = |e: wasmtime::Error| PluginError::Unavailable(e.to_string());
@@ -335,6 +408,8 @@ impl PluginHost {
             engine,
             linker,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+            tenant_permits: Mutex::new(HashMap::new()),
+            compiler: OnceLock::new(),
             loaded: Mutex::new(HashMap::new()),
             stats: stats::PluginStats::default(),
         }))
@@ -389,42 +464,92 @@ impl PluginHost {
         if let Some(plugin) = self.cached(slot, digest) {
             return Ok(plugin);
         }
-        // SAFETY: deserializing runs the artifact's machine code later, so it
-        // must be what `Component::serialize` produced. Artifacts are only
-        // ever written by hosts (`precompiled`), into the same database that
-        // already decides which code every tenant runs; wasmtime also checks
-        // the artifact's header against this engine's version and settings.
-        #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, artifact) }
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = deserialize(&self.engine, artifact)?;
         let plugin = self.check(slot, component, digest.to_string(), size_bytes)?;
         self.cache()
             .insert((slot, digest.to_string()), plugin.clone());
         Ok(plugin)
     }
 
+    fn tenant_share(&self, tenant: &str) -> Arc<Semaphore> {
+        let mut shares = self
+            .tenant_permits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        shares
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(TENANT_CONCURRENT_CALLS)))
+            .clone()
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(Slot, String), Arc<Plugin>>> {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// From now on, tenants' components ([`Self::load_untrusted`]) are
+    /// compiled by `compiler`, in its own process under its budget.
+    pub fn compile_out_of_process(&self, compiler: compiler::CompilerProcess) {
+        if self.compiler.set(compiler).is_err() {
+            tracing::warn!("a plugin compiler process was already configured; keeping it");
+        }
+    }
+
+    /// [`Self::load`] for a tenant's upload: its shape checked before
+    /// compiling (`shape`), compiled under the budget (`compiler`), then
+    /// refused unless it fits the instance pool's share of a call and can be
+    /// instantiated under `limits`.
+    pub fn load_untrusted(
+        &self,
+        slot: Slot,
+        bytes: &[u8],
+        limits: &CallLimits,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(plugin) = self.cached(slot, &digest) {
+            return Ok(plugin);
+        }
+        precheck(bytes)?;
+        shape::inspect(bytes, &shape::LIMITS)?;
+        let component = match self.compiler.get() {
+            Some(compiler) => match deserialize(&self.engine, &compiler.compile(bytes)?) {
+                // The pool's per-instance limits are checked as native code loads.
+                Err(LoadError::Invalid(m)) if m.contains("pooling allocator") => {
+                    return Err(LoadError::CannotInstantiate(m));
+                }
+                other => other?,
+            },
+            None => Component::new(&self.engine, bytes)
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
+        };
+        fits_the_pool(&component, limits)?;
+        let plugin = self.check(slot, component, digest.clone(), bytes.len())?;
+        self.trial(&plugin, limits)?;
+        self.cache().insert((slot, digest), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Instantiates once under `limits`, calling nothing: what cannot, is
+    /// refused now rather than failing every call later.
+    fn trial(&self, plugin: &Arc<Plugin>, limits: &CallLimits) -> Result<(), LoadError> {
+        let running = plugin.clone();
+        let (result, _) =
+            run_call(
+                &self.engine,
+                plugin,
+                *limits,
+                None,
+                move |store, _| match &running.pre {
+                    Pre::Guardrail(pre) => pre.instantiate(&mut *store).map(drop),
+                    Pre::Fraud(pre) => pre.instantiate(&mut *store).map(drop),
+                    Pre::Payment(pre) => pre.instantiate(&mut *store).map(drop),
+                    Pre::Policy(pre) => pre.instantiate(&mut *store).map(drop),
+                },
+            );
+        result.map_err(|e| LoadError::CannotInstantiate(format!("under the slot's limits: {e}")))
+    }
+
     fn compile(&self, slot: Slot, bytes: &[u8], digest: String) -> Result<Arc<Plugin>, LoadError> {
-        if bytes.len() > MAX_COMPONENT_BYTES {
-            return Err(LoadError::TooLarge(bytes.len()));
-        }
-        match bytes.get(..8) {
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
-                return Err(LoadError::NotAComponent(
-                    "this is a core Wasm module; build a component (e.g. --target wasm32-wasip2)"
-                        .into(),
-                ));
-            }
-            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
-            _ => {
-                return Err(LoadError::NotAComponent(
-                    "the bytes are not WebAssembly".into(),
-                ));
-            }
-        }
+        precheck(bytes)?;
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         self.check(slot, component, digest, bytes.len())
@@ -488,21 +613,28 @@ impl PluginHost {
     }
 
     /// Runs `f` against a fresh instance on a blocking thread, under
-    /// `limits`, refuses an answer larger than the output limit (measured by
-    /// `size_of`), and records the call in the tenant's stats and log.
+    /// `limits`, refuses an answer `check` finds over the output limit or
+    /// outside the contract, and records the call in the tenant's stats and log.
     async fn call<R, F>(
         &self,
         tenant: &str,
         plugin: &Arc<Plugin>,
         limits: CallLimits,
         http: Option<HttpGrant>,
-        size_of: fn(&R) -> usize,
+        check: fn(&R, usize) -> Result<(), PluginError>,
         f: F,
     ) -> Result<Called<R>, PluginError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R> + Send + 'static,
     {
+        // The tenant's share first, then the host's: a tenant at its limit
+        // queues behind itself without holding a slot anyone else could use.
+        let share = self.tenant_share(tenant);
+        let _share = share
+            .acquire_owned()
+            .await
+            .map_err(|e| PluginError::Unavailable(e.to_string()))?;
         let _permit = self
             .permits
             .clone()
@@ -516,10 +648,7 @@ impl PluginHost {
                 .await
                 .map_err(|e| PluginError::Unavailable(e.to_string()))?;
         // The host never carries an unbounded answer into the saga or the database.
-        let result = result.and_then(|value| match size_of(&value) {
-            size if size > limits.output_bytes => Err(PluginError::OutputTooLarge(size)),
-            _ => Ok(value),
-        });
+        let result = result.and_then(|value| check(&value, limits.output_bytes).map(|()| value));
         self.stats.observe(
             tenant,
             plugin.slot,
@@ -541,20 +670,12 @@ impl PluginHost {
         Called<Result<(), Vec<guardrail::exports::oms::plugin::order_rules::Violation>>>,
         PluginError,
     > {
-        let size_of =
-            |r: &Result<(), Vec<guardrail::exports::oms::plugin::order_rules::Violation>>| {
-                r.as_ref().err().map_or(0, |vs| {
-                    vs.iter()
-                        .map(|v| v.code.len() + v.message.len() + v.field.len())
-                        .sum()
-                })
-            };
         self.call(
             tenant,
             plugin,
             limits,
             None,
-            size_of,
+            answers::guardrail,
             move |store, plugin| match &plugin.pre {
                 Pre::Guardrail(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
@@ -577,15 +698,12 @@ impl PluginHost {
         context: fraud::exports::oms::plugin::risk::CustomerContext,
         settings: Vec<(String, String)>,
     ) -> Result<Called<fraud::exports::oms::plugin::risk::Assessment>, PluginError> {
-        let size_of = |a: &fraud::exports::oms::plugin::risk::Assessment| {
-            a.reasons.iter().map(String::len).sum()
-        };
         self.call(
             tenant,
             plugin,
             limits,
             None,
-            size_of,
+            answers::fraud,
             move |store, plugin| match &plugin.pre {
                 Pre::Fraud(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
@@ -613,18 +731,12 @@ impl PluginHost {
         Called<Result<String, payment::exports::oms::plugin::provider::PaymentError>>,
         PluginError,
     > {
-        use payment::exports::oms::plugin::provider::PaymentError;
-        let size_of = |r: &Result<String, PaymentError>| match r {
-            Ok(reference) => reference.len(),
-            Err(PaymentError::Declined(d)) => d.code.len() + d.message.len(),
-            Err(PaymentError::Transient(m)) => m.len(),
-        };
         self.call(
             tenant,
             plugin,
             limits,
             Some(grant),
-            size_of,
+            answers::payment,
             move |store, plugin| match &plugin.pre {
                 Pre::Payment(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
@@ -655,17 +767,12 @@ impl PluginHost {
         saga: policy::exports::oms::plugin::policy::SagaView,
         settings: Vec<(String, String)>,
     ) -> Result<Called<policy::exports::oms::plugin::policy::Plan>, PluginError> {
-        let size_of = |plan: &policy::exports::oms::plugin::policy::Plan| {
-            plan.actions.len()
-                + plan.reason.len()
-                + plan.notify.iter().map(String::len).sum::<usize>()
-        };
         self.call(
             tenant,
             plugin,
             limits,
             None,
-            size_of,
+            answers::policy,
             move |store, plugin| match &plugin.pre {
                 Pre::Policy(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
@@ -681,6 +788,62 @@ impl PluginHost {
         )
         .await
     }
+}
+
+/// The checks every component passes before anything parses it further.
+fn precheck(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() > MAX_COMPONENT_BYTES {
+        return Err(LoadError::TooLarge(bytes.len()));
+    }
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            return Err(LoadError::NotAComponent(
+                "this is a core Wasm module; build a component (e.g. --target wasm32-wasip2)"
+                    .into(),
+            ));
+        }
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+        _ => {
+            return Err(LoadError::NotAComponent(
+                "the bytes are not WebAssembly".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The pool's share of one call: memories and tables (as compiled, every
+/// instantiation counted) and the initial memory under the tenant's limit.
+fn fits_the_pool(component: &Component, limits: &CallLimits) -> Result<(), LoadError> {
+    let Some(needs) = component.resources_required() else {
+        return Err(LoadError::Invalid(
+            "the component imports core modules, which no slot grants".into(),
+        ));
+    };
+    let max = &shape::LIMITS;
+    if needs.num_memories > max.memories {
+        return Err(LoadError::TooManyMemories {
+            found: needs.num_memories,
+            max: max.memories,
+        });
+    }
+    if needs.num_tables > max.tables {
+        return Err(LoadError::TooManyTables {
+            found: needs.num_tables,
+            max: max.tables,
+        });
+    }
+    let initial = needs
+        .max_initial_memory_size
+        .unwrap_or(0)
+        .saturating_mul(64 << 10);
+    if initial > limits.memory_bytes as u64 {
+        return Err(LoadError::CannotInstantiate(format!(
+            "a memory starts at {initial} bytes, over the slot's limit of {}",
+            limits.memory_bytes
+        )));
+    }
+    Ok(())
 }
 
 wire_enum!(
@@ -712,8 +875,10 @@ where
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
-            // A componentize-py guest links CPython and its libraries as ~20 core instances.
-            .instances(64)
+            // Enforced again per call, whatever was checked at upload.
+            .instances(shape::LIMITS.core_instances as usize)
+            .memories(shape::LIMITS.memories as usize)
+            .tables(shape::LIMITS.tables as usize)
             .build(),
         http,
     };

@@ -25,6 +25,8 @@ pub struct VersionStats {
     pub timeouts: u64,
     pub out_of_fuel: u64,
     pub output_too_large: u64,
+    /// Answers outside the slot's contract: over a list cap, out of range.
+    pub invalid_answers: u64,
     pub other_failures: u64,
     pub fuel_used_total: u64,
     pub latency_us: Latency,
@@ -78,6 +80,7 @@ impl PluginStats {
                         timeouts: 0,
                         out_of_fuel: 0,
                         output_too_large: 0,
+                        invalid_answers: 0,
                         other_failures: 0,
                         fuel_used_total: 0,
                         latency_us: Latency::default(),
@@ -93,6 +96,7 @@ impl PluginStats {
                 Err(PluginError::Timeout) => s.timeouts += 1,
                 Err(PluginError::OutOfFuel) => s.out_of_fuel += 1,
                 Err(PluginError::OutputTooLarge(_)) => s.output_too_large += 1,
+                Err(PluginError::InvalidAnswer(_)) => s.invalid_answers += 1,
                 Err(_) => s.other_failures += 1,
             }
             if let Some(h) = &mut entry.latency {

@@ -21,7 +21,7 @@ pub use orders::{
 };
 pub use outbox::{OutboxClaim, OutboxMessage, OutboxRecord};
 pub use plugins::{
-    ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
+    ActivationChange, ActivationRecord, AuditRecord, PluginQuota, PluginVersionRecord, ShadowResult,
 };
 pub use recorded::RecordedCall;
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
@@ -52,6 +52,9 @@ pub enum StoreError {
     InsufficientStock { sku: String },
     #[error("not found")]
     NotFound,
+    /// A tenant's stored plugins would exceed its quota.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

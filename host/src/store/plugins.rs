@@ -117,6 +117,20 @@ macro_rules! audit {
 }
 pub(super) use audit;
 
+/// How much plugin code one tenant may keep, over all its slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginQuota {
+    pub versions: i64,
+    pub bytes: i64,
+}
+
+impl PluginQuota {
+    pub const UNLIMITED: Self = Self {
+        versions: i64::MAX,
+        bytes: i64::MAX,
+    };
+}
+
 impl SqlStore {
     /// Records an upload. The same bytes for the same tenant and slot are the
     /// same version: `(record, false)` when it already existed.
@@ -129,13 +143,39 @@ impl SqlStore {
         uploaded_by: &str,
         now: i64,
     ) -> Result<(PluginVersionRecord, bool)> {
+        self.put_plugin_version_within(
+            tenant,
+            slot,
+            digest,
+            bytes,
+            uploaded_by,
+            now,
+            PluginQuota::UNLIMITED,
+        )
+        .await
+    }
+
+    /// [`Self::put_plugin_version`], refused with
+    /// [`StoreError::QuotaExceeded`] when a new version would take the
+    /// tenant past `quota` (checked in the inserting transaction).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_plugin_version_within(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        digest: &str,
+        bytes: &[u8],
+        uploaded_by: &str,
+        now: i64,
+        quota: PluginQuota,
+    ) -> Result<(PluginVersionRecord, bool)> {
         // Two hosts (or two uploads) may number a version at once; the loser
         // of the unique constraint tries again and finds the winner's row or
         // the next free number.
         let mut attempts = 0;
         loop {
             match self
-                .try_put_plugin_version(tenant, slot, digest, bytes, uploaded_by, now)
+                .try_put_plugin_version(tenant, slot, digest, bytes, uploaded_by, now, quota)
                 .await
             {
                 Err(StoreError::Db(e))
@@ -158,6 +198,7 @@ impl SqlStore {
         bytes: &[u8],
         uploaded_by: &str,
         now: i64,
+        quota: PluginQuota,
     ) -> Result<(PluginVersionRecord, bool)> {
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
@@ -176,6 +217,30 @@ impl SqlStore {
                 // "database is locked".
                 tx.rollback().await?;
                 return Ok((record, false));
+            }
+            let (count, stored): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM plugin_versions WHERE tenant_id = $1",
+            )
+            .bind(tenant.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let refused = if count >= quota.versions {
+                Some(format!(
+                    "the tenant keeps {count} plugin versions, at most {}",
+                    quota.versions
+                ))
+            } else if stored.saturating_add(bytes.len() as i64) > quota.bytes {
+                Some(format!(
+                    "{stored} bytes of plugins stored and {} more would pass the tenant's {} bytes",
+                    bytes.len(),
+                    quota.bytes
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                tx.rollback().await?;
+                return Err(StoreError::QuotaExceeded(why));
             }
             sqlx::query(
                 "INSERT INTO plugin_blobs (digest, bytes, size_bytes, created_at) VALUES ($1, $2, $3, $4)

@@ -39,6 +39,14 @@ impl Guest for Hostile {
             "output" => Err((0..2_000)
                 .map(|i| Violation { code: "X".repeat(100), message: format!("{i}{}", "y".repeat(200)), field: "/".into() })
                 .collect()),
+            // No string bytes at all, yet megabytes as the canonical ABI lays them out.
+            "empty" => Err((0..150_000)
+                .map(|_| Violation { code: String::new(), message: String::new(), field: String::new() })
+                .collect()),
+            // Small, but more violations than any answer may list.
+            "many" => Err((0..101)
+                .map(|_| Violation { code: "X".into(), message: "x".into(), field: "/".into() })
+                .collect()),
             "log" => {
                 // About 700 KB, far over any log budget.
                 for _ in 0..20_000 {
