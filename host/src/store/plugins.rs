@@ -190,6 +190,7 @@ impl SqlStore {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn try_put_plugin_version(
         &self,
         tenant: &TenantId,
