@@ -602,3 +602,89 @@ on_both_backends!(
     a_compensation_that_keeps_failing_leaves_the_saga_stuck,
     health_readiness_and_metrics,
 );
+
+/// The sandbox provider keeps accounts apart as a real one would: a payment
+/// belongs to the key that made it (another key gets 404 and cannot capture
+/// or refund it), idempotency keys are per key, and the ledger shows a key
+/// its own operations, every account's only to the operator key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_provider_keeps_accounts_apart() {
+    let psp = support::load::Psp::start().await;
+    let http = reqwest::Client::new();
+    let call = |key: &str, path: &str, idem: &str, body: serde_json::Value| {
+        http.post(format!("{}{path}", psp.url))
+            .bearer_auth(key)
+            .header("idempotency-key", idem)
+            .json(&body)
+            .send()
+    };
+    let pay = json!({ "amount": 1999, "currency": "usd", "payment_method": "tok_visa" });
+    let globex = call(
+        "sk_test_globex",
+        "/v1/payment_intents",
+        "same-key",
+        pay.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(globex.status(), 200);
+    let globex_pi = globex.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The same idempotency key under another account is another payment.
+    let acme = call("sk_test_acme", "/v1/payment_intents", "same-key", pay)
+        .await
+        .unwrap();
+    assert_eq!(acme.status(), 200);
+    assert!(acme.headers().get("idempotent-replayed").is_none());
+    let acme_pi = acme.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(acme_pi, globex_pi);
+
+    // Acme cannot see, capture or refund globex's payment.
+    let seen = http
+        .get(format!("{}/v1/payment_intents/{globex_pi}", psp.url))
+        .bearer_auth("sk_test_acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), 404);
+    let path = format!("/v1/payment_intents/{globex_pi}/capture");
+    let captured = call("sk_test_acme", &path, "c1", json!({})).await.unwrap();
+    assert_eq!(captured.status(), 404);
+    let refund = json!({ "payment_intent": globex_pi });
+    let refunded = call("sk_test_acme", "/v1/refunds", "r1", refund)
+        .await
+        .unwrap();
+    assert_eq!(refunded.status(), 404);
+    // Its owner can.
+    let captured = call("sk_test_globex", &path, "c1", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(captured.status(), 200);
+
+    // Ledgers: none without a key, a key's own, all for the operator.
+    let ledger = |key: Option<&str>| {
+        let mut r = http.get(format!("{}/v1/ledger", psp.url));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    assert_eq!(ledger(None).await.unwrap().status(), 401);
+    let own: serde_json::Value = ledger(Some("sk_test_acme"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let own = own["data"].as_array().unwrap();
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(own[0]["payment_intent"], acme_pi.as_str());
+    let all = support::ledger_request(&psp.url).send().await.unwrap();
+    let all: serde_json::Value = all.json().await.unwrap();
+    assert_eq!(all["data"].as_array().unwrap().len(), 3);
+}

@@ -345,3 +345,56 @@ on_both_backends!(
     uploads_that_could_starve_others_are_refused,
     compile_budget_and_quota_hold
 );
+
+/// One tenant's slow payment provider holds only that tenant's share of the
+/// plugin host and the saga runner: while a flood of acme orders waits on
+/// its provider (3 s a call, far more calls than acme's share), globex's
+/// orders go through, every one of them finished while acme's flood is
+/// still draining. (Before the shares, globex's calls queued behind acme's
+/// for the whole flood.)
+async fn a_tenant_with_slow_payments_slows_only_itself(kind: Kind) {
+    let db = Db::new(kind).await;
+    let srv = Server::start(&db).await;
+    let acme = srv.api("acme");
+    let globex = srv.api("globex");
+    // Far beyond acme's 32 plugin calls: about 5 rounds of 3 s.
+    let flood: Vec<String> = {
+        let placing: Vec<_> = (0..160)
+            .map(|i| {
+                let acme = acme.clone();
+                tokio::spawn(async move {
+                    acme.place(&order(&format!("slow-{i}"), "WIDGET-1", 1, "tok_slow"))
+                        .await
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for p in placing {
+            ids.push(p.await.unwrap());
+        }
+        ids
+    };
+    for i in 0..20 {
+        let id = globex
+            .place(&order(&format!("calm-{i}"), "SPROCKET-9", 1, "tok_visa"))
+            .await;
+        assert_eq!(globex.settle(&id).await["status"], "CONFIRMED");
+    }
+    // Globex is done; acme's flood is not (it needs several 3 s rounds).
+    let mut pending = 0;
+    for id in &flood {
+        if acme.get(&format!("/orders/{id}")).await.body["status"] == "PENDING" {
+            pending += 1;
+        }
+    }
+    assert!(
+        pending > 0,
+        "acme's flood finished before globex's 20 orders: globex waited on acme"
+    );
+    // And acme's orders all finish, slowly, none lost.
+    for id in &flood {
+        assert_eq!(acme.settle(id).await["status"], "CONFIRMED");
+    }
+}
+
+on_both_backends!(a_tenant_with_slow_payments_slows_only_itself);

@@ -184,7 +184,8 @@ async fn orders_are_taken_while_kafka_is_down_and_carried_out_after() {
         );
     }
     // Applied once: one authorization and one capture per order.
-    let ledger: Value = reqwest::get(format!("{}/v1/ledger", psp.url))
+    let ledger: Value = support::ledger_request(&psp.url)
+        .send()
         .await
         .unwrap()
         .json()

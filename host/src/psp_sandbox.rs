@@ -6,10 +6,16 @@
 //! Test tokens: `tok_visa` and `tok_mastercard` approve; `tok_chargeDeclined`
 //! declines permanently; `tok_flaky` answers 503 to the first two attempts
 //! of each operation and then approves; `tok_voidFails` authorizes but every
-//! void and refund answers 503 (to watch a saga go STUCK).
+//! void and refund answers 503 (to watch a saga go STUCK); `tok_slow`
+//! approves, after 3 s.
 //!
-//! Every POST needs an `Idempotency-Key`; a repeated key gets the first
-//! answer again and performs nothing (5xx answers are not stored).
+//! Every call needs a test secret key (`Authorization: Bearer sk_test_…`),
+//! which is the account: a payment belongs to the key that made it, and any
+//! other key gets 404 for it. Every POST needs an `Idempotency-Key`, scoped
+//! to the key too; a repeated key gets the first answer again and performs
+//! nothing (5xx answers are not stored). The ledger shows a key its own
+//! operations; the operator key (`OMS_SANDBOX_PSP_OPERATOR_KEY`, default
+//! [`DEFAULT_OPERATOR_KEY`]) sees every account's.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,9 +27,17 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// How long `tok_slow` takes to authorize.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The key that reads every account's ledger unless configured otherwise.
+pub const DEFAULT_OPERATOR_KEY: &str = "sk_operator_sandbox";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub seq: u64,
+    /// The account (derived from the secret key) that performed it.
+    pub account: String,
     /// `authorize`, `capture`, `void` or `refund`.
     pub op: String,
     pub payment_intent: String,
@@ -39,6 +53,8 @@ pub struct LedgerEntry {
 #[derive(Debug, Clone)]
 struct Intent {
     id: String,
+    /// The account that created it; no other may see or touch it.
+    account: String,
     amount: i64,
     currency: String,
     token: String,
@@ -51,14 +67,76 @@ struct Intent {
 #[derive(Default)]
 struct Psp {
     intents: HashMap<String, Intent>,
-    replies: HashMap<String, (u16, Value)>,
-    attempts: HashMap<String, u32>,
+    /// By account and idempotency key.
+    replies: HashMap<(String, String), (u16, Value)>,
+    attempts: HashMap<(String, String), u32>,
     ledger: Vec<LedgerEntry>,
 }
 
-#[derive(Clone, Default)]
+impl Psp {
+    /// The account's own payment intent; another account's does not exist.
+    fn intent(&self, account: &str, id: &str) -> Option<Intent> {
+        self.intents
+            .get(id)
+            .filter(|i| i.account == account)
+            .cloned()
+    }
+}
+
+/// Who is calling and under which idempotency key.
+struct Caller {
+    account: String,
+    key: String,
+}
+
+#[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<Mutex<Psp>>,
+    operator_key: Arc<str>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        let key = std::env::var("OMS_SANDBOX_PSP_OPERATOR_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| DEFAULT_OPERATOR_KEY.to_string());
+        Self {
+            inner: Arc::default(),
+            operator_key: key.into(),
+        }
+    }
+}
+
+/// A test secret key's account id: what the ledger shows instead of the key.
+fn account_of(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "acct_{}",
+        &hex::encode(Sha256::digest(secret.as_bytes()))[..16]
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The caller's account, from a test secret key.
+fn account(headers: &HeaderMap) -> Option<String> {
+    bearer(headers)
+        .filter(|k| k.starts_with("sk_test_") && k.len() > "sk_test_".len())
+        .map(account_of)
+}
+
+fn unauthorized() -> Response {
+    reply(error(
+        401,
+        "invalid_api_key",
+        "a test secret key (sk_test_…) is required",
+    ))
 }
 
 fn error(status: u16, code: &str, message: &str) -> (u16, Value) {
@@ -95,19 +173,11 @@ impl Sandbox {
     fn idempotent(
         &self,
         headers: &HeaderMap,
-        f: impl FnOnce(&mut Psp, &str) -> (u16, Value),
+        f: impl FnOnce(&mut Psp, &Caller) -> (u16, Value),
     ) -> Response {
-        if !headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("Bearer sk_test_"))
-        {
-            return reply(error(
-                401,
-                "invalid_api_key",
-                "a test secret key (sk_test_…) is required",
-            ));
-        }
+        let Some(account) = account(headers) else {
+            return unauthorized();
+        };
         let Some(key) = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
@@ -119,8 +189,10 @@ impl Sandbox {
                 "send an Idempotency-Key header",
             ));
         };
+        let caller = Caller { account, key };
+        let scoped = (caller.account.clone(), caller.key.clone());
         let mut psp = self.lock();
-        if let Some(stored) = psp.replies.get(&key) {
+        if let Some(stored) = psp.replies.get(&scoped) {
             let mut r = reply(stored.clone());
             r.headers_mut().insert(
                 "idempotent-replayed",
@@ -128,9 +200,9 @@ impl Sandbox {
             );
             return r;
         }
-        let answer = f(&mut psp, &key);
+        let answer = f(&mut psp, &caller);
         if answer.0 < 500 {
-            psp.replies.insert(key, answer.clone());
+            psp.replies.insert(scoped, answer.clone());
         }
         reply(answer)
     }
@@ -145,6 +217,7 @@ fn record(psp: &mut Psp, op: &str, intent: &Intent, amount: i64, key: &str, stat
     let seq = psp.ledger.len() as u64 + 1;
     psp.ledger.push(LedgerEntry {
         seq,
+        account: intent.account.clone(),
         op: op.into(),
         payment_intent: intent.id.clone(),
         amount,
@@ -157,11 +230,12 @@ fn record(psp: &mut Psp, op: &str, intent: &Intent, amount: i64, key: &str, stat
 }
 
 /// `tok_flaky` fails the first two attempts of each operation.
-fn flaky(psp: &mut Psp, token: &str, key: &str) -> bool {
+fn flaky(psp: &mut Psp, token: &str, caller: &Caller) -> bool {
     if token != "tok_flaky" {
         return false;
     }
-    let n = psp.attempts.entry(key.to_owned()).or_insert(0);
+    let scoped = (caller.account.clone(), caller.key.clone());
+    let n = psp.attempts.entry(scoped).or_insert(0);
     *n += 1;
     *n <= 2
 }
@@ -186,7 +260,12 @@ async fn authorize(
     body: Json<AuthorizeBody>,
 ) -> Response {
     let body = body.0;
-    s.idempotent(&headers, |psp, key| {
+    if body.payment_method == "tok_slow" {
+        // A processor having a bad day: slow, but within any sane timeout.
+        tokio::time::sleep(SLOW).await;
+    }
+    s.idempotent(&headers, |psp, caller| {
+        let key = caller.key.as_str();
         if body.amount <= 0 {
             return error(
                 400,
@@ -194,11 +273,12 @@ async fn authorize(
                 "amount must be a positive integer in minor units",
             );
         }
-        if flaky(psp, &body.payment_method, key) {
+        if flaky(psp, &body.payment_method, caller) {
             return error(503, "processor_unavailable", "try again");
         }
         let mut intent = Intent {
             id: format!("pi_{}", ulid::Ulid::new()),
+            account: caller.account.clone(),
             amount: body.amount,
             currency: body.currency.to_ascii_lowercase(),
             token: body.payment_method.clone(),
@@ -207,7 +287,7 @@ async fn authorize(
             refunded: 0,
         };
         match body.payment_method.as_str() {
-            "tok_visa" | "tok_mastercard" | "tok_flaky" | "tok_voidFails" => {
+            "tok_visa" | "tok_mastercard" | "tok_flaky" | "tok_voidFails" | "tok_slow" => {
                 record(psp, "authorize", &intent, body.amount, key, "succeeded");
                 let answer = (200, intent_json(&intent));
                 psp.intents.insert(intent.id.clone(), intent);
@@ -227,10 +307,13 @@ async fn authorize(
     })
 }
 
-async fn show(State(s): State<Sandbox>, Path(id): Path<String>) -> Response {
+async fn show(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let Some(account) = account(&headers) else {
+        return unauthorized();
+    };
     let psp = s.lock();
-    match psp.intents.get(&id) {
-        Some(i) => reply((200, intent_json(i))),
+    match psp.intent(&account, &id) {
+        Some(i) => reply((200, intent_json(&i))),
         None => reply(error(404, "resource_missing", "no such payment_intent")),
     }
 }
@@ -246,11 +329,12 @@ async fn capture(
     headers: HeaderMap,
     body: Json<CaptureBody>,
 ) -> Response {
-    s.idempotent(&headers, |psp, key| {
-        let Some(intent) = psp.intents.get(&id).cloned() else {
+    s.idempotent(&headers, |psp, caller| {
+        let key = caller.key.as_str();
+        let Some(intent) = psp.intent(&caller.account, &id) else {
             return error(404, "resource_missing", "no such payment_intent");
         };
-        if flaky(psp, &intent.token, key) {
+        if flaky(psp, &intent.token, caller) {
             return error(503, "processor_unavailable", "try again");
         }
         if intent.status != "requires_capture" {
@@ -272,11 +356,12 @@ async fn capture(
 }
 
 async fn void(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    s.idempotent(&headers, |psp, key| {
-        let Some(intent) = psp.intents.get(&id).cloned() else {
+    s.idempotent(&headers, |psp, caller| {
+        let key = caller.key.as_str();
+        let Some(intent) = psp.intent(&caller.account, &id) else {
             return error(404, "resource_missing", "no such payment_intent");
         };
-        if intent.token == "tok_voidFails" || flaky(psp, &intent.token, key) {
+        if intent.token == "tok_voidFails" || flaky(psp, &intent.token, caller) {
             return error(503, "processor_unavailable", "try again");
         }
         if intent.status != "requires_capture" {
@@ -302,11 +387,12 @@ struct RefundBody {
 
 async fn refund(State(s): State<Sandbox>, headers: HeaderMap, body: Json<RefundBody>) -> Response {
     let body = body.0;
-    s.idempotent(&headers, |psp, key| {
-        let Some(intent) = psp.intents.get(&body.payment_intent).cloned() else {
+    s.idempotent(&headers, |psp, caller| {
+        let key = caller.key.as_str();
+        let Some(intent) = psp.intent(&caller.account, &body.payment_intent) else {
             return error(404, "resource_missing", "no such payment_intent");
         };
-        if intent.token == "tok_voidFails" || flaky(psp, &intent.token, key) {
+        if intent.token == "tok_voidFails" || flaky(psp, &intent.token, caller) {
             return error(503, "processor_unavailable", "try again");
         }
         if intent.status != "succeeded" {
@@ -324,6 +410,18 @@ async fn refund(State(s): State<Sandbox>, headers: HeaderMap, body: Json<RefundB
     })
 }
 
-async fn ledger(State(s): State<Sandbox>) -> Json<Value> {
-    Json(json!({ "data": s.ledger() }))
+/// Every account's operations for the operator key; a test key's own.
+async fn ledger(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
+    if bearer(&headers) == Some(&*s.operator_key) {
+        return Json(json!({ "data": s.ledger() })).into_response();
+    }
+    let Some(account) = account(&headers) else {
+        return unauthorized();
+    };
+    let own: Vec<LedgerEntry> = s
+        .ledger()
+        .into_iter()
+        .filter(|e| e.account == account)
+        .collect();
+    Json(json!({ "data": own })).into_response()
 }

@@ -229,7 +229,8 @@ pub async fn check_books(
     }
 
     // Money: the provider's ledger agrees with every order's outcome.
-    let ledger: Value = reqwest::get(format!("{psp_url}/v1/ledger"))
+    let ledger: Value = super::ledger_request(psp_url)
+        .send()
         .await
         .unwrap()
         .json()

@@ -113,6 +113,13 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The sandbox provider's whole ledger, read with its operator key.
+pub fn ledger_request(psp_url: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .get(format!("{psp_url}/v1/ledger"))
+        .bearer_auth(oms::psp_sandbox::DEFAULT_OPERATOR_KEY)
+}
+
 /// The operator token every test host is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -289,7 +296,8 @@ impl Server {
     }
 
     pub async fn ledger(&self) -> Vec<Value> {
-        let v: Value = reqwest::get(format!("{}/v1/ledger", self.psp_url))
+        let v: Value = ledger_request(&self.psp_url)
+            .send()
             .await
             .unwrap()
             .json()
