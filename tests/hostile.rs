@@ -347,51 +347,73 @@ on_both_backends!(
 );
 
 /// One tenant's slow payment provider holds only that tenant's share of the
-/// plugin host and the saga runner: while a flood of acme orders waits on
-/// its provider (3 s a call, far more calls than acme's share), globex's
-/// orders go through, every one of them finished while acme's flood is
-/// still draining. (Before the shares, globex's calls queued behind acme's
-/// for the whole flood.)
+/// plugin host and the saga runner. Acme floods the host with orders whose
+/// provider takes 4 s to answer (far more than acme's share of calls); once
+/// its first round of payment calls is in flight, globex places orders, and
+/// every one of them is confirmed before any of acme's payments has even
+/// come back. Without per-tenant shares, globex's calls queued behind acme's
+/// until a whole round of them ended.
 async fn a_tenant_with_slow_payments_slows_only_itself(kind: Kind) {
     let db = Db::new(kind).await;
     let srv = Server::start(&db).await;
     let acme = srv.api("acme");
     let globex = srv.api("globex");
-    // Far beyond acme's 32 plugin calls: about 5 rounds of 3 s.
-    let flood: Vec<String> = {
-        let placing: Vec<_> = (0..160)
-            .map(|i| {
-                let acme = acme.clone();
-                tokio::spawn(async move {
-                    acme.place(&order(&format!("slow-{i}"), "WIDGET-1", 1, "tok_slow"))
-                        .await
-                })
+    let placing: Vec<_> = (0..160)
+        .map(|i| {
+            let acme = acme.clone();
+            tokio::spawn(async move {
+                acme.place(&order(&format!("slow-{i}"), "WIDGET-1", 1, "tok_slow"))
+                    .await
             })
-            .collect();
-        let mut ids = Vec::new();
-        for p in placing {
-            ids.push(p.await.unwrap());
-        }
-        ids
+        })
+        .collect();
+    let mut flood = Vec::new();
+    for p in placing {
+        flood.push(p.await.unwrap());
+    }
+    // Acme's orders waiting on their provider: reserved, not yet authorized.
+    let waiting = |orders: Vec<Value>| -> Vec<String> {
+        orders
+            .into_iter()
+            .filter(|o| {
+                let done = o["saga"]["completed"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                done.contains(&json!("reserve-inventory"))
+                    && !done.contains(&json!("authorize-payment"))
+            })
+            .map(|o| o["id"].as_str().unwrap().to_string())
+            .collect()
     };
-    for i in 0..20 {
+    // Wait until a full share of acme's payment calls is in flight.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let in_flight = loop {
+        let now = waiting(support::load::all_orders(&acme).await);
+        if now.len() >= 32 {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acme's flood never reached payment"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for i in 0..10 {
         let id = globex
             .place(&order(&format!("calm-{i}"), "SPROCKET-9", 1, "tok_visa"))
             .await;
         assert_eq!(globex.settle(&id).await["status"], "CONFIRMED");
     }
-    // Globex is done; acme's flood is not (it needs several 3 s rounds).
-    let mut pending = 0;
-    for id in &flood {
-        if acme.get(&format!("/orders/{id}")).await.body["status"] == "PENDING" {
-            pending += 1;
-        }
-    }
+    // Globex is done; none of those acme payments has come back yet.
+    let still = waiting(support::load::all_orders(&acme).await);
+    let answered: Vec<&String> = in_flight.iter().filter(|id| !still.contains(id)).collect();
     assert!(
-        pending > 0,
-        "acme's flood finished before globex's 20 orders: globex waited on acme"
+        answered.is_empty(),
+        "globex finished only after {} of acme's 4 s payments came back: it waited on acme",
+        answered.len()
     );
-    // And acme's orders all finish, slowly, none lost.
+    // Acme's orders all finish, slowly, none lost.
     for id in &flood {
         assert_eq!(acme.settle(id).await["status"], "CONFIRMED");
     }

@@ -7,7 +7,7 @@
 //! declines permanently; `tok_flaky` answers 503 to the first two attempts
 //! of each operation and then approves; `tok_voidFails` authorizes but every
 //! void and refund answers 503 (to watch a saga go STUCK); `tok_slow`
-//! approves, after 3 s.
+//! approves, after 4 s (inside the payment slot's 5 s request timeout).
 //!
 //! Every call needs a test secret key (`Authorization: Bearer sk_test_…`),
 //! which is the account: a payment belongs to the key that made it, and any
@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How long `tok_slow` takes to authorize.
-const SLOW: std::time::Duration = std::time::Duration::from_secs(3);
+const SLOW: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// The key that reads every account's ledger unless configured otherwise.
 pub const DEFAULT_OPERATOR_KEY: &str = "sk_operator_sandbox";
