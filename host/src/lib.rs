@@ -12,6 +12,7 @@ pub mod plugin_scaffold;
 pub mod plugins;
 pub mod psp_sandbox;
 pub mod saga;
+pub mod shares;
 pub mod store;
 pub mod tenants;
 pub mod transport;

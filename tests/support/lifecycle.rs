@@ -222,18 +222,7 @@ impl Books {
         }
         // Stock: what left is what shipped; what is held is what is confirmed.
         for (api, sku, initial) in &self.stock {
-            let inv = api.get(&format!("/inventory/{sku}")).await.body;
-            let (on_hand, reserved) =
-                inv["warehouses"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .fold((0, 0), |(h, r), w| {
-                        (
-                            h + w["onHand"].as_i64().unwrap(),
-                            r + w["reserved"].as_i64().unwrap(),
-                        )
-                    });
+            let (on_hand, reserved) = super::stock_totals(api, sku).await;
             let key = (api.tenant.clone(), sku.clone());
             let left = shipped.get(&key).copied().unwrap_or(0);
             let holding = held.get(&key).copied().unwrap_or(0);

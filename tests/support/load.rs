@@ -296,18 +296,7 @@ pub async fn check_books(
         ("globex", "SPROCKET-9", 1_000_000),
         ("globex", "WIDGET-1", 1_000_000),
     ] {
-        let inv = apis[tenant].get(&format!("/inventory/{sku}")).await.body;
-        let (on_hand, reserved) =
-            inv["warehouses"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .fold((0, 0), |(h, r), w| {
-                    (
-                        h + w["onHand"].as_i64().unwrap(),
-                        r + w["reserved"].as_i64().unwrap(),
-                    )
-                });
+        let (on_hand, reserved) = super::stock_totals(&apis[tenant], sku).await;
         assert_eq!(on_hand, seeded, "{tenant}/{sku}: on-hand drifted");
         assert_eq!(
             reserved,

@@ -113,6 +113,21 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// On-hand and reserved stock of `sku`, over every warehouse of the tenant behind `api`.
+pub async fn stock_totals(api: &Api, sku: &str) -> (i64, i64) {
+    let inv = api.get(&format!("/inventory/{sku}")).await.body;
+    inv["warehouses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold((0, 0), |(h, r), w| {
+            (
+                h + w["onHand"].as_i64().unwrap(),
+                r + w["reserved"].as_i64().unwrap(),
+            )
+        })
+}
+
 /// The sandbox provider's whole ledger, read with its operator key.
 pub fn ledger_request(psp_url: &str) -> reqwest::RequestBuilder {
     reqwest::Client::new()

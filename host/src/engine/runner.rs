@@ -9,6 +9,7 @@ use super::metrics::Metrics;
 use super::steps::{self, Context, Outcome};
 use crate::domain::{OrderDraft, OrderId};
 use crate::saga::{self, Action, Failure, SagaEvent, SagaState, SagaStatus, Step};
+use crate::shares::TenantShares;
 use crate::store::{CommandRecord, OrderRecord, StoreError, Transition, json};
 use crate::tenants::Tenant;
 use serde_json::{Value, json};
@@ -46,7 +47,7 @@ pub struct Runner {
     inflight: Mutex<InFlight>,
     permits: Arc<Semaphore>,
     /// Each tenant's share of `permits`.
-    tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    tenant_permits: TenantShares,
 }
 
 impl Default for Runner {
@@ -54,23 +55,12 @@ impl Default for Runner {
         Self {
             inflight: Mutex::default(),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
-            tenant_permits: Mutex::default(),
+            tenant_permits: TenantShares::new(TENANT_CONCURRENCY),
         }
     }
 }
 
 impl Runner {
-    fn tenant_share(&self, tenant: &str) -> Arc<Semaphore> {
-        let mut shares = self
-            .tenant_permits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        shares
-            .entry(tenant.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(TENANT_CONCURRENCY)))
-            .clone()
-    }
-
     fn lock(&self) -> MutexGuard<'_, InFlight> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -99,7 +89,12 @@ pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Lo
         // The tenant's share first, then the runner's: a tenant whose
         // steps are slow waits on its own share and holds no slot another
         // tenant could use.
-        let share = p.runner.tenant_share(&cmd.tenant_id).acquire_owned().await;
+        let share = p
+            .runner
+            .tenant_permits
+            .of(&cmd.tenant_id)
+            .acquire_owned()
+            .await;
         let permit = p.runner.permits.clone().acquire_owned().await;
         let order = cmd.order_id.clone();
         let (mut current, mut preloaded) = (cmd, preloaded);

@@ -314,7 +314,7 @@ pub struct PluginHost {
     linker: Linker<CallState>,
     permits: Arc<Semaphore>,
     /// Each tenant's share of `permits`.
-    tenant_permits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    tenant_permits: crate::shares::TenantShares,
     /// Where tenants' uploads are compiled; in this process when unset
     /// (tools and tests that load trusted code).
     compiler: OnceLock<compiler::CompilerProcess>,
@@ -408,7 +408,7 @@ impl PluginHost {
             engine,
             linker,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
-            tenant_permits: Mutex::new(HashMap::new()),
+            tenant_permits: crate::shares::TenantShares::new(TENANT_CONCURRENT_CALLS),
             compiler: OnceLock::new(),
             loaded: Mutex::new(HashMap::new()),
             stats: stats::PluginStats::default(),
@@ -469,17 +469,6 @@ impl PluginHost {
         self.cache()
             .insert((slot, digest.to_string()), plugin.clone());
         Ok(plugin)
-    }
-
-    fn tenant_share(&self, tenant: &str) -> Arc<Semaphore> {
-        let mut shares = self
-            .tenant_permits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        shares
-            .entry(tenant.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(TENANT_CONCURRENT_CALLS)))
-            .clone()
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(Slot, String), Arc<Plugin>>> {
@@ -630,7 +619,7 @@ impl PluginHost {
     {
         // The tenant's share first, then the host's: a tenant at its limit
         // queues behind itself without holding a slot anyone else could use.
-        let share = self.tenant_share(tenant);
+        let share = self.tenant_permits.of(tenant);
         let _share = share
             .acquire_owned()
             .await

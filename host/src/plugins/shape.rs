@@ -109,6 +109,8 @@ pub fn inspect(bytes: &[u8], limits: &ShapeLimits) -> Result<Shape, LoadError> {
 mod tests {
     use super::*;
 
+    // Components of other shapes are refused in `tests/hostile.rs`
+    // (`tests/support/forge.rs` assembles them).
     #[test]
     fn the_demo_plugins_fit_with_room_to_spare() {
         for b in crate::plugins::builtin::BUILTINS {
@@ -119,56 +121,5 @@ mod tests {
                 b.name
             );
         }
-    }
-
-    #[test]
-    fn one_giant_function_is_refused_before_compiling() {
-        // A core module in a component: one function of 700 KB of `nop`s.
-        let mut body = vec![0u8]; // no locals
-        body.extend(std::iter::repeat_n(0x01, 700 << 10));
-        body.push(0x0b);
-        let module = wasm_module(&body);
-        let component = component_with(&module);
-        match inspect(&component, &LIMITS) {
-            Err(LoadError::OverBudget(m)) => assert!(m.contains("one function"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-
-    fn section(id: u8, contents: &[u8], out: &mut Vec<u8>) {
-        out.push(id);
-        leb(contents.len(), out);
-        out.extend_from_slice(contents);
-    }
-
-    /// A module with one `() -> ()` function whose body is `body`.
-    fn wasm_module(body: &[u8]) -> Vec<u8> {
-        let mut m = b"\0asm\x01\0\0\0".to_vec();
-        section(1, &[1, 0x60, 0, 0], &mut m); // type: () -> ()
-        section(3, &[1, 0], &mut m); // one function of type 0
-        let mut code = vec![1];
-        leb(body.len(), &mut code);
-        code.extend_from_slice(body);
-        section(10, &code, &mut m);
-        m
-    }
-
-    /// A component holding `module` as its one core module.
-    fn component_with(module: &[u8]) -> Vec<u8> {
-        let mut c = b"\0asm\x0d\0\x01\0".to_vec();
-        section(1, module, &mut c); // core module section
-        c
     }
 }
