@@ -3,6 +3,7 @@
 //! as one transition. Also owns order commands from the API (place, cancel,
 //! ship, deliver) and the outbox relay.
 
+mod commit;
 mod effects;
 pub use effects::{
     SAGA_COMMAND, TOPIC_FULFILMENT, TOPIC_NOTIFICATIONS, TOPIC_ORDER_EVENTS, TOPIC_SAGA_COMMANDS,

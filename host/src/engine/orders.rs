@@ -1,9 +1,10 @@
 //! Order commands from the API: place, cancel, ship, deliver.
 
 use super::Platform;
+use super::commit::{Committed, LoadedOrder, commit, load_order};
 use super::effects::{self, Extras, TOPIC_ORDER_EVENTS, message};
 use super::metrics::Metrics;
-use super::runner::{Committed, LoadedOrder, commit, load_order, submit};
+use super::runner::submit;
 use super::steps::Outcome;
 use crate::domain::{FulfillmentStatus, OrderDraft, OrderId, OrderStatus, PaymentStatus};
 use crate::saga::{self, SagaEvent, Shipment};

@@ -10,6 +10,7 @@ mod canary;
 mod inventory;
 mod orders;
 mod outbox;
+mod plugin_upload;
 mod plugins;
 mod recorded;
 mod transition;
@@ -20,8 +21,9 @@ pub use orders::{
     CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
 };
 pub use outbox::{OutboxClaim, OutboxMessage, OutboxRecord};
+pub use plugin_upload::PluginQuota;
 pub use plugins::{
-    ActivationChange, ActivationRecord, AuditRecord, PluginQuota, PluginVersionRecord, ShadowResult,
+    ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
 };
 pub use recorded::RecordedCall;
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
