@@ -22,6 +22,10 @@ impl TenantShares {
     /// The tenant's semaphore, made on first use.
     pub fn of(&self, tenant: &str) -> Arc<Semaphore> {
         let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        // Every call passes here: no allocation once the tenant is known.
+        if let Some(share) = shares.get(tenant) {
+            return share.clone();
+        }
         shares
             .entry(tenant.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
