@@ -16,6 +16,7 @@ const PLUGINS: &[&str] = &[
 /// Built and copied to OUT_DIR for the containment tests, not embedded.
 const HOSTILE: &[&str] = &[
     "hostile-guardrail",
+    "hostile-fraud",
     "hostile-clock",
     "hostile-fs",
     "hostile-net",

@@ -222,6 +222,11 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
         200
     );
     assert!(srv.metric("plugin_failures_total").await >= 21);
+    // Bounded, not measured: every attack above ran at once, yet the host
+    // stayed far below what one unbounded answer or allocation would take.
+    let peak = srv.peak_rss_mib();
+    eprintln!("host peak resident memory after the attacks: {peak} MiB");
+    assert!(peak < 1024, "host peaked at {peak} MiB");
     let p = |v: &[f64], q: f64| v[((v.len() as f64 - 1.0) * q) as usize];
     // Recorded, not asserted: timing belongs to benchmarks, not tests.
     eprintln!(
@@ -323,6 +328,10 @@ async fn compile_budget_and_quota_hold(kind: Kind) {
         "{v}"
     );
     assert_eq!(versions(&srv).await, before);
+    // The compiler ran in its own process: none of its memory is the host's.
+    let peak = srv.peak_rss_mib();
+    eprintln!("host peak resident memory after the refused compile: {peak} MiB");
+    assert!(peak < 1024, "host peaked at {peak} MiB");
 
     let strict = oms::plugins::builtin::find("guardrail-strict")
         .unwrap()
@@ -356,9 +365,32 @@ on_both_backends!(
 async fn a_tenant_with_slow_payments_slows_only_itself(kind: Kind) {
     let db = Db::new(kind).await;
     let srv = Server::start(&db).await;
+    slow_tenant_floods(&srv, 160).await;
+}
+
+on_both_backends!(a_tenant_with_slow_payments_slows_only_itself);
+
+/// The same over Kafka, where every order's first command arrives as a
+/// message: acme's flood is more messages than the consumer works on at
+/// once, and globex's messages behind them in the partitions are still
+/// fetched and run. (Without tenant shares in the consumer, each waiting
+/// acme message held one of its slots, and globex waited for acme.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_kafka_a_tenant_with_slow_payments_slows_only_itself() {
+    let broker = support::broker::Broker::start();
+    let psp = support::load::Psp::start().await;
+    let db = Db::new(Kind::Postgres).await;
+    let srv = support::broker::kafka_host(&db, &broker, &psp.url, 4).await;
+    slow_tenant_floods(&srv, 320).await;
+}
+
+/// Acme places `n` orders whose provider takes 4 s; once a full share of
+/// its payment calls is in flight, globex places orders, and every one is
+/// confirmed before any of those acme payments has come back.
+async fn slow_tenant_floods(srv: &Server, n: usize) {
     let acme = srv.api("acme");
     let globex = srv.api("globex");
-    let placing: Vec<_> = (0..160)
+    let placing: Vec<_> = (0..n)
         .map(|i| {
             let acme = acme.clone();
             tokio::spawn(async move {
@@ -419,4 +451,59 @@ async fn a_tenant_with_slow_payments_slows_only_itself(kind: Kind) {
     }
 }
 
-on_both_backends!(a_tenant_with_slow_payments_slows_only_itself);
+const HOSTILE_FRAUD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile_fraud.wasm"));
+
+/// A fraud check answering outside the WIT's contract (a score over 1000,
+/// more reasons than allowed) is refused like a trap: the slot's failure
+/// policy sends the order to review (which acme accepts), and the history
+/// records the refusal and the policy's score, never the plugin's value.
+async fn fraud_answers_outside_the_contract_are_refused(kind: Kind) {
+    let db = Db::new(kind).await;
+    let srv = Server::start(&db).await;
+    let (status, v) = support::upload(
+        &srv,
+        "acme",
+        "fraud-check",
+        HOSTILE_FRAUD.to_vec(),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, a) = support::admin(
+        &srv,
+        "/tenants/acme/plugins/fraud-check/activate",
+        Some(json!({ "version": v["version"] })),
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    let acme = srv.api("acme");
+    for customer in ["score", "reasons", "fine"] {
+        let id = acme
+            .place(&order(customer, "WIDGET-1", 1, "tok_visa"))
+            .await;
+        assert_eq!(acme.settle(&id).await["status"], "CONFIRMED", "{customer}");
+        let events = acme.get(&format!("/orders/{id}/events")).await.body;
+        let assessed = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["data"]["fraud"].is_object())
+            .unwrap_or_else(|| panic!("{customer}: no assessment in {events}"))
+            .clone();
+        let fraud = &assessed["data"]["fraud"];
+        if customer == "fine" {
+            assert_eq!(fraud["score"], 0, "{assessed}");
+            continue;
+        }
+        assert_eq!(
+            assessed["data"]["pluginError"]["code"], "PLUGIN_INVALID_ANSWER",
+            "{customer}: {assessed}"
+        );
+        assert_eq!(fraud["decision"], "review", "{customer}: {assessed}");
+        assert!(fraud["score"].as_u64().unwrap() <= 1000, "{assessed}");
+        assert_eq!(fraud["reasons"].as_array().unwrap().len(), 1, "{assessed}");
+    }
+}
+
+on_both_backends!(fraud_answers_outside_the_contract_are_refused);

@@ -72,9 +72,11 @@ export!(Risk);
             r#"//! A payment provider adapter. Reach the provider only through
 //! `outbound_http::send`, to origins in the tenant's `allowed_origins`.
 //! Send `request.idempotency_key` to the provider: the host retries with it.
+//! `retrieve` reads a payment back so the host can reconcile it.
 
 wit_bindgen::generate!({ world: "payment-provider", path: "wit" });
 
+use exports::oms::plugin::payment_status::{self, ProviderPayment, RetrieveError};
 use exports::oms::plugin::provider::{Decline, Guest, PaymentError, PaymentRequest};
 use oms::plugin::types::Settings;
 
@@ -96,6 +98,12 @@ impl Guest for Provider {
     }
     fn refund(_request: PaymentRequest, _settings: Settings) -> Result<String, PaymentError> {
         not_yet("refund")
+    }
+}
+
+impl payment_status::Guest for Provider {
+    fn retrieve(provider_reference: String, _settings: Settings) -> Result<ProviderPayment, RetrieveError> {
+        Err(RetrieveError::NotFound(provider_reference))
     }
 }
 

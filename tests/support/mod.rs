@@ -306,6 +306,18 @@ impl Server {
         }
     }
 
+    /// The host process's peak resident memory so far (`VmHWM`), MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the host is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kib / 1024
+    }
+
     pub fn api(&self, tenant: &str) -> Api {
         Api::new(&self.url, tenant, &format!("{tenant}-dev-key"))
     }

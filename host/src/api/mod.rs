@@ -6,6 +6,7 @@ mod error;
 mod inventory;
 mod orders;
 mod plugins;
+mod reconciliation;
 mod validate;
 
 pub use error::ApiError;
@@ -82,7 +83,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
             "/tenants/{tenant}/plugins/{slot}/canary/abort",
             post(canary::abort),
         )
-        .route("/tenants/{tenant}/audit", get(plugins::audit));
+        .route("/tenants/{tenant}/audit", get(plugins::audit))
+        .route("/payments/reconcile", post(reconciliation::run));
     Router::new()
         .nest("/api/v1", api)
         .nest("/admin/v1", admin)

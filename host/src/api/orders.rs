@@ -288,6 +288,7 @@ pub async fn payments(
                 "idempotencyKey": r.idempotency_key,
                 "pluginVersion": r.plugin_version,
                 "at": iso(r.at),
+                "reconciliation": r.reconciliation,
             })
         })
         .collect();

@@ -20,8 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Messages worked on at once; beyond it the consumer stops fetching.
-const CONCURRENCY: usize = 256;
+/// Messages in hand at once; beyond it the consumer stops fetching. Larger
+/// than the runner's concurrency: a message waiting for its tenant's share
+/// of the runner (see `runner::deliver`) holds only a place here, so one
+/// tenant's slow commands cannot stop other tenants' messages from being
+/// fetched until it has this many queued ahead of them in the partitions.
+const IN_HAND: usize = 2048;
 /// How long past its due time a command waits for its message before any
 /// host runs it straight from the database: longer than a rebalance after a
 /// host dies (session timeout 6 s) takes.
@@ -49,7 +53,7 @@ pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
         }
     };
     tokio::spawn(rescue(p.clone()));
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let permits = Arc::new(Semaphore::new(IN_HAND));
     let mut failures = 0u32;
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {

@@ -47,6 +47,10 @@ counters! {
     commands_consumed_total: "Saga command messages this host took from Kafka and finished with.",
     dead_letters_total: "Saga command messages sent to the dead-letter topic.",
     commands_rescued_total: "Saga commands run from the database because their message was overdue.",
+    payments_reconciled_total: "Orders whose payment matched what the provider holds.",
+    payment_mismatches_total: "Orders whose payment differs from what the provider holds.",
+    payments_unreconcilable_total: "Orders whose payment adapter cannot read payments back (no payment-status export).",
+    reconciliation_errors_total: "Payment lookups for reconciliation that failed and were deferred.",
     consumer_rebalances_total: "Partition assignments and revocations this host's consumer went through.",
 }
 

@@ -1,7 +1,7 @@
 //! Carries out what the pure saga core decides: runs steps through tenant
 //! plugins, the database and the payment provider, and commits each outcome
 //! as one transition. Also owns order commands from the API (place, cancel,
-//! ship, deliver) and the outbox relay.
+//! ship, deliver), the outbox relay and payment reconciliation.
 
 mod commit;
 mod effects;
@@ -13,7 +13,9 @@ mod consumer;
 pub mod metrics;
 pub mod orders;
 pub mod plugins;
+mod reconcile;
 mod recorder;
+pub use reconcile::{Expected, Reconciled, differences, expected, reconcile_due};
 pub mod relay;
 mod runner;
 mod steps;
@@ -80,6 +82,7 @@ impl Platform {
             tokio::spawn(relay::run(self.clone())),
             tokio::spawn(plugins::run_sync(self.clone())),
             tokio::spawn(recorder::run(self.clone())),
+            tokio::spawn(reconcile::run(self.clone())),
         ]
     }
 

@@ -146,6 +146,16 @@ pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord, whole_saga: b
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The tenant's share of the runner, then the runner's, as in `submit`:
+    // the consumer holds a message in hand while it waits here, never a
+    // slot another tenant's command could run in.
+    let share = p
+        .runner
+        .tenant_permits
+        .of(&cmd.tenant_id)
+        .acquire_owned()
+        .await;
+    let permit = p.runner.permits.clone().acquire_owned().await;
     let (mut current, mut preloaded) = (cmd, None);
     let mut failures = 0u32;
     loop {
@@ -169,6 +179,8 @@ pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord, whole_saga: b
         }
     }
     p.runner.lock().orders.remove(&order);
+    drop(permit);
+    drop(share);
 }
 
 /// The dispatcher: sweeps the command table for due work not yet running.

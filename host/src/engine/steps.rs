@@ -577,6 +577,7 @@ async fn pay(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> (Result<String, F
         idempotency_key: key,
         plugin_version: Some(version),
         at: crate::now_ms(),
+        reconciliation: None,
     };
     (
         result,

@@ -88,6 +88,27 @@ pub fn payment(
     sized(size, limit)
 }
 
+pub fn payment_status(
+    answer: &Result<super::ProviderPayment, super::RetrieveError>,
+    limit: usize,
+) -> Result<(), PluginError> {
+    use super::RetrieveError;
+    let size = 1 + match answer {
+        Ok(p) => 1 + 8 + 8 + string(&p.currency),
+        Err(RetrieveError::NotFound(m) | RetrieveError::Transient(m)) => 1 + string(m),
+    };
+    sized(size, limit)?;
+    if let Ok(p) = answer
+        && (p.amount < 0 || p.refunded < 0)
+    {
+        return Err(PluginError::InvalidAnswer(format!(
+            "negative amounts ({} held, {} refunded)",
+            p.amount, p.refunded
+        )));
+    }
+    Ok(())
+}
+
 pub fn policy(
     answer: &policy::exports::oms::plugin::policy::Plan,
     limit: usize,

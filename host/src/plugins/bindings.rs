@@ -13,11 +13,24 @@ pub mod fraud {
     });
 }
 
+/// A payment adapter's required exports: the operations the saga calls.
 pub mod payment {
     wasmtime::component::bindgen!({
-        world: "payment-provider",
+        world: "payment-operations",
         path: "../wit",
         with: { "oms:plugin/types": super::guardrail::oms::plugin::types },
+    });
+}
+
+/// A payment adapter's optional export, read back for reconciliation.
+pub mod reconciliation {
+    wasmtime::component::bindgen!({
+        world: "payment-reconciliation",
+        path: "../wit",
+        with: {
+            "oms:plugin/types": super::guardrail::oms::plugin::types,
+            "oms:plugin/outbound-http": super::payment::oms::plugin::outbound_http,
+        },
     });
 }
 

@@ -3,6 +3,9 @@
 //! and instance limits and a bounded log; the answer checked against the
 //! slot's contract (`answers`) and the call recorded in the tenant's stats.
 
+pub use super::bindings::reconciliation::exports::oms::plugin::payment_status::{
+    PaymentState, ProviderPayment, RetrieveError,
+};
 use super::bindings::{self, fraud, guardrail, payment, policy};
 use super::http::HttpGrant;
 use super::{
@@ -143,8 +146,8 @@ impl PluginHost {
             Some(grant),
             answers::payment,
             move |store, plugin| match &plugin.pre {
-                Pre::Payment(pre) => {
-                    let instance = pre.instantiate(&mut *store)?;
+                Pre::Payment { operations, .. } => {
+                    let instance = operations.instantiate(&mut *store)?;
                     let provider = instance.oms_plugin_provider();
                     match op {
                         PaymentOp::Authorize => {
@@ -161,6 +164,52 @@ impl PluginHost {
             },
         )
         .await
+    }
+
+    /// The payment as the provider holds it now, through the adapter's
+    /// `payment-status`; `Ok(None)` when the adapter does not export it.
+    pub async fn retrieve(
+        &self,
+        tenant: &str,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        grant: HttpGrant,
+        provider_reference: String,
+        settings: Vec<(String, String)>,
+    ) -> Result<Option<Called<Result<ProviderPayment, RetrieveError>>>, PluginError> {
+        if !matches!(
+            &plugin.pre,
+            Pre::Payment {
+                status: Some(_),
+                ..
+            }
+        ) {
+            return Ok(None);
+        }
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            Some(grant),
+            answers::payment_status,
+            move |store, plugin| match &plugin.pre {
+                Pre::Payment {
+                    operations,
+                    status: Some(status),
+                } => {
+                    let instance = operations.instance_pre().instantiate(&mut *store)?;
+                    let exports = status.load(&mut *store, &instance)?;
+                    exports.oms_plugin_payment_status().call_retrieve(
+                        &mut *store,
+                        &provider_reference,
+                        &settings,
+                    )
+                }
+                _ => Err(wasmtime::Error::msg("not a reconcilable payment provider")),
+            },
+        )
+        .await
+        .map(Some)
     }
 
     pub async fn decide(

@@ -14,13 +14,14 @@ pub mod http;
 mod invoke;
 pub mod log;
 pub mod shape;
+mod slot;
 pub mod stats;
 mod upload;
 
-use crate::domain::wire_enum;
-use bindings::{fraud, guardrail, payment, policy};
+use bindings::{fraud, guardrail, payment, policy, reconciliation};
 use http::HttpGrant;
 use sha2::{Digest, Sha256};
+pub use slot::{CallLimits, MAX_MEMORY_BYTES, Slot};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -28,16 +29,6 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-wire_enum!(
-    /// An extension point; each is one WIT world.
-    Slot {
-        Guardrail = "guardrail",
-        FraudCheck = "fraud-check",
-        PaymentProvider = "payment-provider",
-        CompensationPolicy = "compensation-policy",
-    }
-);
 
 /// How often the epoch advances; deadlines are whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -52,105 +43,6 @@ const TENANT_CONCURRENT_CALLS: usize = 32;
 const POOL_INSTANCES: u32 = 512;
 /// Largest component accepted (a componentize-py guest is about 18 MB).
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
-
-/// Imports every slot may have: process plumbing that Rust, C and Python
-/// guests link by default. The host gives them an empty environment, empty
-/// stdin and a bounded log for stdout/stderr, so they carry no information in.
-const PLUMBING: &[&str] = &[
-    "wasi:cli/environment@",
-    "wasi:cli/exit@",
-    "wasi:cli/stdin@",
-    "wasi:cli/stdout@",
-    "wasi:cli/stderr@",
-    "wasi:cli/terminal-input@",
-    "wasi:cli/terminal-output@",
-    "wasi:cli/terminal-stdin@",
-    "wasi:cli/terminal-stdout@",
-    "wasi:cli/terminal-stderr@",
-    "wasi:io/error@",
-    "wasi:io/streams@",
-    "wasi:io/poll@",
-    "oms:plugin/types@",
-];
-
-impl Slot {
-    pub const ALL: [Slot; 4] = [
-        Slot::Guardrail,
-        Slot::FraudCheck,
-        Slot::PaymentProvider,
-        Slot::CompensationPolicy,
-    ];
-
-    fn allows_import(&self, name: &str) -> bool {
-        PLUMBING.iter().any(|p| name.starts_with(p))
-            || (*self == Slot::PaymentProvider && name.starts_with("oms:plugin/outbound-http@"))
-    }
-
-    /// What a tenant gets unless its manifest says otherwise.
-    pub fn default_limits(&self) -> CallLimits {
-        match self {
-            Slot::PaymentProvider => CallLimits {
-                fuel: 200_000_000,
-                timeout: Duration::from_secs(10),
-                memory_bytes: 32 << 20,
-                log_bytes: 16 << 10,
-                output_bytes: 64 << 10,
-                http_timeout: Duration::from_secs(5),
-            },
-            _ => CallLimits {
-                fuel: 50_000_000,
-                timeout: Duration::from_millis(250),
-                memory_bytes: 16 << 20,
-                log_bytes: 16 << 10,
-                output_bytes: 64 << 10,
-                http_timeout: Duration::ZERO,
-            },
-        }
-    }
-
-    /// The platform maxima: a tenant manifest may set any limit up to these,
-    /// never beyond (a Python guest, carrying its interpreter, needs more
-    /// memory than the defaults).
-    pub fn max_limits(&self) -> CallLimits {
-        match self {
-            Slot::PaymentProvider => CallLimits {
-                fuel: 2_000_000_000,
-                timeout: Duration::from_secs(30),
-                memory_bytes: MAX_MEMORY_BYTES,
-                log_bytes: 256 << 10,
-                output_bytes: 1 << 20,
-                http_timeout: Duration::from_secs(15),
-            },
-            _ => CallLimits {
-                fuel: 1_000_000_000,
-                timeout: Duration::from_secs(2),
-                memory_bytes: MAX_MEMORY_BYTES,
-                log_bytes: 256 << 10,
-                output_bytes: 1 << 20,
-                http_timeout: Duration::ZERO,
-            },
-        }
-    }
-}
-
-/// Linear memory of one instance, at most (the pooling allocator reserves this much per slot).
-pub const MAX_MEMORY_BYTES: usize = 64 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallLimits {
-    /// Instructions, roughly: one unit of fuel per Wasm operator.
-    pub fuel: u64,
-    /// Wall clock, enforced by epoch interruption.
-    pub timeout: Duration,
-    pub memory_bytes: usize,
-    /// What the plugin may write to stdout/stderr per call; the rest is cut off.
-    pub log_bytes: usize,
-    /// The largest answer accepted, measured as the canonical ABI lays it
-    /// out (`answers`): every list element and field counts.
-    pub output_bytes: usize,
-    /// Per outbound request (payment slot only).
-    pub http_timeout: Duration,
-}
 
 /// Why a component was refused at load. Codes are stable API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -251,7 +143,11 @@ pub struct Called<R> {
 enum Pre {
     Guardrail(guardrail::GuardrailPre<CallState>),
     Fraud(fraud::FraudCheckPre<CallState>),
-    Payment(payment::PaymentProviderPre<CallState>),
+    Payment {
+        operations: payment::PaymentOperationsPre<CallState>,
+        /// Present when the adapter exports `payment-status`.
+        status: Option<reconciliation::PaymentReconciliationIndices>,
+    },
     Policy(policy::CompensationPolicyPre<CallState>),
 }
 
@@ -386,7 +282,7 @@ impl PluginHost {
         let mut linker = Linker::new(&engine);
         let unavailable = |e: wasmtime::Error| PluginError::Unavailable(e.to_string());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(unavailable)?;
-        payment::PaymentProvider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        payment::PaymentOperations::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(unavailable)?;
 
         // The epoch clock: deadlines are counted in its ticks. A weak handle,
@@ -522,9 +418,19 @@ impl PluginHost {
             Slot::FraudCheck => {
                 Pre::Fraud(fraud::FraudCheckPre::new(instance_pre).map_err(mismatch)?)
             }
-            Slot::PaymentProvider => {
-                Pre::Payment(payment::PaymentProviderPre::new(instance_pre).map_err(mismatch)?)
-            }
+            Slot::PaymentProvider => Pre::Payment {
+                // Optional, so adapters built before `payment-status` existed
+                // run on; but one that exports it must export it right.
+                status: if exports_payment_status(&component, &self.engine) {
+                    Some(
+                        reconciliation::PaymentReconciliationIndices::new(&instance_pre)
+                            .map_err(mismatch)?,
+                    )
+                } else {
+                    None
+                },
+                operations: payment::PaymentOperationsPre::new(instance_pre).map_err(mismatch)?,
+            },
             Slot::CompensationPolicy => {
                 Pre::Policy(policy::CompensationPolicyPre::new(instance_pre).map_err(mismatch)?)
             }
@@ -539,4 +445,11 @@ impl PluginHost {
     }
 }
 
-pub use invoke::PaymentOp;
+pub use invoke::{PaymentOp, PaymentState, ProviderPayment, RetrieveError};
+
+fn exports_payment_status(component: &Component, engine: &Engine) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("oms:plugin/payment-status@"))
+}

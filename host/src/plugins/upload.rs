@@ -68,7 +68,9 @@ impl PluginHost {
                 move |store, _| match &running.pre {
                     Pre::Guardrail(pre) => pre.instantiate(&mut *store).map(drop),
                     Pre::Fraud(pre) => pre.instantiate(&mut *store).map(drop),
-                    Pre::Payment(pre) => pre.instantiate(&mut *store).map(drop),
+                    Pre::Payment { operations, .. } => {
+                        operations.instantiate(&mut *store).map(drop)
+                    }
                     Pre::Policy(pre) => pre.instantiate(&mut *store).map(drop),
                 },
             );

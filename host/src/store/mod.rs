@@ -12,6 +12,7 @@ mod orders;
 mod outbox;
 mod plugin_upload;
 mod plugins;
+mod reconciliation;
 mod recorded;
 mod transition;
 
@@ -25,6 +26,7 @@ pub use plugin_upload::PluginQuota;
 pub use plugins::{
     ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
 };
+pub use reconciliation::{Mismatch, Unreconciled};
 pub use recorded::RecordedCall;
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
 

@@ -47,6 +47,8 @@ pub struct PaymentRecord {
     pub idempotency_key: String,
     pub plugin_version: Option<String>,
     pub at: i64,
+    /// How comparing it with the provider came out; `None` until then.
+    pub reconciliation: Option<String>,
 }
 
 /// A new order: its row, and the effects of starting its saga.
@@ -267,7 +269,7 @@ impl SqlStore {
     pub async fn payments(&self, tenant: &TenantId, id: &OrderId) -> Result<Vec<PaymentRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as::<_, PaymentRecord>(
-                "SELECT id, op, amount, currency, status, provider_reference, error_code, idempotency_key, plugin_version, at
+                "SELECT id, op, amount, currency, status, provider_reference, error_code, idempotency_key, plugin_version, at, reconciliation
                  FROM payments WHERE tenant_id = $1 AND order_id = $2 ORDER BY id",
             )
             .bind(tenant.as_str())

@@ -9,6 +9,9 @@
 wit_bindgen::generate!({ world: "payment-provider", path: "../../wit" });
 
 use exports::oms::plugin::provider::{Decline, Guest, PaymentError, PaymentRequest};
+use exports::oms::plugin::payment_status::{
+    Guest as StatusGuest, PaymentState, ProviderPayment, RetrieveError,
+};
 use oms::plugin::outbound_http::{self, HttpError, Request};
 use oms::plugin::types::Settings;
 use serde::Deserialize;
@@ -106,6 +109,53 @@ impl Guest for Sandbox {
         let id = reference(&request)?;
         let body = serde_json::json!({ "payment_intent": id, "amount": request.amount });
         call(&settings, "/v1/refunds", &request.idempotency_key, body)
+    }
+}
+
+#[derive(Deserialize)]
+struct Intent {
+    status: String,
+    amount: i64,
+    amount_refunded: i64,
+    currency: String,
+}
+
+impl StatusGuest for Sandbox {
+    fn retrieve(provider_reference: String, settings: Settings) -> Result<ProviderPayment, RetrieveError> {
+        let base = setting(&settings, "base_url")
+            .ok_or_else(|| RetrieveError::Transient("adapter setting base_url is missing".into()))?;
+        let api_key = setting(&settings, "api_key").unwrap_or("sk_test_oms");
+        let request = Request {
+            method: "GET".into(),
+            url: format!("{}/v1/payment_intents/{provider_reference}", base.trim_end_matches('/')),
+            headers: vec![("authorization".into(), format!("Bearer {api_key}"))],
+            body: vec![],
+        };
+        let response = outbound_http::send(&request).map_err(|e| match e {
+            HttpError::ForbiddenOrigin(origin) => RetrieveError::Transient(format!("{origin} is not allowed")),
+            HttpError::Timeout => RetrieveError::Transient("provider timed out".into()),
+            HttpError::Connection(m) => RetrieveError::Transient(format!("connection: {m}")),
+        })?;
+        match response.status {
+            200 => {
+                let intent: Intent = serde_json::from_slice(&response.body)
+                    .map_err(|e| RetrieveError::Transient(format!("unreadable provider response: {e}")))?;
+                let state = match intent.status.as_str() {
+                    "requires_capture" => PaymentState::Authorized,
+                    "succeeded" => PaymentState::Captured,
+                    "canceled" => PaymentState::Voided,
+                    other => return Err(RetrieveError::Transient(format!("unknown payment state {other}"))),
+                };
+                Ok(ProviderPayment {
+                    state,
+                    amount: intent.amount,
+                    refunded: intent.amount_refunded,
+                    currency: intent.currency.to_uppercase(),
+                })
+            }
+            404 => Err(RetrieveError::NotFound(provider_reference)),
+            status => Err(RetrieveError::Transient(format!("provider answered HTTP {status}"))),
+        }
     }
 }
 
