@@ -370,11 +370,11 @@ async fn a_tenant_with_slow_payments_slows_only_itself(kind: Kind) {
 
 on_both_backends!(a_tenant_with_slow_payments_slows_only_itself);
 
-/// The same over Kafka, where every order's first command arrives as a
-/// message: acme's flood is more messages than the consumer works on at
-/// once, and globex's messages behind them in the partitions are still
-/// fetched and run. (Without tenant shares in the consumer, each waiting
-/// acme message held one of its slots, and globex waited for acme.)
+/// The same in Kafka mode (one host, which owns every partition and so
+/// runs its orders' commands itself, under the runner's tenant shares).
+/// The consumer group's path (a host running commands whose messages it
+/// fetched for orders another host took) takes the same shares in
+/// `runner::deliver`; this test does not reach it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_kafka_a_tenant_with_slow_payments_slows_only_itself() {
     let broker = support::broker::Broker::start();
