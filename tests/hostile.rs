@@ -370,18 +370,32 @@ async fn a_tenant_with_slow_payments_slows_only_itself(kind: Kind) {
 
 on_both_backends!(a_tenant_with_slow_payments_slows_only_itself);
 
-/// The same in Kafka mode (one host, which owns every partition and so
-/// runs its orders' commands itself, under the runner's tenant shares).
-/// The consumer group's path (a host running commands whose messages it
-/// fetched for orders another host took) takes the same shares in
-/// `runner::deliver`; this test does not reach it.
+/// The same with Kafka and two hosts, each holding one of the two
+/// partitions: every order is placed through the first host, so the second
+/// runs its half from messages its consumer fetched. Acme's half there is
+/// more messages than the runner has slots; globex's messages behind them
+/// in the partition are still fetched and run at once. (When the consumer
+/// took a slot per message before knowing its tenant, acme's waiting
+/// messages held them all, and globex waited for acme's payments.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_kafka_a_tenant_with_slow_payments_slows_only_itself() {
     let broker = support::broker::Broker::start();
     let psp = support::load::Psp::start().await;
     let db = Db::new(Kind::Postgres).await;
-    let srv = support::broker::kafka_host(&db, &broker, &psp.url, 4).await;
-    slow_tenant_floods(&srv, 320).await;
+    let front = support::broker::kafka_host(&db, &broker, &psp.url, 2).await;
+    let back = support::broker::kafka_host(&db, &broker, &psp.url, 2).await;
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while front.metric("consumer_partitions").await != 1
+        || back.metric("consumer_partitions").await != 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the two hosts never split the partitions"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    slow_tenant_floods(&front, 640).await;
+    assert!(back.metric("commands_consumed_total").await > 256);
 }
 
 /// Acme places `n` orders whose provider takes 4 s; once a full share of

@@ -63,17 +63,24 @@ async fn a_payment_changed_at_the_provider_is_a_mismatch(kind: Kind) {
 
     let of = |id: String| {
         let api = api.clone();
-        async move {
-            reconciliations(&api.get(&format!("/orders/{id}/payments")).await.body)
-        }
+        async move { reconciliations(&api.get(&format!("/orders/{id}/payments")).await.body) }
     };
     let matched = of(kept.clone()).await;
     assert!(!matched.is_empty());
-    assert!(matched.iter().all(|r| r.as_deref() == Some("matched")), "{matched:?}");
+    assert!(
+        matched.iter().all(|r| r.as_deref() == Some("matched")),
+        "{matched:?}"
+    );
     let mismatched = of(tampered.clone()).await;
-    assert!(mismatched.iter().all(|r| r.as_deref() == Some("mismatch")), "{mismatched:?}");
+    assert!(
+        mismatched.iter().all(|r| r.as_deref() == Some("mismatch")),
+        "{mismatched:?}"
+    );
     let nothing = of(declined.clone()).await;
-    assert!(nothing.iter().all(|r| r.as_deref() == Some("no_reference")), "{nothing:?}");
+    assert!(
+        nothing.iter().all(|r| r.as_deref() == Some("no_reference")),
+        "{nothing:?}"
+    );
 
     let events = api.get(&format!("/orders/{tampered}/events")).await.body;
     let mismatch: Vec<&Value> = events["data"]
@@ -111,7 +118,9 @@ async fn payments_are_reconciled_periodically(kind: Kind) {
     let db = Db::new(kind).await;
     let srv = Server::start_with_env(&db, &[("OMS_RECONCILE_INTERVAL_MS", "50")]).await;
     let api = srv.api("globex");
-    let id = api.place(&order("cust-1", "SPROCKET-9", 1, "tok_visa")).await;
+    let id = api
+        .place(&order("cust-1", "SPROCKET-9", 1, "tok_visa"))
+        .await;
     assert_eq!(api.settle(&id).await["sagaState"], "COMPLETED");
     let all_matched = |want: usize| {
         let api = api.clone();
