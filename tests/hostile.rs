@@ -1,19 +1,14 @@
 //! Hostile plugins, built from plugins/hostile-*: each is refused at upload
 //! or contained at run time by its slot's failure policy, while the host
 //! keeps serving and another tenant's orders go on. On both databases.
-#![allow(clippy::unwrap_used)]
+// Tests draw their own seeds and ids; the clock rule is for product code.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod support;
 
 use serde_json::{Value, json};
 use std::time::Instant;
 use support::{ADMIN_TOKEN, Api, Db, Kind, Server, order};
-
-const HOSTILE_GUARDRAIL: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/hostile_guardrail.wasm"));
-const HOSTILE_CLOCK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile_clock.wasm"));
-const HOSTILE_FS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile_fs.wasm"));
-const HOSTILE_NET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile_net.wasm"));
 
 async fn upload(srv: &Server, body: Vec<u8>) -> (u16, Value) {
     let r = reqwest::Client::new()
@@ -49,9 +44,9 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
 
     // Refused at upload, naming the import.
     for (bytes, import) in [
-        (HOSTILE_CLOCK, "wasi:clocks"),
-        (HOSTILE_FS, "wasi:filesystem"),
-        (HOSTILE_NET, "wasi:sockets"),
+        (support::artifact("hostile_clock"), "wasi:clocks"),
+        (support::artifact("hostile_fs"), "wasi:filesystem"),
+        (support::artifact("hostile_net"), "wasi:sockets"),
     ] {
         let (status, v) = upload(&srv, bytes.to_vec()).await;
         assert_eq!(status, 422, "{v}");
@@ -61,7 +56,7 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
             "{v}"
         );
     }
-    let mut huge = vec![0u8; oms::plugins::MAX_COMPONENT_BYTES + 1];
+    let mut huge = vec![0u8; oms_plugin_host::MAX_COMPONENT_BYTES + 1];
     huge[..8].copy_from_slice(b"\0asm\x0d\0\x01\0");
     let (status, v) = upload(&srv, huge).await;
     assert_eq!(
@@ -71,7 +66,7 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
     );
 
     // Accepted (it is a well-formed guardrail), then contained when it misbehaves.
-    let (status, v) = upload(&srv, HOSTILE_GUARDRAIL.to_vec()).await;
+    let (status, v) = upload(&srv, support::artifact("hostile_guardrail")).await;
     assert_eq!(status, 201, "{v}");
     let activated = reqwest::Client::new()
         .post(format!(
@@ -333,12 +328,12 @@ async fn compile_budget_and_quota_hold(kind: Kind) {
     eprintln!("host peak resident memory after the refused compile: {peak} MiB");
     assert!(peak < 1024, "host peaked at {peak} MiB");
 
-    let strict = oms::plugins::builtin::find("guardrail-strict")
+    let strict = oms_plugin_host::builtin::find("guardrail-strict")
         .unwrap()
         .bytes;
     let (status, v) = upload(&srv, strict.to_vec()).await;
     assert_eq!(status, 201, "{v}");
-    let (status, v) = upload(&srv, HOSTILE_GUARDRAIL.to_vec()).await;
+    let (status, v) = upload(&srv, support::artifact("hostile_guardrail")).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (422, Some("PLUGIN_QUOTA_EXCEEDED")),
@@ -465,8 +460,6 @@ async fn slow_tenant_floods(srv: &Server, n: usize) {
     }
 }
 
-const HOSTILE_FRAUD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile_fraud.wasm"));
-
 /// A fraud check answering outside the WIT's contract (a score over 1000,
 /// more reasons than allowed) is refused like a trap: the slot's failure
 /// policy sends the order to review (which acme accepts), and the history
@@ -478,7 +471,7 @@ async fn fraud_answers_outside_the_contract_are_refused(kind: Kind) {
         &srv,
         "acme",
         "fraud-check",
-        HOSTILE_FRAUD.to_vec(),
+        support::artifact("hostile_fraud"),
         "application/wasm",
     )
     .await;

@@ -3,7 +3,8 @@
 //! fails rejects (fail closed), a fraud check that fails sends the order to
 //! review, a payment plugin that fails is a transient error (retried, then
 //! compensated), a compensation policy that fails is replaced by the default.
-#![allow(clippy::unwrap_used)]
+// Tests draw their own seeds and ids; the clock rule is for product code.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod support;
 

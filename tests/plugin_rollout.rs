@@ -2,24 +2,22 @@
 //! and roll themselves back, production calls recorded and replayed
 //! against a candidate, and a guest written in Python running beside the
 //! Rust ones. On SQLite and PostgreSQL where a database is involved.
-#![allow(clippy::unwrap_used)]
+// Tests draw their own seeds and ids; the clock rule is for product code.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod support;
 
-use oms::plugins::builtin;
-use oms::tenants::canary_bucket;
+use oms_engine::tenants::canary_bucket;
+use oms_plugin_host::builtin;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::{ADMIN_TOKEN, Api, Db, Kind, Server, admin, order, upload};
 
-const HOSTILE_GUARDRAIL: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/hostile_guardrail.wasm"));
-
 fn bytes(name: &str) -> Vec<u8> {
     match name {
-        "hostile-guardrail" => HOSTILE_GUARDRAIL.to_vec(),
+        "hostile-guardrail" => support::artifact("hostile_guardrail"),
         _ => builtin::find(name).unwrap().bytes.to_vec(),
     }
 }

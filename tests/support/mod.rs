@@ -106,8 +106,19 @@ macro_rules! on_both_backends {
     };
 }
 
+/// A component the plugin host's build compiled from `plugins/<name>`
+/// (underscored), e.g. the hostile corpus.
+pub fn artifact(name: &str) -> Vec<u8> {
+    let path =
+        std::path::Path::new(oms_plugin_host::builtin::ARTIFACTS_DIR).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 pub fn workspace() -> PathBuf {
+    // host/oms → the workspace root.
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
         .parent()
         .unwrap()
         .to_path_buf()
@@ -132,7 +143,7 @@ pub async fn stock_totals(api: &Api, sku: &str) -> (i64, i64) {
 pub fn ledger_request(psp_url: &str) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .get(format!("{psp_url}/v1/ledger"))
-        .bearer_auth(oms::psp_sandbox::DEFAULT_OPERATOR_KEY)
+        .bearer_auth(oms_sandbox_psp::DEFAULT_OPERATOR_KEY)
 }
 
 /// The operator token every test host is started with.

@@ -1,0 +1,165 @@
+//! The HTTP API: `/api/v1` for tenants' clients (tenant-scoped by
+//! `X-Tenant-Id` and a bearer key), plus health, readiness and metrics.
+
+mod canary;
+mod error;
+mod inventory;
+mod orders;
+mod plugins;
+mod reconciliation;
+
+pub use error::ApiError;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use oms_engine::Platform;
+use oms_engine::tenants::Tenant;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub type AppState = Arc<Platform>;
+
+pub fn router(platform: Arc<Platform>) -> Router {
+    let api = Router::new()
+        .route("/orders", post(orders::create).get(orders::list))
+        .route("/orders/{id}", get(orders::show))
+        .route("/orders/{id}/events", get(orders::events))
+        .route("/orders/{id}/payments", get(orders::payments))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/orders/{id}/shipments", post(orders::ship))
+        .route("/orders/{id}/delivery", post(orders::deliver))
+        .route("/inventory/{sku}", put(inventory::put).get(inventory::show))
+        .route(
+            "/plugins/{slot}",
+            // Components can be large (a Python guest carries its interpreter).
+            // Above the component limit, so an oversized upload gets TOO_LARGE
+            // from the check rather than a bare 413.
+            post(plugins::upload).layer(axum::extract::DefaultBodyLimit::max(
+                oms_plugin_host::MAX_COMPONENT_BYTES + (1 << 20),
+            )),
+        )
+        .route("/plugins/{slot}/versions", get(plugins::tenant_versions))
+        .route("/plugins/{slot}/stats", get(plugins::stats))
+        .route("/plugins/{slot}/logs", get(plugins::logs))
+        .route("/plugins/{slot}/calls", get(plugins::calls));
+    let admin = Router::new()
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/versions",
+            get(plugins::admin_versions),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/activate",
+            post(plugins::activate),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/rollback",
+            post(plugins::rollback),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/shadow",
+            post(plugins::set_shadow).get(plugins::shadow_report),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/canary",
+            post(canary::start).get(canary::report),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/canary/promote",
+            post(canary::promote),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/canary/abort",
+            post(canary::abort),
+        )
+        .route("/tenants/{tenant}/audit", get(plugins::audit))
+        .route("/payments/reconcile", post(reconciliation::run));
+    Router::new()
+        .nest("/api/v1", api)
+        .nest("/admin/v1", admin)
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(platform)
+}
+
+async fn ready(State(p): State<AppState>) -> impl IntoResponse {
+    match p.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "database": p.store.backend_name() })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": e.to_string() })),
+        ),
+    }
+}
+
+async fn metrics(State(p): State<AppState>) -> String {
+    let mut out = p.metrics.render();
+    // A gauge read at scrape time: how far the transport is behind.
+    if let Ok(n) = p.store.unpublished_count().await {
+        out.push_str(&format!(
+            "# HELP oms_outbox_unpublished Outbox messages not yet taken by the transport.\n# TYPE oms_outbox_unpublished gauge\noms_outbox_unpublished {n}\n"
+        ));
+    }
+    if let oms_engine::transport::Transport::Kafka(k) = &p.transport {
+        out.push_str(&format!(
+            "# HELP oms_consumer_partitions Saga command partitions this host holds.\n# TYPE oms_consumer_partitions gauge\noms_consumer_partitions {}\n",
+            k.owned_count()
+        ));
+    }
+    out
+}
+
+/// The tenant a request acts for, proven by its API key.
+pub struct AuthTenant(pub Arc<Tenant>);
+
+impl FromRequestParts<AppState> for AuthTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let tenant_id = header("x-tenant-id").ok_or_else(ApiError::unauthorized)?;
+        let key = header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        // The same answer for an unknown tenant and a wrong key: nothing to probe.
+        let tenant = state
+            .tenants
+            .get(tenant_id)
+            .filter(|t| t.accepts_key(key))
+            .ok_or_else(ApiError::unauthorized)?;
+        if !tenant.admit() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "this tenant's request rate limit is exceeded; retry after the Retry-After delay",
+            ));
+        }
+        Ok(Self(tenant.clone()))
+    }
+}
+
+/// Parses a JSON body, answering 400 with a stable code when it is not JSON.
+pub(crate) fn json_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })
+}

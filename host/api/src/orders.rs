@@ -1,0 +1,368 @@
+//! `/api/v1/orders`.
+
+use super::{ApiError, AppState, AuthTenant, json_body};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use oms_domain::validate;
+use oms_domain::{OrderDraft, OrderId, OrderStatus};
+use oms_engine::orders::{self, OrderError, Placed};
+use oms_saga::SagaState;
+use oms_store::OrderRecord;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+pub fn order_json(r: &OrderRecord) -> Value {
+    let draft: Option<OrderDraft> = serde_json::from_str(&r.draft).ok();
+    let saga: Option<SagaState> = serde_json::from_str(&r.saga_state).ok();
+    let mut v = json!({
+        "id": r.id,
+        "status": r.status,
+        "paymentStatus": r.payment_status,
+        "fulfillmentStatus": r.fulfillment_status,
+        "totalAmount": r.total_minor,
+        "currency": r.currency,
+        "customerId": r.customer_id,
+        "items": draft.as_ref().map(|d| json!(d.items)),
+        "shippingAddress": draft.as_ref().map(|d| json!(d.shipping_address)),
+        "sagaState": r.saga_status,
+        "saga": saga.map(|s| json!({
+            "steps": s.definition.steps(),
+            "completed": s.completed,
+            "compensated": s.compensated,
+            "pendingCompensations": s.pending,
+            "attempt": s.attempt,
+        })),
+        "createdAt": iso(r.created_at),
+        "updatedAt": iso(r.updated_at),
+    });
+    if let Some(violations) = r
+        .violations
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    {
+        v["violations"] = violations;
+    }
+    if let Some(reason) = &r.cancellation_reason {
+        v["cancellationReason"] = json!(reason);
+    }
+    if let Some(shipment) = r
+        .shipment
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    {
+        v["shipment"] = shipment;
+    }
+    v
+}
+
+fn order_error(e: OrderError) -> ApiError {
+    match e {
+        OrderError::NotFound => ApiError::not_found("order"),
+        OrderError::NotCancellable(m) => {
+            ApiError::new(StatusCode::CONFLICT, "ORDER_NOT_CANCELLABLE", m)
+        }
+        OrderError::WrongState(m) => ApiError::new(StatusCode::CONFLICT, "ORDER_STATE_CONFLICT", m),
+        OrderError::IdempotencyMismatch => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IDEMPOTENCY_KEY_REUSED",
+            e.to_string(),
+        ),
+        OrderError::IdempotencyInFlight => ApiError::new(
+            StatusCode::CONFLICT,
+            "IDEMPOTENCY_KEY_IN_FLIGHT",
+            e.to_string(),
+        ),
+        OrderError::TotalOverflow => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "TOTAL_OVERFLOW",
+            e.to_string(),
+        ),
+        OrderError::Store(e) => ApiError::unavailable(e),
+    }
+}
+
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).ok_or_else(|| ApiError::not_found("order"))
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn create(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value = json_body(&body)?;
+    let draft = validate::order(&value).map_err(|problems| {
+        let (status, code) = if problems.type_errors {
+            (StatusCode::BAD_REQUEST, "INVALID_REQUEST")
+        } else {
+            (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED")
+        };
+        let first = problems
+            .errors
+            .first()
+            .map(|e| format!("{} {}", e.field, e.message))
+            .unwrap_or_default();
+        ApiError::new(status, code, format!("the order was not accepted: {first}"))
+            .with_details(json!({ "errors": problems.errors }))
+    })?;
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_IDEMPOTENCY_KEY",
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            // serde_json sorts object keys, so equal bodies hash equal however they were laid out.
+            let hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+            Some((key.to_string(), hash))
+        }
+    };
+    let placed = orders::place(&p, &tenant, draft, idempotency, |r| {
+        order_json(r).to_string()
+    })
+    .await
+    .map_err(order_error)?;
+    Ok(match placed {
+        Placed::Created { record, body } => {
+            let mut r = json_response(StatusCode::CREATED, body);
+            if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/orders/{}", record.id)) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Placed::Replayed { status, body } => {
+            let mut r = json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body);
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            r
+        }
+    })
+}
+
+pub async fn show(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = order_id(&id)?;
+    let record = p
+        .store
+        .order(&tenant.id, &id)
+        .await
+        .map_err(|e| order_error(e.into()))?;
+    Ok(Json(order_json(&record)))
+}
+
+pub async fn list(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", m);
+    let status = match q.get("status") {
+        Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| {
+            bad("status must be one of PENDING, CONFIRMED, REJECTED, CANCELLED, SHIPPED, DELIVERED")
+        })?),
+        None => None,
+    };
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=200).contains(l))
+            .ok_or_else(|| bad("limit must be 1 to 200"))?,
+        None => 50,
+    };
+    let cursor = match q.get("cursor") {
+        Some(c) => {
+            Some(OrderId::parse(c).ok_or_else(|| bad("cursor is not one this API gave out"))?)
+        }
+        None => None,
+    };
+    let records = p
+        .store
+        .list_orders(
+            &tenant.id,
+            status.map(|s| s.as_str()),
+            cursor.as_ref().map(OrderId::as_str),
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
+    let more = records.len() as i64 > limit;
+    let page: Vec<&OrderRecord> = records.iter().take(limit as usize).collect();
+    let next = if more {
+        page.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({ "data": page.iter().map(|r| order_json(r)).collect::<Vec<_>>(), "nextCursor": next }),
+    ))
+}
+
+pub async fn events(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = order_id(&id)?;
+    p.store
+        .order(&tenant.id, &id)
+        .await
+        .map_err(|e| order_error(e.into()))?;
+    let events = p
+        .store
+        .order_events(&tenant.id, &id)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let data: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "sequence": e.seq,
+                "type": e.event_type,
+                "at": iso(e.at),
+                "data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+pub async fn payments(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = order_id(&id)?;
+    p.store
+        .order(&tenant.id, &id)
+        .await
+        .map_err(|e| order_error(e.into()))?;
+    let payments = p
+        .store
+        .payments(&tenant.id, &id)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let data: Vec<Value> = payments
+        .iter()
+        .map(|r| {
+            json!({
+                "type": r.op,
+                "amount": r.amount,
+                "currency": r.currency,
+                "status": r.status,
+                "providerReference": r.provider_reference,
+                "errorCode": r.error_code,
+                "idempotencyKey": r.idempotency_key,
+                "pluginVersion": r.plugin_version,
+                "at": iso(r.at),
+                "reconciliation": r.reconciliation,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+pub async fn cancel(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = order_id(&id)?;
+    let reason = if body.is_empty() {
+        "requested by client".to_string()
+    } else {
+        json_body(&body)?
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("requested by client")
+            .chars()
+            .take(500)
+            .collect()
+    };
+    orders::cancel(&p, &tenant, &id, reason)
+        .await
+        .map_err(order_error)?;
+    let record = p
+        .store
+        .order(&tenant.id, &id)
+        .await
+        .map_err(|e| order_error(e.into()))?;
+    Ok((StatusCode::ACCEPTED, Json(order_json(&record))).into_response())
+}
+
+pub async fn ship(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = order_id(&id)?;
+    let value = json_body(&body)?;
+    let field = |name: &str| {
+        value.get(name).and_then(Value::as_str).filter(|s| !s.trim().is_empty() && s.len() <= 200).map(str::to_owned).ok_or_else(|| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", format!("{name} is required"))
+                .with_details(json!({ "errors": [{ "field": format!("/{name}"), "code": "REQUIRED", "message": "is required" }] }))
+        })
+    };
+    let (carrier, tracking) = (field("carrier")?, field("trackingNumber")?);
+    let record = orders::ship(&p, &tenant, &id, carrier, tracking)
+        .await
+        .map_err(|e| match e {
+            OrderError::WrongState(m) => {
+                ApiError::new(StatusCode::CONFLICT, "ORDER_NOT_SHIPPABLE", m)
+            }
+            other => order_error(other),
+        })?;
+    Ok(Json(order_json(&record)))
+}
+
+pub async fn deliver(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = order_id(&id)?;
+    let record = orders::deliver(&p, &tenant, &id)
+        .await
+        .map_err(|e| match e {
+            OrderError::WrongState(m) => {
+                ApiError::new(StatusCode::CONFLICT, "ORDER_NOT_DELIVERABLE", m)
+            }
+            other => order_error(other),
+        })?;
+    Ok(Json(order_json(&record)))
+}

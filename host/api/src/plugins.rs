@@ -1,0 +1,421 @@
+//! Tenant plugin uploads (`/api/v1/plugins`) and the operator API for
+//! versions (`/admin/v1`).
+
+use super::{ApiError, AppState, AuthTenant, json_body};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use oms_engine::plugins::{self as ops, PluginOpError};
+use oms_engine::tenants::Tenant;
+use oms_plugin_host::{LoadError, Slot};
+use oms_store::{PluginVersionRecord, StoreError};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub(super) fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+pub(super) fn slot(raw: &str) -> Result<Slot, ApiError> {
+    Slot::parse(raw).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_SLOT",
+            format!("no slot `{raw}`; slots are guardrail, fraud-check, payment-provider, compensation-policy"),
+        )
+    })
+}
+
+pub(super) fn op_error(e: PluginOpError) -> ApiError {
+    match e {
+        PluginOpError::Refused(load) => refused(&load),
+        PluginOpError::UnknownVersion => ApiError::not_found("plugin version"),
+        PluginOpError::NothingToRollBack => {
+            ApiError::new(StatusCode::CONFLICT, "NOTHING_TO_ROLL_BACK", e.to_string())
+        }
+        PluginOpError::NoCanary => ApiError::new(StatusCode::NOT_FOUND, "NO_CANARY", e.to_string()),
+        PluginOpError::Quota(why) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PLUGIN_QUOTA_EXCEEDED",
+            why,
+        ),
+        PluginOpError::Store(e) => ApiError::unavailable(e),
+    }
+}
+
+fn refused(e: &LoadError) -> ApiError {
+    let message = e.to_string();
+    let message = message
+        .split_once(": ")
+        .map_or(message.as_str(), |(_, m)| m)
+        .to_string();
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), message)
+}
+
+fn version_json(r: &PluginVersionRecord, active: Option<i64>) -> Value {
+    json!({
+        "version": r.version,
+        "slot": r.slot,
+        "digest": r.digest,
+        "status": if active == Some(r.version) { "active" } else { "staged" },
+        "sizeBytes": r.size_bytes,
+        "uploadedBy": r.uploaded_by,
+        "uploadedAt": iso(r.uploaded_at),
+    })
+}
+
+pub(super) async fn versions_json(
+    p: &AppState,
+    tenant: &Tenant,
+    slot: Slot,
+) -> Result<Value, ApiError> {
+    let versions = p
+        .store
+        .plugin_versions(&tenant.id, slot.as_str())
+        .await
+        .map_err(ApiError::unavailable)?;
+    let active = p
+        .store
+        .activation(&tenant.id, slot.as_str())
+        .await
+        .map_err(ApiError::unavailable)?;
+    let active_version = active.as_ref().map(|a| a.active_version);
+    Ok(json!({
+        "tenant": tenant.id,
+        "slot": slot,
+        "activeVersion": active_version,
+        "previousVersion": active.as_ref().and_then(|a| a.previous_version),
+        "shadowVersion": active.as_ref().and_then(|a| a.shadow_version),
+        "canary": active.as_ref().and_then(|a| Some(json!({ "version": a.canary_version?, "percent": a.canary_percent? }))),
+        "data": versions.iter().map(|v| version_json(v, active_version)).collect::<Vec<_>>(),
+    }))
+}
+
+/// `POST /api/v1/plugins/{slot}`, body `application/wasm`.
+pub async fn upload(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let slot = slot(&raw)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/wasm") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the component's bytes with Content-Type: application/wasm",
+        ));
+    }
+    let actor = format!("tenant:{}", tenant.id);
+    let (record, created) = ops::upload(&p, &tenant, slot, body.to_vec(), &actor)
+        .await
+        .map_err(op_error)?;
+    let active = p
+        .store
+        .activation(&tenant.id, slot.as_str())
+        .await
+        .map_err(ApiError::unavailable)?
+        .map(|a| a.active_version);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(version_json(&record, active))).into_response())
+}
+
+/// `GET /api/v1/plugins/{slot}/versions`.
+pub async fn tenant_versions(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&raw)?;
+    Ok(Json(versions_json(&p, &tenant, slot).await?))
+}
+
+/// `GET /api/v1/plugins/{slot}/stats`: calls per version on this host,
+/// by outcome, with fuel and latency.
+pub async fn stats(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&raw)?;
+    Ok(Json(
+        json!({ "slot": slot, "data": p.plugins.stats.stats(tenant.id.as_str(), slot) }),
+    ))
+}
+
+/// `GET /api/v1/plugins/{slot}/logs?limit=`: the plugin's own output, newest last.
+pub async fn logs(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&raw)?;
+    let limit = limit(&q, 100, 500)?;
+    let lines: Vec<Value> = p
+        .plugins
+        .stats
+        .logs(tenant.id.as_str(), slot, limit)
+        .into_iter()
+        .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
+        .collect();
+    Ok(Json(json!({ "slot": slot, "data": lines })))
+}
+
+/// `?limit=` within `1..=max`, `default` when absent.
+pub(super) fn limit(
+    q: &std::collections::HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match q.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_QUERY",
+                    format!("limit must be 1 to {max}"),
+                )
+            }),
+        None => Ok(default),
+    }
+}
+
+/// `GET /api/v1/plugins/{slot}/calls?limit=`: the tenant's recorded
+/// production calls, oldest first, in the form `oms plugin replay` reads.
+pub async fn calls(
+    State(p): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(raw): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&raw)?;
+    let limit = limit(&q, 100, 10_000)?;
+    let calls = p
+        .store
+        .recorded_calls(&tenant.id, slot.as_str(), limit as i64)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let data: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            json!({
+                "slot": c.slot,
+                "version": c.version,
+                "orderId": c.order_id,
+                "input": serde_json::from_str::<Value>(&c.input).unwrap_or(Value::Null),
+                "output": serde_json::from_str::<Value>(&c.output).unwrap_or(Value::Null),
+                "verdict": c.verdict,
+                "fuelUsed": c.fuel_used,
+                "durationUs": c.duration_us,
+                "at": iso(c.at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "slot": slot,
+        "recording": tenant.plugin(slot).record_calls,
+        "data": data,
+    })))
+}
+
+/// An operator, proven by `Authorization: Bearer $OMS_ADMIN_TOKEN`.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match (&state.admin_token, given) {
+            (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => {
+                Ok(Self)
+            }
+            (None, _) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "ADMIN_DISABLED",
+                "start the host with OMS_ADMIN_TOKEN to use the operator API",
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "send Authorization: Bearer <operator token>",
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(super) fn tenant(p: &AppState, raw: &str) -> Result<Arc<Tenant>, ApiError> {
+    p.tenants
+        .get(raw)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+/// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/versions`.
+pub async fn admin_versions(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    Ok(Json(versions_json(&p, &tenant, slot).await?))
+}
+
+/// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/activate {"version": n}`.
+pub async fn activate(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let version = json_body(&body)?.get("version").and_then(Value::as_i64).ok_or_else(|| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", "version is required")
+            .with_details(json!({ "errors": [{ "field": "/version", "code": "REQUIRED", "message": "is required" }] }))
+    })?;
+    ops::activate(&p, &tenant, slot, version, "operator")
+        .await
+        .map_err(op_error)?;
+    Ok(Json(versions_json(&p, &tenant, slot).await?))
+}
+
+/// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/rollback`.
+pub async fn rollback(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    ops::rollback(&p, &tenant, slot, "operator")
+        .await
+        .map_err(op_error)?;
+    Ok(Json(versions_json(&p, &tenant, slot).await?))
+}
+
+/// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/shadow {"version": n | null}`:
+/// run a candidate beside the active version (guardrail and fraud-check only).
+pub async fn set_shadow(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    if !ops::shadowable(slot) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "SHADOW_NOT_SUPPORTED",
+            format!(
+                "{slot} calls have side effects; only guardrail and fraud-check can run in shadow"
+            ),
+        ));
+    }
+    let version = match json_body(&body)?.get("version") {
+        Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                "version must be a number or null",
+            )
+        })?),
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                "version is required (null clears the shadow)",
+            ));
+        }
+    };
+    ops::shadow(&p, &tenant, slot, version, "operator")
+        .await
+        .map_err(op_error)?;
+    Ok(Json(versions_json(&p, &tenant, slot).await?))
+}
+
+/// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/shadow`: how the shadow
+/// version's verdicts compare with the active one's.
+pub async fn shadow_report(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let activation = p
+        .store
+        .activation(&tenant.id, slot.as_str())
+        .await
+        .map_err(ApiError::unavailable)?;
+    let Some((version, digest)) =
+        activation.and_then(|a| Some((a.shadow_version?, a.shadow_digest?)))
+    else {
+        return Ok(Json(json!({ "shadowVersion": null, "calls": 0 })));
+    };
+    let (calls, agreed, divergences) = p
+        .store
+        .shadow_summary(&tenant.id, slot.as_str(), &digest[..12])
+        .await
+        .map_err(ApiError::unavailable)?;
+    let recent: Vec<Value> = divergences
+        .iter()
+        .map(|d| json!({ "orderId": d.order_id, "active": d.active_verdict, "shadow": d.shadow_verdict, "at": iso(d.at) }))
+        .collect();
+    Ok(Json(json!({
+        "shadowVersion": version,
+        "calls": calls,
+        "agreements": agreed,
+        "divergences": calls - agreed,
+        "recentDivergences": recent,
+    })))
+}
+
+/// `GET /admin/v1/tenants/{tenant}/audit`.
+pub async fn audit(
+    State(p): State<AppState>,
+    _: Operator,
+    Path(t): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&p, &t)?;
+    let log = p
+        .store
+        .plugin_audit(&tenant.id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("tenant"),
+            other => ApiError::unavailable(other),
+        })?;
+    let data: Vec<Value> = log
+        .iter()
+        .map(|a| json!({ "slot": a.slot, "action": a.action, "version": a.version, "actor": a.actor, "at": iso(a.at), "detail": a.detail }))
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}

@@ -1,0 +1,23 @@
+//! `POST /admin/v1/payments/reconcile`: an operator runs a reconciliation
+//! round now instead of waiting for the periodic one (after fixing a
+//! provider outage, or to check a suspicion).
+
+use super::AppState;
+use super::error::ApiError;
+use super::plugins::Operator;
+use axum::Json;
+use axum::extract::State;
+use oms_engine::{Reconciled, reconcile_due};
+use serde_json::{Value, json};
+
+pub async fn run(State(p): State<AppState>, _: Operator) -> Result<Json<Value>, ApiError> {
+    let outcomes = reconcile_due(&p).await.map_err(ApiError::unavailable)?;
+    let count = |what: Reconciled| outcomes.iter().filter(|o| **o == what).count();
+    Ok(Json(json!({
+        "matched": count(Reconciled::Matched),
+        "mismatched": count(Reconciled::Mismatch),
+        "unverifiable": count(Reconciled::Unverifiable),
+        "deferred": count(Reconciled::Deferred),
+        "notAtRest": count(Reconciled::NotAtRest),
+    })))
+}

@@ -1,0 +1,182 @@
+//! Kafka mode's saga runner: every host takes saga command messages from one
+//! consumer group, so the partitions (and with them the orders) are shared
+//! among however many hosts run. A message's offset is committed only after
+//! the database commit that applied its command; the command row is the
+//! inbox entry, deleted in that same transaction, so a redelivery after a
+//! crash or a rebalance finds it gone and does nothing. A host that lost a
+//! partition but still runs cannot apply a stale transition either: the
+//! order's version check refuses it.
+
+use super::Platform;
+use super::metrics::Metrics;
+use super::relay::backoff;
+use super::runner;
+use crate::transport::commands::{self, Context, Offsets, Poison};
+use crate::transport::kafka::KafkaTransport;
+use oms_domain::OrderId;
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Messages in hand at once; beyond it the consumer stops fetching. Larger
+/// than the runner's concurrency: a message waiting for its tenant's share
+/// of the runner (see `runner::deliver`) holds only a place here, so one
+/// tenant's slow commands cannot stop other tenants' messages from being
+/// fetched until it has this many queued ahead of them in the partitions.
+const IN_HAND: usize = 2048;
+/// How long past its due time a command waits for its message before any
+/// host runs it straight from the database: longer than a rebalance after a
+/// host dies (session timeout 6 s) takes.
+const OVERDUE_MS: i64 = 15_000;
+/// The lease a rescuing host takes on such a command.
+const RESCUE_LEASE_MS: i64 = 30_000;
+
+pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
+    let offsets = Arc::new(Mutex::new(Offsets::default()));
+    let consumer = loop {
+        let counted = p.clone();
+        let context = Context {
+            kafka: kafka.clone(),
+            offsets: offsets.clone(),
+            on_rebalance: Box::new(move || {
+                Metrics::inc(&counted.metrics.consumer_rebalances_total)
+            }),
+        };
+        match commands::consumer(&kafka, context) {
+            Ok(c) => break Arc::new(c),
+            Err(e) => {
+                tracing::error!(error = %e, "joining the saga consumer group failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tokio::spawn(rescue(p.clone()));
+    let permits = Arc::new(Semaphore::new(IN_HAND));
+    let mut failures = 0u32;
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let m = match consumer.recv().await {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, "reading saga commands failed");
+                tokio::time::sleep(backoff(failures)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let ticket = offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .begin(m.partition(), m.offset());
+        let (p, kafka, consumer, offsets) =
+            (p.clone(), kafka.clone(), consumer.clone(), offsets.clone());
+        tokio::spawn(async move {
+            let dead_lettered = handle(&p, &kafka, &m).await;
+            Metrics::inc(&p.metrics.commands_consumed_total);
+            let next = offsets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish(ticket);
+            if let Some(next) = next {
+                commands::store(&consumer, ticket.partition, next);
+            }
+            if dead_lettered {
+                // Committed now rather than with the next background commit,
+                // so a host that dies right after does not dead-letter the
+                // same message again on restart. Rare, so a blocking commit
+                // costs nothing. (Still at least once: a crash between the
+                // dead letter and this commit repeats it, recognisable by
+                // its origin partition and offset.)
+                let committing = consumer.clone();
+                match tokio::task::spawn_blocking(move || commands::commit_now(&committing)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "committing offsets after a dead letter failed; the background commit follows")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "committing offsets after a dead letter panicked")
+                    }
+                }
+                Metrics::inc(&p.metrics.dead_letters_total);
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Carries out one message: a command, or poison for the dead-letter
+/// topic (then `true`).
+async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) -> bool {
+    let poison = match commands::decode(m) {
+        Ok(cmd) if p.tenants.get(&cmd.tenant_id).is_none() => Poison::new(
+            "UNKNOWN_TENANT",
+            format!("no tenant {:?} on this host", cmd.tenant_id),
+        ),
+        Ok(cmd) if OrderId::parse(&cmd.order_id).is_none() => {
+            Poison::new("UNDECODABLE", format!("order id {:?}", cmd.order_id))
+        }
+        Ok(cmd) => {
+            runner::deliver(p, cmd, false).await;
+            return false;
+        }
+        Err(poison) => poison,
+    };
+    tracing::warn!(
+        partition = m.partition(),
+        offset = m.offset(),
+        code = poison.code,
+        error = %poison.error,
+        "saga command message sent to the dead-letter topic"
+    );
+    // Not lost: the offset does not move until the dead letter is stored.
+    let mut failures = 0u32;
+    while let Err(e) = kafka.dead_letter(m, &poison).await {
+        failures = failures.saturating_add(1);
+        tracing::warn!(error = %e, "storing a dead letter failed; retrying");
+        tokio::time::sleep(backoff(failures)).await;
+    }
+    true
+}
+
+/// The safety net under the consumer group: the database, not the broker, is
+/// the record of what is left to do. A command still there long after it
+/// fell due lost its message (a broker that dropped acknowledged writes, a
+/// group that never handed a dead host's partitions on, commands written
+/// before the host ran with Kafka): one host, holding a lease on it in the
+/// database, runs it directly. Fenced like any delivery, so a late message
+/// for it changes nothing.
+async fn rescue(p: Arc<Platform>) {
+    loop {
+        let pause = 2_000 + oms_clock::jitter_ms(2_000);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let now = oms_clock::now_ms();
+        let overdue = match p.store.due_commands(now - OVERDUE_MS, 100).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for overdue saga commands failed");
+                continue;
+            }
+        };
+        for cmd in overdue {
+            match p
+                .store
+                .lease_command(&cmd.id, cmd.available_at, now + RESCUE_LEASE_MS)
+                .await
+            {
+                Ok(true) => {
+                    tracing::warn!(command = %cmd.id, order = %cmd.order_id, overdue_ms = now - cmd.available_at, "saga command overdue: running it from the database");
+                    Metrics::inc(&p.metrics.commands_rescued_total);
+                    let p = p.clone();
+                    tokio::spawn(async move { runner::deliver(&p, cmd, true).await });
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leasing an overdue saga command failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Turns a saga decision (new state and actions) into the rows one
+//! transition writes: order patch, history, commands, outbox messages.
+
+use oms_domain::{FulfillmentStatus, OrderId, OrderStatus, PaymentStatus, TenantId};
+use oms_saga::{Action, Compensation, Ending, Handover, SagaState, SagaStatus, Step};
+use oms_store::{InventoryOp, NewCommand, OrderPatch, OutboxMessage, PaymentRecord, Transition};
+use serde_json::{Value, json};
+
+use crate::transport::topics::*;
+
+/// What carrying out an action produced besides the saga event.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
+    /// Merged into the history entry of the saga event.
+    pub detail: serde_json::Map<String, Value>,
+    pub inventory: Option<InventoryOp>,
+    pub payment: Option<PaymentRecord>,
+    pub violations: Option<String>,
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// The versioned envelope of every public message.
+pub(crate) fn message(
+    topic: &str,
+    event_type: &str,
+    tenant: &TenantId,
+    order: &OrderId,
+    now: i64,
+    data: Value,
+) -> OutboxMessage {
+    let id = format!("evt_{}", oms_clock::monotonic_ulid());
+    let occurred_at = chrono::DateTime::from_timestamp_millis(now)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let payload = json!({
+        "eventId": id,
+        "type": event_type,
+        "schemaVersion": 1,
+        "tenantId": tenant.as_str(),
+        "orderId": order.as_str(),
+        "occurredAt": occurred_at,
+        "data": data,
+    });
+    OutboxMessage {
+        id,
+        topic: topic.into(),
+        event_type: event_type.into(),
+        payload,
+        available_at: None,
+    }
+}
+
+/// How long a command this host is about to run itself (it owns the order)
+/// waits before its message is published. Run in time, it takes its message
+/// with it and nothing goes through the broker; if the host dies first, the
+/// message goes out this much later.
+pub(crate) const LOCAL_GRACE_MS: i64 = 200;
+
+/// Adds to `t`'s outbox a message for each saga command it writes, so the
+/// commands reach the hosts' consumer group; a delayed command is published
+/// only once it is due (one due now, `grace_ms` later). The command row stays the record
+/// of truth: consuming it deletes it, which makes a redelivered message a
+/// no-op.
+pub(crate) fn carry_commands(t: &mut Transition, grace_ms: i64) {
+    for c in &t.commands {
+        let action: Value = match serde_json::from_str(&c.action) {
+            Ok(action) => action,
+            // Sent as the text it is: the consumer finds it undecodable and
+            // dead-letters it (counted), where an operator can see it.
+            Err(e) => {
+                tracing::error!(command = %c.id, error = %e, "a saga command's action is not JSON");
+                Value::String(c.action.clone())
+            }
+        };
+        let mut m = message(
+            TOPIC_SAGA_COMMANDS,
+            SAGA_COMMAND,
+            &t.tenant,
+            &t.order_id,
+            t.now,
+            json!({ "action": action, "availableAt": c.available_at }),
+        );
+        // The message's id is the command's: one id from table to topic.
+        m.id.clone_from(&c.id);
+        if let Value::Object(p) = &mut m.payload {
+            p.insert("eventId".into(), Value::String(c.id.clone()));
+        }
+        // Only a command due now is run at once by the committing host.
+        let grace = if c.available_at <= t.now { grace_ms } else { 0 };
+        m.available_at = Some(c.available_at + grace);
+        t.outbox.push(m);
+    }
+}
+
+pub(crate) fn command(action: &Action, now: i64) -> NewCommand {
+    let delay = match action {
+        Action::RunStep { delay_ms, .. } | Action::RunCompensation { delay_ms, .. } => *delay_ms,
+        _ => 0,
+    };
+    // Full jitter: anywhere between now and the policy's delay, so retries of
+    // many sagas failing together spread out instead of storming back.
+    let jitter = if delay == 0 {
+        0
+    } else {
+        oms_clock::jitter_ms(delay)
+    };
+    NewCommand {
+        id: format!("cmd_{}", oms_clock::monotonic_ulid()),
+        // Plain data with string keys: serialising it cannot fail.
+        action: serde_json::to_string(action).expect("a saga action serialises"),
+        available_at: now + jitter as i64,
+    }
+}
+
+pub fn payment_status(state: &SagaState) -> PaymentStatus {
+    if state.compensated.contains(&Compensation::RefundPayment) {
+        PaymentStatus::Refunded
+    } else if state.compensated.contains(&Compensation::VoidPayment) {
+        PaymentStatus::Voided
+    } else if state.completed.contains(&Step::CapturePayment) {
+        PaymentStatus::Captured
+    } else if state.completed.contains(&Step::AuthorizePayment) {
+        PaymentStatus::Authorized
+    } else if matches!(
+        state.ending,
+        Some(Ending::Failed {
+            step: Step::AuthorizePayment,
+            ..
+        })
+    ) {
+        PaymentStatus::Failed
+    } else {
+        PaymentStatus::None
+    }
+}
+
+pub fn fulfillment_status(state: &SagaState) -> FulfillmentStatus {
+    match state.handover {
+        Handover::Delivered => return FulfillmentStatus::Delivered,
+        Handover::Shipped => return FulfillmentStatus::Shipped,
+        Handover::NotShipped => {}
+    }
+    if !state.completed.contains(&Step::RequestFulfilment) {
+        FulfillmentStatus::None
+    } else if matches!(
+        state.status,
+        SagaStatus::Compensating | SagaStatus::Cancelled
+    ) {
+        FulfillmentStatus::Cancelled
+    } else {
+        FulfillmentStatus::Requested
+    }
+}
+
+/// Builds the transition for `history` (the saga event's entry) leading to
+/// `state` with `actions`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transition(
+    tenant: &TenantId,
+    order: &OrderId,
+    expected_version: i64,
+    consumes: Option<String>,
+    state: &SagaState,
+    history: (&str, Value),
+    actions: &[Action],
+    extras: Extras,
+    now: i64,
+) -> Transition {
+    let mut data = history.1;
+    if let Value::Object(map) = &mut data {
+        map.extend(extras.detail);
+    }
+    let mut events = vec![(history.0.to_string(), data)];
+    let mut commands = Vec::new();
+    let mut outbox = extras.outbox;
+    let mut inventory = extras.inventory;
+    let mut patch = OrderPatch {
+        saga_state: serde_json::to_string(state).ok(),
+        saga_status: Some(state.status.as_str().into()),
+        payment_status: Some(payment_status(state).as_str().into()),
+        fulfillment_status: Some(fulfillment_status(state).as_str().into()),
+        violations: extras.violations,
+        ..OrderPatch::default()
+    };
+    for action in actions {
+        match action {
+            Action::RunStep { .. } | Action::RunCompensation { .. } => {
+                commands.push(command(action, now))
+            }
+            Action::Notify { recipients, reason } => {
+                let data = json!({ "recipients": recipients, "reason": reason });
+                events.push(("notification.sent".into(), data.clone()));
+                outbox.push(message(
+                    TOPIC_NOTIFICATIONS,
+                    "order.notification",
+                    tenant,
+                    order,
+                    now,
+                    data,
+                ));
+            }
+            Action::Finish { status } => {
+                let reason = state.ending.as_ref().map(Ending::reason);
+                let (order_status, event_type) = match status {
+                    SagaStatus::Completed => (Some(OrderStatus::Confirmed), "order.confirmed"),
+                    SagaStatus::Rejected => (Some(OrderStatus::Rejected), "order.rejected"),
+                    SagaStatus::Cancelled => (Some(OrderStatus::Cancelled), "order.cancelled"),
+                    // The order keeps its status; the saga shows STUCK until an operator acts.
+                    _ => (None, "order.saga_stuck"),
+                };
+                if let Some(s) = order_status {
+                    patch.status = Some(s.as_str().into());
+                }
+                if order_status != Some(OrderStatus::Confirmed) {
+                    patch.cancellation_reason.clone_from(&reason);
+                }
+                let data = json!({
+                    "status": order_status.map(|s| s.as_str()),
+                    "sagaState": status.as_str(),
+                    "reason": reason,
+                    "paymentStatus": payment_status(state).as_str(),
+                });
+                events.push((event_type.into(), data.clone()));
+                outbox.push(message(
+                    TOPIC_ORDER_EVENTS,
+                    event_type,
+                    tenant,
+                    order,
+                    now,
+                    data,
+                ));
+            }
+            Action::Handover { stage, shipment } => {
+                let (status, event_type) = match stage {
+                    Handover::Delivered => (OrderStatus::Delivered, "order.delivered"),
+                    _ => (OrderStatus::Shipped, "order.shipped"),
+                };
+                patch.status = Some(status.as_str().into());
+                if let Some(s) = shipment {
+                    patch.shipment = serde_json::to_string(s).ok();
+                    // The goods leave on-hand and reserved stock.
+                    inventory = Some(InventoryOp::Consume);
+                }
+                let data = json!({ "status": status.as_str(), "shipment": shipment });
+                // The history entry (the saga event's) reads like the message.
+                if let Some((_, Value::Object(entry))) = events.first_mut()
+                    && let Value::Object(fields) = &data
+                {
+                    entry.extend(fields.clone());
+                }
+                outbox.push(message(
+                    TOPIC_ORDER_EVENTS,
+                    event_type,
+                    tenant,
+                    order,
+                    now,
+                    data,
+                ));
+            }
+        }
+    }
+    Transition {
+        tenant: tenant.clone(),
+        order_id: order.clone(),
+        expected_version,
+        consumes,
+        inventory,
+        patch,
+        events,
+        commands,
+        outbox,
+        payment: extras.payment,
+        now,
+    }
+}

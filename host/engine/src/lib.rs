@@ -1,0 +1,105 @@
+//! Carries out what the pure saga core decides: runs steps through tenant
+//! plugins, the database and the payment provider, and commits each outcome
+//! as one transition. Also owns order commands from the API (place, cancel,
+//! ship, deliver), the outbox relay and payment reconciliation, the tenants
+//! it serves (`tenants`) and the transports it publishes through
+//! (`transport`).
+
+mod commit;
+mod effects;
+pub use transport::topics::{
+    SAGA_COMMAND, TOPIC_FULFILMENT, TOPIC_NOTIFICATIONS, TOPIC_ORDER_EVENTS, TOPIC_SAGA_COMMANDS,
+    TOPIC_SAGA_COMMANDS_DLQ,
+};
+mod consumer;
+pub mod metrics;
+pub mod orders;
+pub mod plugins;
+mod reconcile;
+mod recorder;
+pub use reconcile::{Expected, Reconciled, differences, expected, reconcile_due};
+pub mod relay;
+mod runner;
+mod steps;
+pub mod tenants;
+pub mod transport;
+
+use crate::tenants::Tenants;
+use metrics::Metrics;
+use oms_plugin_host::PluginHost;
+use oms_store::SqlStore;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Everything a running host shares.
+pub struct Platform {
+    pub store: SqlStore,
+    pub plugins: Arc<PluginHost>,
+    pub tenants: Tenants,
+    pub metrics: Metrics,
+    /// Poked after a commit that adds saga commands.
+    pub(crate) wake: Notify,
+    /// Poked after a commit that adds outbox messages.
+    pub(crate) outbox_wake: Notify,
+    pub transport: crate::transport::Transport,
+    pub(crate) runner: runner::Runner,
+    pub(crate) recorder: recorder::Recorder,
+    /// Bearer token for `/admin/v1`; the admin API is closed without one.
+    pub admin_token: Option<String>,
+}
+
+impl Platform {
+    pub fn new(
+        store: SqlStore,
+        plugins: Arc<PluginHost>,
+        tenants: Tenants,
+        admin_token: Option<String>,
+        transport: crate::transport::Transport,
+    ) -> Arc<Self> {
+        store.set_commands_in_outbox(transport.carries_commands());
+        Arc::new(Self {
+            store,
+            plugins,
+            tenants,
+            metrics: Metrics::default(),
+            wake: Notify::new(),
+            outbox_wake: Notify::new(),
+            transport,
+            runner: runner::Runner::default(),
+            recorder: recorder::Recorder::default(),
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// Starts the saga runner (the command sweeper in-process, the consumer
+    /// group with Kafka) and the outbox relay.
+    pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        let saga = match &self.transport {
+            crate::transport::Transport::Kafka(k) => {
+                tokio::spawn(consumer::run(self.clone(), k.clone()))
+            }
+            crate::transport::Transport::InProcess(_) => tokio::spawn(runner::run(self.clone())),
+        };
+        vec![
+            saga,
+            tokio::spawn(relay::run(self.clone())),
+            tokio::spawn(plugins::run_sync(self.clone())),
+            tokio::spawn(recorder::run(self.clone())),
+            tokio::spawn(reconcile::run(self.clone())),
+        ]
+    }
+
+    /// Seeds each tenant's demo stock where none is recorded yet.
+    pub async fn seed_demo_stock(&self) -> Result<(), oms_store::StoreError> {
+        let now = oms_clock::now_ms();
+        for tenant in self.tenants.all() {
+            for (sku, warehouse, on_hand) in &tenant.demo_stock {
+                self.store
+                    .seed_stock(&tenant.id, sku, warehouse, *on_hand, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+//! Order commands from the API: place, cancel, ship, deliver.
+
+use super::Platform;
+use super::commit::{Committed, LoadedOrder, commit, load_order};
+use super::effects::{self, Extras, message};
+use super::metrics::Metrics;
+use super::runner::submit;
+use super::steps::Outcome;
+use crate::tenants::Tenant;
+use crate::transport::topics::TOPIC_ORDER_EVENTS;
+use oms_domain::{FulfillmentStatus, OrderDraft, OrderId, OrderStatus, PaymentStatus};
+use oms_saga::{self as saga, SagaEvent, Shipment};
+use oms_store::CommandRecord;
+use oms_store::{IdempotencyBegin, NewOrder, OrderRecord, StoreError};
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("order not found")]
+    NotFound,
+    #[error("{0}")]
+    NotCancellable(String),
+    #[error("{0}")]
+    WrongState(String),
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyMismatch,
+    #[error("a request with this Idempotency-Key is still being processed")]
+    IdempotencyInFlight,
+    #[error("the order total overflows")]
+    TotalOverflow,
+    #[error("storage unavailable: {0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for OrderError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound,
+            other => Self::Store(other),
+        }
+    }
+}
+
+pub enum Placed {
+    Created {
+        record: Box<OrderRecord>,
+        body: String,
+    },
+    Replayed {
+        status: u16,
+        body: String,
+    },
+}
+
+/// Idempotency keys stuck `in_flight` this long belonged to a crashed request.
+const STALE_KEY_MS: i64 = 30_000;
+
+/// Accepts an order and starts its saga, all in one transaction.
+/// `render` builds the 201 body, which is stored with the idempotency key.
+pub async fn place(
+    p: &Arc<Platform>,
+    tenant: &Tenant,
+    draft: OrderDraft,
+    idempotency: Option<(String, String)>,
+    render: impl Fn(&OrderRecord) -> String,
+) -> Result<Placed, OrderError> {
+    let now = oms_clock::now_ms();
+    if let Some((key, hash)) = &idempotency {
+        match p
+            .store
+            .begin_idempotent(&tenant.id, key, hash, now, STALE_KEY_MS)
+            .await?
+        {
+            IdempotencyBegin::Fresh => {}
+            IdempotencyBegin::Replay { status, body } => {
+                return Ok(Placed::Replayed { status, body });
+            }
+            IdempotencyBegin::InFlight => return Err(OrderError::IdempotencyInFlight),
+            IdempotencyBegin::Mismatch => return Err(OrderError::IdempotencyMismatch),
+        }
+    }
+    let result = create(
+        p,
+        tenant,
+        draft,
+        idempotency.as_ref().map(|(k, _)| k.as_str()),
+        render,
+        now,
+    )
+    .await;
+    if result.is_err()
+        && let Some((key, _)) = &idempotency
+        && let Err(e) = p.store.abandon_idempotent(&tenant.id, key).await
+    {
+        tracing::warn!(error = %e, "freeing an idempotency key failed; it frees itself when stale");
+    }
+    result
+}
+
+async fn create(
+    p: &Arc<Platform>,
+    tenant: &Tenant,
+    draft: OrderDraft,
+    key: Option<&str>,
+    render: impl Fn(&OrderRecord) -> String,
+    now: i64,
+) -> Result<Placed, OrderError> {
+    let id = oms_clock::new_order_id();
+    let total = draft.total().ok_or(OrderError::TotalOverflow)?;
+    let deadline = now + i64::try_from(tenant.deadline.as_millis()).unwrap_or(i64::MAX / 2);
+    let (state, actions) = saga::start(tenant.definition.clone(), tenant.limits, deadline);
+    let draft_json =
+        serde_json::to_string(&draft).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let record = OrderRecord {
+        tenant_id: tenant.id.to_string(),
+        id: id.to_string(),
+        customer_id: draft.customer_id.clone(),
+        currency: draft.currency.code().into(),
+        total_minor: total.minor,
+        status: OrderStatus::Pending.as_str().into(),
+        payment_status: PaymentStatus::None.as_str().into(),
+        fulfillment_status: FulfillmentStatus::None.as_str().into(),
+        draft: draft_json,
+        violations: None,
+        cancellation_reason: None,
+        shipment: None,
+        saga_state: serde_json::to_string(&state)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        saga_status: state.status.as_str().into(),
+        version: 0,
+        event_seq: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let summary = json!({
+        "customerId": draft.customer_id,
+        "totalAmount": total.minor,
+        "currency": draft.currency.code(),
+        "items": draft.items,
+        "steps": tenant.definition.steps(),
+    });
+    let extras = Extras {
+        outbox: vec![message(
+            TOPIC_ORDER_EVENTS,
+            "order.created",
+            &tenant.id,
+            &id,
+            now,
+            summary.clone(),
+        )],
+        ..Extras::default()
+    };
+    let mut effects = effects::transition(
+        &tenant.id,
+        &id,
+        0,
+        None,
+        &state,
+        ("order.created", summary),
+        &actions,
+        extras,
+        now,
+    );
+    if p.transport.carries_commands() {
+        let grace = if p.transport.owns(id.as_str()) {
+            effects::LOCAL_GRACE_MS
+        } else {
+            0
+        };
+        effects::carry_commands(&mut effects, grace);
+    }
+    let body = render(&record);
+    let new = NewOrder {
+        record,
+        effects,
+        idempotency: key.map(|k| (k.to_string(), 201, body.clone())),
+    };
+    p.store.create_order(&new).await?;
+    Metrics::inc(&p.metrics.orders_accepted_total);
+    p.outbox_wake.notify_one();
+    // Hand the first step straight to the runner with the state just written;
+    // if this process dies first, the dispatcher (or, with Kafka, the
+    // command's message) finds the command on restart.
+    if let Some(first) = new.effects.commands.first()
+        && p.transport.owns(id.as_str())
+    {
+        let command = CommandRecord {
+            id: first.id.clone(),
+            tenant_id: tenant.id.to_string(),
+            order_id: id.to_string(),
+            action: first.action.clone(),
+            available_at: first.available_at,
+        };
+        submit(
+            p,
+            command,
+            Some(LoadedOrder::new(new.record.clone(), draft, state)),
+        );
+    }
+    Ok(Placed::Created {
+        record: Box::new(new.record),
+        body,
+    })
+}
+
+/// Asks the saga to stop and undo. Accepted while the order is pending or
+/// confirmed (and harmless once it is cancelled); refused once its goods
+/// have left, it was rejected, or its saga is stuck. The saga decides, on the
+/// state the cancel commits on.
+pub async fn cancel(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    reason: String,
+) -> Result<(), OrderError> {
+    let event = SagaEvent::CancelRequested { reason };
+    apply_from_api(p, tenant, id, event)
+        .await
+        .map_err(|refused| match refused {
+            Refusal::Illegal(why) => OrderError::NotCancellable(why.detail),
+            Refusal::Error(e) => e,
+        })
+}
+
+/// Records that the goods left: CONFIRMED → SHIPPED.
+pub async fn ship(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    carrier: String,
+    tracking: String,
+) -> Result<OrderRecord, OrderError> {
+    let shipment = Shipment {
+        carrier,
+        tracking_number: tracking,
+    };
+    handover(p, tenant, id, SagaEvent::Shipped { shipment }).await
+}
+
+/// Records that the goods arrived: SHIPPED → DELIVERED.
+pub async fn deliver(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+) -> Result<OrderRecord, OrderError> {
+    handover(p, tenant, id, SagaEvent::Delivered).await
+}
+
+async fn handover(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    event: SagaEvent,
+) -> Result<OrderRecord, OrderError> {
+    apply_from_api(p, tenant, id, event)
+        .await
+        .map_err(|refused| match refused {
+            Refusal::Illegal(why) => OrderError::WrongState(why.detail),
+            Refusal::Error(e) => e,
+        })?;
+    Ok(p.store.order(&tenant.id, id).await?)
+}
+
+enum Refusal {
+    /// The saga refused the event in the state it would have committed on.
+    Illegal(saga::IllegalTransition),
+    Error(OrderError),
+}
+
+/// Applies a client's event to the order's saga and commits it; after a
+/// concurrent change, the event is applied again to the new state, so the
+/// decision always holds for the state it is written on.
+async fn apply_from_api(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    event: SagaEvent,
+) -> Result<(), Refusal> {
+    let order = p
+        .store
+        .order(&tenant.id, id)
+        .await
+        .map_err(|e| Refusal::Error(e.into()))?;
+    let loaded = load_order(order).map_err(|e| Refusal::Error(e.into()))?;
+    let outcome = Outcome {
+        event,
+        extras: Extras::default(),
+    };
+    match commit(p, tenant, id, None, loaded, outcome).await {
+        Committed::Applied(_) | Committed::Superseded | Committed::Unchanged => Ok(()),
+        Committed::Refused(why) => {
+            tracing::info!(order = %id, %why, "refused by the order's saga");
+            Err(Refusal::Illegal(why))
+        }
+        Committed::Failed => Err(Refusal::Error(OrderError::Store(StoreError::Conflict))),
+    }
+}

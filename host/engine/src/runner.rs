@@ -1,0 +1,317 @@
+//! The saga runner: picks up due commands, carries each out, and commits its
+//! outcome. Commands live in the database, so a crash loses none: on restart
+//! every command not yet consumed is simply picked up again. One command per
+//! order runs at a time.
+
+use super::Platform;
+use super::commit::{Committed, Followup, Loaded, commit, load};
+use super::effects::Extras;
+use super::metrics::Metrics;
+use super::steps::{self, Context, Outcome};
+use oms_domain::OrderId;
+use oms_plugin_host::shares::TenantShares;
+use oms_saga::{Action, Failure, SagaEvent};
+use oms_store::CommandRecord;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Commands carried out at once.
+const CONCURRENCY: usize = 256;
+/// Commands of one tenant carried out at once: a quarter of the runner.
+const TENANT_CONCURRENCY: usize = CONCURRENCY / 4;
+/// How often the dispatcher sweeps for due commands nobody handed over:
+/// retries whose delay ran out, work left by a crash, commands from the API.
+const SWEEP: Duration = Duration::from_millis(50);
+/// How long a command that could not be committed waits before another try.
+const RETRY_AFTER_MS: i64 = 1_000;
+/// How long a finished command's id is remembered, so a sweep read before
+/// it finished does not hand it out again.
+const TOMBSTONE_MS: i64 = 10_000;
+
+#[derive(Default)]
+struct InFlight {
+    commands: HashSet<String>,
+    orders: HashSet<String>,
+    not_before: HashMap<String, i64>,
+    finished: HashMap<String, i64>,
+}
+
+/// Which commands are being carried out, and how many may be at once.
+pub struct Runner {
+    inflight: Mutex<InFlight>,
+    permits: Arc<Semaphore>,
+    /// Each tenant's share of `permits`.
+    tenant_permits: TenantShares,
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self {
+            inflight: Mutex::default(),
+            permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            tenant_permits: TenantShares::new(TENANT_CONCURRENCY),
+        }
+    }
+}
+
+impl Runner {
+    fn lock(&self) -> MutexGuard<'_, InFlight> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts carrying out `cmd`, and then each next command of its saga that is
+/// due at once, unless a command of the same order is already running.
+/// `preloaded` is the order as the caller just committed it, which saves
+/// reading it back.
+pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Loaded>) -> bool {
+    let now = oms_clock::now_ms();
+    {
+        let mut f = p.runner.lock();
+        if f.commands.contains(&cmd.id)
+            || f.orders.contains(&cmd.order_id)
+            || f.finished.contains_key(&cmd.id)
+            || f.not_before.get(&cmd.id).is_some_and(|t| *t > now)
+        {
+            return false;
+        }
+        f.commands.insert(cmd.id.clone());
+        f.orders.insert(cmd.order_id.clone());
+    }
+    let p = p.clone();
+    tokio::spawn(async move { chain(&p, cmd, preloaded, Mode::Dispatched).await });
+    true
+}
+
+/// How a chain was started, which decides what it does with a command it
+/// cannot finish now and which commands of the saga it goes on to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// From the dispatcher or a commit (in-process): an unfinished command
+    /// is left to a later sweep; the chain goes on while this host owns the
+    /// order.
+    Dispatched,
+    /// A message from the consumer group: retried here with backoff, since
+    /// its offset must not move on before it is applied.
+    Delivered,
+    /// Rescued from the database because its message never came: retried
+    /// here, and the whole saga run (its partition may have no live owner).
+    Rescued,
+}
+
+/// The one chain loop, for both transports: under the tenant's share of the
+/// runner and then a runner slot (so a tenant whose steps are slow waits on
+/// its own share and holds no slot another tenant could use), carries out
+/// `first`, then each next command of its saga that is due at once. The
+/// caller has marked the order and `first` in flight; the order stays
+/// marked for the whole chain, so nobody else is handed its commands.
+async fn chain(p: &Arc<Platform>, first: CommandRecord, preloaded: Option<Loaded>, mode: Mode) {
+    let share = p
+        .runner
+        .tenant_permits
+        .of(&first.tenant_id)
+        .acquire_owned()
+        .await;
+    let permit = p.runner.permits.clone().acquire_owned().await;
+    let order = first.order_id.clone();
+    let (mut current, mut preloaded) = (first, preloaded);
+    let mut failures = 0u32;
+    loop {
+        let (done, follow) = process(p, &current, preloaded.take()).await;
+        if !done && mode != Mode::Dispatched {
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(super::relay::backoff(failures)).await;
+            continue;
+        }
+        failures = 0;
+        let mut f = p.runner.lock();
+        f.commands.remove(&current.id);
+        if mode == Mode::Dispatched {
+            // The dispatcher's bookkeeping (it prunes these as it sweeps).
+            let now = oms_clock::now_ms();
+            if done {
+                f.not_before.remove(&current.id);
+                f.finished.insert(current.id.clone(), now);
+            } else {
+                f.not_before
+                    .insert(current.id.clone(), now + RETRY_AFTER_MS);
+            }
+        }
+        match follow {
+            // With Kafka, only while this host holds the order's partition;
+            // otherwise the command's message reaches its owner.
+            Some(next) if mode == Mode::Rescued || p.transport.owns(&order) => {
+                let next = *next;
+                f.commands.insert(next.command.id.clone());
+                current = next.command;
+                preloaded = Some(next.loaded);
+            }
+            _ => break,
+        }
+    }
+    p.runner.lock().orders.remove(&order);
+    drop(permit);
+    drop(share);
+}
+
+/// Kafka mode: carries out a command delivered by the consumer group, and
+/// the saga's next commands while this host owns the order (or all of them,
+/// with `whole_saga`, for a command rescued because its message never came:
+/// its partition may have no live owner); returns once the delivered command
+/// is applied (or found applied before). A failure to commit (database down)
+/// is retried here with capped, jittered backoff, so the message's offset is
+/// not committed meanwhile.
+pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord, whole_saga: bool) {
+    let order = cmd.order_id.clone();
+    // One command per order at a time in this process.
+    loop {
+        {
+            let mut f = p.runner.lock();
+            if f.orders.insert(order.clone()) {
+                f.commands.insert(cmd.id.clone());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mode = if whole_saga {
+        Mode::Rescued
+    } else {
+        Mode::Delivered
+    };
+    chain(p, cmd, None, mode).await;
+}
+
+/// The dispatcher: sweeps the command table for due work not yet running.
+pub(crate) async fn run(p: Arc<Platform>) {
+    loop {
+        let now = oms_clock::now_ms();
+        match p.store.due_commands(now, 2 * CONCURRENCY as i64).await {
+            Ok(commands) => {
+                for cmd in commands {
+                    submit(&p, cmd, None);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading due saga commands failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        {
+            let mut f = p.runner.lock();
+            if f.finished.len() > 1_000 {
+                let cutoff = oms_clock::now_ms() - TOMBSTONE_MS;
+                f.finished.retain(|_, at| *at > cutoff);
+            }
+        }
+        tokio::select! {
+            _ = p.wake.notified() => {}
+            _ = tokio::time::sleep(SWEEP) => {}
+        }
+    }
+}
+
+/// Carries out one command. `true` when it is finished with (applied, or
+/// found already applied); `false` to try again later.
+async fn process(
+    p: &Platform,
+    cmd: &CommandRecord,
+    preloaded: Option<Loaded>,
+) -> (bool, Option<Box<Followup>>) {
+    let (Some(tenant), Some(order_id)) =
+        (p.tenants.get(&cmd.tenant_id), OrderId::parse(&cmd.order_id))
+    else {
+        tracing::error!(command = %cmd.id, tenant = %cmd.tenant_id, order = %cmd.order_id, "command for an unknown tenant or malformed order id");
+        return (false, None);
+    };
+    let action: Action = match serde_json::from_str(&cmd.action) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(command = %cmd.id, error = %e, "undecodable saga command");
+            return (false, None);
+        }
+    };
+    let loaded = match preloaded {
+        Some(loaded) => loaded,
+        None => {
+            // Read the command before the order: while it exists, the order is
+            // still in the state it was issued for (both change in one transaction).
+            match p.store.command_exists(&cmd.id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    Metrics::inc(&p.metrics.duplicate_deliveries_total);
+                    return (true, None);
+                }
+                Err(e) => {
+                    tracing::warn!(command = %cmd.id, error = %e, "checking a saga command failed");
+                    return (false, None);
+                }
+            }
+            match p.store.order(&tenant.id, &order_id).await.and_then(load) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(order = %order_id, error = %e, "loading the order for a saga command failed");
+                    return (false, None);
+                }
+            }
+        }
+    };
+    Metrics::inc(&p.metrics.saga_steps_total);
+    let cx = Context {
+        tenant,
+        order: &loaded.order,
+        order_id: &order_id,
+        draft: &loaded.draft,
+        state: &loaded.state,
+    };
+    let outcome = match action {
+        Action::RunStep { step, .. } => {
+            match tokio::time::timeout(tenant.step_timeout, steps::run_step(p, &cx, step)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let failure = Failure {
+                        code: "STEP_TIMEOUT".into(),
+                        message: format!("{step} took longer than {:?}", tenant.step_timeout),
+                        transient: true,
+                    };
+                    steps::failed_step(p, &cx, step, failure, Extras::default()).await
+                }
+            }
+        }
+        Action::RunCompensation { compensation, .. } => {
+            match tokio::time::timeout(
+                tenant.step_timeout,
+                steps::run_compensation(p, &cx, compensation),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let failure = Failure {
+                        code: "STEP_TIMEOUT".into(),
+                        message: format!("{compensation} timed out"),
+                        transient: true,
+                    };
+                    Outcome {
+                        event: SagaEvent::CompensationFailed {
+                            compensation,
+                            failure,
+                        },
+                        extras: Extras::default(),
+                    }
+                }
+            }
+        }
+        other => {
+            tracing::error!(command = %cmd.id, action = ?other, "action is not a command");
+            return (false, None);
+        }
+    };
+    match commit(p, tenant, &order_id, Some(&cmd.id), loaded, outcome).await {
+        Committed::Applied(follow) => (true, follow),
+        Committed::Superseded | Committed::Unchanged | Committed::Refused(_) => (true, None),
+        Committed::Failed => (false, None),
+    }
+}

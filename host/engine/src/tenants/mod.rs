@@ -1,0 +1,274 @@
+//! Tenants: their manifests (`tenants/*.toml`), API keys, saga step order,
+//! limits and plugins: the registry here, the manifest format and its
+//! reading in `manifest`.
+
+use oms_domain::{Sku, TenantId, WarehouseId};
+use oms_plugin_host::http::HttpGrant;
+use oms_plugin_host::{CallLimits, LoadError, Plugin, PluginHost, Slot, builtin};
+use oms_saga::{Limits, SagaDefinition, Step};
+use oms_store::CanaryRecord;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The demo manifests, embedded so the binary runs from any directory.
+pub const DEMO_MANIFESTS: &[(&str, &str)] = &[
+    ("acme.toml", include_str!("../../../../tenants/acme.toml")),
+    (
+        "globex.toml",
+        include_str!("../../../../tenants/globex.toml"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("{file}: {message}")]
+    Manifest { file: String, message: String },
+    #[error("{file}: plugin for {slot}: {error}")]
+    Plugin {
+        file: String,
+        slot: String,
+        error: LoadError,
+    },
+    #[error("reading {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+mod manifest;
+
+pub use manifest::ReviewAction;
+use manifest::parse_tenant;
+#[cfg(test)]
+use manifest::{PluginSection, call_limits};
+
+/// A candidate deciding a share of orders, chosen by [`canary_bucket`].
+pub struct Canary {
+    pub plugin: Arc<Plugin>,
+    pub record: CanaryRecord,
+}
+
+/// The bucket (0–99) an order falls in for canary rollouts: a hash of the
+/// order id, the same on every host and for every step of the order, so one
+/// order meets one version of a slot from its first call to its last.
+pub fn canary_bucket(order_id: &str) -> u64 {
+    let digest = Sha256::digest(order_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first) % 100
+}
+
+/// A tenant's slot: the component running now (hot-swappable), the one its
+/// manifest names, and the tenant's settings and limits for the slot.
+pub struct TenantPlugin {
+    active: RwLock<Arc<Plugin>>,
+    /// A candidate run beside the active one, its verdict recorded, never acted on.
+    shadow: RwLock<Option<Arc<Plugin>>>,
+    canary: RwLock<Option<Arc<Canary>>>,
+    pub record_calls: bool,
+    /// The manifest's component and its bytes, registered as a version at start.
+    pub manifest_plugin: Arc<Plugin>,
+    pub manifest_bytes: Vec<u8>,
+    pub settings: Vec<(String, String)>,
+    pub limits: CallLimits,
+    pub grant: Option<HttpGrant>,
+}
+
+impl TenantPlugin {
+    /// The component new calls use. A call holds on to what it got, so a
+    /// swap never changes a call in flight.
+    pub fn current(&self) -> Arc<Plugin> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn shadow(&self) -> Option<Arc<Plugin>> {
+        self.shadow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn canary(&self) -> Option<Arc<Canary>> {
+        self.canary
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_canary(&self, canary: Option<Arc<Canary>>) {
+        *self.canary.write().unwrap_or_else(|p| p.into_inner()) = canary;
+    }
+
+    /// The component that decides this order: the canary's, if one runs
+    /// and the order falls in its share, else the active one.
+    pub fn for_order(&self, order_id: &str) -> (Arc<Plugin>, Option<Arc<Canary>>) {
+        match self.canary() {
+            Some(c) if canary_bucket(order_id) < c.record.percent.clamp(0, 100) as u64 => {
+                (c.plugin.clone(), Some(c))
+            }
+            _ => (self.current(), None),
+        }
+    }
+
+    pub fn set_shadow(&self, plugin: Option<Arc<Plugin>>) {
+        *self.shadow.write().unwrap_or_else(|p| p.into_inner()) = plugin;
+    }
+
+    /// Makes `plugin` the one new calls use; `true` if it changed.
+    pub fn swap(&self, plugin: Arc<Plugin>) -> bool {
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if active.digest == plugin.digest {
+            return false;
+        }
+        *active = plugin;
+        true
+    }
+}
+
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    key_hashes: Vec<String>,
+    pub definition: SagaDefinition,
+    pub limits: Limits,
+    pub step_timeout: Duration,
+    pub deadline: Duration,
+    pub fraud_review: ReviewAction,
+    plugins: HashMap<Slot, TenantPlugin>,
+    pub demo_stock: Vec<(Sku, WarehouseId, i64)>,
+    limiter: governor::DefaultDirectRateLimiter,
+}
+
+impl Tenant {
+    pub fn plugin(&self, slot: Slot) -> &TenantPlugin {
+        // Every slot is checked present when the manifest loads.
+        &self.plugins[&slot]
+    }
+
+    /// Takes one request from the tenant's budget; `false` when it is spent.
+    pub fn admit(&self) -> bool {
+        self.limiter.check().is_ok()
+    }
+
+    pub fn accepts_key(&self, key: &str) -> bool {
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        self.key_hashes
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&hash))
+    }
+}
+
+/// How to read manifests.
+pub struct LoadOptions<'a> {
+    /// Honour `dev_api_keys`.
+    pub demo: bool,
+    /// Replaces `{{sandbox_psp}}` in settings and origins.
+    pub sandbox_psp_url: Option<&'a str>,
+}
+
+pub struct Tenants {
+    by_id: HashMap<TenantId, Arc<Tenant>>,
+}
+
+impl Tenants {
+    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
+        TenantId::parse(id).and_then(|id| self.by_id.get(&id))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.by_id.values()
+    }
+
+    /// Loads every `*.toml` in `dir`, or the embedded demo manifests when `dir` is `None`.
+    pub fn load(
+        dir: Option<&Path>,
+        host: &PluginHost,
+        options: &LoadOptions<'_>,
+    ) -> Result<Self, TenantError> {
+        let mut files: Vec<(String, String, Option<PathBuf>)> = Vec::new();
+        match dir {
+            Some(dir) => {
+                let entries = std::fs::read_dir(dir).map_err(|e| TenantError::Io(dir.into(), e))?;
+                let mut paths: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                paths.sort();
+                for path in paths {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| TenantError::Io(path.clone(), e))?;
+                    files.push((
+                        path.display().to_string(),
+                        text,
+                        path.parent().map(Path::to_path_buf),
+                    ));
+                }
+            }
+            None => {
+                for (name, text) in DEMO_MANIFESTS {
+                    files.push(((*name).to_string(), (*text).to_string(), None));
+                }
+            }
+        }
+        let mut by_id = HashMap::new();
+        for (file, text, base) in files {
+            let tenant = parse_tenant(&file, &text, base.as_deref(), host, options)?;
+            if by_id.insert(tenant.id.clone(), Arc::new(tenant)).is_some() {
+                return Err(TenantError::Manifest {
+                    file,
+                    message: "tenant id defined twice".into(),
+                });
+            }
+        }
+        Ok(Self { by_id })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_buckets_spread_evenly_and_never_move() {
+        let mut counts = [0u32; 100];
+        for i in 0..100_000 {
+            counts[canary_bucket(&format!("ord_{i:08}")) as usize] += 1;
+        }
+        // 1,000 expected per bucket; a skewed hash would show far outside this.
+        assert!(
+            counts.iter().all(|&c| (850..1150).contains(&c)),
+            "{counts:?}"
+        );
+        assert_eq!(canary_bucket("ord_fixed"), canary_bucket("ord_fixed"));
+    }
+
+    fn section(toml_text: &str) -> PluginSection {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn manifest_limits_default_rise_to_the_maximum_and_no_further() {
+        let defaults = call_limits(Slot::Guardrail, &section("component = \"x\"")).unwrap();
+        assert_eq!(defaults, Slot::Guardrail.default_limits());
+        let raised = call_limits(
+            Slot::Guardrail,
+            &section("component = \"x\"\nmemory_mb = 64\nlog_kb = 64\noutput_kb = 128"),
+        )
+        .unwrap();
+        assert_eq!(
+            (raised.memory_bytes, raised.log_bytes, raised.output_bytes),
+            (64 << 20, 64 << 10, 128 << 10)
+        );
+        let too_much = call_limits(
+            Slot::Guardrail,
+            &section("component = \"x\"\nmemory_mb = 65"),
+        );
+        assert!(too_much.unwrap_err().contains("memory_mb"));
+    }
+}

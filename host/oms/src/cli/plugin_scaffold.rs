@@ -1,0 +1,202 @@
+//! `oms plugin new SLOT`: a guest crate that builds to a component for the
+//! slot as it stands, with the WIT beside it, ready to edit.
+
+use anyhow::{Context, bail};
+use oms_plugin_host::Slot;
+use std::path::Path;
+
+const WIT: &str = include_str!("../../../../wit/oms.wit");
+
+fn lib_rs(slot: Slot) -> &'static str {
+    match slot {
+        Slot::Guardrail => {
+            r#"//! Order rules: refuse an order before anything is reserved or charged.
+//! Settings come from the tenant manifest's `[plugins.guardrail] settings`.
+
+wit_bindgen::generate!({ world: "guardrail", path: "wit" });
+
+use exports::oms::plugin::order_rules::{Guest, Violation};
+use oms::plugin::types::{Order, Settings};
+
+struct Rules;
+
+impl Guest for Rules {
+    fn validate(order: Order, settings: Settings) -> Result<(), Vec<Violation>> {
+        let max: u32 = settings.iter().find(|(k, _)| k == "max_quantity").and_then(|(_, v)| v.parse().ok()).unwrap_or(100);
+        let violations: Vec<Violation> = order
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| item.quantity > max)
+            .map(|(i, item)| Violation {
+                code: "MAX_QUANTITY_EXCEEDED".into(),
+                message: format!("quantity {} of {} exceeds {max}", item.quantity, item.sku),
+                field: format!("/items/{i}/quantity"),
+            })
+            .collect();
+        if violations.is_empty() { Ok(()) } else { Err(violations) }
+    }
+}
+
+export!(Rules);
+"#
+        }
+        Slot::FraudCheck => {
+            r#"//! Fraud assessment from the order and the context the host supplies.
+
+wit_bindgen::generate!({ world: "fraud-check", path: "wit" });
+
+use exports::oms::plugin::risk::{Assessment, CustomerContext, Decision, Guest};
+use oms::plugin::types::{Order, Settings};
+
+struct Risk;
+
+impl Guest for Risk {
+    fn assess(order: Order, context: CustomerContext, _settings: Settings) -> Assessment {
+        let mut reasons = Vec::new();
+        if context.recent_order_count > 20 {
+            reasons.push(format!("{} orders in the last 24h", context.recent_order_count));
+        }
+        if order.total_amount > 1_000_000 {
+            reasons.push("large order".to_string());
+        }
+        let decision = if reasons.is_empty() { Decision::Approve } else { Decision::Review };
+        Assessment { decision, score: 300 * reasons.len() as u32, reasons }
+    }
+}
+
+export!(Risk);
+"#
+        }
+        Slot::PaymentProvider => {
+            r#"//! A payment provider adapter. Reach the provider only through
+//! `outbound_http::send`, to origins in the tenant's `allowed_origins`.
+//! Send `request.idempotency_key` to the provider: the host retries with it.
+//! `retrieve` reads a payment back so the host can reconcile it.
+
+wit_bindgen::generate!({ world: "payment-provider", path: "wit" });
+
+use exports::oms::plugin::payment_status::{self, ProviderPayment, RetrieveError};
+use exports::oms::plugin::provider::{Decline, Guest, PaymentError, PaymentRequest};
+use oms::plugin::types::Settings;
+
+struct Provider;
+
+fn not_yet(op: &str) -> Result<String, PaymentError> {
+    Err(PaymentError::Declined(Decline { code: "NOT_IMPLEMENTED".into(), message: format!("{op} is not implemented yet") }))
+}
+
+impl Guest for Provider {
+    fn authorize(_request: PaymentRequest, _settings: Settings) -> Result<String, PaymentError> {
+        not_yet("authorize")
+    }
+    fn capture(_request: PaymentRequest, _settings: Settings) -> Result<String, PaymentError> {
+        not_yet("capture")
+    }
+    fn void(_request: PaymentRequest, _settings: Settings) -> Result<String, PaymentError> {
+        not_yet("void")
+    }
+    fn refund(_request: PaymentRequest, _settings: Settings) -> Result<String, PaymentError> {
+        not_yet("refund")
+    }
+}
+
+impl payment_status::Guest for Provider {
+    fn retrieve(provider_reference: String, _settings: Settings) -> Result<ProviderPayment, RetrieveError> {
+        Err(RetrieveError::NotFound(provider_reference))
+    }
+}
+
+export!(Provider);
+"#
+        }
+        Slot::CompensationPolicy => {
+            r#"//! What to do when a saga step fails: retry, or undo what was done.
+//! The host checks the plan: it must undo exactly what holds money or stock.
+
+wit_bindgen::generate!({ world: "compensation-policy", path: "wit" });
+
+use exports::oms::plugin::policy::{Compensation, Decision, Failure, Guest, Plan, SagaView, Step};
+use oms::plugin::types::Settings;
+
+struct Policy;
+
+impl Guest for Policy {
+    fn decide(failure: Failure, saga: SagaView, _settings: Settings) -> Plan {
+        if failure.transient && failure.attempt < 3 {
+            return Plan { decision: Decision::Retry(200 << failure.attempt), actions: vec![], notify: vec![], reason: failure.code };
+        }
+        let captured = saga.completed.contains(&Step::CapturePayment);
+        let actions = saga
+            .completed
+            .iter()
+            .rev()
+            .filter_map(|step| match step {
+                Step::CapturePayment => Some(Compensation::RefundPayment),
+                Step::AuthorizePayment if !captured => Some(Compensation::VoidPayment),
+                Step::ReserveInventory => Some(Compensation::ReleaseInventory),
+                _ => None,
+            })
+            .collect();
+        Plan { decision: Decision::Compensate, actions, notify: vec!["customer".into()], reason: failure.code }
+    }
+}
+
+export!(Policy);
+"#
+        }
+    }
+}
+
+/// Writes a new guest crate for `slot` at `dir` (which must not exist).
+pub fn scaffold(slot: Slot, name: &str, dir: &Path) -> anyhow::Result<()> {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || name.is_empty()
+    {
+        bail!("a plugin name is lower-case letters, digits and -");
+    }
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("wit"))?;
+    let cargo = format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+wit-bindgen = "0.61"
+
+# A workspace of its own, so it builds wherever it is put.
+[workspace]
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+panic = "abort"
+strip = true
+"#
+    );
+    let readme = format!(
+        "# {name}\n\nAn OMS `{slot}` plugin.\n\n```sh\nrustup target add wasm32-wasip2\ncargo build --release --target wasm32-wasip2\n\
+         oms plugin test target/wasm32-wasip2/release/{file}.wasm --slot {slot} --order order.json\n\
+         oms plugin upload --tenant TENANT --key KEY --slot {slot} target/wasm32-wasip2/release/{file}.wasm\n```\n\n\
+         `wit/oms.wit` is the contract; this plugin exports the `{slot}` world. Deterministic slots get no clock,\n\
+         randomness, filesystem or network: a component importing them is refused at upload.\n",
+        file = name.replace('-', "_"),
+    );
+    std::fs::write(dir.join("Cargo.toml"), cargo)?;
+    std::fs::write(dir.join("src/lib.rs"), lib_rs(slot))?;
+    std::fs::write(dir.join("wit/oms.wit"), WIT)?;
+    std::fs::write(dir.join("README.md"), readme)?;
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The `oms` binary: `serve` runs the platform, `sandbox-psp` runs the sandbox
+//! payment provider alone, `bench` drives load at a running host.
+
+mod cli;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use oms_engine::Platform;
+use oms_engine::tenants::{LoadOptions, Tenants};
+use oms_engine::transport::kafka::KafkaTransport;
+use oms_engine::transport::{InProcess, Transport};
+use oms_plugin_host::PluginHost;
+use oms_sandbox_psp::Sandbox;
+use oms_store::SqlStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+// Many small allocations across threads (JSON, SQL rows, Wasm call
+// arguments): mimalloc spends far less time in them than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "oms",
+    version,
+    about = "Multi-tenant order management with tenant logic in sandboxed Wasm"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform. With no options: SQLite in ./data, the demo tenants
+    /// and plugins, and the sandbox payment provider on loopback.
+    Serve(ServeArgs),
+    /// Run the sandbox payment service provider alone.
+    SandboxPsp {
+        #[arg(long, default_value = "127.0.0.1:8090", env = "OMS_SANDBOX_PSP_LISTEN")]
+        listen: SocketAddr,
+        /// Once serving, write `{"sandboxPsp": "http://…"}` here.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Drive orders at a running host over HTTP and report throughput and latency.
+    Bench(oms_bench::BenchArgs),
+    /// Upload, list, activate and roll back tenant plugin versions.
+    Plugin(cli::plugin::PluginArgs),
+    /// List and replay saga command messages no host could read (Kafka).
+    Dlq(cli::dlq::DlqArgs),
+    /// Internal: compiles a component from stdin to native code on stdout
+    /// under the given limits (how `serve` compiles tenants' uploads).
+    #[command(hide = true)]
+    CompilePlugin {
+        #[arg(long)]
+        cpu_seconds: u64,
+        #[arg(long)]
+        memory_bytes: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080", env = "OMS_LISTEN")]
+    listen: SocketAddr,
+    /// Where the embedded SQLite database lives.
+    #[arg(long, default_value = "./data", env = "OMS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// `postgres://…` to run on PostgreSQL instead of embedded SQLite.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory of tenant manifests; default `./tenants` if it exists, else the built-in demo tenants.
+    #[arg(long, env = "OMS_TENANTS_DIR")]
+    tenants_dir: Option<PathBuf>,
+    /// Production mode: ignore dev API keys, seed no demo stock, start no sandbox provider.
+    #[arg(long)]
+    no_demo: bool,
+    /// Where demo mode starts the sandbox payment provider.
+    #[arg(long, default_value = "127.0.0.1:8090", env = "OMS_SANDBOX_PSP_LISTEN")]
+    sandbox_psp_listen: SocketAddr,
+    /// Use a sandbox provider that is already running instead of starting one.
+    #[arg(long, env = "OMS_SANDBOX_PSP_URL")]
+    sandbox_psp_url: Option<String>,
+    /// Once serving, write the bound addresses here as JSON
+    /// (`{"api": "http://…", "sandboxPsp": "http://…"}`); with port 0 in
+    /// `--listen`, this is how a supervisor or test learns the port.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Publish the outbox to Kafka (`HOST:PORT,…`) instead of in-process.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Partitions for topics the host creates.
+    #[arg(long, default_value_t = 12, env = "OMS_KAFKA_PARTITIONS")]
+    kafka_partitions: i32,
+    /// Bearer token for the operator API under /admin/v1 (closed without one).
+    #[arg(long, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    // Before any runtime starts: the compiler process is single-purpose.
+    if let Command::CompilePlugin {
+        cpu_seconds,
+        memory_bytes,
+    } = cli.command
+    {
+        std::process::exit(oms_plugin_host::compiler::child_main(
+            cpu_seconds,
+            memory_bytes,
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::SandboxPsp { listen, ready_file } => {
+                let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                if let Some(path) = &ready_file {
+                    let url = format!("http://{}", listener.local_addr()?);
+                    write_ready(path, &serde_json::json!({ "sandboxPsp": url }))?;
+                }
+                tracing::info!(addr = %listener.local_addr()?, "sandbox payment provider listening");
+                axum::serve(listener, Sandbox::default().router()).with_graceful_shutdown(shutdown()).await?;
+                Ok(())
+            }
+            Command::Bench(args) => oms_bench::run(args).await,
+            Command::Plugin(args) => cli::plugin::run(args).await,
+            Command::Dlq(args) => cli::dlq::run(args).await,
+            Command::CompilePlugin { .. } => Ok(()),
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let demo = !args.no_demo;
+    let psp_url = match (&args.sandbox_psp_url, demo) {
+        (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
+        (None, true) => {
+            let listener = TcpListener::bind(args.sandbox_psp_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the sandbox payment provider to {}",
+                        args.sandbox_psp_listen
+                    )
+                })?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, Sandbox::default().router()).await {
+                    tracing::error!(error = %e, "sandbox payment provider stopped");
+                }
+            });
+            tracing::info!(%addr, "sandbox payment provider listening");
+            Some(format!("http://{addr}"))
+        }
+        (None, false) => None,
+    };
+
+    let psp_url_for_ready = psp_url.clone();
+    let plugins = PluginHost::new().context("starting the Wasm plugin host")?;
+    // Tenants' uploads are compiled by this same binary in a child process.
+    let exe =
+        std::env::current_exe().context("locating the oms binary for its compiler process")?;
+    plugins.compile_out_of_process(oms_plugin_host::compiler::CompilerProcess::new(
+        exe,
+        oms_plugin_host::compiler::CompileBudget::from_env(),
+    ));
+    let tenants_dir = args.tenants_dir.or_else(|| {
+        let local = PathBuf::from("tenants");
+        local.is_dir().then_some(local)
+    });
+    let tenants = Tenants::load(
+        tenants_dir.as_deref(),
+        &plugins,
+        &LoadOptions {
+            demo,
+            sandbox_psp_url: psp_url.as_deref(),
+        },
+    )
+    .context("loading tenant manifests")?;
+
+    let store = match &args.database_url {
+        Some(url) => SqlStore::connect(url)
+            .await
+            .context("connecting to the database")?,
+        None => SqlStore::open_embedded(&args.data_dir)
+            .await
+            .context("opening the embedded database")?,
+    };
+    let transport = match &args.kafka_brokers {
+        Some(brokers) => Transport::Kafka(std::sync::Arc::new(
+            KafkaTransport::new(brokers, args.kafka_partitions)
+                .context("setting up the Kafka producer")?,
+        )),
+        None => Transport::InProcess(InProcess::new()),
+    };
+    let platform = Platform::new(store, plugins, tenants, args.admin_token.clone(), transport);
+    if let Transport::Kafka(_) = platform.transport {
+        // Topics are created in the background: a broker that is down at
+        // start delays publishing (the outbox keeps everything), not serving.
+        let p = platform.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(200);
+            loop {
+                if let Transport::Kafka(k) = &p.transport {
+                    match k.ensure_topics().await {
+                        Ok(()) => break,
+                        Err(e) => tracing::warn!(error = %e, "kafka topics not ready; retrying"),
+                    }
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+    oms_engine::plugins::register_manifest_plugins(&platform)
+        .await
+        .context("registering the manifests' plugins")?;
+    if demo {
+        platform
+            .seed_demo_stock()
+            .await
+            .context("seeding demo stock")?;
+    }
+    let _workers = platform.start();
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    if let Some(path) = &args.ready_file {
+        let api = format!("http://{}", listener.local_addr()?);
+        write_ready(
+            path,
+            &serde_json::json!({ "api": api, "sandboxPsp": psp_url_for_ready }),
+        )?;
+    }
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = platform.store.backend_name(),
+        tenants = platform.tenants.all().count(),
+        demo,
+        "oms listening"
+    );
+    axum::serve(listener, oms_api::router(platform))
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+/// Writes the ready file whole, then renames it into place, so a reader
+/// never sees half of it.
+fn write_ready(path: &std::path::Path, content: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content.to_string())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

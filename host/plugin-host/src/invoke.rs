@@ -1,0 +1,311 @@
+//! Calling a plugin: one fresh instance per call on a blocking thread,
+//! under the tenant's share of the host, fuel, an epoch deadline, memory
+//! and instance limits and a bounded log; the answer checked against the
+//! slot's contract (`answers`) and the call recorded in the tenant's stats.
+
+pub use super::bindings::reconciliation::exports::oms::plugin::payment_status::{
+    PaymentState, ProviderPayment, RetrieveError,
+};
+use super::bindings::{self, fraud, guardrail, payment, policy};
+use super::http::HttpGrant;
+use super::{
+    CallLimits, CallState, CallStats, Called, EPOCH_TICK, Plugin, PluginError, PluginHost, Pre,
+    answers, log, shape,
+};
+use oms_domain::wire_enum;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::WasiCtx;
+
+impl PluginHost {
+    /// Runs `f` against a fresh instance on a blocking thread, under
+    /// `limits`, refuses an answer `check` finds over the output limit or
+    /// outside the contract, and records the call in the tenant's stats and log.
+    async fn call<R, F>(
+        &self,
+        tenant: &str,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        http: Option<HttpGrant>,
+        check: fn(&R, usize) -> Result<(), PluginError>,
+        f: F,
+    ) -> Result<Called<R>, PluginError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R> + Send + 'static,
+    {
+        // The tenant's share first, then the host's: a tenant at its limit
+        // queues behind itself without holding a slot anyone else could use.
+        let share = self.tenant_permits.of(tenant);
+        let _share = share
+            .acquire_owned()
+            .await
+            .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        let engine = self.engine.clone();
+        let running = plugin.clone();
+        let (result, stats) =
+            tokio::task::spawn_blocking(move || run_call(&engine, &running, limits, http, f))
+                .await
+                .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        // The host never carries an unbounded answer into the saga or the database.
+        let result = result.and_then(|value| check(&value, limits.output_bytes).map(|()| value));
+        self.stats.observe(
+            tenant,
+            plugin.slot,
+            plugin.version(),
+            result.as_ref().map(|_| ()),
+            &stats,
+        );
+        result.map(|value| Called { value, stats })
+    }
+
+    pub async fn validate(
+        &self,
+        tenant: &str,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        order: bindings::Order,
+        settings: Vec<(String, String)>,
+    ) -> Result<
+        Called<Result<(), Vec<guardrail::exports::oms::plugin::order_rules::Violation>>>,
+        PluginError,
+    > {
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            None,
+            answers::guardrail,
+            move |store, plugin| match &plugin.pre {
+                Pre::Guardrail(pre) => {
+                    let instance = pre.instantiate(&mut *store)?;
+                    instance
+                        .oms_plugin_order_rules()
+                        .call_validate(&mut *store, &order, &settings)
+                }
+                _ => Err(wasmtime::Error::msg("not a guardrail")),
+            },
+        )
+        .await
+    }
+
+    pub async fn assess(
+        &self,
+        tenant: &str,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        order: bindings::Order,
+        context: fraud::exports::oms::plugin::risk::CustomerContext,
+        settings: Vec<(String, String)>,
+    ) -> Result<Called<fraud::exports::oms::plugin::risk::Assessment>, PluginError> {
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            None,
+            answers::fraud,
+            move |store, plugin| match &plugin.pre {
+                Pre::Fraud(pre) => {
+                    let instance = pre.instantiate(&mut *store)?;
+                    instance
+                        .oms_plugin_risk()
+                        .call_assess(&mut *store, &order, context, &settings)
+                }
+                _ => Err(wasmtime::Error::msg("not a fraud check")),
+            },
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pay(
+        &self,
+        tenant: &str,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        grant: HttpGrant,
+        op: PaymentOp,
+        request: payment::exports::oms::plugin::provider::PaymentRequest,
+        settings: Vec<(String, String)>,
+    ) -> Result<
+        Called<Result<String, payment::exports::oms::plugin::provider::PaymentError>>,
+        PluginError,
+    > {
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            Some(grant),
+            answers::payment,
+            move |store, plugin| match &plugin.pre {
+                Pre::Payment { operations, .. } => {
+                    let instance = operations.instantiate(&mut *store)?;
+                    let provider = instance.oms_plugin_provider();
+                    match op {
+                        PaymentOp::Authorize => {
+                            provider.call_authorize(&mut *store, &request, &settings)
+                        }
+                        PaymentOp::Capture => {
+                            provider.call_capture(&mut *store, &request, &settings)
+                        }
+                        PaymentOp::Void => provider.call_void(&mut *store, &request, &settings),
+                        PaymentOp::Refund => provider.call_refund(&mut *store, &request, &settings),
+                    }
+                }
+                _ => Err(wasmtime::Error::msg("not a payment provider")),
+            },
+        )
+        .await
+    }
+
+    /// The payment as the provider holds it now, through the adapter's
+    /// `payment-status`; `Ok(None)` when the adapter does not export it.
+    pub async fn retrieve(
+        &self,
+        tenant: &str,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        grant: HttpGrant,
+        provider_reference: String,
+        settings: Vec<(String, String)>,
+    ) -> Result<Option<Called<Result<ProviderPayment, RetrieveError>>>, PluginError> {
+        if !matches!(
+            &plugin.pre,
+            Pre::Payment {
+                status: Some(_),
+                ..
+            }
+        ) {
+            return Ok(None);
+        }
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            Some(grant),
+            answers::payment_status,
+            move |store, plugin| match &plugin.pre {
+                Pre::Payment {
+                    operations,
+                    status: Some(status),
+                } => {
+                    let instance = operations.instance_pre().instantiate(&mut *store)?;
+                    let exports = status.load(&mut *store, &instance)?;
+                    exports.oms_plugin_payment_status().call_retrieve(
+                        &mut *store,
+                        &provider_reference,
+                        &settings,
+                    )
+                }
+                _ => Err(wasmtime::Error::msg("not a reconcilable payment provider")),
+            },
+        )
+        .await
+        .map(Some)
+    }
+
+    pub async fn decide(
+        &self,
+        tenant: &str,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        failure: policy::exports::oms::plugin::policy::Failure,
+        saga: policy::exports::oms::plugin::policy::SagaView,
+        settings: Vec<(String, String)>,
+    ) -> Result<Called<policy::exports::oms::plugin::policy::Plan>, PluginError> {
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            None,
+            answers::policy,
+            move |store, plugin| match &plugin.pre {
+                Pre::Policy(pre) => {
+                    let instance = pre.instantiate(&mut *store)?;
+                    instance.oms_plugin_policy().call_decide(
+                        &mut *store,
+                        &failure,
+                        &saga,
+                        &settings,
+                    )
+                }
+                _ => Err(wasmtime::Error::msg("not a compensation policy")),
+            },
+        )
+        .await
+    }
+}
+
+wire_enum!(
+    PaymentOp {
+        Authorize = "authorize",
+        Capture = "capture",
+        Void = "void",
+        Refund = "refund",
+    }
+);
+
+pub(super) fn run_call<R, F>(
+    engine: &Engine,
+    plugin: &Plugin,
+    limits: CallLimits,
+    http: Option<HttpGrant>,
+    f: F,
+) -> (Result<R, PluginError>, CallStats)
+where
+    F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R>,
+{
+    let log = log::BoundedLog::new(limits.log_bytes);
+    let wasi = WasiCtx::builder()
+        .stdout(log.clone())
+        .stderr(log.clone())
+        .build();
+    let state = CallState {
+        wasi,
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            // Enforced again per call, whatever was checked at upload.
+            .instances(shape::LIMITS.core_instances as usize)
+            .memories(shape::LIMITS.memories as usize)
+            .tables(shape::LIMITS.tables as usize)
+            .build(),
+        http,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    if let Err(e) = store.set_fuel(limits.fuel) {
+        return (
+            Err(PluginError::Unavailable(e.to_string())),
+            CallStats::default(),
+        );
+    }
+    let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+
+    let started = Instant::now();
+    let result = f(&mut store, plugin);
+    let (kept_log, log_dropped) = log.contents();
+    let stats = CallStats {
+        fuel_used: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+        duration: started.elapsed(),
+        log: kept_log,
+        log_dropped,
+    };
+    let result = result.map_err(|e| match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => PluginError::OutOfFuel,
+        Some(Trap::Interrupt) => PluginError::Timeout,
+        Some(trap) => PluginError::Trap(trap.to_string()),
+        None => PluginError::Trap(format!("{e:#}")),
+    });
+    (result, stats)
+}

@@ -1,0 +1,181 @@
+//! Per tenant, slot and component version: how calls went (counts by
+//! outcome, fuel, latency percentiles), and the plugin's own log lines,
+//! bounded. Kept in memory by each host; tenants read them through the API.
+
+use super::{CallStats, PluginError, Slot};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// Log lines kept per tenant and slot; older ones are dropped.
+const LOG_LINES: usize = 500;
+/// Longest line kept; the rest is cut.
+const LOG_LINE_BYTES: usize = 1_000;
+/// Lines kept from one call, so one chatty call cannot evict everyone else's.
+const LOG_LINES_PER_CALL: usize = 20;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionStats {
+    pub version: String,
+    pub calls: u64,
+    pub succeeded: u64,
+    pub traps: u64,
+    pub timeouts: u64,
+    pub out_of_fuel: u64,
+    pub output_too_large: u64,
+    /// Answers outside the slot's contract: over a list cap, out of range.
+    pub invalid_answers: u64,
+    pub other_failures: u64,
+    pub fuel_used_total: u64,
+    pub latency_us: Latency,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    pub at: i64,
+    pub version: String,
+    pub line: String,
+}
+
+struct Entry {
+    stats: VersionStats,
+    latency: Option<Histogram<u64>>,
+}
+
+#[derive(Default)]
+pub struct PluginStats {
+    entries: Mutex<HashMap<(String, Slot, String), Entry>>,
+    logs: Mutex<HashMap<(String, Slot), VecDeque<LogLine>>>,
+}
+
+impl PluginStats {
+    pub(crate) fn observe(
+        &self,
+        tenant: &str,
+        slot: Slot,
+        version: &str,
+        outcome: Result<(), &PluginError>,
+        stats: &CallStats,
+    ) {
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = entries
+                .entry((tenant.to_string(), slot, version.to_string()))
+                .or_insert_with(|| Entry {
+                    stats: VersionStats {
+                        version: version.to_string(),
+                        calls: 0,
+                        succeeded: 0,
+                        traps: 0,
+                        timeouts: 0,
+                        out_of_fuel: 0,
+                        output_too_large: 0,
+                        invalid_answers: 0,
+                        other_failures: 0,
+                        fuel_used_total: 0,
+                        latency_us: Latency::default(),
+                    },
+                    latency: Histogram::new_with_bounds(1, 60_000_000, 2).ok(),
+                });
+            let s = &mut entry.stats;
+            s.calls += 1;
+            s.fuel_used_total += stats.fuel_used;
+            match outcome {
+                Ok(()) => s.succeeded += 1,
+                Err(PluginError::Trap(_)) => s.traps += 1,
+                Err(PluginError::Timeout) => s.timeouts += 1,
+                Err(PluginError::OutOfFuel) => s.out_of_fuel += 1,
+                Err(PluginError::OutputTooLarge(_)) => s.output_too_large += 1,
+                Err(PluginError::InvalidAnswer(_)) => s.invalid_answers += 1,
+                Err(_) => s.other_failures += 1,
+            }
+            if let Some(h) = &mut entry.latency {
+                let _ = h.record((stats.duration.as_micros() as u64).max(1));
+            }
+        }
+        if !stats.log.is_empty() {
+            let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+            let lines = logs.entry((tenant.to_string(), slot)).or_default();
+            let at = oms_clock::now_ms();
+            let all: Vec<&str> = stats.log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let dropped = all.len().saturating_sub(LOG_LINES_PER_CALL);
+            let marker = (dropped > 0)
+                .then(|| format!("[oms] {dropped} more lines from this call were dropped"));
+            let cut = (stats.log_dropped > 0).then(|| {
+                format!(
+                    "[oms] log cut off: {} bytes over the budget",
+                    stats.log_dropped
+                )
+            });
+            for line in all
+                .into_iter()
+                .take(LOG_LINES_PER_CALL)
+                .map(str::to_string)
+                .chain(marker)
+                .chain(cut)
+            {
+                if lines.len() == LOG_LINES {
+                    lines.pop_front();
+                }
+                let mut line = line;
+                if line.len() > LOG_LINE_BYTES {
+                    let mut cut = LOG_LINE_BYTES;
+                    while !line.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    line.truncate(cut);
+                }
+                lines.push_back(LogLine {
+                    at,
+                    version: version.to_string(),
+                    line,
+                });
+            }
+        }
+    }
+
+    /// Every version of a tenant's slot that ran on this host.
+    pub fn stats(&self, tenant: &str, slot: Slot) -> Vec<VersionStats> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<VersionStats> = entries
+            .iter()
+            .filter(|((t, s, _), _)| t == tenant && *s == slot)
+            .map(|(_, e)| {
+                let mut stats = e.stats.clone();
+                if let Some(h) = &e.latency {
+                    stats.latency_us = Latency {
+                        p50: h.value_at_quantile(0.5),
+                        p99: h.value_at_quantile(0.99),
+                        max: h.max(),
+                    };
+                }
+                stats
+            })
+            .collect();
+        out.sort_by(|a, b| a.version.cmp(&b.version));
+        out
+    }
+
+    /// The newest `limit` log lines of a tenant's slot, oldest first.
+    pub fn logs(&self, tenant: &str, slot: Slot, limit: usize) -> Vec<LogLine> {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        logs.get(&(tenant.to_string(), slot))
+            .map(|l| {
+                l.iter()
+                    .skip(l.len().saturating_sub(limit))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

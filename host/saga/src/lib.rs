@@ -1,0 +1,15 @@
+//! The order saga: step vocabulary, tenant step orders and the pure state
+//! machine. Nothing here does I/O; `engine` carries out the actions.
+
+pub mod compensation;
+pub mod core;
+pub mod handover;
+pub mod step;
+
+pub use self::core::{
+    Action, Ending, Failure, IllegalTransition, Limits, Plan, SagaEvent, SagaState, SagaStatus,
+    apply, resolve_plan, start,
+};
+pub use compensation::default_plan;
+pub use handover::{Handover, Shipment};
+pub use step::{Compensation, SagaDefinition, Step};

@@ -1,0 +1,427 @@
+//! A sandbox payment service provider in the style of a card processor's
+//! test mode. `oms serve` starts it on loopback in demo mode; `oms
+//! sandbox-psp` runs it alone. It keeps a ledger of every operation it
+//! performed, which tests check the platform's invariants against.
+//!
+//! Test tokens: `tok_visa` and `tok_mastercard` approve; `tok_chargeDeclined`
+//! declines permanently; `tok_flaky` answers 503 to the first two attempts
+//! of each operation and then approves; `tok_voidFails` authorizes but every
+//! void and refund answers 503 (to watch a saga go STUCK); `tok_slow`
+//! approves, after 4 s (inside the payment slot's 5 s request timeout).
+//!
+//! Every call needs a test secret key (`Authorization: Bearer sk_test_…`),
+//! which is the account: a payment belongs to the key that made it, and any
+//! other key gets 404 for it. Every POST needs an `Idempotency-Key`, scoped
+//! to the key too; a repeated key gets the first answer again and performs
+//! nothing (5xx answers are not stored). The ledger shows a key its own
+//! operations; the operator key (`OMS_SANDBOX_PSP_OPERATOR_KEY`, default
+//! [`DEFAULT_OPERATOR_KEY`]) sees every account's.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How long `tok_slow` takes to authorize.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The key that reads every account's ledger unless configured otherwise.
+pub const DEFAULT_OPERATOR_KEY: &str = "sk_operator_sandbox";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub seq: u64,
+    /// The account (derived from the secret key) that performed it.
+    pub account: String,
+    /// `authorize`, `capture`, `void` or `refund`.
+    pub op: String,
+    pub payment_intent: String,
+    pub amount: i64,
+    pub currency: String,
+    pub idempotency_key: String,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    pub order_id: Option<String>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Intent {
+    id: String,
+    /// The account that created it; no other may see or touch it.
+    account: String,
+    amount: i64,
+    currency: String,
+    token: String,
+    order_id: Option<String>,
+    /// `requires_capture`, `succeeded` (captured) or `canceled`.
+    status: &'static str,
+    refunded: i64,
+}
+
+#[derive(Default)]
+struct Psp {
+    intents: HashMap<String, Intent>,
+    /// By account and idempotency key.
+    replies: HashMap<(String, String), (u16, Value)>,
+    attempts: HashMap<(String, String), u32>,
+    ledger: Vec<LedgerEntry>,
+}
+
+impl Psp {
+    /// The account's own payment intent; another account's does not exist.
+    fn intent(&self, account: &str, id: &str) -> Option<Intent> {
+        self.intents
+            .get(id)
+            .filter(|i| i.account == account)
+            .cloned()
+    }
+}
+
+/// Who is calling and under which idempotency key.
+struct Caller {
+    account: String,
+    key: String,
+}
+
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Mutex<Psp>>,
+    operator_key: Arc<str>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        let key = std::env::var("OMS_SANDBOX_PSP_OPERATOR_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| DEFAULT_OPERATOR_KEY.to_string());
+        Self {
+            inner: Arc::default(),
+            operator_key: key.into(),
+        }
+    }
+}
+
+/// A test secret key's account id: what the ledger shows instead of the key.
+fn account_of(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "acct_{}",
+        &hex::encode(Sha256::digest(secret.as_bytes()))[..16]
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The caller's account, from a test secret key.
+fn account(headers: &HeaderMap) -> Option<String> {
+    bearer(headers)
+        .filter(|k| k.starts_with("sk_test_") && k.len() > "sk_test_".len())
+        .map(account_of)
+}
+
+fn unauthorized() -> Response {
+    reply(error(
+        401,
+        "invalid_api_key",
+        "a test secret key (sk_test_…) is required",
+    ))
+}
+
+fn error(status: u16, code: &str, message: &str) -> (u16, Value) {
+    (
+        status,
+        json!({ "error": { "code": code, "message": message } }),
+    )
+}
+
+impl Sandbox {
+    fn lock(&self) -> MutexGuard<'_, Psp> {
+        // A poisoned lock only means another request panicked mid-way; the
+        // ledger itself is append-only, so carry on with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/v1/payment_intents", post(authorize))
+            .route("/v1/payment_intents/{id}", get(show))
+            .route("/v1/payment_intents/{id}/capture", post(capture))
+            .route("/v1/payment_intents/{id}/cancel", post(void))
+            .route("/v1/refunds", post(refund))
+            .route("/v1/ledger", get(ledger))
+            .with_state(self)
+    }
+
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.lock().ledger.clone()
+    }
+
+    /// Runs one operation under the idempotency key: a stored answer is
+    /// replayed; otherwise `f` runs and its non-5xx answer is stored.
+    fn idempotent(
+        &self,
+        headers: &HeaderMap,
+        f: impl FnOnce(&mut Psp, &Caller) -> (u16, Value),
+    ) -> Response {
+        let Some(account) = account(headers) else {
+            return unauthorized();
+        };
+        let Some(key) = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return reply(error(
+                400,
+                "idempotency_key_required",
+                "send an Idempotency-Key header",
+            ));
+        };
+        let caller = Caller { account, key };
+        let scoped = (caller.account.clone(), caller.key.clone());
+        let mut psp = self.lock();
+        if let Some(stored) = psp.replies.get(&scoped) {
+            let mut r = reply(stored.clone());
+            r.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            return r;
+        }
+        let answer = f(&mut psp, &caller);
+        if answer.0 < 500 {
+            psp.replies.insert(scoped, answer.clone());
+        }
+        reply(answer)
+    }
+}
+
+fn reply((status, body): (u16, Value)) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(body)).into_response()
+}
+
+fn record(psp: &mut Psp, op: &str, intent: &Intent, amount: i64, key: &str, status: &str) {
+    let seq = psp.ledger.len() as u64 + 1;
+    psp.ledger.push(LedgerEntry {
+        seq,
+        account: intent.account.clone(),
+        op: op.into(),
+        payment_intent: intent.id.clone(),
+        amount,
+        currency: intent.currency.clone(),
+        idempotency_key: key.into(),
+        status: status.into(),
+        order_id: intent.order_id.clone(),
+        at: oms_clock::now_ms(),
+    });
+}
+
+/// `tok_flaky` fails the first two attempts of each operation.
+fn flaky(psp: &mut Psp, token: &str, caller: &Caller) -> bool {
+    if token != "tok_flaky" {
+        return false;
+    }
+    let scoped = (caller.account.clone(), caller.key.clone());
+    let n = psp.attempts.entry(scoped).or_insert(0);
+    *n += 1;
+    *n <= 2
+}
+
+fn intent_json(i: &Intent) -> Value {
+    json!({ "id": i.id, "object": "payment_intent", "amount": i.amount, "currency": i.currency,
+            "status": i.status, "amount_refunded": i.refunded })
+}
+
+#[derive(Deserialize)]
+struct AuthorizeBody {
+    amount: i64,
+    currency: String,
+    payment_method: String,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+async fn authorize(
+    State(s): State<Sandbox>,
+    headers: HeaderMap,
+    body: Json<AuthorizeBody>,
+) -> Response {
+    let body = body.0;
+    if body.payment_method == "tok_slow" {
+        // A processor having a bad day: slow, but within any sane timeout.
+        tokio::time::sleep(SLOW).await;
+    }
+    s.idempotent(&headers, |psp, caller| {
+        let key = caller.key.as_str();
+        if body.amount <= 0 {
+            return error(
+                400,
+                "amount_invalid",
+                "amount must be a positive integer in minor units",
+            );
+        }
+        if flaky(psp, &body.payment_method, caller) {
+            return error(503, "processor_unavailable", "try again");
+        }
+        let mut intent = Intent {
+            id: format!("pi_{}", oms_clock::monotonic_ulid()),
+            account: caller.account.clone(),
+            amount: body.amount,
+            currency: body.currency.to_ascii_lowercase(),
+            token: body.payment_method.clone(),
+            order_id: body.metadata.get("order_id").cloned(),
+            status: "requires_capture",
+            refunded: 0,
+        };
+        match body.payment_method.as_str() {
+            "tok_visa" | "tok_mastercard" | "tok_flaky" | "tok_voidFails" | "tok_slow" => {
+                record(psp, "authorize", &intent, body.amount, key, "succeeded");
+                let answer = (200, intent_json(&intent));
+                psp.intents.insert(intent.id.clone(), intent);
+                answer
+            }
+            "tok_chargeDeclined" => {
+                intent.status = "canceled";
+                record(psp, "authorize", &intent, body.amount, key, "failed");
+                error(402, "card_declined", "Your card was declined.")
+            }
+            other => error(
+                400,
+                "payment_method_invalid",
+                &format!("unknown test token {other}"),
+            ),
+        }
+    })
+}
+
+async fn show(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let Some(account) = account(&headers) else {
+        return unauthorized();
+    };
+    let psp = s.lock();
+    match psp.intent(&account, &id) {
+        Some(i) => reply((200, intent_json(&i))),
+        None => reply(error(404, "resource_missing", "no such payment_intent")),
+    }
+}
+
+#[derive(Deserialize)]
+struct CaptureBody {
+    amount_to_capture: Option<i64>,
+}
+
+async fn capture(
+    State(s): State<Sandbox>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Json<CaptureBody>,
+) -> Response {
+    s.idempotent(&headers, |psp, caller| {
+        let key = caller.key.as_str();
+        let Some(intent) = psp.intent(&caller.account, &id) else {
+            return error(404, "resource_missing", "no such payment_intent");
+        };
+        if flaky(psp, &intent.token, caller) {
+            return error(503, "processor_unavailable", "try again");
+        }
+        if intent.status != "requires_capture" {
+            return error(400, "payment_intent_unexpected_state", &format!("payment_intent is {}", intent.status));
+        }
+        let amount = body.amount_to_capture.unwrap_or(intent.amount);
+        if amount <= 0 || amount > intent.amount {
+            return error(400, "amount_invalid", "cannot capture more than was authorized");
+        }
+        let Some(stored) = psp.intents.get_mut(&id) else {
+            return error(404, "resource_missing", "no such payment_intent");
+        };
+        stored.status = "succeeded";
+        stored.amount = amount;
+        let intent = stored.clone();
+        record(psp, "capture", &intent, amount, key, "succeeded");
+        (200, json!({ "id": format!("ch_{}", oms_clock::monotonic_ulid()), "payment_intent": intent.id, "amount": amount }))
+    })
+}
+
+async fn void(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    s.idempotent(&headers, |psp, caller| {
+        let key = caller.key.as_str();
+        let Some(intent) = psp.intent(&caller.account, &id) else {
+            return error(404, "resource_missing", "no such payment_intent");
+        };
+        if intent.token == "tok_voidFails" || flaky(psp, &intent.token, caller) {
+            return error(503, "processor_unavailable", "try again");
+        }
+        if intent.status != "requires_capture" {
+            return error(
+                400,
+                "payment_intent_unexpected_state",
+                &format!("payment_intent is {}", intent.status),
+            );
+        }
+        if let Some(stored) = psp.intents.get_mut(&id) {
+            stored.status = "canceled";
+        }
+        record(psp, "void", &intent, intent.amount, key, "succeeded");
+        (200, json!({ "id": intent.id, "status": "canceled" }))
+    })
+}
+
+#[derive(Deserialize)]
+struct RefundBody {
+    payment_intent: String,
+    amount: Option<i64>,
+}
+
+async fn refund(State(s): State<Sandbox>, headers: HeaderMap, body: Json<RefundBody>) -> Response {
+    let body = body.0;
+    s.idempotent(&headers, |psp, caller| {
+        let key = caller.key.as_str();
+        let Some(intent) = psp.intent(&caller.account, &body.payment_intent) else {
+            return error(404, "resource_missing", "no such payment_intent");
+        };
+        if intent.token == "tok_voidFails" || flaky(psp, &intent.token, caller) {
+            return error(503, "processor_unavailable", "try again");
+        }
+        if intent.status != "succeeded" {
+            return error(400, "charge_not_captured", "only a captured payment can be refunded");
+        }
+        let amount = body.amount.unwrap_or(intent.amount - intent.refunded);
+        if amount <= 0 || intent.refunded + amount > intent.amount {
+            return error(400, "amount_invalid", "refund exceeds what was captured");
+        }
+        if let Some(stored) = psp.intents.get_mut(&intent.id) {
+            stored.refunded += amount;
+        }
+        record(psp, "refund", &intent, amount, key, "succeeded");
+        (200, json!({ "id": format!("re_{}", oms_clock::monotonic_ulid()), "payment_intent": intent.id, "amount": amount }))
+    })
+}
+
+/// Every account's operations for the operator key; a test key's own.
+async fn ledger(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
+    if bearer(&headers) == Some(&*s.operator_key) {
+        return Json(json!({ "data": s.ledger() })).into_response();
+    }
+    let Some(account) = account(&headers) else {
+        return unauthorized();
+    };
+    let own: Vec<LedgerEntry> = s
+        .ledger()
+        .into_iter()
+        .filter(|e| e.account == account)
+        .collect();
+    Json(json!({ "data": own })).into_response()
+}

@@ -1,0 +1,234 @@
+//! Stock per tenant, SKU and warehouse. Reservations are rows with a state
+//! (`held` → `released` | `consumed`); every change is a conditional update,
+//! so stock never goes negative and a repeated operation changes nothing.
+
+use super::{Result, SqlStore, StoreError, on_pool};
+use oms_domain::{Sku, TenantId, WarehouseId};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryOp {
+    /// Hold `quantity` of each SKU for the order, each line from one warehouse.
+    Reserve(Vec<(String, i64)>),
+    /// Give back what the order holds.
+    Release,
+    /// Ship: what the order holds leaves on-hand and reserved.
+    Consume,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct StockLevel {
+    pub warehouse_id: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+}
+
+/// Applies an [`InventoryOp`] inside an open transaction `$tx`.
+macro_rules! apply_inventory {
+    ($tx:ident, $tenant:expr, $order:expr, $op:expr, $now:expr) => {{
+        let tenant: &oms_domain::TenantId = $tenant;
+        let order: &oms_domain::OrderId = $order;
+        let now: i64 = $now;
+        match $op {
+            $crate::InventoryOp::Reserve(lines) => {
+                let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE tenant_id = $1 AND order_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(order.as_str())
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                // Already reserved by an earlier delivery of the same step: nothing to do.
+                if held == 0 {
+                    for (sku, quantity) in lines {
+                        let warehouse: Option<String> = sqlx::query_scalar(
+                            "SELECT warehouse_id FROM inventory
+                             WHERE tenant_id = $1 AND sku = $2 AND on_hand - reserved >= $3
+                             ORDER BY on_hand - reserved DESC, warehouse_id LIMIT 1",
+                        )
+                        .bind(tenant.as_str())
+                        .bind(sku)
+                        .bind(*quantity)
+                        .fetch_optional(&mut *$tx)
+                        .await?;
+                        let Some(warehouse) = warehouse else {
+                            return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
+                        };
+                        let updated = sqlx::query(
+                            "UPDATE inventory SET reserved = reserved + $4, updated_at = $5
+                             WHERE tenant_id = $1 AND sku = $2 AND warehouse_id = $3 AND on_hand - reserved >= $4",
+                        )
+                        .bind(tenant.as_str())
+                        .bind(sku)
+                        .bind(&warehouse)
+                        .bind(*quantity)
+                        .bind(now)
+                        .execute(&mut *$tx)
+                        .await?;
+                        if updated.rows_affected() != 1 {
+                            return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
+                        }
+                        sqlx::query(
+                            "INSERT INTO reservations (tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at)
+                             VALUES ($1, $2, $3, $4, $5, 'held', $6, $6)",
+                        )
+                        .bind(tenant.as_str())
+                        .bind(order.as_str())
+                        .bind(sku)
+                        .bind(&warehouse)
+                        .bind(*quantity)
+                        .bind(now)
+                        .execute(&mut *$tx)
+                        .await?;
+                    }
+                }
+            }
+            op @ ($crate::InventoryOp::Release | $crate::InventoryOp::Consume) => {
+                let consume = matches!(op, $crate::InventoryOp::Consume);
+                let held: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT sku, warehouse_id, quantity FROM reservations
+                     WHERE tenant_id = $1 AND order_id = $2 AND state = 'held'
+                     ORDER BY sku, warehouse_id",
+                )
+                .bind(tenant.as_str())
+                .bind(order.as_str())
+                .fetch_all(&mut *$tx)
+                .await?;
+                for (sku, warehouse, quantity) in held {
+                    let sql = if consume {
+                        "UPDATE inventory SET reserved = reserved - $4, on_hand = on_hand - $4, updated_at = $5
+                         WHERE tenant_id = $1 AND sku = $2 AND warehouse_id = $3 AND reserved >= $4"
+                    } else {
+                        "UPDATE inventory SET reserved = reserved - $4, updated_at = $5
+                         WHERE tenant_id = $1 AND sku = $2 AND warehouse_id = $3 AND reserved >= $4"
+                    };
+                    let updated = sqlx::query(sql)
+                        .bind(tenant.as_str())
+                        .bind(&sku)
+                        .bind(&warehouse)
+                        .bind(quantity)
+                        .bind(now)
+                        .execute(&mut *$tx)
+                        .await?;
+                    if updated.rows_affected() != 1 {
+                        return Err($crate::StoreError::Corrupt(format!(
+                            "reservation of {quantity} {sku} in {warehouse} exceeds what is reserved"
+                        )));
+                    }
+                    sqlx::query(
+                        "UPDATE reservations SET state = $5, updated_at = $6
+                         WHERE tenant_id = $1 AND order_id = $2 AND sku = $3 AND warehouse_id = $4 AND state = 'held'",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(order.as_str())
+                    .bind(&sku)
+                    .bind(&warehouse)
+                    .bind(if consume { "consumed" } else { "released" })
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+                }
+            }
+        }
+    }};
+}
+pub(crate) use apply_inventory;
+
+impl SqlStore {
+    /// Sets on-hand stock. Refused if it would fall below what is reserved.
+    pub async fn set_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        warehouse: &WarehouseId,
+        on_hand: i64,
+        now: i64,
+    ) -> Result<StockLevel> {
+        on_pool!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO inventory (tenant_id, sku, warehouse_id, on_hand, reserved, updated_at)
+                 VALUES ($1, $2, $3, 0, 0, $4) ON CONFLICT (tenant_id, sku, warehouse_id) DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(sku.as_str())
+            .bind(warehouse.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let level: Option<StockLevel> = sqlx::query_as(
+                "UPDATE inventory SET on_hand = $4, updated_at = $5
+                 WHERE tenant_id = $1 AND sku = $2 AND warehouse_id = $3 AND reserved <= $4
+                 RETURNING warehouse_id, on_hand, reserved",
+            )
+            .bind(tenant.as_str())
+            .bind(sku.as_str())
+            .bind(warehouse.as_str())
+            .bind(on_hand)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(level) = level else {
+                return Err(StoreError::InsufficientStock {
+                    sku: sku.to_string(),
+                });
+            };
+            tx.commit().await?;
+            Ok(level)
+        })
+    }
+
+    /// Seeds stock only where none is recorded yet (demo start-up).
+    pub async fn seed_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        warehouse: &WarehouseId,
+        on_hand: i64,
+        now: i64,
+    ) -> Result<()> {
+        on_pool!(self, write, |pool| {
+            sqlx::query(
+                "INSERT INTO inventory (tenant_id, sku, warehouse_id, on_hand, reserved, updated_at)
+                 VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (tenant_id, sku, warehouse_id) DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(sku.as_str())
+            .bind(warehouse.as_str())
+            .bind(on_hand)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn stock(&self, tenant: &TenantId, sku: &Sku) -> Result<Vec<StockLevel>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as(
+                "SELECT warehouse_id, on_hand, reserved FROM inventory
+                 WHERE tenant_id = $1 AND sku = $2 ORDER BY warehouse_id",
+            )
+            .bind(tenant.as_str())
+            .bind(sku.as_str())
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// Quantity an order holds per state (`held`, `released`, `consumed`).
+    pub async fn reservations(
+        &self,
+        tenant: &TenantId,
+        order: &oms_domain::OrderId,
+    ) -> Result<Vec<(String, String, i64)>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as(
+                "SELECT sku, state, quantity FROM reservations WHERE tenant_id = $1 AND order_id = $2 ORDER BY sku",
+            )
+            .bind(tenant.as_str())
+            .bind(order.as_str())
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+}

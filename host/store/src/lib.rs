@@ -1,0 +1,204 @@
+//! Persistence for orders, saga state, commands, outbox, payments and stock.
+//!
+//! One contract, two backends: SQLite (embedded default) and PostgreSQL. Each
+//! query is written once and compiled for both through [`on_pool!`]; the
+//! schemas in `migrations/{sqlite,postgres}` keep the same tables and columns
+//! and use only types both map to `i64`/`String`, so no query needs a dialect
+//! branch.
+
+mod canary;
+mod inventory;
+mod orders;
+mod outbox;
+mod plugin_upload;
+mod plugins;
+mod reconciliation;
+mod recorded;
+mod transition;
+
+pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
+pub use inventory::{InventoryOp, StockLevel};
+pub use orders::{
+    CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
+};
+pub use outbox::{OutboxClaim, OutboxMessage, OutboxRecord};
+pub use plugin_upload::PluginQuota;
+pub use plugins::{
+    ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
+};
+pub use reconciliation::{Mismatch, Unreconciled};
+pub use recorded::RecordedCall;
+pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// Another writer changed the order first (optimistic concurrency).
+    #[error("the order changed concurrently")]
+    Conflict,
+    /// The command was already consumed: a redelivery, to be dropped.
+    #[error("the command was already applied")]
+    Duplicate,
+    #[error("not enough stock of {sku}")]
+    InsufficientStock { sku: String },
+    #[error("not found")]
+    NotFound,
+    /// A tenant's stored plugins would exceed its quota.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub(crate) enum Backend {
+    /// SQLite allows one writer at a time: writes go through a one-connection
+    /// pool so they queue in-process instead of failing with SQLITE_BUSY.
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool. The body is compiled
+/// once per backend, so it must only use what both sqlx drivers support.
+macro_rules! on_pool {
+    ($store:expr, write, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite { write: $pool, .. } => $body,
+            $crate::Backend::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, read, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite { read: $pool, .. } => $body,
+            $crate::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+pub struct SqlStore {
+    pub(crate) backend: Backend,
+    /// Saga commands also travel as outbox messages (Kafka).
+    commands_in_outbox: std::sync::atomic::AtomicBool,
+}
+
+/// The few statements whose text differs between the backends.
+pub(crate) struct Dialect {
+    /// Deletes a consumed command's outbox message unless a relay holds it.
+    pub unpublish_command: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    unpublish_command: "DELETE FROM outbox WHERE id = $1",
+};
+
+const POSTGRES: Dialect = Dialect {
+    unpublish_command: "DELETE FROM outbox WHERE id IN
+        (SELECT id FROM outbox WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+};
+
+impl SqlStore {
+    /// Connects to `postgres://…` or `sqlite://…` and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(32)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("../../migrations/postgres")
+                .run(&pool)
+                .await?;
+            Self {
+                backend: Backend::Postgres(pool),
+                commands_in_outbox: Default::default(),
+            }
+        } else {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // WAL with NORMAL survives a process crash (kill -9) without
+                // losing a committed transaction; only an OS crash can.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            sqlx::migrate!("../../migrations/sqlite")
+                .run(&write)
+                .await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            Self {
+                backend: Backend::Sqlite { write, read },
+                commands_in_outbox: Default::default(),
+            }
+        };
+        Ok(store)
+    }
+
+    /// The embedded default: a SQLite file in `data_dir`.
+    pub async fn open_embedded(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", data_dir.display())))?;
+        Self::connect(&format!("sqlite://{}", data_dir.join("oms.db").display())).await
+    }
+
+    /// Saga commands are written to the outbox too, for a consumer group
+    /// (Kafka); a command applied before its message was published then
+    /// takes the message with it.
+    pub fn set_commands_in_outbox(&self, on: bool) {
+        self.commands_in_outbox
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn commands_in_outbox(&self) -> bool {
+        self.commands_in_outbox
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn dialect(&self) -> &'static Dialect {
+        match self.backend {
+            Backend::Sqlite { .. } => &SQLITE,
+            Backend::Postgres(_) => &POSTGRES,
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// For readiness checks: one round trip to the database.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, read, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+}
+
+/// Reads a JSON column, a corrupt one as [`StoreError::Corrupt`] naming it.
+pub fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

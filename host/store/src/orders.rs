@@ -1,0 +1,315 @@
+//! Orders: creation (with its idempotency key, in the same transaction),
+//! reads, history and payments.
+
+use super::transition::{Transition, write_effects};
+use super::{Result, SqlStore, StoreError, on_pool};
+use oms_domain::{OrderId, TenantId};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderRecord {
+    pub tenant_id: String,
+    pub id: String,
+    pub customer_id: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub status: String,
+    pub payment_status: String,
+    pub fulfillment_status: String,
+    pub draft: String,
+    pub violations: Option<String>,
+    pub cancellation_reason: Option<String>,
+    pub shipment: Option<String>,
+    pub saga_state: String,
+    pub saga_status: String,
+    pub version: i64,
+    pub event_seq: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderEventRecord {
+    pub seq: i64,
+    pub event_type: String,
+    pub data: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaymentRecord {
+    pub id: String,
+    pub op: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub provider_reference: Option<String>,
+    pub error_code: Option<String>,
+    pub idempotency_key: String,
+    pub plugin_version: Option<String>,
+    pub at: i64,
+    /// How comparing it with the provider came out; `None` until then.
+    pub reconciliation: Option<String>,
+}
+
+/// A new order: its row, and the effects of starting its saga.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub record: OrderRecord,
+    /// Events, commands and outbox rows; `expected_version` is ignored.
+    pub effects: Transition,
+    /// The idempotency key taken for this request and the response to store.
+    pub idempotency: Option<(String, u16, String)>,
+}
+
+/// What a request carrying an `Idempotency-Key` may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// The key is now ours: go ahead.
+    Fresh,
+    /// Done before: send the stored response again.
+    Replay { status: u16, body: String },
+    /// Another request with this key is running now.
+    InFlight,
+    /// The key was used with a different body.
+    Mismatch,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CustomerHistory {
+    pub orders: i64,
+    pub spend: i64,
+}
+
+const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, status, payment_status, \
+    fulfillment_status, draft, violations, cancellation_reason, shipment, saga_state, saga_status, \
+    version, event_seq, created_at, updated_at";
+
+impl SqlStore {
+    /// Takes an idempotency key for a request. A key left `in_flight` by a
+    /// crashed request for longer than `stale_after_ms` may be taken over.
+    pub async fn begin_idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        hash: &str,
+        now: i64,
+        stale_after_ms: i64,
+    ) -> Result<IdempotencyBegin> {
+        on_pool!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, state, created_at)
+                 VALUES ($1, $2, $3, 'in_flight', $4) ON CONFLICT (tenant_id, idem_key) DO NOTHING",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                tx.commit().await?;
+                return Ok(IdempotencyBegin::Fresh);
+            }
+            let (stored_hash, state, status, body, created_at): (
+                String,
+                String,
+                Option<i64>,
+                Option<String>,
+                i64,
+            ) = sqlx::query_as(
+                "SELECT request_hash, state, response_status, response_body, created_at
+                 FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            let outcome = if stored_hash != hash {
+                IdempotencyBegin::Mismatch
+            } else if let (Some(status), Some(body)) = (status, body) {
+                IdempotencyBegin::Replay {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                }
+            } else if state == "in_flight" && created_at < now - stale_after_ms {
+                let taken = sqlx::query(
+                    "UPDATE idempotency_keys SET created_at = $3 WHERE tenant_id = $1 AND idem_key = $2 AND created_at = $4 AND state = 'in_flight'",
+                )
+                .bind(tenant.as_str())
+                .bind(key)
+                .bind(now)
+                .bind(created_at)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() == 1 {
+                    IdempotencyBegin::Fresh
+                } else {
+                    IdempotencyBegin::InFlight
+                }
+            } else {
+                IdempotencyBegin::InFlight
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    /// Frees a key whose request failed before anything was stored.
+    pub async fn abandon_idempotent(&self, tenant: &TenantId, key: &str) -> Result<()> {
+        on_pool!(self, write, |pool| {
+            sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2 AND state = 'in_flight'")
+                .bind(tenant.as_str())
+                .bind(key)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Stores a new order, its first saga command and events, and completes
+    /// its idempotency key, all in one transaction.
+    pub async fn create_order(&self, new: &NewOrder) -> Result<()> {
+        let r = &new.record;
+        on_pool!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&format!(
+                "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ))
+            .bind(&r.tenant_id)
+            .bind(&r.id)
+            .bind(&r.customer_id)
+            .bind(&r.currency)
+            .bind(r.total_minor)
+            .bind(&r.status)
+            .bind(&r.payment_status)
+            .bind(&r.fulfillment_status)
+            .bind(&r.draft)
+            .bind(&r.violations)
+            .bind(&r.cancellation_reason)
+            .bind(&r.shipment)
+            .bind(&r.saga_state)
+            .bind(&r.saga_status)
+            .bind(r.version)
+            .bind(new.effects.events.len() as i64)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            write_effects!(tx, &new.effects, 1i64);
+            if let Some((key, status, body)) = &new.idempotency {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET state = 'done', response_status = $3, response_body = $4
+                     WHERE tenant_id = $1 AND idem_key = $2",
+                )
+                .bind(&r.tenant_id)
+                .bind(key)
+                .bind(i64::from(*status))
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord> {
+        on_pool!(self, read, |pool| {
+            sqlx::query_as::<_, OrderRecord>(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 AND id = $2"
+            ))
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+        })
+    }
+
+    /// Newest first; `after` is the last id of the previous page.
+    pub async fn list_orders(
+        &self,
+        tenant: &TenantId,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OrderRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as::<_, OrderRecord>(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders
+                 WHERE tenant_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3)
+                 ORDER BY id DESC LIMIT $4"
+            ))
+            .bind(tenant.as_str())
+            .bind(status)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    pub async fn order_events(
+        &self,
+        tenant: &TenantId,
+        id: &OrderId,
+    ) -> Result<Vec<OrderEventRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as::<_, OrderEventRecord>(
+                "SELECT seq, event_type, data, at FROM order_events WHERE tenant_id = $1 AND order_id = $2 ORDER BY seq",
+            )
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    pub async fn payments(&self, tenant: &TenantId, id: &OrderId) -> Result<Vec<PaymentRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as::<_, PaymentRecord>(
+                "SELECT id, op, amount, currency, status, provider_reference, error_code, idempotency_key, plugin_version, at, reconciliation
+                 FROM payments WHERE tenant_id = $1 AND order_id = $2 ORDER BY id",
+            )
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// The customer's other orders with this tenant since `since`, in `currency`.
+    pub async fn customer_history(
+        &self,
+        tenant: &TenantId,
+        customer: &str,
+        currency: &str,
+        since: i64,
+        exclude: &OrderId,
+    ) -> Result<CustomerHistory> {
+        on_pool!(self, read, |pool| {
+            let (orders, spend): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(total_minor), 0) AS BIGINT) FROM orders
+                 WHERE tenant_id = $1 AND customer_id = $2 AND currency = $3 AND created_at >= $4 AND id <> $5",
+            )
+            .bind(tenant.as_str())
+            .bind(customer)
+            .bind(currency)
+            .bind(since)
+            .bind(exclude.as_str())
+            .fetch_one(pool)
+            .await?;
+            Ok(CustomerHistory { orders, spend })
+        })
+    }
+
+    /// Orders whose saga has not finished, for start-up checks and tests.
+    pub async fn count_orders_by_saga_status(&self) -> Result<Vec<(String, i64)>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as("SELECT saga_status, COUNT(*) FROM orders GROUP BY saga_status ORDER BY saga_status")
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+}
