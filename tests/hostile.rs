@@ -440,7 +440,7 @@ async fn slow_tenant_floods(srv: &Server, n: usize) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    for i in 0..10 {
+    for i in 0..5 {
         let id = globex
             .place(&order(&format!("calm-{i}"), "SPROCKET-9", 1, "tok_visa"))
             .await;

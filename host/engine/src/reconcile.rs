@@ -172,10 +172,7 @@ async fn reconcile_order(
     };
     let tp = tenant.plugin(Slot::PaymentProvider);
     let (plugin, _) = tp.for_order(order_id.as_str());
-    let grant = tp
-        .grant
-        .clone()
-        .unwrap_or_else(|| oms_plugin_host::http::HttpGrant::new(&[], tp.limits.http_timeout));
+    let grant = tp.http_grant();
     let called = p
         .plugins
         .retrieve(

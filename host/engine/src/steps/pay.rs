@@ -22,10 +22,7 @@ pub(super) async fn pay(
         token: cx.draft.payment_token.clone(),
         provider_reference: cx.state.payment_reference.clone(),
     };
-    let grant = tp
-        .grant
-        .clone()
-        .unwrap_or_else(|| oms_plugin_host::http::HttpGrant::new(&[], tp.limits.http_timeout));
+    let grant = tp.http_grant();
     let called = p
         .plugins
         .pay(

@@ -77,6 +77,14 @@ pub struct TenantPlugin {
 }
 
 impl TenantPlugin {
+    /// What the slot's calls may reach: the manifest's origins, or nothing
+    /// (every request refused) for a slot without any.
+    pub fn http_grant(&self) -> HttpGrant {
+        self.grant
+            .clone()
+            .unwrap_or_else(|| HttpGrant::new(&[], self.limits.http_timeout))
+    }
+
     /// The component new calls use. A call holds on to what it got, so a
     /// swap never changes a call in flight.
     pub fn current(&self) -> Arc<Plugin> {
