@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use oms_engine::plugins as ops;
+use oms_engine::rollout as ops;
 use oms_store::CanaryRecord;
 use serde_json::{Value, json};
 

@@ -8,7 +8,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use oms_engine::plugins::{self as ops, PluginOpError};
+use oms_engine::rollout::{self as ops, PluginOpError};
 use oms_engine::tenants::Tenant;
 use oms_plugin_host::{LoadError, Slot};
 use oms_store::{PluginVersionRecord, StoreError};

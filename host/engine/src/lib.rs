@@ -14,11 +14,11 @@ pub use transport::topics::{
 mod consumer;
 pub mod metrics;
 pub mod orders;
-pub mod plugins;
 mod reconcile;
 mod recorder;
 pub use reconcile::{Expected, Reconciled, differences, expected, reconcile_due};
 pub mod relay;
+pub mod rollout;
 mod runner;
 mod steps;
 pub mod tenants;
@@ -84,7 +84,7 @@ impl Platform {
         vec![
             saga,
             tokio::spawn(relay::run(self.clone())),
-            tokio::spawn(plugins::run_sync(self.clone())),
+            tokio::spawn(rollout::run_sync(self.clone())),
             tokio::spawn(recorder::run(self.clone())),
             tokio::spawn(reconcile::run(self.clone())),
         ]

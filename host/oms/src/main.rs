@@ -227,7 +227,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    oms_engine::plugins::register_manifest_plugins(&platform)
+    oms_engine::rollout::register_manifest_plugins(&platform)
         .await
         .context("registering the manifests' plugins")?;
     if demo {

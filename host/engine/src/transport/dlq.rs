@@ -5,7 +5,6 @@
 //! harmless: a command applies once, by its id.
 
 use super::TransportError;
-use super::commands::Poison;
 use super::kafka::KafkaTransport;
 use super::topics::TOPIC_SAGA_COMMANDS_DLQ;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,6 +13,22 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 use std::time::{Duration, Instant};
+
+/// Why a message cannot be carried out, with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    pub code: &'static str,
+    pub error: String,
+}
+
+impl Poison {
+    pub fn new(code: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+}
 
 const ORIGIN_TOPIC: &str = "dlq-origin-topic";
 const ORIGIN_PARTITION: &str = "dlq-origin-partition";

@@ -9,7 +9,6 @@ use oms_store::OutboxRecord;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-pub mod commands;
 pub mod dlq;
 pub mod topics;
 

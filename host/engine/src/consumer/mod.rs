@@ -7,12 +7,15 @@
 //! partition but still runs cannot apply a stale transition either: the
 //! order's version check refuses it.
 
+mod commands;
+
 use super::Platform;
 use super::metrics::Metrics;
 use super::relay::backoff;
 use super::runner;
-use crate::transport::commands::{self, Context, Offsets, Poison};
+use crate::transport::dlq::Poison;
 use crate::transport::kafka::KafkaTransport;
+use commands::{Context, Offsets};
 use oms_domain::OrderId;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;

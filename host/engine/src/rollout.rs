@@ -1,6 +1,7 @@
 //! Tenant plugin versions in operation: upload (checked before anything can
 //! run it), activate, roll back, and keeping every host's running components
-//! in step with the activations in the database.
+//! in step with the activations in the database. (Canaries, shadows and
+//! recordings are decided in `steps/rollout.rs`, where the calls are made.)
 
 use super::Platform;
 use crate::metrics::Metrics;

@@ -3,8 +3,9 @@
 //! up to the oldest message still being worked on, so a message is never
 //! committed before the database commit that applied it.
 
-use super::kafka::KafkaTransport;
-use super::topics::{SAGA_COMMAND, TOPIC_SAGA_COMMANDS};
+use crate::transport::dlq::Poison;
+use crate::transport::kafka::KafkaTransport;
+use crate::transport::topics::{SAGA_COMMAND, TOPIC_SAGA_COMMANDS};
 use oms_store::CommandRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -15,22 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Consumer group of all hosts running sagas.
 pub const GROUP: &str = "oms-saga";
-
-/// Why a message cannot be carried out, with a stable code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Poison {
-    pub code: &'static str,
-    pub error: String,
-}
-
-impl Poison {
-    pub fn new(code: &'static str, error: impl Into<String>) -> Self {
-        Self {
-            code,
-            error: error.into(),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,13 +52,13 @@ pub fn decode(m: &OwnedMessage) -> Result<CommandRecord, Poison> {
         }
     }
     match header(m, "schema-version") {
-        Some(super::kafka::SCHEMA_VERSION) => {}
+        Some(crate::transport::kafka::SCHEMA_VERSION) => {}
         other => {
             return Err(Poison::new(
                 "UNKNOWN_SCHEMA_VERSION",
                 format!(
                     "schema-version {other:?}; this host reads {}",
-                    super::kafka::SCHEMA_VERSION
+                    crate::transport::kafka::SCHEMA_VERSION
                 ),
             ));
         }
@@ -208,7 +193,7 @@ pub type CommandConsumer = StreamConsumer<Context>;
 pub fn consumer(
     kafka: &KafkaTransport,
     context: Context,
-) -> Result<CommandConsumer, super::TransportError> {
+) -> Result<CommandConsumer, crate::transport::TransportError> {
     let consumer: CommandConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka.brokers())
         .set("group.id", GROUP)
