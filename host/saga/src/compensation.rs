@@ -2,7 +2,7 @@
 //! proposal is checked against them, and how a saga turns from going
 //! forward to undoing and finishes. Pure, like the rest of the saga.
 
-use super::core::{Action, Ending, Failure, Limits, Plan, SagaState, SagaStatus};
+use super::state::{Action, Ending, Failure, Limits, Plan, SagaState, SagaStatus};
 use super::step::{Compensation, Step};
 
 /// The platform's own policy, used when a tenant's compensation policy

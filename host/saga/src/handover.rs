@@ -3,36 +3,8 @@
 //! and "cancel" are both decided against the state they commit on, and
 //! neither can slip in while the other is being applied.
 
-use super::core::{Action, SagaState, SagaStatus};
-use serde::{Deserialize, Serialize};
-
-/// How far a completed saga's goods have gone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Handover {
-    #[default]
-    NotShipped,
-    Shipped,
-    Delivered,
-}
-
-impl Handover {
-    pub fn past_tense(&self) -> &'static str {
-        match self {
-            Self::NotShipped => "not shipped",
-            Self::Shipped => "shipped",
-            Self::Delivered => "been delivered",
-        }
-    }
-}
-
-/// The carrier's record of a shipment, as the client sent it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Shipment {
-    pub carrier: String,
-    pub tracking_number: String,
-}
+use super::state::{Action, SagaState, SagaStatus};
+pub use super::state::{Handover, Shipment};
 
 /// Why a handover is refused, for the client's error message.
 fn not_ready(state: &SagaState, wanted: &str) -> String {

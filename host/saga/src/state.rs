@@ -1,0 +1,276 @@
+//! The saga's vocabulary: its state, the events it is told, the actions it
+//! asks for, and the plans and endings in between. Data only; the
+//! transitions are `core::apply`, undoing is `compensation`, shipping and
+//! delivery are `handover`.
+
+use super::step::{Compensation, SagaDefinition, Step};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaStatus {
+    /// Forward steps are running.
+    Running,
+    /// Undoing completed steps.
+    Compensating,
+    /// Every forward step done: the order is confirmed.
+    Completed,
+    /// A guardrail or the fraud check refused the order; compensations done.
+    Rejected,
+    /// A step failed, the deadline passed or the client cancelled; compensations done.
+    Cancelled,
+    /// A compensation exhausted its retries. Needs an operator; never skipped.
+    Stuck,
+}
+
+impl SagaStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Compensating => "COMPENSATING",
+            Self::Completed => "COMPLETED",
+            Self::Rejected => "REJECTED",
+            Self::Cancelled => "CANCELLED",
+            Self::Stuck => "STUCK",
+        }
+    }
+}
+
+/// Retry bounds fixed when the saga starts, from the tenant manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Hard ceiling on attempts at one forward step, whatever the policy says.
+    pub max_step_attempts: u32,
+    pub max_compensation_attempts: u32,
+    pub compensation_base_delay_ms: u64,
+    pub compensation_max_delay_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_step_attempts: 8,
+            max_compensation_attempts: 8,
+            compensation_base_delay_ms: 200,
+            compensation_max_delay_ms: 10_000,
+        }
+    }
+}
+
+/// Why forward progress stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Ending {
+    Rejected {
+        step: Step,
+        code: String,
+        reason: String,
+    },
+    Failed {
+        step: Step,
+        code: String,
+        message: String,
+    },
+    CancelledByClient {
+        reason: String,
+    },
+    DeadlineExceeded,
+}
+
+impl Ending {
+    /// The `cancellationReason` clients see.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Rejected { code, reason, .. } => format!("{code}: {reason}"),
+            Self::Failed {
+                step,
+                code,
+                message,
+            } => format!("{step} failed: {code}: {message}"),
+            Self::CancelledByClient { reason } => format!("CANCELLED_BY_CLIENT: {reason}"),
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED: the saga ran out of time".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    /// Retrying may succeed.
+    pub transient: bool,
+}
+
+/// The compensation policy's answer to a failed step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "camelCase")]
+pub enum Plan {
+    Retry {
+        delay_ms: u64,
+    },
+    Compensate {
+        actions: Vec<Compensation>,
+        notify: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum SagaEvent {
+    StepSucceeded {
+        step: Step,
+        provider_reference: Option<String>,
+    },
+    StepRejected {
+        step: Step,
+        code: String,
+        reason: String,
+    },
+    StepFailed {
+        step: Step,
+        failure: Failure,
+        plan: Plan,
+    },
+    CompensationSucceeded {
+        compensation: Compensation,
+    },
+    CompensationFailed {
+        compensation: Compensation,
+        failure: Failure,
+    },
+    CancelRequested {
+        reason: String,
+    },
+    /// The goods left the warehouse (from the API). Legal only on a
+    /// completed saga whose goods have not left yet.
+    Shipped {
+        shipment: Shipment,
+    },
+    /// The goods reached the customer (from the API). Legal only once shipped.
+    Delivered,
+}
+
+impl SagaEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::StepSucceeded { .. } => "step.succeeded",
+            Self::StepRejected { .. } => "step.rejected",
+            Self::StepFailed { .. } => "step.failed",
+            Self::CompensationSucceeded { .. } => "compensation.succeeded",
+            Self::CompensationFailed { .. } => "compensation.failed",
+            Self::CancelRequested { .. } => "cancel.requested",
+            Self::Shipped { .. } => "order.shipped",
+            Self::Delivered => "order.delivered",
+        }
+    }
+}
+
+/// What the executor must do next. Delays are upper bounds for full jitter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Action {
+    RunStep {
+        step: Step,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    RunCompensation {
+        compensation: Compensation,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    Notify {
+        recipients: Vec<String>,
+        reason: String,
+    },
+    /// The saga reached `status`; the order's status follows from it.
+    Finish { status: SagaStatus },
+    /// The goods moved on after the saga completed: the order becomes
+    /// shipped (its stock leaves on-hand and reserved) or delivered.
+    Handover {
+        stage: Handover,
+        shipment: Option<Shipment>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaState {
+    pub definition: SagaDefinition,
+    pub limits: Limits,
+    pub status: SagaStatus,
+    /// Index into the definition of the forward step now running.
+    pub position: usize,
+    /// Attempt at the running step or compensation, from 1.
+    pub attempt: u32,
+    pub completed: Vec<Step>,
+    /// Compensations still to run; the first is running now.
+    pub pending: Vec<Compensation>,
+    pub compensated: Vec<Compensation>,
+    pub ending: Option<Ending>,
+    /// A cancel that arrived while a forward step was in flight.
+    pub cancel_requested: Option<String>,
+    pub notify: Vec<String>,
+    /// The payment provider's reference from authorize-payment.
+    pub payment_reference: Option<String>,
+    /// Epoch ms after which no new forward step starts.
+    pub deadline_at: i64,
+    /// How far the goods of a completed saga have gone. Shipping and
+    /// delivery are events of this machine, so they and a cancel are decided
+    /// against one state under one version check: whichever commits first wins.
+    /// (Absent from states stored before it existed: not shipped.)
+    #[serde(default)]
+    pub handover: Handover,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal saga transition: {event} in status {status:?} ({detail})")]
+pub struct IllegalTransition {
+    pub status: SagaStatus,
+    pub event: &'static str,
+    pub detail: String,
+}
+
+/// How far a completed saga's goods have gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Handover {
+    #[default]
+    NotShipped,
+    Shipped,
+    Delivered,
+}
+
+impl Handover {
+    pub fn past_tense(&self) -> &'static str {
+        match self {
+            Self::NotShipped => "not shipped",
+            Self::Shipped => "shipped",
+            Self::Delivered => "been delivered",
+        }
+    }
+}
+
+/// The carrier's record of a shipment, as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Shipment {
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+impl SagaState {
+    pub fn current_step(&self) -> Option<Step> {
+        (self.status == SagaStatus::Running)
+            .then(|| self.definition.steps().get(self.position).copied())
+            .flatten()
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.status,
+            SagaStatus::Completed | SagaStatus::Rejected | SagaStatus::Cancelled
+        )
+    }
+}
