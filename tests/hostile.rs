@@ -372,7 +372,13 @@ on_both_backends!(a_tenant_with_slow_payments_slows_only_itself);
 /// in the partition are still fetched and run at once. (When the consumer
 /// took a slot per message before knowing its tenant, acme's waiting
 /// messages held them all, and globex waited for acme's payments.)
+///
+/// A load test: its own flood (640 orders, two hosts, a broker) can slow
+/// globex past the 4 s margin on a 2-core machine, so it is not in the
+/// default run (`cargo nextest run --release --workspace --run-ignored all
+/// over_kafka` runs it; it fails on the code before the consumer fix).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test with a timing margin; run with --run-ignored all"]
 async fn over_kafka_a_tenant_with_slow_payments_slows_only_itself() {
     let broker = support::broker::Broker::start();
     let psp = support::load::Psp::start().await;
