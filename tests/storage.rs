@@ -8,15 +8,16 @@ mod support;
 use oms_domain::{OrderId, Sku, TenantId, WarehouseId};
 use oms_store::{
     IdempotencyBegin, InventoryOp, NewCommand, NewOrder, OrderPatch, OrderRecord, OutboxClaim,
-    OutboxMessage, SqlStore, StoreError, Transition,
+    OutboxMessage, SqlStore, Store, StoreError, Transition,
 };
 use serde_json::json;
 use std::sync::Arc;
 use support::{Db, Kind};
 
-async fn store(kind: Kind) -> (SqlStore, Db) {
+/// The implementation under test, seen only through the contract.
+async fn store(kind: Kind) -> (Arc<dyn Store>, Db) {
     let db = Db::new(kind).await;
-    (SqlStore::connect(&db.url).await.unwrap(), db)
+    (Arc::new(SqlStore::connect(&db.url).await.unwrap()), db)
 }
 
 fn tenant() -> TenantId {
@@ -48,7 +49,7 @@ fn command(id: &str, at: i64) -> NewCommand {
 }
 
 /// A new order with one history event and one command `cmd-<n>`.
-async fn new_order(store: &SqlStore, customer: &str, created_at: i64, total: i64) -> OrderId {
+async fn new_order(store: &dyn Store, customer: &str, created_at: i64, total: i64) -> OrderId {
     let id = oms_clock::new_order_id();
     let record = OrderRecord {
         tenant_id: "acme".into(),
@@ -84,7 +85,7 @@ async fn new_order(store: &SqlStore, customer: &str, created_at: i64, total: i64
     id
 }
 
-async fn stock(store: &SqlStore, sku: &str) -> Vec<(String, i64, i64)> {
+async fn stock(store: &dyn Store, sku: &str) -> Vec<(String, i64, i64)> {
     store
         .stock(&tenant(), &Sku::parse(sku).unwrap())
         .await
@@ -94,7 +95,7 @@ async fn stock(store: &SqlStore, sku: &str) -> Vec<(String, i64, i64)> {
         .collect()
 }
 
-async fn set(store: &SqlStore, sku: &str, wh: &str, on_hand: i64) -> Result<(), StoreError> {
+async fn set(store: &dyn Store, sku: &str, wh: &str, on_hand: i64) -> Result<(), StoreError> {
     store
         .set_stock(
             &tenant(),
@@ -109,7 +110,7 @@ async fn set(store: &SqlStore, sku: &str, wh: &str, on_hand: i64) -> Result<(), 
 
 async fn order_round_trips_with_gapless_history(kind: Kind) {
     let (store, _db) = store(kind).await;
-    let id = new_order(&store, "c1", 1_000, 500).await;
+    let id = new_order(&*store, "c1", 1_000, 500).await;
     let read = store.order(&tenant(), &id).await.unwrap();
     assert_eq!(
         (read.total_minor, read.version, read.event_seq),
@@ -142,7 +143,7 @@ async fn order_round_trips_with_gapless_history(kind: Kind) {
 
 async fn a_consumed_command_cannot_be_applied_twice(kind: Kind) {
     let (store, _db) = store(kind).await;
-    let id = new_order(&store, "c1", 1_000, 500).await;
+    let id = new_order(&*store, "c1", 1_000, 500).await;
     let cmd = format!("cmd-{id}");
     assert_eq!(store.due_commands(1_000, 10).await.unwrap().len(), 1);
     assert!(store.due_commands(999, 10).await.unwrap().is_empty());
@@ -162,7 +163,7 @@ async fn a_consumed_command_cannot_be_applied_twice(kind: Kind) {
 
 async fn a_stale_version_is_refused_and_leaves_nothing(kind: Kind) {
     let (store, _db) = store(kind).await;
-    let id = new_order(&store, "c1", 1_000, 500).await;
+    let id = new_order(&*store, "c1", 1_000, 500).await;
     store
         .commit_transition(&effects(&id, 0, None))
         .await
@@ -188,10 +189,10 @@ async fn a_stale_version_is_refused_and_leaves_nothing(kind: Kind) {
 
 async fn reservations_are_conditional_and_all_or_nothing(kind: Kind) {
     let (store, _db) = store(kind).await;
-    set(&store, "A", "east", 5).await.unwrap();
-    set(&store, "A", "west", 3).await.unwrap();
-    set(&store, "B", "east", 1).await.unwrap();
-    let id = new_order(&store, "c1", 1_000, 500).await;
+    set(&*store, "A", "east", 5).await.unwrap();
+    set(&*store, "A", "west", 3).await.unwrap();
+    set(&*store, "B", "east", 1).await.unwrap();
+    let id = new_order(&*store, "c1", 1_000, 500).await;
 
     // B is short: nothing at all is reserved, A included.
     let mut t = effects(&id, 0, None);
@@ -200,7 +201,7 @@ async fn reservations_are_conditional_and_all_or_nothing(kind: Kind) {
         matches!(store.commit_transition(&t).await, Err(StoreError::InsufficientStock { sku }) if sku == "B")
     );
     assert_eq!(
-        stock(&store, "A").await,
+        stock(&*store, "A").await,
         vec![("east".into(), 5, 0), ("west".into(), 3, 0)]
     );
 
@@ -208,17 +209,17 @@ async fn reservations_are_conditional_and_all_or_nothing(kind: Kind) {
     t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 4), ("B".into(), 1)]));
     let v = store.commit_transition(&t).await.unwrap();
     assert_eq!(
-        stock(&store, "A").await,
+        stock(&*store, "A").await,
         vec![("east".into(), 5, 4), ("west".into(), 3, 0)]
     );
     // Reserving again for the same order is a no-op.
     let mut again = effects(&id, v, None);
     again.inventory = t.inventory.clone();
     let v = store.commit_transition(&again).await.unwrap();
-    assert_eq!(stock(&store, "B").await, vec![("east".into(), 1, 1)]);
+    assert_eq!(stock(&*store, "B").await, vec![("east".into(), 1, 1)]);
     // On-hand may not drop below what is reserved.
     assert!(matches!(
-        set(&store, "A", "east", 3).await,
+        set(&*store, "A", "east", 3).await,
         Err(StoreError::InsufficientStock { .. })
     ));
 
@@ -229,39 +230,38 @@ async fn reservations_are_conditional_and_all_or_nothing(kind: Kind) {
     twice.inventory = Some(InventoryOp::Release);
     store.commit_transition(&twice).await.unwrap();
     assert_eq!(
-        stock(&store, "A").await,
+        stock(&*store, "A").await,
         vec![("east".into(), 5, 0), ("west".into(), 3, 0)]
     );
-    assert_eq!(stock(&store, "B").await, vec![("east".into(), 1, 0)]);
+    assert_eq!(stock(&*store, "B").await, vec![("east".into(), 1, 0)]);
 }
 
 async fn shipping_consumes_reserved_stock(kind: Kind) {
     let (store, _db) = store(kind).await;
-    set(&store, "A", "main", 10).await.unwrap();
-    let id = new_order(&store, "c1", 1_000, 500).await;
+    set(&*store, "A", "main", 10).await.unwrap();
+    let id = new_order(&*store, "c1", 1_000, 500).await;
     let mut t = effects(&id, 0, None);
     t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 3)]));
     let v = store.commit_transition(&t).await.unwrap();
     let mut ship = effects(&id, v, None);
     ship.inventory = Some(InventoryOp::Consume);
     let v = store.commit_transition(&ship).await.unwrap();
-    assert_eq!(stock(&store, "A").await, vec![("main".into(), 7, 0)]);
+    assert_eq!(stock(&*store, "A").await, vec![("main".into(), 7, 0)]);
     // Nothing is held any more, so a late release gives nothing back.
     let mut release = effects(&id, v, None);
     release.inventory = Some(InventoryOp::Release);
     store.commit_transition(&release).await.unwrap();
-    assert_eq!(stock(&store, "A").await, vec![("main".into(), 7, 0)]);
+    assert_eq!(stock(&*store, "A").await, vec![("main".into(), 7, 0)]);
     let held = store.reservations(&tenant(), &id).await.unwrap();
     assert_eq!(held, vec![("A".into(), "consumed".into(), 3)]);
 }
 
 async fn concurrent_reservations_never_oversell(kind: Kind) {
     let (store, _db) = store(kind).await;
-    let store = Arc::new(store);
-    set(&store, "HOT", "main", 10).await.unwrap();
+    set(&*store, "HOT", "main", 10).await.unwrap();
     let mut orders = Vec::new();
     for i in 0..40 {
-        orders.push(new_order(&store, &format!("c{i}"), 1_000, 100).await);
+        orders.push(new_order(&*store, &format!("c{i}"), 1_000, 100).await);
     }
     let tasks: Vec<_> = orders
         .into_iter()
@@ -283,7 +283,7 @@ async fn concurrent_reservations_never_oversell(kind: Kind) {
         }
     }
     assert_eq!(reserved, 10);
-    assert_eq!(stock(&store, "HOT").await, vec![("main".into(), 10, 10)]);
+    assert_eq!(stock(&*store, "HOT").await, vec![("main".into(), 10, 10)]);
 }
 
 async fn idempotency_keys_replay_refuse_and_recover(kind: Kind) {
@@ -380,7 +380,7 @@ async fn idempotency_keys_replay_refuse_and_recover(kind: Kind) {
 
 async fn outbox_is_claimed_in_order_and_removed_once_published(kind: Kind) {
     let (store, _db) = store(kind).await;
-    let id = new_order(&store, "c1", 1_000, 500).await;
+    let id = new_order(&*store, "c1", 1_000, 500).await;
     let mut t = effects(&id, 0, None);
     t.outbox = (0..3)
         .map(|i| OutboxMessage {
@@ -435,7 +435,7 @@ async fn orders_list_newest_first_by_status_and_cursor(kind: Kind) {
     let (store, _db) = store(kind).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(new_order(&store, "c", 1_000 + i, 100).await);
+        ids.push(new_order(&*store, "c", 1_000 + i, 100).await);
     }
     let mut t = effects(&ids[1], 0, None);
     t.patch.status = Some("CONFIRMED".into());
@@ -461,10 +461,10 @@ async fn orders_list_newest_first_by_status_and_cursor(kind: Kind) {
 
 async fn customer_history_counts_recent_orders_only(kind: Kind) {
     let (store, _db) = store(kind).await;
-    let _old = new_order(&store, "cust", 100, 1_000).await;
-    let _a = new_order(&store, "cust", 5_000, 2_000).await;
-    let b = new_order(&store, "cust", 6_000, 3_000).await;
-    let _other = new_order(&store, "someone-else", 6_000, 9_000).await;
+    let _old = new_order(&*store, "cust", 100, 1_000).await;
+    let _a = new_order(&*store, "cust", 5_000, 2_000).await;
+    let b = new_order(&*store, "cust", 6_000, 3_000).await;
+    let _other = new_order(&*store, "someone-else", 6_000, 9_000).await;
     let h = store
         .customer_history(&tenant(), "cust", "USD", 1_000, &b)
         .await
@@ -476,11 +476,10 @@ async fn customer_history_counts_recent_orders_only(kind: Kind) {
 /// register the same plugin at once: one version results, nobody fails.
 async fn concurrent_registrations_of_one_plugin_agree_on_its_version(kind: Kind) {
     let (first, db) = store(kind).await;
-    let first = Arc::new(first);
     // Two hosts on PostgreSQL; SQLite serves one host, whose single writer
     // the concurrent calls share.
     let second = match kind {
-        Kind::Postgres => Arc::new(SqlStore::connect(&db.url).await.unwrap()),
+        Kind::Postgres => Arc::new(SqlStore::connect(&db.url).await.unwrap()) as Arc<dyn Store>,
         Kind::Sqlite => first.clone(),
     };
     let stores = [first, second];

@@ -27,14 +27,15 @@ pub mod transport;
 use crate::tenants::Tenants;
 use metrics::Metrics;
 use oms_plugin_host::PluginHost;
-use oms_store::SqlStore;
+use oms_store::Store;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// Everything a running host shares.
 pub struct Platform {
-    pub store: SqlStore,
+    /// The storage contract; the binary picks the implementation.
+    pub store: Arc<dyn Store>,
     pub plugins: Arc<PluginHost>,
     pub tenants: Tenants,
     pub metrics: Metrics,
@@ -51,7 +52,7 @@ pub struct Platform {
 
 impl Platform {
     pub fn new(
-        store: SqlStore,
+        store: Arc<dyn Store>,
         plugins: Arc<PluginHost>,
         tenants: Tenants,
         admin_token: Option<String>,

@@ -208,7 +208,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )),
         None => Transport::InProcess(InProcess::new()),
     };
-    let platform = Platform::new(store, plugins, tenants, args.admin_token.clone(), transport);
+    let platform = Platform::new(
+        std::sync::Arc::new(store),
+        plugins,
+        tenants,
+        args.admin_token.clone(),
+        transport,
+    );
     if let Transport::Kafka(_) = platform.transport {
         // Topics are created in the background: a broker that is down at
         // start delays publishing (the outbox keeps everything), not serving.

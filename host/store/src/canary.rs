@@ -6,6 +6,7 @@
 
 use super::plugins::{ACTIVATION_OF_SLOT, audit};
 use super::{ActivationRecord, Result, SqlStore, StoreError, on_pool};
+use async_trait::async_trait;
 use oms_domain::TenantId;
 use serde::Serialize;
 
@@ -53,9 +54,9 @@ pub struct CanaryWindow {
 
 const CANARY_COLUMNS: &str = "tenant_id, slot, version, percent, max_failure_permille, max_p99_us, max_divergence_permille, min_calls, started_by, started_at";
 
-impl SqlStore {
-    /// Starts (or replaces) the slot's canary.
-    pub async fn start_canary(&self, c: &CanaryRecord) -> Result<ActivationRecord> {
+#[async_trait]
+impl crate::contract::Canaries for SqlStore {
+    async fn start_canary(&self, c: &CanaryRecord) -> Result<ActivationRecord> {
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             let exists: i64 = sqlx::query_scalar(
@@ -118,7 +119,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn canary(&self, tenant: &TenantId, slot: &str) -> Result<Option<CanaryRecord>> {
+    async fn canary(&self, tenant: &TenantId, slot: &str) -> Result<Option<CanaryRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as(&format!(
                 "SELECT {CANARY_COLUMNS} FROM plugin_canaries WHERE tenant_id = $1 AND slot = $2"
@@ -130,7 +131,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn canaries(&self) -> Result<Vec<CanaryRecord>> {
+    async fn canaries(&self) -> Result<Vec<CanaryRecord>> {
         on_pool!(self, read, |pool| {
             Ok(
                 sqlx::query_as(&format!("SELECT {CANARY_COLUMNS} FROM plugin_canaries"))
@@ -140,9 +141,7 @@ impl SqlStore {
         })
     }
 
-    /// Ends the canary if it is still `c` (same version, same start):
-    /// `false` when someone else ended or replaced it first.
-    pub async fn end_canary(
+    async fn end_canary(
         &self,
         c: &CanaryRecord,
         action: &str,
@@ -180,7 +179,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn record_canary_call(&self, c: &CanaryRecord, call: &CanaryCall) -> Result<()> {
+    async fn record_canary_call(&self, c: &CanaryRecord, call: &CanaryCall) -> Result<()> {
         on_pool!(self, write, |pool| {
             sqlx::query(
                 "INSERT INTO plugin_canary_calls (id, tenant_id, slot, version, started_at, order_id, failed, duration_us, agreed, at)
@@ -202,8 +201,7 @@ impl SqlStore {
         Ok(())
     }
 
-    /// The canary's latest `window` calls, summarised.
-    pub async fn canary_window(&self, c: &CanaryRecord, window: i64) -> Result<CanaryWindow> {
+    async fn canary_window(&self, c: &CanaryRecord, window: i64) -> Result<CanaryWindow> {
         let rows: Vec<(i64, i64, Option<i64>)> = on_pool!(self, read, |pool| {
             sqlx::query_as(
                 "SELECT failed, duration_us, agreed FROM plugin_canary_calls

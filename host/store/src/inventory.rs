@@ -3,6 +3,7 @@
 //! so stock never goes negative and a repeated operation changes nothing.
 
 use super::{Result, SqlStore, StoreError, on_pool};
+use async_trait::async_trait;
 use oms_domain::{Sku, TenantId, WarehouseId};
 use serde::Serialize;
 
@@ -133,9 +134,9 @@ macro_rules! apply_inventory {
 }
 pub(crate) use apply_inventory;
 
-impl SqlStore {
-    /// Sets on-hand stock. Refused if it would fall below what is reserved.
-    pub async fn set_stock(
+#[async_trait]
+impl crate::contract::Inventory for SqlStore {
+    async fn set_stock(
         &self,
         tenant: &TenantId,
         sku: &Sku,
@@ -177,8 +178,7 @@ impl SqlStore {
         })
     }
 
-    /// Seeds stock only where none is recorded yet (demo start-up).
-    pub async fn seed_stock(
+    async fn seed_stock(
         &self,
         tenant: &TenantId,
         sku: &Sku,
@@ -202,7 +202,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub async fn stock(&self, tenant: &TenantId, sku: &Sku) -> Result<Vec<StockLevel>> {
+    async fn stock(&self, tenant: &TenantId, sku: &Sku) -> Result<Vec<StockLevel>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as(
                 "SELECT warehouse_id, on_hand, reserved FROM inventory
@@ -215,8 +215,7 @@ impl SqlStore {
         })
     }
 
-    /// Quantity an order holds per state (`held`, `released`, `consumed`).
-    pub async fn reservations(
+    async fn reservations(
         &self,
         tenant: &TenantId,
         order: &oms_domain::OrderId,

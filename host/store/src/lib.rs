@@ -7,6 +7,7 @@
 //! branch.
 
 mod canary;
+pub mod contract;
 mod inventory;
 mod orders;
 mod outbox;
@@ -17,11 +18,15 @@ mod recorded;
 mod transition;
 
 pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
+pub use contract::{
+    Canaries, Database, Inventory, Orders, Outbox, PluginUploads, PluginVersions, Reconciliation,
+    Recordings, SagaLog, Store,
+};
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
     CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
 };
-pub use outbox::{OutboxClaim, OutboxMessage, OutboxRecord};
+pub use outbox::{OutboxClaim, OutboxListener, OutboxMessage, OutboxRecord};
 pub use plugin_upload::PluginQuota;
 pub use plugins::{
     ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
@@ -162,14 +167,6 @@ impl SqlStore {
         Self::connect(&format!("sqlite://{}", data_dir.join("oms.db").display())).await
     }
 
-    /// Saga commands are written to the outbox too, for a consumer group
-    /// (Kafka); a command applied before its message was published then
-    /// takes the message with it.
-    pub fn set_commands_in_outbox(&self, on: bool) {
-        self.commands_in_outbox
-            .store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
     pub(crate) fn commands_in_outbox(&self) -> bool {
         self.commands_in_outbox
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -181,20 +178,27 @@ impl SqlStore {
             Backend::Postgres(_) => &POSTGRES,
         }
     }
+}
 
-    pub fn backend_name(&self) -> &'static str {
+#[async_trait::async_trait]
+impl Database for SqlStore {
+    fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite { .. } => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
     }
 
-    /// For readiness checks: one round trip to the database.
-    pub async fn ping(&self) -> Result<()> {
+    async fn ping(&self) -> Result<()> {
         on_pool!(self, read, |pool| {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
         Ok(())
+    }
+
+    fn set_commands_in_outbox(&self, on: bool) {
+        self.commands_in_outbox
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::transition::{Transition, write_effects};
 use super::{Result, SqlStore, StoreError, on_pool};
+use async_trait::async_trait;
 use oms_domain::{OrderId, TenantId};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -84,10 +85,9 @@ const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, 
     fulfillment_status, draft, violations, cancellation_reason, shipment, saga_state, saga_status, \
     version, event_seq, created_at, updated_at";
 
-impl SqlStore {
-    /// Takes an idempotency key for a request. A key left `in_flight` by a
-    /// crashed request for longer than `stale_after_ms` may be taken over.
-    pub async fn begin_idempotent(
+#[async_trait]
+impl crate::contract::Orders for SqlStore {
+    async fn begin_idempotent(
         &self,
         tenant: &TenantId,
         key: &str,
@@ -155,8 +155,7 @@ impl SqlStore {
         })
     }
 
-    /// Frees a key whose request failed before anything was stored.
-    pub async fn abandon_idempotent(&self, tenant: &TenantId, key: &str) -> Result<()> {
+    async fn abandon_idempotent(&self, tenant: &TenantId, key: &str) -> Result<()> {
         on_pool!(self, write, |pool| {
             sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2 AND state = 'in_flight'")
                 .bind(tenant.as_str())
@@ -167,9 +166,7 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Stores a new order, its first saga command and events, and completes
-    /// its idempotency key, all in one transaction.
-    pub async fn create_order(&self, new: &NewOrder) -> Result<()> {
+    async fn create_order(&self, new: &NewOrder) -> Result<()> {
         let r = &new.record;
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
@@ -214,7 +211,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord> {
+    async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord> {
         on_pool!(self, read, |pool| {
             sqlx::query_as::<_, OrderRecord>(&format!(
                 "SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 AND id = $2"
@@ -227,8 +224,7 @@ impl SqlStore {
         })
     }
 
-    /// Newest first; `after` is the last id of the previous page.
-    pub async fn list_orders(
+    async fn list_orders(
         &self,
         tenant: &TenantId,
         status: Option<&str>,
@@ -250,11 +246,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn order_events(
-        &self,
-        tenant: &TenantId,
-        id: &OrderId,
-    ) -> Result<Vec<OrderEventRecord>> {
+    async fn order_events(&self, tenant: &TenantId, id: &OrderId) -> Result<Vec<OrderEventRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as::<_, OrderEventRecord>(
                 "SELECT seq, event_type, data, at FROM order_events WHERE tenant_id = $1 AND order_id = $2 ORDER BY seq",
@@ -266,7 +258,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn payments(&self, tenant: &TenantId, id: &OrderId) -> Result<Vec<PaymentRecord>> {
+    async fn payments(&self, tenant: &TenantId, id: &OrderId) -> Result<Vec<PaymentRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as::<_, PaymentRecord>(
                 "SELECT id, op, amount, currency, status, provider_reference, error_code, idempotency_key, plugin_version, at, reconciliation
@@ -279,8 +271,7 @@ impl SqlStore {
         })
     }
 
-    /// The customer's other orders with this tenant since `since`, in `currency`.
-    pub async fn customer_history(
+    async fn customer_history(
         &self,
         tenant: &TenantId,
         customer: &str,
@@ -304,8 +295,7 @@ impl SqlStore {
         })
     }
 
-    /// Orders whose saga has not finished, for start-up checks and tests.
-    pub async fn count_orders_by_saga_status(&self) -> Result<Vec<(String, i64)>> {
+    async fn count_orders_by_saga_status(&self) -> Result<Vec<(String, i64)>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as("SELECT saga_status, COUNT(*) FROM orders GROUP BY saga_status ORDER BY saga_status")
                 .fetch_all(pool)

@@ -9,6 +9,7 @@
 //! published out of order by two relays racing.
 
 use super::{Backend, Result, SqlStore};
+use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use std::collections::HashSet;
@@ -43,9 +44,9 @@ pub struct OutboxClaim {
 
 const COLUMNS: &str = "id, tenant_id, order_id, topic, event_type, payload, created_at";
 
-impl SqlStore {
-    /// Claims up to `limit` messages due at `now`, oldest first.
-    pub async fn claim_outbox(&self, now: i64, limit: i64) -> Result<OutboxClaim> {
+#[async_trait]
+impl crate::contract::Outbox for SqlStore {
+    async fn claim_outbox(&self, now: i64, limit: i64) -> Result<OutboxClaim> {
         match &self.backend {
             Backend::Sqlite { read, .. } => {
                 let records = sqlx::query_as::<_, OutboxRecord>(&format!(
@@ -96,8 +97,7 @@ impl SqlStore {
         }
     }
 
-    /// The claimed messages are published: deletes them.
-    pub async fn complete(&self, claim: OutboxClaim) -> Result<()> {
+    async fn complete(&self, claim: OutboxClaim) -> Result<()> {
         let ids: Vec<String> = claim.records.into_iter().map(|r| r.id).collect();
         match (claim.tx, &self.backend) {
             (Some(mut tx), _) => {
@@ -131,17 +131,14 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Gives the claimed messages back unpublished, at once (dropping the
-    /// claim does too, but only when its connection is next used).
-    pub async fn release(&self, claim: OutboxClaim) -> Result<()> {
+    async fn release(&self, claim: OutboxClaim) -> Result<()> {
         if let Some(tx) = claim.tx {
             tx.rollback().await?;
         }
         Ok(())
     }
 
-    /// When the earliest message waiting for its time falls due.
-    pub async fn next_outbox_due(&self, now: i64) -> Result<Option<i64>> {
+    async fn next_outbox_due(&self, now: i64) -> Result<Option<i64>> {
         super::on_pool!(self, read, |pool| {
             Ok(sqlx::query_scalar(
                 "SELECT MIN(available_at) FROM outbox WHERE published_at IS NULL AND available_at > $1",
@@ -152,7 +149,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn unpublished_count(&self) -> Result<i64> {
+    async fn unpublished_count(&self) -> Result<i64> {
         super::on_pool!(self, read, |pool| {
             Ok(
                 sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
@@ -162,17 +159,27 @@ impl SqlStore {
         })
     }
 
-    /// A listener woken by every commit that adds outbox messages
-    /// (PostgreSQL only; see migration 0007).
-    pub async fn outbox_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+    async fn outbox_listener(&self) -> Result<Option<OutboxListener>> {
         match &self.backend {
             Backend::Postgres(pool) => {
                 let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
                 listener.listen("oms_outbox").await?;
-                Ok(Some(listener))
+                Ok(Some(OutboxListener(listener)))
             }
             Backend::Sqlite { .. } => Ok(None),
         }
+    }
+}
+
+/// Woken by every commit that adds outbox messages, on any host.
+pub struct OutboxListener(sqlx::postgres::PgListener);
+
+impl OutboxListener {
+    /// Waits for the next commit; an error means the connection dropped
+    /// (the listener reconnects on the next call).
+    pub async fn recv(&mut self) -> Result<()> {
+        self.0.recv().await?;
+        Ok(())
     }
 }
 

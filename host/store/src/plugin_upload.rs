@@ -4,6 +4,7 @@
 
 use super::plugins::{PluginVersionRecord, VERSION_COLUMNS, audit};
 use super::{Result, SqlStore, StoreError, on_pool};
+use async_trait::async_trait;
 use oms_domain::TenantId;
 
 /// How much plugin code one tenant may keep, over all its slots.
@@ -20,35 +21,9 @@ impl PluginQuota {
     };
 }
 
-impl SqlStore {
-    /// Records an upload. The same bytes for the same tenant and slot are the
-    /// same version: `(record, false)` when it already existed.
-    pub async fn put_plugin_version(
-        &self,
-        tenant: &TenantId,
-        slot: &str,
-        digest: &str,
-        bytes: &[u8],
-        uploaded_by: &str,
-        now: i64,
-    ) -> Result<(PluginVersionRecord, bool)> {
-        self.put_plugin_version_within(
-            tenant,
-            slot,
-            digest,
-            bytes,
-            uploaded_by,
-            now,
-            PluginQuota::UNLIMITED,
-        )
-        .await
-    }
-
-    /// [`Self::put_plugin_version`], refused with
-    /// [`StoreError::QuotaExceeded`] when a new version would take the
-    /// tenant past `quota` (checked in the inserting transaction).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn put_plugin_version_within(
+#[async_trait]
+impl crate::contract::PluginUploads for SqlStore {
+    async fn put_plugin_version_within(
         &self,
         tenant: &TenantId,
         slot: &str,
@@ -78,7 +53,9 @@ impl SqlStore {
             }
         }
     }
+}
 
+impl SqlStore {
     #[allow(clippy::too_many_arguments)]
     async fn try_put_plugin_version(
         &self,

@@ -3,6 +3,7 @@
 //! before, for rollback), and an audit log of every change.
 
 use super::{Result, SqlStore, StoreError, on_pool};
+use async_trait::async_trait;
 use oms_domain::TenantId;
 use serde::Serialize;
 
@@ -117,8 +118,9 @@ macro_rules! audit {
 }
 pub(super) use audit;
 
-impl SqlStore {
-    pub async fn plugin_versions(
+#[async_trait]
+impl crate::contract::PluginVersions for SqlStore {
+    async fn plugin_versions(
         &self,
         tenant: &TenantId,
         slot: &str,
@@ -134,7 +136,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn plugin_blob_size(&self, digest: &str) -> Result<usize> {
+    async fn plugin_blob_size(&self, digest: &str) -> Result<usize> {
         on_pool!(self, read, |pool| {
             sqlx::query_scalar::<_, i64>("SELECT size_bytes FROM plugin_blobs WHERE digest = $1")
                 .bind(digest)
@@ -145,7 +147,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn plugin_blob(&self, digest: &str) -> Result<Vec<u8>> {
+    async fn plugin_blob(&self, digest: &str) -> Result<Vec<u8>> {
         on_pool!(self, read, |pool| {
             sqlx::query_scalar::<_, Vec<u8>>("SELECT bytes FROM plugin_blobs WHERE digest = $1")
                 .bind(digest)
@@ -155,9 +157,7 @@ impl SqlStore {
         })
     }
 
-    /// Stores a version's native code for `engine`; a second store of the
-    /// same is a no-op.
-    pub async fn put_plugin_artifact(
+    async fn put_plugin_artifact(
         &self,
         digest: &str,
         engine: &str,
@@ -179,7 +179,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub async fn plugin_artifact(&self, digest: &str, engine: &str) -> Result<Option<Vec<u8>>> {
+    async fn plugin_artifact(&self, digest: &str, engine: &str) -> Result<Option<Vec<u8>>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_scalar::<_, Vec<u8>>(
                 "SELECT bytes FROM plugin_artifacts WHERE digest = $1 AND engine = $2",
@@ -191,18 +191,13 @@ impl SqlStore {
         })
     }
 
-    /// Every activation: the table holds one row per tenant and slot.
-    pub async fn activations(&self) -> Result<Vec<ActivationRecord>> {
+    async fn activations(&self) -> Result<Vec<ActivationRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as(ACTIVATION_SELECT).fetch_all(pool).await?)
         })
     }
 
-    pub async fn activation(
-        &self,
-        tenant: &TenantId,
-        slot: &str,
-    ) -> Result<Option<ActivationRecord>> {
+    async fn activation(&self, tenant: &TenantId, slot: &str) -> Result<Option<ActivationRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as(ACTIVATION_OF_SLOT)
                 .bind(tenant.as_str())
@@ -212,9 +207,7 @@ impl SqlStore {
         })
     }
 
-    /// Makes `change.version` the active one; the one it replaces becomes
-    /// the rollback target.
-    pub async fn activate_plugin(
+    async fn activate_plugin(
         &self,
         tenant: &TenantId,
         slot: &str,
@@ -286,9 +279,7 @@ impl SqlStore {
         })
     }
 
-    /// Sets (or with `None` clears) the version that runs in the shadow of
-    /// the active one.
-    pub async fn set_shadow(
+    async fn set_shadow(
         &self,
         tenant: &TenantId,
         slot: &str,
@@ -343,12 +334,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn record_shadow(
-        &self,
-        tenant: &TenantId,
-        slot: &str,
-        r: &ShadowResult,
-    ) -> Result<()> {
+    async fn record_shadow(&self, tenant: &TenantId, slot: &str, r: &ShadowResult) -> Result<()> {
         on_pool!(self, write, |pool| {
             sqlx::query(
                 "INSERT INTO plugin_shadow_results (id, tenant_id, slot, order_id, active_version, shadow_version, agreed, active_verdict, shadow_verdict, at)
@@ -370,8 +356,7 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Calls compared and agreements for a shadow version, and its latest divergences.
-    pub async fn shadow_summary(
+    async fn shadow_summary(
         &self,
         tenant: &TenantId,
         slot: &str,
@@ -401,7 +386,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn plugin_audit(&self, tenant: &TenantId) -> Result<Vec<AuditRecord>> {
+    async fn plugin_audit(&self, tenant: &TenantId) -> Result<Vec<AuditRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as("SELECT tenant_id, slot, action, version, actor, at, detail FROM plugin_audit WHERE tenant_id = $1 ORDER BY id")
                 .bind(tenant.as_str())

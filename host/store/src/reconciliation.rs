@@ -4,6 +4,7 @@
 //! the host that marks the rows records the outcome's event.
 
 use super::{OutboxMessage, Result, SqlStore, on_pool};
+use async_trait::async_trait;
 use oms_domain::{OrderId, TenantId};
 
 /// An order with payment operations still to compare with the provider.
@@ -13,10 +14,9 @@ pub struct Unreconciled {
     pub order_id: String,
 }
 
-impl SqlStore {
-    /// Orders with operations recorded at or before `before`, not reconciled
-    /// and not deferred past `now`, oldest first.
-    pub async fn unreconciled_orders(
+#[async_trait]
+impl crate::contract::Reconciliation for SqlStore {
+    async fn unreconciled_orders(
         &self,
         now: i64,
         before: i64,
@@ -36,8 +36,7 @@ impl SqlStore {
         })
     }
 
-    /// Leaves the order's unreconciled operations alone until `until`.
-    pub async fn defer_reconciliation(
+    async fn defer_reconciliation(
         &self,
         tenant: &TenantId,
         order: &OrderId,
@@ -64,7 +63,7 @@ impl SqlStore {
     /// the version, in the same transaction. Returns whether this call
     /// marked anything: `false` when the order moved or another host was first.
     #[allow(clippy::too_many_arguments)]
-    pub async fn settle_reconciliation(
+    async fn settle_reconciliation(
         &self,
         tenant: &TenantId,
         order: &OrderId,

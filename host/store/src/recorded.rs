@@ -2,6 +2,7 @@
 //! tenant and slot up to a bound, oldest pruned first.
 
 use super::{Result, SqlStore, on_pool};
+use async_trait::async_trait;
 use oms_domain::TenantId;
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +27,9 @@ pub struct RecordedCall {
 const COLUMNS: &str =
     "tenant_id, slot, version, order_id, input, output, verdict, fuel_used, duration_us, at";
 
-impl SqlStore {
-    /// Stores a batch of calls in one transaction.
-    pub async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()> {
+#[async_trait]
+impl crate::contract::Recordings for SqlStore {
+    async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()> {
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             for c in calls {
@@ -54,8 +55,7 @@ impl SqlStore {
         Ok(())
     }
 
-    /// The latest `limit` calls of a tenant's slot, oldest first.
-    pub async fn recorded_calls(
+    async fn recorded_calls(
         &self,
         tenant: &TenantId,
         slot: &str,
@@ -75,8 +75,7 @@ impl SqlStore {
         Ok(calls)
     }
 
-    /// Keeps the newest `keep` calls of each tenant's slot.
-    pub async fn prune_recorded_calls(&self, keep: i64) -> Result<u64> {
+    async fn prune_recorded_calls(&self, keep: i64) -> Result<u64> {
         on_pool!(self, write, |pool| {
             Ok(sqlx::query(
                 "DELETE FROM plugin_calls WHERE id IN (

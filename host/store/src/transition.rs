@@ -4,6 +4,7 @@
 
 use super::inventory::{InventoryOp, apply_inventory};
 use super::{OutboxMessage, PaymentRecord, Result, SqlStore, StoreError, on_pool};
+use async_trait::async_trait;
 use oms_domain::{OrderId, TenantId};
 use serde_json::Value;
 
@@ -117,11 +118,9 @@ macro_rules! write_effects {
 }
 pub(crate) use write_effects;
 
-impl SqlStore {
-    /// Commits `t` or nothing. Errors: [`StoreError::Duplicate`] (command
-    /// already consumed), [`StoreError::Conflict`] (stale version),
-    /// [`StoreError::InsufficientStock`] (reservation refused).
-    pub async fn commit_transition(&self, t: &Transition) -> Result<i64> {
+#[async_trait]
+impl crate::contract::SagaLog for SqlStore {
+    async fn commit_transition(&self, t: &Transition) -> Result<i64> {
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             if let Some(command) = &t.consumes {
@@ -191,8 +190,7 @@ impl SqlStore {
         })
     }
 
-    /// Commands due at `now`, oldest first.
-    pub async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>> {
+    async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as::<_, CommandRecord>(
                 "SELECT id, tenant_id, order_id, action, available_at FROM saga_commands
@@ -205,11 +203,7 @@ impl SqlStore {
         })
     }
 
-    /// Takes a lease on an overdue command: moves its due time to `until`
-    /// if no one else did since it was read as due at `seen_due`. Only the
-    /// host that gets `true` runs it now; if that host dies, the command is
-    /// overdue again after `until`.
-    pub async fn lease_command(&self, id: &str, seen_due: i64, until: i64) -> Result<bool> {
+    async fn lease_command(&self, id: &str, seen_due: i64, until: i64) -> Result<bool> {
         on_pool!(self, write, |pool| {
             let moved = sqlx::query(
                 "UPDATE saga_commands SET available_at = $1 WHERE id = $2 AND available_at = $3",
@@ -223,8 +217,7 @@ impl SqlStore {
         })
     }
 
-    /// When the next command falls due, if any is waiting.
-    pub async fn next_command_at(&self) -> Result<Option<i64>> {
+    async fn next_command_at(&self) -> Result<Option<i64>> {
         on_pool!(self, read, |pool| {
             Ok(
                 sqlx::query_scalar("SELECT MIN(available_at) FROM saga_commands")
@@ -234,8 +227,7 @@ impl SqlStore {
         })
     }
 
-    /// Whether a command is still waiting to be applied.
-    pub async fn command_exists(&self, id: &str) -> Result<bool> {
+    async fn command_exists(&self, id: &str) -> Result<bool> {
         on_pool!(self, read, |pool| {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM saga_commands WHERE id = $1")
                 .bind(id)
@@ -245,7 +237,7 @@ impl SqlStore {
         })
     }
 
-    pub async fn pending_commands(&self) -> Result<i64> {
+    async fn pending_commands(&self) -> Result<i64> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_scalar("SELECT COUNT(*) FROM saga_commands")
                 .fetch_one(pool)

@@ -1,0 +1,355 @@
+//! The storage contract: one trait per area, so each part of the engine
+//! names the tables it touches (`&dyn Orders`, `&dyn SagaLog`, …) and can be
+//! exercised against another implementation. [`crate::SqlStore`] implements
+//! them all for SQLite and PostgreSQL; `tests/storage.rs` is the contract's
+//! suite, run on both. Times are milliseconds since the epoch, passed in by
+//! the caller: the store reads no clock.
+
+use crate::{
+    ActivationChange, ActivationRecord, AuditRecord, CanaryCall, CanaryRecord, CanaryWindow,
+    CommandRecord, CustomerHistory, IdempotencyBegin, Mismatch, NewOrder, OrderEventRecord,
+    OrderRecord, OutboxClaim, OutboxListener, PaymentRecord, PluginQuota, PluginVersionRecord,
+    RecordedCall, Result, ShadowResult, StockLevel, Transition, Unreconciled,
+};
+use async_trait::async_trait;
+use oms_domain::{OrderId, Sku, TenantId, WarehouseId};
+
+/// The database as a whole.
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn backend_name(&self) -> &'static str;
+
+    /// For readiness checks: one round trip to the database.
+    async fn ping(&self) -> Result<()>;
+
+    /// Saga commands are written to the outbox too, for a consumer group
+    /// (Kafka); a command applied before its message was published then
+    /// takes the message with it.
+    fn set_commands_in_outbox(&self, on: bool);
+}
+
+/// Orders, their history, payments and idempotency keys.
+#[async_trait]
+pub trait Orders: Send + Sync {
+    /// Takes an idempotency key for a request. A key left `in_flight` by a
+    /// crashed request for longer than `stale_after_ms` may be taken over.
+    async fn begin_idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        hash: &str,
+        now: i64,
+        stale_after_ms: i64,
+    ) -> Result<IdempotencyBegin>;
+    /// Frees a key whose request failed before anything was stored.
+    async fn abandon_idempotent(&self, tenant: &TenantId, key: &str) -> Result<()>;
+    /// Stores a new order, its first saga command and events, and completes
+    /// its idempotency key, all in one transaction.
+    async fn create_order(&self, new: &NewOrder) -> Result<()>;
+
+    async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord>;
+    /// Newest first; `after` is the last id of the previous page.
+    async fn list_orders(
+        &self,
+        tenant: &TenantId,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OrderRecord>>;
+
+    async fn order_events(&self, tenant: &TenantId, id: &OrderId) -> Result<Vec<OrderEventRecord>>;
+
+    async fn payments(&self, tenant: &TenantId, id: &OrderId) -> Result<Vec<PaymentRecord>>;
+    /// The customer's other orders with this tenant since `since`, in `currency`.
+    async fn customer_history(
+        &self,
+        tenant: &TenantId,
+        customer: &str,
+        currency: &str,
+        since: i64,
+        exclude: &OrderId,
+    ) -> Result<CustomerHistory>;
+    /// Orders whose saga has not finished, for start-up checks and tests.
+    async fn count_orders_by_saga_status(&self) -> Result<Vec<(String, i64)>>;
+}
+
+/// Saga transitions and the commands they leave to carry out.
+#[async_trait]
+pub trait SagaLog: Send + Sync {
+    /// Commits `t` or nothing. Errors: [`StoreError::Duplicate`] (command
+    /// already consumed), [`StoreError::Conflict`] (stale version),
+    /// [`StoreError::InsufficientStock`] (reservation refused).
+    async fn commit_transition(&self, t: &Transition) -> Result<i64>;
+    /// Commands due at `now`, oldest first.
+    async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>>;
+    /// Takes a lease on an overdue command: moves its due time to `until`
+    /// if no one else did since it was read as due at `seen_due`. Only the
+    /// host that gets `true` runs it now; if that host dies, the command is
+    /// overdue again after `until`.
+    async fn lease_command(&self, id: &str, seen_due: i64, until: i64) -> Result<bool>;
+    /// When the next command falls due, if any is waiting.
+    async fn next_command_at(&self) -> Result<Option<i64>>;
+    /// Whether a command is still waiting to be applied.
+    async fn command_exists(&self, id: &str) -> Result<bool>;
+
+    async fn pending_commands(&self) -> Result<i64>;
+}
+
+/// Messages waiting to be published, claimed by a relay.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Claims up to `limit` messages due at `now`, oldest first.
+    async fn claim_outbox(&self, now: i64, limit: i64) -> Result<OutboxClaim>;
+    /// The claimed messages are published: deletes them.
+    async fn complete(&self, claim: OutboxClaim) -> Result<()>;
+    /// Gives the claimed messages back unpublished, at once (dropping the
+    /// claim does too, but only when its connection is next used).
+    async fn release(&self, claim: OutboxClaim) -> Result<()>;
+    /// When the earliest message waiting for its time falls due.
+    async fn next_outbox_due(&self, now: i64) -> Result<Option<i64>>;
+
+    async fn unpublished_count(&self) -> Result<i64>;
+    /// A listener woken by every commit that adds outbox messages
+    /// (PostgreSQL only; see migration 0007).
+    async fn outbox_listener(&self) -> Result<Option<OutboxListener>>;
+}
+
+/// Stock per warehouse and what orders hold of it.
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    /// Sets on-hand stock. Refused if it would fall below what is reserved.
+    async fn set_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        warehouse: &WarehouseId,
+        on_hand: i64,
+        now: i64,
+    ) -> Result<StockLevel>;
+    /// Seeds stock only where none is recorded yet (demo start-up).
+    async fn seed_stock(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        warehouse: &WarehouseId,
+        on_hand: i64,
+        now: i64,
+    ) -> Result<()>;
+
+    async fn stock(&self, tenant: &TenantId, sku: &Sku) -> Result<Vec<StockLevel>>;
+    /// Quantity an order holds per state (`held`, `released`, `consumed`).
+    async fn reservations(
+        &self,
+        tenant: &TenantId,
+        order: &oms_domain::OrderId,
+    ) -> Result<Vec<(String, String, i64)>>;
+}
+
+/// Uploaded plugin versions, their compiled code, activations, shadows and audit log.
+#[async_trait]
+pub trait PluginVersions: Send + Sync {
+    async fn plugin_versions(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+    ) -> Result<Vec<PluginVersionRecord>>;
+
+    async fn plugin_blob_size(&self, digest: &str) -> Result<usize>;
+
+    async fn plugin_blob(&self, digest: &str) -> Result<Vec<u8>>;
+    /// Stores a version's native code for `engine`; a second store of the
+    /// same is a no-op.
+    async fn put_plugin_artifact(
+        &self,
+        digest: &str,
+        engine: &str,
+        bytes: &[u8],
+        now: i64,
+    ) -> Result<()>;
+
+    async fn plugin_artifact(&self, digest: &str, engine: &str) -> Result<Option<Vec<u8>>>;
+    /// Every activation: the table holds one row per tenant and slot.
+    async fn activations(&self) -> Result<Vec<ActivationRecord>>;
+
+    async fn activation(&self, tenant: &TenantId, slot: &str) -> Result<Option<ActivationRecord>>;
+    /// Makes `change.version` the active one; the one it replaces becomes
+    /// the rollback target.
+    async fn activate_plugin(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        change: &ActivationChange<'_>,
+        now: i64,
+    ) -> Result<ActivationRecord>;
+    /// Sets (or with `None` clears) the version that runs in the shadow of
+    /// the active one.
+    async fn set_shadow(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        version: Option<i64>,
+        actor: &str,
+        now: i64,
+    ) -> Result<ActivationRecord>;
+
+    async fn record_shadow(&self, tenant: &TenantId, slot: &str, r: &ShadowResult) -> Result<()>;
+    /// Calls compared and agreements for a shadow version, and its latest divergences.
+    async fn shadow_summary(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        shadow_version: &str,
+    ) -> Result<(i64, i64, Vec<ShadowResult>)>;
+
+    async fn plugin_audit(&self, tenant: &TenantId) -> Result<Vec<AuditRecord>>;
+}
+
+/// Storing an upload within the tenant quota.
+#[async_trait]
+pub trait PluginUploads: Send + Sync {
+    /// Records an upload. The same bytes for the same tenant and slot are the
+    /// same version: `(record, false)` when it already existed.
+    async fn put_plugin_version(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        digest: &str,
+        bytes: &[u8],
+        uploaded_by: &str,
+        now: i64,
+    ) -> Result<(PluginVersionRecord, bool)> {
+        self.put_plugin_version_within(
+            tenant,
+            slot,
+            digest,
+            bytes,
+            uploaded_by,
+            now,
+            PluginQuota::UNLIMITED,
+        )
+        .await
+    }
+
+    /// [`Self::put_plugin_version`], refused with
+    /// [`StoreError::QuotaExceeded`] when a new version would take the
+    /// tenant past `quota` (checked in the inserting transaction).
+    #[allow(clippy::too_many_arguments)]
+    async fn put_plugin_version_within(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        digest: &str,
+        bytes: &[u8],
+        uploaded_by: &str,
+        now: i64,
+        quota: PluginQuota,
+    ) -> Result<(PluginVersionRecord, bool)>;
+}
+
+/// Canary rollouts and the calls they are judged by.
+#[async_trait]
+pub trait Canaries: Send + Sync {
+    /// Starts (or replaces) the slot's canary.
+    async fn start_canary(&self, c: &CanaryRecord) -> Result<ActivationRecord>;
+
+    async fn canary(&self, tenant: &TenantId, slot: &str) -> Result<Option<CanaryRecord>>;
+
+    async fn canaries(&self) -> Result<Vec<CanaryRecord>>;
+    /// Ends the canary if it is still `c` (same version, same start):
+    /// `false` when someone else ended or replaced it first.
+    async fn end_canary(
+        &self,
+        c: &CanaryRecord,
+        action: &str,
+        actor: &str,
+        detail: Option<String>,
+        now: i64,
+    ) -> Result<bool>;
+
+    async fn record_canary_call(&self, c: &CanaryRecord, call: &CanaryCall) -> Result<()>;
+    /// The canary's latest `window` calls, summarised.
+    async fn canary_window(&self, c: &CanaryRecord, window: i64) -> Result<CanaryWindow>;
+}
+
+/// Recorded plugin calls, for replay against a new version.
+#[async_trait]
+pub trait Recordings: Send + Sync {
+    /// Stores a batch of calls in one transaction.
+    async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()>;
+    /// The latest `limit` calls of a tenant's slot, oldest first.
+    async fn recorded_calls(
+        &self,
+        tenant: &TenantId,
+        slot: &str,
+        limit: i64,
+    ) -> Result<Vec<RecordedCall>>;
+    /// Keeps the newest `keep` calls of each tenant's slot.
+    async fn prune_recorded_calls(&self, keep: i64) -> Result<u64>;
+}
+
+/// Which payments were compared with the provider, and how that came out.
+#[async_trait]
+pub trait Reconciliation: Send + Sync {
+    /// Orders with operations recorded at or before `before`, not reconciled
+    /// and not deferred past `now`, oldest first.
+    async fn unreconciled_orders(
+        &self,
+        now: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<Unreconciled>>;
+    /// Leaves the order's unreconciled operations alone until `until`.
+    async fn defer_reconciliation(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        until: i64,
+    ) -> Result<()>;
+    /// Marks the order's operations up to and including `through` (a
+    /// payment id) as reconciled with `outcome`, provided the order is still
+    /// at `version` (the state the provider's answer was compared with). A
+    /// mismatch also goes into the order's history and the outbox, bumping
+    /// the version, in the same transaction. Returns whether this call
+    /// marked anything: `false` when the order moved or another host was first.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle_reconciliation(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        version: i64,
+        through: &str,
+        outcome: &str,
+        now: i64,
+        mismatch: Option<&Mismatch>,
+    ) -> Result<bool>;
+}
+
+/// Every area: what a host's platform holds.
+pub trait Store:
+    Database
+    + Orders
+    + SagaLog
+    + Outbox
+    + Inventory
+    + PluginVersions
+    + PluginUploads
+    + Canaries
+    + Recordings
+    + Reconciliation
+{
+}
+
+impl<T> Store for T where
+    T: Database
+        + Orders
+        + SagaLog
+        + Outbox
+        + Inventory
+        + PluginVersions
+        + PluginUploads
+        + Canaries
+        + Recordings
+        + Reconciliation
+{
+}
