@@ -1,5 +1,7 @@
 //! The storage contract. Each test body is written once and runs against
-//! SQLite and against PostgreSQL (`on_both_backends!`).
+//! SQLite and against PostgreSQL, and those of the areas the in-memory store
+//! keeps (orders, sagas, stock, outbox) against it too (`on_every_store!`),
+//! so the engine's own tests run on a store that behaves like the real ones.
 // Tests draw their own seeds and ids; the clock rule is for product code.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -14,10 +16,46 @@ use serde_json::json;
 use std::sync::Arc;
 use support::{Db, Kind};
 
+/// Which implementation of the contract a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Under {
+    Sql(Kind),
+    Memory,
+}
+
 /// The implementation under test, seen only through the contract.
-async fn store(kind: Kind) -> (Arc<dyn Store>, Db) {
-    let db = Db::new(kind).await;
-    (Arc::new(SqlStore::connect(&db.url).await.unwrap()), db)
+async fn store(under: Under) -> (Arc<dyn Store>, Option<Db>) {
+    match under {
+        Under::Sql(kind) => {
+            let db = Db::new(kind).await;
+            let store = Arc::new(SqlStore::connect(&db.url).await.unwrap());
+            (store, Some(db))
+        }
+        Under::Memory => (Arc::new(oms_store_memory::MemoryStore::new()), None),
+    }
+}
+
+/// Runs each test against SQLite, PostgreSQL and the in-memory store.
+macro_rules! on_every_store {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use super::{Kind, Under};
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(Under::Sql(Kind::Sqlite)).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(Under::Sql(Kind::Postgres)).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name(Under::Memory).await
+                }
+            }
+        )+
+    };
 }
 
 fn tenant() -> TenantId {
@@ -108,8 +146,8 @@ async fn set(store: &dyn Store, sku: &str, wh: &str, on_hand: i64) -> Result<(),
         .map(|_| ())
 }
 
-async fn order_round_trips_with_gapless_history(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn order_round_trips_with_gapless_history(under: Under) {
+    let (store, _db) = store(under).await;
     let id = new_order(&*store, "c1", 1_000, 500).await;
     let read = store.order(&tenant(), &id).await.unwrap();
     assert_eq!(
@@ -141,8 +179,8 @@ async fn order_round_trips_with_gapless_history(kind: Kind) {
     ));
 }
 
-async fn a_consumed_command_cannot_be_applied_twice(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn a_consumed_command_cannot_be_applied_twice(under: Under) {
+    let (store, _db) = store(under).await;
     let id = new_order(&*store, "c1", 1_000, 500).await;
     let cmd = format!("cmd-{id}");
     assert_eq!(store.due_commands(1_000, 10).await.unwrap().len(), 1);
@@ -161,8 +199,8 @@ async fn a_consumed_command_cannot_be_applied_twice(kind: Kind) {
     assert_eq!(store.next_command_at().await.unwrap(), Some(5_000));
 }
 
-async fn a_stale_version_is_refused_and_leaves_nothing(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn a_stale_version_is_refused_and_leaves_nothing(under: Under) {
+    let (store, _db) = store(under).await;
     let id = new_order(&*store, "c1", 1_000, 500).await;
     store
         .commit_transition(&effects(&id, 0, None))
@@ -187,8 +225,8 @@ async fn a_stale_version_is_refused_and_leaves_nothing(kind: Kind) {
     assert_eq!(store.unpublished_count().await.unwrap(), 0);
 }
 
-async fn reservations_are_conditional_and_all_or_nothing(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn reservations_are_conditional_and_all_or_nothing(under: Under) {
+    let (store, _db) = store(under).await;
     set(&*store, "A", "east", 5).await.unwrap();
     set(&*store, "A", "west", 3).await.unwrap();
     set(&*store, "B", "east", 1).await.unwrap();
@@ -236,8 +274,8 @@ async fn reservations_are_conditional_and_all_or_nothing(kind: Kind) {
     assert_eq!(stock(&*store, "B").await, vec![("east".into(), 1, 0)]);
 }
 
-async fn shipping_consumes_reserved_stock(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn shipping_consumes_reserved_stock(under: Under) {
+    let (store, _db) = store(under).await;
     set(&*store, "A", "main", 10).await.unwrap();
     let id = new_order(&*store, "c1", 1_000, 500).await;
     let mut t = effects(&id, 0, None);
@@ -256,8 +294,8 @@ async fn shipping_consumes_reserved_stock(kind: Kind) {
     assert_eq!(held, vec![("A".into(), "consumed".into(), 3)]);
 }
 
-async fn concurrent_reservations_never_oversell(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn concurrent_reservations_never_oversell(under: Under) {
+    let (store, _db) = store(under).await;
     set(&*store, "HOT", "main", 10).await.unwrap();
     let mut orders = Vec::new();
     for i in 0..40 {
@@ -286,8 +324,8 @@ async fn concurrent_reservations_never_oversell(kind: Kind) {
     assert_eq!(stock(&*store, "HOT").await, vec![("main".into(), 10, 10)]);
 }
 
-async fn idempotency_keys_replay_refuse_and_recover(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn idempotency_keys_replay_refuse_and_recover(under: Under) {
+    let (store, _db) = store(under).await;
     let t = tenant();
     assert_eq!(
         store
@@ -378,8 +416,8 @@ async fn idempotency_keys_replay_refuse_and_recover(kind: Kind) {
     ));
 }
 
-async fn outbox_is_claimed_in_order_and_removed_once_published(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn outbox_is_claimed_in_order_and_removed_once_published(under: Under) {
+    let (store, _db) = store(under).await;
     let id = new_order(&*store, "c1", 1_000, 500).await;
     let mut t = effects(&id, 0, None);
     t.outbox = (0..3)
@@ -405,7 +443,7 @@ async fn outbox_is_claimed_in_order_and_removed_once_published(kind: Kind) {
 
     let first = store.claim_outbox(now, 2).await.unwrap();
     assert_eq!(ids(&first), vec!["m0", "m1"]);
-    if kind == Kind::Postgres {
+    if under == Under::Sql(Kind::Postgres) {
         // Another host's relay meanwhile: m0 is held, so this order's later
         // messages must wait for it rather than overtake it.
         let other = store.claim_outbox(now, 10).await.unwrap();
@@ -431,8 +469,8 @@ async fn outbox_is_claimed_in_order_and_removed_once_published(kind: Kind) {
     assert_eq!(store.unpublished_count().await.unwrap(), 0);
 }
 
-async fn orders_list_newest_first_by_status_and_cursor(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn orders_list_newest_first_by_status_and_cursor(under: Under) {
+    let (store, _db) = store(under).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(new_order(&*store, "c", 1_000 + i, 100).await);
@@ -459,8 +497,8 @@ async fn orders_list_newest_first_by_status_and_cursor(kind: Kind) {
     assert_eq!(confirmed[0].id, ids[1].to_string());
 }
 
-async fn customer_history_counts_recent_orders_only(kind: Kind) {
-    let (store, _db) = store(kind).await;
+async fn customer_history_counts_recent_orders_only(under: Under) {
+    let (store, _db) = store(under).await;
     let _old = new_order(&*store, "cust", 100, 1_000).await;
     let _a = new_order(&*store, "cust", 5_000, 2_000).await;
     let b = new_order(&*store, "cust", 6_000, 3_000).await;
@@ -475,7 +513,8 @@ async fn customer_history_counts_recent_orders_only(kind: Kind) {
 /// Hosts starting together on one database (or concurrent uploads)
 /// register the same plugin at once: one version results, nobody fails.
 async fn concurrent_registrations_of_one_plugin_agree_on_its_version(kind: Kind) {
-    let (first, db) = store(kind).await;
+    let db = Db::new(kind).await;
+    let first: Arc<dyn Store> = Arc::new(SqlStore::connect(&db.url).await.unwrap());
     // Two hosts on PostgreSQL; SQLite serves one host, whose single writer
     // the concurrent calls share.
     let second = match kind {
@@ -519,8 +558,10 @@ async fn concurrent_registrations_of_one_plugin_agree_on_its_version(kind: Kind)
     assert_eq!(other.version, 2);
 }
 
-on_both_backends!(
-    concurrent_registrations_of_one_plugin_agree_on_its_version,
+// Plugin versions are kept by the SQL stores only.
+on_both_backends!(concurrent_registrations_of_one_plugin_agree_on_its_version);
+
+on_every_store!(
     order_round_trips_with_gapless_history,
     a_consumed_command_cannot_be_applied_twice,
     a_stale_version_is_refused_and_leaves_nothing,

@@ -24,6 +24,9 @@ mod steps;
 pub mod tenants;
 pub mod transport;
 
+#[cfg(test)]
+mod tests;
+
 use crate::tenants::Tenants;
 use metrics::Metrics;
 use oms_plugin_host::PluginHost;

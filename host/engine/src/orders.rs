@@ -89,23 +89,43 @@ pub async fn place(
         now,
     )
     .await;
-    if result.is_err()
-        && let Some((key, _)) = &idempotency
-        && let Err(e) = p.store.abandon_idempotent(&tenant.id, key).await
-    {
-        tracing::warn!(error = %e, "freeing an idempotency key failed; it frees itself when stale");
+    match result {
+        Ok(Accepted { placed, first }) => {
+            // Hand the first step straight to the runner with the state just
+            // written; if this process dies first, the dispatcher (or, with
+            // Kafka, the command's message) finds the command on restart.
+            if let Some((command, loaded)) = first {
+                submit(p, command, Some(loaded));
+            }
+            Ok(placed)
+        }
+        Err(e) => {
+            if let Some((key, _)) = &idempotency
+                && let Err(e) = p.store.abandon_idempotent(&tenant.id, key).await
+            {
+                tracing::warn!(error = %e, "freeing an idempotency key failed; it frees itself when stale");
+            }
+            Err(e)
+        }
     }
-    result
 }
 
-async fn create(
+/// A stored order, and its saga's first command when this host is to run it.
+pub(crate) struct Accepted {
+    pub(crate) placed: Placed,
+    pub(crate) first: Option<(CommandRecord, LoadedOrder)>,
+}
+
+/// Stores the order and its saga's first command, in one transaction;
+/// nothing runs it yet.
+pub(crate) async fn create(
     p: &Arc<Platform>,
     tenant: &Tenant,
     draft: OrderDraft,
     key: Option<&str>,
     render: impl Fn(&OrderRecord) -> String,
     now: i64,
-) -> Result<Placed, OrderError> {
+) -> Result<Accepted, OrderError> {
     let id = oms_clock::new_order_id();
     let total = draft.total().ok_or(OrderError::TotalOverflow)?;
     let deadline = now + i64::try_from(tenant.deadline.as_millis()).unwrap_or(i64::MAX / 2);
@@ -179,28 +199,27 @@ async fn create(
     p.store.create_order(&new).await?;
     Metrics::inc(&p.metrics.orders_accepted_total);
     p.outbox_wake.notify_one();
-    // Hand the first step straight to the runner with the state just written;
-    // if this process dies first, the dispatcher (or, with Kafka, the
-    // command's message) finds the command on restart.
-    if let Some(first) = new.effects.commands.first()
-        && p.transport.owns(id.as_str())
-    {
-        let command = CommandRecord {
-            id: first.id.clone(),
-            tenant_id: tenant.id.to_string(),
-            order_id: id.to_string(),
-            action: first.action.clone(),
-            available_at: first.available_at,
-        };
-        submit(
-            p,
-            command,
-            Some(LoadedOrder::new(new.record.clone(), draft, state)),
-        );
-    }
-    Ok(Placed::Created {
-        record: Box::new(new.record),
-        body,
+    let first = new
+        .effects
+        .commands
+        .first()
+        .filter(|_| p.transport.owns(id.as_str()))
+        .map(|first| {
+            let command = CommandRecord {
+                id: first.id.clone(),
+                tenant_id: tenant.id.to_string(),
+                order_id: id.to_string(),
+                action: first.action.clone(),
+                available_at: first.available_at,
+            };
+            (command, LoadedOrder::new(new.record.clone(), draft, state))
+        });
+    Ok(Accepted {
+        placed: Placed::Created {
+            record: Box::new(new.record),
+            body,
+        },
+        first,
     })
 }
 

@@ -62,6 +62,13 @@ impl Runner {
     }
 }
 
+/// Whether no command or order is in flight here.
+#[cfg(test)]
+pub(crate) fn idle(p: &Platform) -> bool {
+    let f = p.runner.lock();
+    f.commands.is_empty() && f.orders.is_empty()
+}
+
 /// Starts carrying out `cmd`, and then each next command of its saga that is
 /// due at once, unless a command of the same order is already running.
 /// `preloaded` is the order as the caller just committed it, which saves
@@ -215,7 +222,7 @@ pub(crate) async fn run(p: Arc<Platform>) {
 
 /// Carries out one command. `true` when it is finished with (applied, or
 /// found already applied); `false` to try again later.
-async fn process(
+pub(crate) async fn process(
     p: &Platform,
     cmd: &CommandRecord,
     preloaded: Option<Loaded>,

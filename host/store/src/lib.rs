@@ -61,6 +61,10 @@ pub enum StoreError {
     InsufficientStock { sku: String },
     #[error("not found")]
     NotFound,
+    /// The implementation does not keep this area (the in-memory store
+    /// keeps orders, sagas, stock, outbox and recordings only).
+    #[error("{0} is not kept by this store")]
+    Unsupported(&'static str),
     /// A tenant's stored plugins would exceed its quota.
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),

@@ -42,6 +42,14 @@ pub struct OutboxClaim {
     tx: Option<Transaction<'static, Postgres>>,
 }
 
+impl OutboxClaim {
+    /// A claim that holds no lock: for a store whose claims are exclusive
+    /// by construction (one process, in memory).
+    pub fn detached(records: Vec<OutboxRecord>) -> Self {
+        Self { records, tx: None }
+    }
+}
+
 const COLUMNS: &str = "id, tenant_id, order_id, topic, event_type, payload, created_at";
 
 #[async_trait]

@@ -1,0 +1,217 @@
+//! Tenant plugin versions in operation: upload (checked before anything can
+//! run it), activate, roll back, and keeping every host's running components
+//! in step with the activations in the database. (Canaries, shadows and
+//! recordings are decided in `steps/rollout.rs`, where the calls are made.)
+//! Starting, judging and ending canaries: `canary`; loading what the
+//! database says should run: `sync`.
+
+mod canary;
+mod sync;
+
+pub use canary::{end_canary, start_canary, verdict};
+pub(crate) use sync::run_sync;
+pub use sync::sync;
+use sync::{apply, store_artifact};
+
+use super::Platform;
+use crate::tenants::Tenant;
+use oms_plugin_host::{LoadError, Slot};
+use oms_store::{ActivationChange, ActivationRecord, PluginQuota, PluginVersionRecord, StoreError};
+
+/// What one tenant may keep in plugin code, over all its slots and
+/// versions (a componentize-py guest is about 18 MB). Operators change it
+/// with `OMS_PLUGIN_QUOTA_VERSIONS` and `OMS_PLUGIN_QUOTA_MB`.
+pub const PLUGIN_QUOTA: PluginQuota = PluginQuota {
+    versions: 100,
+    bytes: 256 << 20,
+};
+
+fn plugin_quota() -> PluginQuota {
+    static QUOTA: std::sync::OnceLock<PluginQuota> = std::sync::OnceLock::new();
+    *QUOTA.get_or_init(|| {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<i64>().ok());
+        PluginQuota {
+            versions: var("OMS_PLUGIN_QUOTA_VERSIONS").unwrap_or(PLUGIN_QUOTA.versions),
+            bytes: var("OMS_PLUGIN_QUOTA_MB").map_or(PLUGIN_QUOTA.bytes, |mb| mb << 20),
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginOpError {
+    #[error(transparent)]
+    Refused(#[from] LoadError),
+    #[error("no such version")]
+    UnknownVersion,
+    #[error("there is no earlier version to roll back to")]
+    NothingToRollBack,
+    #[error("no canary is running for this slot")]
+    NoCanary,
+    #[error("{0}")]
+    Quota(String),
+    #[error("storage unavailable: {0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for PluginOpError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::UnknownVersion,
+            StoreError::QuotaExceeded(why) => Self::Quota(why),
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Checks and stores an uploaded component. `(record, false)` when these
+/// bytes were uploaded before.
+pub async fn upload(
+    p: &Platform,
+    tenant: &Tenant,
+    slot: Slot,
+    bytes: Vec<u8>,
+    actor: &str,
+) -> Result<(PluginVersionRecord, bool), PluginOpError> {
+    // Compiling is CPU-heavy: keep it off the async workers (and, with a
+    // compiler process configured, out of this process).
+    let host = p.plugins.clone();
+    let limits = tenant.plugin(slot).limits;
+    let checked = tokio::task::spawn_blocking(move || {
+        host.load_untrusted(slot, &bytes, &limits)
+            .map(|plugin| (plugin, bytes))
+    })
+    .await
+    .map_err(|e| PluginOpError::Store(StoreError::Corrupt(e.to_string())))?;
+    let (plugin, bytes) = checked?;
+    let stored = p
+        .store
+        .put_plugin_version_within(
+            &tenant.id,
+            slot.as_str(),
+            &plugin.digest,
+            &bytes,
+            actor,
+            oms_clock::now_ms(),
+            plugin_quota(),
+        )
+        .await?;
+    // Only what was kept has its native code kept.
+    store_artifact(p, &plugin).await;
+    Ok(stored)
+}
+
+pub async fn activate(
+    p: &Platform,
+    tenant: &Tenant,
+    slot: Slot,
+    version: i64,
+    actor: &str,
+) -> Result<ActivationRecord, PluginOpError> {
+    let record = p
+        .store
+        .activate_plugin(
+            &tenant.id,
+            slot.as_str(),
+            &ActivationChange {
+                version,
+                actor,
+                action: "activate",
+                only_if_unset: false,
+            },
+            oms_clock::now_ms(),
+        )
+        .await?;
+    apply(p, tenant, slot, &record).await?;
+    Ok(record)
+}
+
+/// Slots whose calls have no side effects, so a candidate can run beside them.
+pub fn shadowable(slot: Slot) -> bool {
+    matches!(slot, Slot::Guardrail | Slot::FraudCheck)
+}
+
+/// Runs `version` (or with `None`, nothing) in the shadow of the active one.
+pub async fn shadow(
+    p: &Platform,
+    tenant: &Tenant,
+    slot: Slot,
+    version: Option<i64>,
+    actor: &str,
+) -> Result<ActivationRecord, PluginOpError> {
+    let record = p
+        .store
+        .set_shadow(
+            &tenant.id,
+            slot.as_str(),
+            version,
+            actor,
+            oms_clock::now_ms(),
+        )
+        .await?;
+    apply(p, tenant, slot, &record).await?;
+    Ok(record)
+}
+
+pub async fn rollback(
+    p: &Platform,
+    tenant: &Tenant,
+    slot: Slot,
+    actor: &str,
+) -> Result<ActivationRecord, PluginOpError> {
+    let current = p.store.activation(&tenant.id, slot.as_str()).await?;
+    let previous = current
+        .and_then(|a| a.previous_version)
+        .ok_or(PluginOpError::NothingToRollBack)?;
+    let record = p
+        .store
+        .activate_plugin(
+            &tenant.id,
+            slot.as_str(),
+            &ActivationChange {
+                version: previous,
+                actor,
+                action: "rollback",
+                only_if_unset: false,
+            },
+            oms_clock::now_ms(),
+        )
+        .await?;
+    apply(p, tenant, slot, &record).await?;
+    Ok(record)
+}
+
+/// Registers each manifest component as a version, active where no operator
+/// has chosen one yet.
+pub async fn register_manifest_plugins(p: &Platform) -> Result<(), PluginOpError> {
+    let now = oms_clock::now_ms();
+    for tenant in p.tenants.all() {
+        for slot in Slot::ALL {
+            let tp = tenant.plugin(slot);
+            let (record, _) = p
+                .store
+                .put_plugin_version(
+                    &tenant.id,
+                    slot.as_str(),
+                    &tp.manifest_plugin.digest,
+                    &tp.manifest_bytes,
+                    "manifest",
+                    now,
+                )
+                .await?;
+            p.store
+                .activate_plugin(
+                    &tenant.id,
+                    slot.as_str(),
+                    &ActivationChange {
+                        version: record.version,
+                        actor: "manifest",
+                        action: "activate",
+                        only_if_unset: true,
+                    },
+                    now,
+                )
+                .await?;
+        }
+    }
+    sync(p).await
+}

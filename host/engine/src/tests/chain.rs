@@ -1,0 +1,161 @@
+//! The runner's one chain loop: a command and the saga's next ones carried
+//! out by one task; duplicates dropped; failed reads left for later or
+//! retried in place; a lost race decided again on the state that won.
+
+use super::{Harness, until};
+use crate::runner::{self, deliver, process, submit};
+use oms_domain::{Sku, WarehouseId};
+use oms_store::{Inventory, Orders, SagaLog};
+use std::sync::atomic::Ordering;
+
+fn count(m: &std::sync::atomic::AtomicU64) -> u64 {
+    m.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_submitted_command_carries_the_whole_saga() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "WIDGET-1", 2, "tok_visa").await;
+    let cmd = h.command(&id).await;
+    // No dispatcher runs: only the chain can carry the saga past its first step.
+    assert!(submit(&h.p, cmd.clone(), None));
+    let order = h.settled(&id).await;
+    assert_eq!(
+        (order.saga_status.as_str(), order.status.as_str()),
+        ("COMPLETED", "CONFIRMED")
+    );
+    assert_eq!(
+        h.ledger(&id),
+        [
+            ("authorize".into(), "succeeded".into()),
+            ("capture".into(), "succeeded".into())
+        ]
+    );
+    let history = h.history(&id).await;
+    assert_eq!(
+        history.iter().filter(|e| *e == "step.succeeded").count(),
+        6,
+        "{history:?}"
+    );
+    assert_eq!(h.store.pending_commands().await.unwrap(), 0);
+    let stock = h
+        .store
+        .stock(&h.acme(), &Sku::parse("WIDGET-1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stock.iter().map(|s| s.reserved).sum::<i64>(), 2);
+    until("the chain lets go of the order", || runner::idle(&h.p)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_applied_before_is_dropped_as_a_duplicate() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
+    let cmd = h.command(&id).await;
+    let (done, follow) = process(&h.p, &cmd, None).await;
+    assert!(done && follow.is_some());
+    let version = h.order(&id).await.version;
+    let (done, follow) = process(&h.p, &cmd, None).await;
+    assert!(done && follow.is_none());
+    assert_eq!(count(&h.p.metrics.duplicate_deliveries_total), 1);
+    assert_eq!(h.order(&id).await.version, version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_leaves_the_command_for_a_later_try() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
+    let cmd = h.command(&id).await;
+    let before = h.order(&id).await.version;
+    for op in ["command_exists", "order", "commit_transition"] {
+        h.store.fail(op);
+        assert!(!process(&h.p, &cmd, None).await.0, "{op}");
+        assert_eq!(h.store.failed(op), 1, "{op}");
+        h.store.heal(op);
+        assert_eq!(h.order(&id).await.version, before, "{op}");
+    }
+    assert!(process(&h.p, &cmd, None).await.0);
+    assert_eq!(h.order(&id).await.version, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_command_is_retried_in_place_until_the_store_answers() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
+    let cmd = h.command(&id).await;
+    h.store.fail("command_exists");
+    let p = h.p.clone();
+    let task = tokio::spawn(async move { deliver(&p, cmd, false).await });
+    until("the delivery is tried again", || {
+        h.store.failed("command_exists") >= 2
+    })
+    .await;
+    // Its offset must not move on: the delivery has not returned.
+    assert!(!task.is_finished());
+    h.store.heal("command_exists");
+    tokio::time::timeout(super::DEADLINE, task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.settled(&id).await.saga_status, "COMPLETED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_lost_a_race_is_decided_again_on_the_winning_state() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
+    let cmd = h.command(&id).await;
+    let stale = h.loaded(&id).await;
+    crate::orders::cancel(&h.p, h.tenant(), &id, "changed my mind".into())
+        .await
+        .unwrap();
+    // The validation's outcome was decided on the order before the cancel.
+    let (done, _) = process(&h.p, &cmd, Some(stale)).await;
+    assert!(done);
+    assert_eq!(count(&h.p.metrics.commit_conflicts_total), 1);
+    let order = h.settled(&id).await;
+    assert_eq!(order.saga_status, "CANCELLED", "{:?}", h.history(&id).await);
+    assert!(h.ledger(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_gone_at_commit_fails_the_reservation_and_nothing_is_charged() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "GADGET-7", 3, "tok_visa").await;
+    let sku = Sku::parse("GADGET-7").unwrap();
+    let east = WarehouseId::parse("east").unwrap();
+    h.store
+        .set_stock(&h.acme(), &sku, &east, 2, 0)
+        .await
+        .unwrap();
+    assert!(submit(&h.p, h.command(&id).await, None));
+    let order = h.settled(&id).await;
+    let history = h.history(&id).await;
+    assert_eq!(order.saga_status, "CANCELLED", "{history:?}");
+    assert!(h.ledger(&id).is_empty());
+    let events = h.store.order_events(&h.acme(), &id).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.data.contains("OUT_OF_STOCK")),
+        "{history:?}"
+    );
+    let stock = h.store.stock(&h.acme(), &sku).await.unwrap();
+    assert_eq!(stock[0].reserved, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_releases_the_stock_it_held() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "GADGET-7", 3, "tok_chargeDeclined").await;
+    assert!(submit(&h.p, h.command(&id).await, None));
+    let order = h.settled(&id).await;
+    let history = h.history(&id).await;
+    assert_eq!(order.saga_status, "CANCELLED", "{history:?}");
+    assert!(
+        history.contains(&"compensation.succeeded".to_string()),
+        "{history:?}"
+    );
+    assert_eq!(h.ledger(&id), [("authorize".into(), "failed".into())]);
+    let sku = Sku::parse("GADGET-7").unwrap();
+    let stock = h.store.stock(&h.acme(), &sku).await.unwrap();
+    assert_eq!(stock[0].reserved, 0);
+}

@@ -1,0 +1,233 @@
+//! Saga transitions and their commands, as `SqlStore` commits them
+//! (host/store/src/transition.rs): the consumed command, the version check,
+//! the stock change, then history, commands, outbox and payment, all or
+//! nothing.
+
+use super::{Key, MemoryStore, Queued, Reservation, Tables, key};
+use async_trait::async_trait;
+use oms_domain::{OrderId, TenantId};
+use oms_store::{
+    CommandRecord, InventoryOp, OrderEventRecord, OutboxRecord, PaymentRecord, Result, SagaLog,
+    StoreError, Transition,
+};
+use std::sync::atomic::Ordering;
+
+#[async_trait]
+impl SagaLog for MemoryStore {
+    async fn commit_transition(&self, t: &Transition) -> Result<i64> {
+        self.check("commit_transition")?;
+        let commands_in_outbox = self.commands_in_outbox.load(Ordering::Relaxed);
+        self.transaction(|tables| {
+            if let Some(command) = &t.consumes {
+                if tables.commands.remove(command).is_none() {
+                    return Err(StoreError::Duplicate);
+                }
+                if commands_in_outbox {
+                    tables.outbox.retain(|q| &q.record.id != command);
+                }
+            }
+            let k = key(t.tenant.as_str(), t.order_id.as_str());
+            let order = tables
+                .orders
+                .get_mut(&k)
+                .filter(|o| o.version == t.expected_version)
+                .ok_or(StoreError::Conflict)?;
+            let p = &t.patch;
+            for (field, value) in [
+                (&mut order.status, &p.status),
+                (&mut order.payment_status, &p.payment_status),
+                (&mut order.fulfillment_status, &p.fulfillment_status),
+                (&mut order.saga_state, &p.saga_state),
+                (&mut order.saga_status, &p.saga_status),
+            ] {
+                if let Some(v) = value {
+                    field.clone_from(v);
+                }
+            }
+            for (field, value) in [
+                (&mut order.violations, &p.violations),
+                (&mut order.cancellation_reason, &p.cancellation_reason),
+                (&mut order.shipment, &p.shipment),
+            ] {
+                if value.is_some() {
+                    field.clone_from(value);
+                }
+            }
+            order.version += 1;
+            order.event_seq += t.events.len() as i64;
+            order.updated_at = t.now;
+            let first_seq = order.event_seq - t.events.len() as i64 + 1;
+            if let Some(op) = &t.inventory {
+                apply_inventory(tables, &t.tenant, &t.order_id, op)?;
+            }
+            write_effects(tables, t, first_seq);
+            Ok(t.expected_version + 1)
+        })
+    }
+
+    async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>> {
+        self.check("due_commands")?;
+        let mut due: Vec<CommandRecord> = self
+            .tables()
+            .commands
+            .values()
+            .filter(|c| c.available_at <= now)
+            .cloned()
+            .collect();
+        due.sort_by_key(|c| c.available_at);
+        due.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(due)
+    }
+
+    async fn lease_command(&self, id: &str, seen_due: i64, until: i64) -> Result<bool> {
+        self.check("lease_command")?;
+        let mut t = self.tables();
+        match t.commands.get_mut(id) {
+            Some(c) if c.available_at == seen_due => {
+                c.available_at = until;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn next_command_at(&self) -> Result<Option<i64>> {
+        self.check("next_command_at")?;
+        Ok(self
+            .tables()
+            .commands
+            .values()
+            .map(|c| c.available_at)
+            .min())
+    }
+
+    async fn command_exists(&self, id: &str) -> Result<bool> {
+        self.check("command_exists")?;
+        Ok(self.tables().commands.contains_key(id))
+    }
+
+    async fn pending_commands(&self) -> Result<i64> {
+        self.check("pending_commands")?;
+        Ok(self.tables().commands.len() as i64)
+    }
+}
+
+/// History, commands, outbox messages and the payment record of `t`.
+pub(crate) fn write_effects(tables: &mut Tables, t: &Transition, first_seq: i64) {
+    let k: Key = key(t.tenant.as_str(), t.order_id.as_str());
+    let history = tables.events.entry(k.clone()).or_default();
+    for (i, (event_type, data)) in t.events.iter().enumerate() {
+        history.push(OrderEventRecord {
+            seq: first_seq + i as i64,
+            event_type: event_type.clone(),
+            data: data.to_string(),
+            at: t.now,
+        });
+    }
+    for c in &t.commands {
+        tables.commands.insert(
+            c.id.clone(),
+            CommandRecord {
+                id: c.id.clone(),
+                tenant_id: t.tenant.to_string(),
+                order_id: t.order_id.to_string(),
+                action: c.action.clone(),
+                available_at: c.available_at,
+            },
+        );
+    }
+    for m in &t.outbox {
+        tables.outbox.push(Queued {
+            record: OutboxRecord {
+                id: m.id.clone(),
+                tenant_id: t.tenant.to_string(),
+                order_id: t.order_id.to_string(),
+                topic: m.topic.clone(),
+                event_type: m.event_type.clone(),
+                payload: m.payload.to_string(),
+                created_at: t.now,
+            },
+            available_at: m.available_at.unwrap_or(t.now),
+        });
+    }
+    if let Some(p) = &t.payment {
+        let mut row: PaymentRecord = p.clone();
+        row.at = t.now;
+        tables.payments.entry(k).or_default().push(row);
+    }
+}
+
+/// Reserve holds each line in the warehouse with the most available (ties
+/// by warehouse id); a reservation already made is not made again. Release
+/// and Consume act on what the order holds.
+fn apply_inventory(
+    tables: &mut Tables,
+    tenant: &TenantId,
+    order: &OrderId,
+    op: &InventoryOp,
+) -> Result<()> {
+    let (tenant, order) = (tenant.as_str(), order.as_str());
+    match op {
+        InventoryOp::Reserve(lines) => {
+            if tables
+                .reservations
+                .iter()
+                .any(|r| r.tenant == tenant && r.order == order)
+            {
+                return Ok(());
+            }
+            for (sku, quantity) in lines {
+                let best = tables
+                    .inventory
+                    .iter()
+                    .filter(|((t, s, _), (on_hand, reserved))| {
+                        t == tenant && s == sku && on_hand - reserved >= *quantity
+                    })
+                    .max_by(|(ka, (ha, ra)), (kb, (hb, rb))| {
+                        (ha - ra).cmp(&(hb - rb)).then(kb.2.cmp(&ka.2))
+                    })
+                    .map(|(k, _)| k.clone());
+                let Some(k) = best else {
+                    return Err(StoreError::InsufficientStock { sku: sku.clone() });
+                };
+                if let Some(level) = tables.inventory.get_mut(&k) {
+                    level.1 += quantity;
+                }
+                tables.reservations.push(Reservation {
+                    tenant: tenant.to_owned(),
+                    order: order.to_owned(),
+                    sku: sku.clone(),
+                    warehouse: k.2,
+                    quantity: *quantity,
+                    state: "held",
+                });
+            }
+        }
+        InventoryOp::Release | InventoryOp::Consume => {
+            let consume = *op == InventoryOp::Consume;
+            for r in tables
+                .reservations
+                .iter_mut()
+                .filter(|r| r.tenant == tenant && r.order == order && r.state == "held")
+            {
+                let k = (r.tenant.clone(), r.sku.clone(), r.warehouse.clone());
+                let level = tables
+                    .inventory
+                    .get_mut(&k)
+                    .filter(|(_, reserved)| *reserved >= r.quantity)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "reservation of {} {} in {} exceeds what is reserved",
+                            r.quantity, r.sku, r.warehouse
+                        ))
+                    })?;
+                level.1 -= r.quantity;
+                if consume {
+                    level.0 -= r.quantity;
+                }
+                r.state = if consume { "consumed" } else { "released" };
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The areas this store does not keep: plugin versions and their rollouts,
+//! and reconciliation. Reads find nothing stored; writes are refused.
+
+use super::MemoryStore;
+use async_trait::async_trait;
+use oms_domain::{OrderId, TenantId};
+use oms_store::{
+    ActivationChange, ActivationRecord, AuditRecord, Canaries, CanaryCall, CanaryRecord,
+    CanaryWindow, Mismatch, PluginQuota, PluginUploads, PluginVersionRecord, PluginVersions,
+    Reconciliation, Result, ShadowResult, StoreError, Unreconciled,
+};
+
+#[async_trait]
+impl PluginVersions for MemoryStore {
+    async fn plugin_versions(
+        &self,
+        _tenant: &TenantId,
+        _slot: &str,
+    ) -> Result<Vec<PluginVersionRecord>> {
+        Ok(Vec::new())
+    }
+
+    async fn plugin_blob_size(&self, _digest: &str) -> Result<usize> {
+        Err(StoreError::NotFound)
+    }
+
+    async fn plugin_blob(&self, _digest: &str) -> Result<Vec<u8>> {
+        Err(StoreError::NotFound)
+    }
+
+    async fn put_plugin_artifact(
+        &self,
+        _digest: &str,
+        _engine: &str,
+        _bytes: &[u8],
+        _now: i64,
+    ) -> Result<()> {
+        Err(StoreError::Unsupported("plugin versions"))
+    }
+
+    async fn plugin_artifact(&self, _digest: &str, _engine: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    async fn activations(&self) -> Result<Vec<ActivationRecord>> {
+        Ok(Vec::new())
+    }
+
+    async fn activation(
+        &self,
+        _tenant: &TenantId,
+        _slot: &str,
+    ) -> Result<Option<ActivationRecord>> {
+        Ok(None)
+    }
+
+    async fn activate_plugin(
+        &self,
+        _tenant: &TenantId,
+        _slot: &str,
+        _change: &ActivationChange<'_>,
+        _now: i64,
+    ) -> Result<ActivationRecord> {
+        Err(StoreError::Unsupported("plugin versions"))
+    }
+
+    async fn set_shadow(
+        &self,
+        _tenant: &TenantId,
+        _slot: &str,
+        _version: Option<i64>,
+        _actor: &str,
+        _now: i64,
+    ) -> Result<ActivationRecord> {
+        Err(StoreError::Unsupported("plugin versions"))
+    }
+
+    async fn record_shadow(
+        &self,
+        _tenant: &TenantId,
+        _slot: &str,
+        _r: &ShadowResult,
+    ) -> Result<()> {
+        Err(StoreError::Unsupported("plugin versions"))
+    }
+
+    async fn shadow_summary(
+        &self,
+        _tenant: &TenantId,
+        _slot: &str,
+        _shadow_version: &str,
+    ) -> Result<(i64, i64, Vec<ShadowResult>)> {
+        Ok((0, 0, Vec::new()))
+    }
+
+    async fn plugin_audit(&self, _tenant: &TenantId) -> Result<Vec<AuditRecord>> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl PluginUploads for MemoryStore {
+    #[allow(clippy::too_many_arguments)]
+    async fn put_plugin_version_within(
+        &self,
+        _tenant: &TenantId,
+        _slot: &str,
+        _digest: &str,
+        _bytes: &[u8],
+        _uploaded_by: &str,
+        _now: i64,
+        _quota: PluginQuota,
+    ) -> Result<(PluginVersionRecord, bool)> {
+        Err(StoreError::Unsupported("plugin versions"))
+    }
+}
+
+#[async_trait]
+impl Canaries for MemoryStore {
+    async fn start_canary(&self, _c: &CanaryRecord) -> Result<ActivationRecord> {
+        Err(StoreError::Unsupported("canaries"))
+    }
+
+    async fn canary(&self, _tenant: &TenantId, _slot: &str) -> Result<Option<CanaryRecord>> {
+        Ok(None)
+    }
+
+    async fn canaries(&self) -> Result<Vec<CanaryRecord>> {
+        Ok(Vec::new())
+    }
+
+    async fn end_canary(
+        &self,
+        _c: &CanaryRecord,
+        _action: &str,
+        _actor: &str,
+        _detail: Option<String>,
+        _now: i64,
+    ) -> Result<bool> {
+        Err(StoreError::Unsupported("canaries"))
+    }
+
+    async fn record_canary_call(&self, _c: &CanaryRecord, _call: &CanaryCall) -> Result<()> {
+        Err(StoreError::Unsupported("canaries"))
+    }
+
+    async fn canary_window(&self, _c: &CanaryRecord, _window: i64) -> Result<CanaryWindow> {
+        Err(StoreError::Unsupported("canaries"))
+    }
+}
+
+#[async_trait]
+impl Reconciliation for MemoryStore {
+    async fn unreconciled_orders(
+        &self,
+        _now: i64,
+        _before: i64,
+        _limit: i64,
+    ) -> Result<Vec<Unreconciled>> {
+        Ok(Vec::new())
+    }
+
+    async fn defer_reconciliation(
+        &self,
+        _tenant: &TenantId,
+        _order: &OrderId,
+        _until: i64,
+    ) -> Result<()> {
+        Err(StoreError::Unsupported("reconciliation"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn settle_reconciliation(
+        &self,
+        _tenant: &TenantId,
+        _order: &OrderId,
+        _version: i64,
+        _through: &str,
+        _outcome: &str,
+        _now: i64,
+        _mismatch: Option<&Mismatch>,
+    ) -> Result<bool> {
+        Err(StoreError::Unsupported("reconciliation"))
+    }
+}
