@@ -45,6 +45,22 @@ impl ApiError {
         )
     }
 
+    /// A store failure: a stored record that does not read back is the
+    /// platform's fault (500, logged); anything else is worth a retry.
+    pub fn store(e: oms_store::StoreError) -> Self {
+        match e {
+            oms_store::StoreError::Corrupt(what) => {
+                tracing::error!(%what, "a stored record is unreadable");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "CORRUPT_RECORD",
+                    "a stored record could not be read; operators have been told",
+                )
+            }
+            other => Self::unavailable(other),
+        }
+    }
+
     pub fn unavailable(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "request failed on an internal error");
         Self::new(

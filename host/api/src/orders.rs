@@ -10,7 +10,7 @@ use oms_domain::validate;
 use oms_domain::{OrderDraft, OrderId, OrderStatus};
 use oms_engine::orders::{self, OrderError, Placed};
 use oms_saga::SagaState;
-use oms_store::OrderRecord;
+use oms_store::{OrderRecord, StoreError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -21,9 +21,11 @@ fn iso(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-pub fn order_json(r: &OrderRecord) -> Value {
-    let draft: Option<OrderDraft> = serde_json::from_str(&r.draft).ok();
-    let saga: Option<SagaState> = serde_json::from_str(&r.saga_state).ok();
+/// The order as the API shows it. A stored column that does not parse is
+/// an error naming it, not a field left out.
+pub fn order_json(r: &OrderRecord) -> Result<Value, StoreError> {
+    let draft: Option<OrderDraft> = Some(oms_store::json("order draft", &r.draft)?);
+    let saga: Option<SagaState> = Some(oms_store::json("saga state", &r.saga_state)?);
     let mut v = json!({
         "id": r.id,
         "status": r.status,
@@ -45,24 +47,16 @@ pub fn order_json(r: &OrderRecord) -> Value {
         "createdAt": iso(r.created_at),
         "updatedAt": iso(r.updated_at),
     });
-    if let Some(violations) = r
-        .violations
-        .as_deref()
-        .and_then(|s| serde_json::from_str::<Value>(s).ok())
-    {
-        v["violations"] = violations;
+    if let Some(violations) = r.violations.as_deref() {
+        v["violations"] = oms_store::json("order violations", violations)?;
     }
     if let Some(reason) = &r.cancellation_reason {
         v["cancellationReason"] = json!(reason);
     }
-    if let Some(shipment) = r
-        .shipment
-        .as_deref()
-        .and_then(|s| serde_json::from_str::<Value>(s).ok())
-    {
-        v["shipment"] = shipment;
+    if let Some(shipment) = r.shipment.as_deref() {
+        v["shipment"] = oms_store::json("order shipment", shipment)?;
     }
-    v
+    Ok(v)
 }
 
 fn order_error(e: OrderError) -> ApiError {
@@ -87,7 +81,7 @@ fn order_error(e: OrderError) -> ApiError {
             "TOTAL_OVERFLOW",
             e.to_string(),
         ),
-        OrderError::Store(e) => ApiError::unavailable(e),
+        OrderError::Store(e) => ApiError::store(e),
     }
 }
 
@@ -148,7 +142,7 @@ pub async fn create(
         }
     };
     let placed = orders::place(&p, &tenant, draft, idempotency, |r| {
-        order_json(r).to_string()
+        order_json(r).map(|v| v.to_string())
     })
     .await
     .map_err(order_error)?;
@@ -180,7 +174,7 @@ pub async fn show(
         .order(&tenant.id, &id)
         .await
         .map_err(|e| order_error(e.into()))?;
-    Ok(Json(order_json(&record)))
+    Ok(Json(order_json(&record).map_err(ApiError::store)?))
 }
 
 pub async fn list(
@@ -227,7 +221,7 @@ pub async fn list(
         None
     };
     Ok(Json(
-        json!({ "data": page.iter().map(|r| order_json(r)).collect::<Vec<_>>(), "nextCursor": next }),
+        json!({ "data": page.iter().map(|r| order_json(r)).collect::<Result<Vec<_>, _>>().map_err(ApiError::store)?, "nextCursor": next }),
     ))
 }
 
@@ -321,7 +315,11 @@ pub async fn cancel(
         .order(&tenant.id, &id)
         .await
         .map_err(|e| order_error(e.into()))?;
-    Ok((StatusCode::ACCEPTED, Json(order_json(&record))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(order_json(&record).map_err(ApiError::store)?),
+    )
+        .into_response())
 }
 
 pub async fn ship(
@@ -347,7 +345,7 @@ pub async fn ship(
             }
             other => order_error(other),
         })?;
-    Ok(Json(order_json(&record)))
+    Ok(Json(order_json(&record).map_err(ApiError::store)?))
 }
 
 pub async fn deliver(
@@ -364,5 +362,58 @@ pub async fn deliver(
             }
             other => order_error(other),
         })?;
-    Ok(Json(order_json(&record)))
+    Ok(Json(order_json(&record).map_err(ApiError::store)?))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(draft: &str, shipment: Option<&str>) -> OrderRecord {
+        let definition = oms_saga::SagaDefinition::new(oms_saga::Step::ALL.to_vec()).unwrap();
+        let saga = oms_saga::start(definition, oms_saga::state::Limits::default(), 0).0;
+        OrderRecord {
+            tenant_id: "acme".into(),
+            id: "ord_01J0000000000000000000000".into(),
+            customer_id: "c1".into(),
+            currency: "USD".into(),
+            total_minor: 100,
+            status: "PENDING".into(),
+            payment_status: "NONE".into(),
+            fulfillment_status: "NONE".into(),
+            draft: draft.into(),
+            violations: None,
+            cancellation_reason: None,
+            shipment: shipment.map(str::to_owned),
+            saga_state: serde_json::to_string(&saga).unwrap(),
+            saga_status: "RUNNING".into(),
+            version: 1,
+            event_seq: 1,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    const DRAFT: &str = r#"{"customerId":"c1","currency":"USD","items":[{"sku":"A","quantity":1,"unitPrice":100}],"shippingAddress":{"line1":"1 Main St","city":"X","postalCode":"1","country":"US"},"paymentToken":"tok_visa"}"#;
+
+    #[test]
+    fn an_order_reads_back_whole() {
+        let v = order_json(&record(DRAFT, Some(r#"{"carrier":"ups"}"#))).unwrap();
+        assert_eq!(v["items"][0]["sku"], "A");
+        assert_eq!(v["shipment"]["carrier"], "ups");
+    }
+
+    #[test]
+    fn an_unreadable_column_is_an_error_naming_it_not_a_field_left_out() {
+        let e = order_json(&record("{not json", None)).unwrap_err();
+        assert!(e.to_string().contains("order draft"), "{e}");
+        let e = order_json(&record(DRAFT, Some("[truncated"))).unwrap_err();
+        assert!(e.to_string().contains("order shipment"), "{e}");
+        let api = ApiError::store(e);
+        assert_eq!(
+            (api.status, api.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, "CORRUPT_RECORD")
+        );
+    }
 }

@@ -237,7 +237,10 @@ pub(crate) fn transition(
                 };
                 patch.status = Some(status.as_str().into());
                 if let Some(s) = shipment {
-                    patch.shipment = serde_json::to_string(s).ok();
+                    patch.shipment = Some(
+                        serde_json::to_string(s)
+                            .expect("a shipment serialises: plain strings and numbers"),
+                    );
                     // The goods leave on-hand and reserved stock.
                     inventory = Some(InventoryOp::Consume);
                 }

@@ -63,7 +63,7 @@ pub async fn place(
     tenant: &Tenant,
     draft: OrderDraft,
     idempotency: Option<(String, String)>,
-    render: impl Fn(&OrderRecord) -> String,
+    render: impl Fn(&OrderRecord) -> Result<String, StoreError>,
 ) -> Result<Placed, OrderError> {
     let now = oms_clock::now_ms();
     if let Some((key, hash)) = &idempotency {
@@ -123,7 +123,7 @@ pub(crate) async fn create(
     tenant: &Tenant,
     draft: OrderDraft,
     key: Option<&str>,
-    render: impl Fn(&OrderRecord) -> String,
+    render: impl Fn(&OrderRecord) -> Result<String, StoreError>,
     now: i64,
 ) -> Result<Accepted, OrderError> {
     let id = oms_clock::new_order_id();
@@ -190,7 +190,7 @@ pub(crate) async fn create(
         };
         effects::carry_commands(&mut effects, grace);
     }
-    let body = render(&record);
+    let body = render(&record)?;
     let new = NewOrder {
         record,
         effects,

@@ -86,10 +86,16 @@ impl Harness {
             }
         };
         let now = oms_clock::now_ms();
-        let accepted =
-            crate::orders::create(&self.p, self.tenant(), draft, None, |_| String::new(), now)
-                .await
-                .unwrap();
+        let accepted = crate::orders::create(
+            &self.p,
+            self.tenant(),
+            draft,
+            None,
+            |_| Ok(String::new()),
+            now,
+        )
+        .await
+        .unwrap();
         match accepted.placed {
             crate::orders::Placed::Created { record, .. } => OrderId::parse(&record.id).unwrap(),
             crate::orders::Placed::Replayed { .. } => unreachable!("no idempotency key given"),
