@@ -107,19 +107,28 @@ pub async fn activate(
     version: i64,
     actor: &str,
 ) -> Result<ActivationRecord, PluginOpError> {
+    switch(p, tenant, slot, version, actor, "activate").await
+}
+
+/// Makes `version` the active one (recorded as `action`) and runs it here
+/// at once; other hosts follow within a sync.
+async fn switch(
+    p: &Platform,
+    tenant: &Tenant,
+    slot: Slot,
+    version: i64,
+    actor: &str,
+    action: &str,
+) -> Result<ActivationRecord, PluginOpError> {
+    let change = ActivationChange {
+        version,
+        actor,
+        action,
+        only_if_unset: false,
+    };
     let record = p
         .store
-        .activate_plugin(
-            &tenant.id,
-            slot.as_str(),
-            &ActivationChange {
-                version,
-                actor,
-                action: "activate",
-                only_if_unset: false,
-            },
-            oms_clock::now_ms(),
-        )
+        .activate_plugin(&tenant.id, slot.as_str(), &change, oms_clock::now_ms())
         .await?;
     apply(p, tenant, slot, &record).await?;
     Ok(record)
@@ -162,22 +171,7 @@ pub async fn rollback(
     let previous = current
         .and_then(|a| a.previous_version)
         .ok_or(PluginOpError::NothingToRollBack)?;
-    let record = p
-        .store
-        .activate_plugin(
-            &tenant.id,
-            slot.as_str(),
-            &ActivationChange {
-                version: previous,
-                actor,
-                action: "rollback",
-                only_if_unset: false,
-            },
-            oms_clock::now_ms(),
-        )
-        .await?;
-    apply(p, tenant, slot, &record).await?;
-    Ok(record)
+    switch(p, tenant, slot, previous, actor, "rollback").await
 }
 
 /// Registers each manifest component as a version, active where no operator
