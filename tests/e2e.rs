@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Db, Kind, Server, order};
+use support::{Db, Kind, Server, admin, order};
 
 async fn server(kind: Kind) -> (Server, Db) {
     let db = Db::new(kind).await;
@@ -535,7 +535,8 @@ async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(kind: Kind) {
         .await;
     let done = api.settle(&id).await;
     assert_eq!(done["sagaState"], "STUCK", "{done}");
-    assert_eq!(done["status"], "PENDING");
+    // Not PENDING forever: the client sees it needs someone.
+    assert_eq!(done["status"], "REQUIRES_ATTENTION");
     assert_eq!(done["paymentStatus"], "AUTHORIZED");
     let payments = ops(&api.get(&format!("/orders/{id}/payments")).await.body);
     assert_eq!(
@@ -555,6 +556,90 @@ async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(kind: Kind) {
             .status,
         409
     );
+    let attention = api.get("/orders?status=REQUIRES_ATTENTION").await.body;
+    assert_eq!(attention["data"][0]["id"], id.as_str());
+    operators_settle_a_stuck_saga(&srv, &id).await;
+}
+
+/// An operator finds the stuck saga with what it holds, retries it (the
+/// provider still fails its voids: stuck again), and resolves it once,
+/// however many click at once.
+async fn operators_settle_a_stuck_saga(srv: &Server, id: &str) {
+    let tok = support::ADMIN_TOKEN;
+    let (status, list) = admin(srv, "/sagas?state=STUCK&tenant=globex", None, tok).await;
+    assert_eq!(status, 200, "{list}");
+    let row = &list["data"][0];
+    assert_eq!(row["orderId"], id, "{list}");
+    assert_eq!(
+        (&row["stoppedAt"], &row["paymentStatus"]),
+        (&json!("void-payment"), &json!("AUTHORIZED")),
+        "{row}"
+    );
+    let (status, _) = admin(srv, "/sagas?state=SIDEWAYS", None, tok).await;
+    assert_eq!(status, 400);
+    let act = |action: &str| format!("/tenants/globex/orders/{id}/saga/{action}");
+    let (status, body) = admin(srv, &act("resolve"), Some(json!({})), tok).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("REASON_REQUIRED"))
+    );
+    let (status, body) = admin(srv, &act("retry"), Some(json!({})), tok).await;
+    assert_eq!(status, 200, "{body}");
+    let api = srv.api("globex");
+    let again = api.settle(id).await;
+    assert_eq!(again["sagaState"], "STUCK", "{again}");
+    let voids = ops(&api.get(&format!("/orders/{id}/payments")).await.body)
+        .iter()
+        .filter(|p| **p == op("void", "failed"))
+        .count();
+    assert_eq!(voids, 8, "four more attempts after the retry");
+    // Eight operators resolve at once: one wins, the rest are told it is done.
+    let mut clicks = Vec::new();
+    for i in 0..8 {
+        let (srv_url, path) = (srv.url.clone(), act("resolve"));
+        clicks.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{srv_url}/admin/v1{path}"))
+                .bearer_auth(support::ADMIN_TOKEN)
+                .json(&json!({ "reason": format!("voided by hand in the dashboard ({i})") }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for c in clicks {
+        codes.push(c.await.unwrap());
+    }
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 409, 409, 409, 409, 409, 409, 409]);
+    let resolved = api.get(&format!("/orders/{id}")).await.body;
+    assert_eq!(
+        (&resolved["status"], &resolved["sagaState"]),
+        (&json!("RESOLVED"), &json!("RESOLVED")),
+        "{resolved}"
+    );
+    let t = types(&api.get(&format!("/orders/{id}/events")).await.body);
+    assert_eq!(
+        t.iter().filter(|e| *e == "order.resolved").count(),
+        1,
+        "{t:?}"
+    );
+    assert_eq!(
+        t.iter().filter(|e| *e == "operator.resolve").count(),
+        1,
+        "{t:?}"
+    );
+    assert_eq!(srv.metric("sagas_resolved_total").await, 1);
+    let (status, body) = admin(srv, &act("retry"), Some(json!({})), tok).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("ORDER_STATE_CONFLICT"))
+    );
+    let (status, _) = admin(srv, &act("sideways"), Some(json!({})), tok).await;
+    assert_eq!(status, 404);
 }
 
 async fn health_readiness_and_metrics(kind: Kind) {

@@ -443,7 +443,10 @@ impl Api {
             let r = self.get(&format!("/orders/{id}")).await;
             assert_eq!(r.status, 200, "{}", r.body);
             let saga = r.body["sagaState"].as_str().unwrap_or_default();
-            if matches!(saga, "COMPLETED" | "REJECTED" | "CANCELLED" | "STUCK") {
+            if matches!(
+                saga,
+                "COMPLETED" | "REJECTED" | "CANCELLED" | "STUCK" | "RESOLVED"
+            ) {
                 return r.body;
             }
             assert!(

@@ -7,6 +7,7 @@ mod inventory;
 mod orders;
 mod plugins;
 mod reconciliation;
+mod sagas;
 
 pub use error::ApiError;
 
@@ -76,7 +77,12 @@ pub fn router(platform: Arc<Platform>) -> Router {
             post(canary::abort),
         )
         .route("/tenants/{tenant}/audit", get(plugins::audit))
-        .route("/payments/reconcile", post(reconciliation::run));
+        .route("/payments/reconcile", post(reconciliation::run))
+        .route("/sagas", get(sagas::list))
+        .route(
+            "/tenants/{tenant}/orders/{id}/saga/{action}",
+            post(sagas::act),
+        );
     Router::new()
         .nest("/api/v1", api)
         .nest("/admin/v1", admin)

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()
@@ -59,7 +59,7 @@ pub fn order_json(r: &OrderRecord) -> Result<Value, StoreError> {
     Ok(v)
 }
 
-fn order_error(e: OrderError) -> ApiError {
+pub(crate) fn order_error(e: OrderError) -> ApiError {
     match e {
         OrderError::NotFound => ApiError::not_found("order"),
         OrderError::NotCancellable(m) => {
@@ -85,7 +85,7 @@ fn order_error(e: OrderError) -> ApiError {
     }
 }
 
-fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+pub(crate) fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     OrderId::parse(raw).ok_or_else(|| ApiError::not_found("order"))
 }
 

@@ -270,6 +270,10 @@ wire_enum!(
         Cancelled = "CANCELLED",
         Shipped = "SHIPPED",
         Delivered = "DELIVERED",
+        // Its saga is stuck: an operator must retry or resolve it.
+        RequiresAttention = "REQUIRES_ATTENTION",
+        // An operator settled its stuck saga out of band.
+        Resolved = "RESOLVED",
     }
 );
 

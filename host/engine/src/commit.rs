@@ -14,6 +14,7 @@ use oms_domain::{OrderDraft, OrderId};
 use oms_saga::{self as saga, Action, Failure, SagaState, SagaStatus, Step};
 use oms_store::{CommandRecord, OrderRecord, StoreError, Transition, json};
 use serde_json::{Value, json};
+use std::sync::atomic::AtomicU64;
 
 /// How long a commit keeps going through version conflicts before it gives
 /// up. Only a bug makes it that far (see `commit`).
@@ -86,6 +87,9 @@ pub(crate) async fn commit(
     let mut conflicts = 0u32;
     loop {
         let now = oms_clock::now_ms();
+        // What this decision counts, once it is committed (a decision lost
+        // to a concurrent change is decided again and counted then).
+        let mut counted = Vec::new();
         let state = &loaded.state;
         let (t, next_state) = match saga::apply(state, &outcome.event, now) {
             // A request that changes nothing (a repeated cancel) writes
@@ -110,7 +114,7 @@ pub(crate) async fn commit(
                     outcome.extras.clone(),
                     now,
                 );
-                count(p, state, &next, &actions);
+                counted = counters(p, state, &next, &actions);
                 (t, Some(next))
             }
             Err(illegal) if consumes.is_none() => return Committed::Refused(illegal),
@@ -155,6 +159,9 @@ pub(crate) async fn commit(
                 return Committed::Applied(None);
             }
             Ok(version) => {
+                for counter in counted {
+                    Metrics::inc(counter);
+                }
                 if !t.outbox.is_empty() {
                     p.outbox_wake.notify_one();
                 }
@@ -265,9 +272,16 @@ fn patched(order: &mut OrderRecord, t: &Transition, version: i64) {
     order.updated_at = t.now;
 }
 
-fn count(p: &Platform, before: &SagaState, after: &SagaState, actions: &[Action]) {
+/// The counters a transition from `before` to `after` moves.
+fn counters<'p>(
+    p: &'p Platform,
+    before: &SagaState,
+    after: &SagaState,
+    actions: &[Action],
+) -> Vec<&'p AtomicU64> {
+    let mut counted = Vec::new();
     if after.status == before.status && after.attempt > before.attempt {
-        Metrics::inc(&p.metrics.step_retries_total);
+        counted.push(&p.metrics.step_retries_total);
     }
     for a in actions {
         if let Action::Finish { status } = a {
@@ -275,11 +289,13 @@ fn count(p: &Platform, before: &SagaState, after: &SagaState, actions: &[Action]
                 SagaStatus::Completed => &p.metrics.sagas_completed_total,
                 SagaStatus::Rejected => &p.metrics.sagas_rejected_total,
                 SagaStatus::Cancelled => &p.metrics.sagas_cancelled_total,
+                SagaStatus::Resolved => &p.metrics.sagas_resolved_total,
                 _ => &p.metrics.sagas_stuck_total,
             };
-            Metrics::inc(counter);
+            counted.push(counter);
         }
     }
+    counted
 }
 
 pub(crate) use Loaded as LoadedOrder;

@@ -200,13 +200,21 @@ pub(crate) fn transition(
                 ));
             }
             Action::Finish { status } => {
-                let reason = state.ending.as_ref().map(Ending::reason);
+                let reason = match status {
+                    SagaStatus::Resolved => state.resolution.clone(),
+                    _ => state.ending.as_ref().map(Ending::reason),
+                };
                 let (order_status, event_type) = match status {
                     SagaStatus::Completed => (Some(OrderStatus::Confirmed), "order.confirmed"),
                     SagaStatus::Rejected => (Some(OrderStatus::Rejected), "order.rejected"),
                     SagaStatus::Cancelled => (Some(OrderStatus::Cancelled), "order.cancelled"),
-                    // The order keeps its status; the saga shows STUCK until an operator acts.
-                    _ => (None, "order.saga_stuck"),
+                    // Until an operator retries it (and it finishes) or resolves it.
+                    SagaStatus::Stuck => (Some(OrderStatus::RequiresAttention), "order.saga_stuck"),
+                    SagaStatus::Resolved => (Some(OrderStatus::Resolved), "order.resolved"),
+                    // The core never finishes in these; nothing to change.
+                    SagaStatus::Running | SagaStatus::Compensating => {
+                        (None, "order.saga_unfinished")
+                    }
                 };
                 if let Some(s) = order_status {
                     patch.status = Some(s.as_str().into());

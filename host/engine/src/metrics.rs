@@ -30,6 +30,7 @@ counters! {
     sagas_rejected_total: "Sagas that ended with the order rejected.",
     sagas_cancelled_total: "Sagas that ended cancelled after compensation.",
     sagas_stuck_total: "Sagas whose compensation exhausted its retries.",
+    sagas_resolved_total: "Stuck sagas an operator resolved out of band.",
     saga_steps_total: "Saga steps and compensations carried out.",
     step_retries_total: "Forward steps scheduled for another attempt.",
     illegal_transitions_total: "Events the saga state machine refused.",

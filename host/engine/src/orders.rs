@@ -315,3 +315,21 @@ async fn apply_from_api(
         Committed::Failed => Err(Refusal::Error(OrderError::Store(StoreError::Conflict))),
     }
 }
+
+/// An operator's action on an order's saga: `OperatorRetry`,
+/// `OperatorCompensate` or `OperatorResolve`. Decided by the saga against
+/// the state it commits on, so of concurrent actions on one order the saga
+/// refuses all but the first ([`OrderError::WrongState`]).
+pub async fn operate(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    event: SagaEvent,
+) -> Result<(), OrderError> {
+    apply_from_api(p, tenant, id, event)
+        .await
+        .map_err(|refused| match refused {
+            Refusal::Illegal(why) => OrderError::WrongState(why.detail),
+            Refusal::Error(e) => e,
+        })
+}

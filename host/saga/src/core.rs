@@ -8,6 +8,7 @@
 use super::compensation::{begin_compensation, compensation_delay, finish_compensation};
 pub use super::compensation::{required_compensations, resolve_plan};
 use super::handover;
+use super::operator;
 pub use super::state::{
     Action, Ending, Failure, Handover, IllegalTransition, Limits, Plan, SagaEvent, SagaState,
     SagaStatus, Shipment,
@@ -36,6 +37,7 @@ pub fn start(
         payment_reference: None,
         deadline_at,
         handover: Handover::NotShipped,
+        resolution: None,
     };
     (
         state,
@@ -242,12 +244,25 @@ pub fn apply(
                 event,
                 "the order's saga is stuck and needs an operator",
             )),
+            SagaStatus::Resolved => Err(illegal(
+                state,
+                event,
+                "an operator resolved the order's saga",
+            )),
         },
         SagaEvent::Shipped { shipment } => {
             handover::ship(state, next, shipment).map_err(|detail| illegal(state, event, detail))
         }
         SagaEvent::Delivered => {
             handover::deliver(state, next).map_err(|detail| illegal(state, event, detail))
+        }
+        SagaEvent::OperatorRetry { .. } => {
+            operator::retry(state, next).map_err(|detail| illegal(state, event, detail))
+        }
+        SagaEvent::OperatorCompensate { reason, .. } => operator::compensate(state, next, reason)
+            .map_err(|detail| illegal(state, event, detail)),
+        SagaEvent::OperatorResolve { reason, .. } => {
+            operator::resolve(state, next, reason).map_err(|detail| illegal(state, event, detail))
         }
     }
 }
@@ -291,5 +306,7 @@ fn expect_compensation(
     }
 }
 
+#[cfg(test)]
+mod operator_tests;
 #[cfg(test)]
 mod tests;

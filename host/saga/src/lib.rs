@@ -4,6 +4,7 @@
 pub mod compensation;
 pub mod core;
 pub mod handover;
+pub mod operator;
 pub mod state;
 pub mod step;
 

@@ -21,6 +21,8 @@ pub enum SagaStatus {
     Cancelled,
     /// A compensation exhausted its retries. Needs an operator; never skipped.
     Stuck,
+    /// An operator settled a stuck saga out of band (with a reason); final.
+    Resolved,
 }
 
 impl SagaStatus {
@@ -32,6 +34,7 @@ impl SagaStatus {
             Self::Rejected => "REJECTED",
             Self::Cancelled => "CANCELLED",
             Self::Stuck => "STUCK",
+            Self::Resolved => "RESOLVED",
         }
     }
 }
@@ -149,6 +152,21 @@ pub enum SagaEvent {
     },
     /// The goods reached the customer (from the API). Legal only once shipped.
     Delivered,
+    /// An operator runs a stuck saga's failed compensation again, now.
+    OperatorRetry {
+        operator: String,
+    },
+    /// An operator stops a running saga going forward; its running step
+    /// finishes first, then what it did is undone.
+    OperatorCompensate {
+        operator: String,
+        reason: String,
+    },
+    /// An operator settled a stuck saga out of band.
+    OperatorResolve {
+        operator: String,
+        reason: String,
+    },
 }
 
 impl SagaEvent {
@@ -162,6 +180,9 @@ impl SagaEvent {
             Self::CancelRequested { .. } => "cancel.requested",
             Self::Shipped { .. } => "order.shipped",
             Self::Delivered => "order.delivered",
+            Self::OperatorRetry { .. } => "operator.retry",
+            Self::OperatorCompensate { .. } => "operator.compensate",
+            Self::OperatorResolve { .. } => "operator.resolve",
         }
     }
 }
@@ -222,6 +243,9 @@ pub struct SagaState {
     /// (Absent from states stored before it existed: not shipped.)
     #[serde(default)]
     pub handover: Handover,
+    /// How an operator settled the saga (RESOLVED), in their words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -226,6 +226,26 @@ impl Orders for MemoryStore {
             .ok_or(StoreError::NotFound)
     }
 
+    async fn orders_in_saga_status(
+        &self,
+        saga_status: &str,
+        tenant: Option<&TenantId>,
+        limit: i64,
+    ) -> Result<Vec<OrderRecord>> {
+        self.check("orders_in_saga_status")?;
+        let mut found: Vec<OrderRecord> = self
+            .tables()
+            .orders
+            .values()
+            .filter(|o| o.saga_status == saga_status)
+            .filter(|o| tenant.is_none_or(|t| o.tenant_id == t.as_str()))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.updated_at, &a.id).cmp(&(b.updated_at, &b.id)));
+        found.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(found)
+    }
+
     async fn list_orders(
         &self,
         tenant: &TenantId,

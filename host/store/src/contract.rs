@@ -49,6 +49,15 @@ pub trait Orders: Send + Sync {
     async fn create_order(&self, new: &NewOrder) -> Result<()>;
 
     async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord>;
+    /// Orders whose saga is in `saga_status` (of one tenant, or of all),
+    /// the longest unchanged first: what operators look at.
+    async fn orders_in_saga_status(
+        &self,
+        saga_status: &str,
+        tenant: Option<&TenantId>,
+        limit: i64,
+    ) -> Result<Vec<OrderRecord>>;
+
     /// Newest first; `after` is the last id of the previous page.
     async fn list_orders(
         &self,

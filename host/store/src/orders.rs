@@ -224,6 +224,26 @@ impl crate::contract::Orders for SqlStore {
         })
     }
 
+    async fn orders_in_saga_status(
+        &self,
+        saga_status: &str,
+        tenant: Option<&TenantId>,
+        limit: i64,
+    ) -> Result<Vec<OrderRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as::<_, OrderRecord>(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders
+                 WHERE saga_status = $1 AND ($2 IS NULL OR tenant_id = $2)
+                 ORDER BY updated_at, id LIMIT $3"
+            ))
+            .bind(saga_status)
+            .bind(tenant.map(TenantId::as_str))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
     async fn list_orders(
         &self,
         tenant: &TenantId,

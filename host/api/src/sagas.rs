@@ -1,0 +1,172 @@
+//! Operators and sagas that need them: `GET /admin/v1/sagas` lists sagas
+//! by state (stuck, compensating, running) across tenants or for one, with
+//! what each holds; `POST /admin/v1/tenants/{tenant}/orders/{id}/saga/{action}`
+//! retries, compensates or resolves one. The saga decides each action on the
+//! state it commits on, so a second operator's click is a 409.
+
+use super::orders::{order_error, order_id, order_json};
+use super::plugins::{Operator, tenant};
+use super::{ApiError, AppState, json_body};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use oms_domain::{OrderId, TenantId};
+use oms_engine::orders;
+use oms_saga::{SagaEvent, SagaState, SagaStatus};
+use oms_store::{OrderRecord, StoreError, json};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// Who acted, for the order's history. Named operators come with operator
+/// tokens; the one admin token acts as `operator`.
+const ACTOR: &str = "operator";
+
+fn saga_state(raw: &str) -> Result<SagaStatus, ApiError> {
+    let all = [
+        SagaStatus::Running,
+        SagaStatus::Compensating,
+        SagaStatus::Completed,
+        SagaStatus::Rejected,
+        SagaStatus::Cancelled,
+        SagaStatus::Stuck,
+        SagaStatus::Resolved,
+    ];
+    all.into_iter().find(|s| s.as_str() == raw).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_SAGA_STATE",
+            format!(
+                "state must be one of {}",
+                all.map(|s| s.as_str()).join(", ")
+            ),
+        )
+    })
+}
+
+/// `GET /admin/v1/sagas?state=STUCK[&tenant=acme][&limit=100]`.
+pub async fn list(
+    State(p): State<AppState>,
+    _: Operator,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let state = saga_state(q.get("state").map_or("STUCK", String::as_str))?;
+    let tenant = match q.get("tenant") {
+        Some(t) => Some(tenant(&p, t)?.id.clone()),
+        None => None,
+    };
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=500).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_LIMIT",
+                    "limit must be 1 to 500",
+                )
+            })?,
+        None => 100,
+    };
+    let records = p
+        .store
+        .orders_in_saga_status(state.as_str(), tenant.as_ref(), limit)
+        .await
+        .map_err(ApiError::store)?;
+    let mut data = Vec::with_capacity(records.len());
+    for r in &records {
+        data.push(summary(&p, r).await.map_err(ApiError::store)?);
+    }
+    Ok(Json(json!({ "data": data })))
+}
+
+/// One saga as an operator needs it: where it stopped, why, and the money
+/// and stock it holds.
+async fn summary(p: &AppState, r: &OrderRecord) -> Result<Value, StoreError> {
+    let saga: SagaState = json("saga state", &r.saga_state)?;
+    let (tenant, id) = match (TenantId::parse(&r.tenant_id), OrderId::parse(&r.id)) {
+        (Some(t), Some(i)) => (t, i),
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "order key {}/{}",
+                r.tenant_id, r.id
+            )));
+        }
+    };
+    let held: Vec<Value> = p
+        .store
+        .reservations(&tenant, &id)
+        .await?
+        .into_iter()
+        .filter(|(_, state, _)| state == "held")
+        .map(|(sku, _, quantity)| json!({ "sku": sku, "quantity": quantity }))
+        .collect();
+    Ok(json!({
+        "tenantId": r.tenant_id,
+        "orderId": r.id,
+        "status": r.status,
+        "sagaState": r.saga_status,
+        "stoppedAt": saga.pending.first().map(|c| c.to_string())
+            .or_else(|| saga.current_step().map(|s| s.to_string())),
+        "attempt": saga.attempt,
+        "ending": saga.ending.as_ref().map(|e| e.reason()),
+        "pendingCompensations": saga.pending,
+        "paymentStatus": r.payment_status,
+        "totalAmount": r.total_minor,
+        "currency": r.currency,
+        "stockHeld": held,
+        "updatedAt": super::orders::iso(r.updated_at),
+    }))
+}
+
+/// `POST /admin/v1/tenants/{tenant}/orders/{id}/saga/{retry|compensate|resolve}`
+/// with `{"reason": "…"}` (required to compensate or resolve).
+pub async fn act(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, id, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&p, &t)?;
+    let id = order_id(&id)?;
+    let reason = if body.is_empty() {
+        None
+    } else {
+        json_body(&body)?
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+    };
+    let needs_reason = || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "REASON_REQUIRED",
+            format!("{action} needs {{\"reason\": \"…\"}}: it is kept in the order's history"),
+        )
+    };
+    let operator = ACTOR.to_string();
+    let event = match action.as_str() {
+        "retry" => SagaEvent::OperatorRetry { operator },
+        "compensate" => SagaEvent::OperatorCompensate {
+            operator,
+            reason: reason.ok_or_else(needs_reason)?,
+        },
+        "resolve" => SagaEvent::OperatorResolve {
+            operator,
+            reason: reason.ok_or_else(needs_reason)?,
+        },
+        _ => return Err(ApiError::not_found("saga action")),
+    };
+    orders::operate(&p, &tenant, &id, event)
+        .await
+        .map_err(order_error)?;
+    let record = p
+        .store
+        .order(&tenant.id, &id)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(Json(order_json(&record).map_err(ApiError::store)?))
+}
