@@ -497,6 +497,39 @@ async fn orders_list_newest_first_by_status_and_cursor(under: Under) {
     assert_eq!(confirmed[0].id, ids[1].to_string());
 }
 
+/// Operators' view: sagas in one state, of one tenant or all, the longest
+/// unchanged first.
+async fn sagas_are_found_by_state_longest_unchanged_first(under: Under) {
+    let (store, _db) = store(under).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(new_order(&*store, "c", 1_000 + i, 100).await);
+    }
+    // Stuck at different times: ids[2] first, then ids[0].
+    for (id, at) in [(&ids[2], 5_000), (&ids[0], 6_000)] {
+        let mut t = effects(id, 0, None);
+        t.patch.saga_status = Some("STUCK".into());
+        t.now = at;
+        store.commit_transition(&t).await.unwrap();
+    }
+    let stuck = store
+        .orders_in_saga_status("STUCK", Some(&tenant()), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        stuck.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        vec![ids[2].to_string(), ids[0].to_string()]
+    );
+    let everywhere = store.orders_in_saga_status("STUCK", None, 1).await.unwrap();
+    assert_eq!(everywhere.len(), 1);
+    let other = TenantId::parse("globex").unwrap();
+    let none = store
+        .orders_in_saga_status("STUCK", Some(&other), 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
 async fn customer_history_counts_recent_orders_only(under: Under) {
     let (store, _db) = store(under).await;
     let _old = new_order(&*store, "cust", 100, 1_000).await;
@@ -572,4 +605,5 @@ on_every_store!(
     outbox_is_claimed_in_order_and_removed_once_published,
     orders_list_newest_first_by_status_and_cursor,
     customer_history_counts_recent_orders_only,
+    sagas_are_found_by_state_longest_unchanged_first,
 );
