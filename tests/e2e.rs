@@ -561,6 +561,18 @@ async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(kind: Kind) {
     operators_settle_a_stuck_saga(&srv, &id).await;
 }
 
+/// Runs `oms saga …` against the server: whether it succeeded, and its JSON.
+fn oms_saga(srv: &Server, args: &[&str]) -> (bool, Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+        .arg("saga")
+        .args(["--url", &srv.url, "--token", support::ADMIN_TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    let body = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), body)
+}
+
 /// An operator finds the stuck saga with what it holds, retries it (the
 /// provider still fails its voids: stuck again), and resolves it once,
 /// however many click at once.
@@ -638,6 +650,17 @@ async fn operators_settle_a_stuck_saga(srv: &Server, id: &str) {
         (status, &body["error"]["code"]),
         (409, &json!("ORDER_STATE_CONFLICT"))
     );
+    // The same through `oms saga`.
+    let (ok, listed) = oms_saga(srv, &["list", "--state", "RESOLVED", "--tenant", "globex"]);
+    assert!(ok, "{listed}");
+    assert_eq!(listed["data"][0]["orderId"], id);
+    let (ok, shown) = oms_saga(srv, &["show", "globex", id]);
+    assert!(ok, "{shown}");
+    let history = shown["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["type"], "order.resolved", "{shown}");
+    let (ok, refused) = oms_saga(srv, &["resolve", "globex", id, "--reason", "again"]);
+    assert!(!ok);
+    assert_eq!(refused["error"]["code"], "ORDER_STATE_CONFLICT");
     let (status, _) = admin(srv, &act("sideways"), Some(json!({})), tok).await;
     assert_eq!(status, 404);
 }

@@ -79,6 +79,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/tenants/{tenant}/audit", get(plugins::audit))
         .route("/payments/reconcile", post(reconciliation::run))
         .route("/sagas", get(sagas::list))
+        .route("/tenants/{tenant}/orders/{id}/saga", get(sagas::show))
         .route(
             "/tenants/{tenant}/orders/{id}/saga/{action}",
             post(sagas::act),

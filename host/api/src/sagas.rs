@@ -120,6 +120,40 @@ async fn summary(p: &AppState, r: &OrderRecord) -> Result<Value, StoreError> {
     }))
 }
 
+/// `GET /admin/v1/tenants/{tenant}/orders/{id}/saga`: the saga as `list`
+/// shows it, with the order's whole history.
+pub async fn show(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&p, &t)?;
+    let id = order_id(&id)?;
+    let record = match p.store.order(&tenant.id, &id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => return Err(ApiError::not_found("order")),
+        Err(e) => return Err(ApiError::store(e)),
+    };
+    let mut v = summary(&p, &record).await.map_err(ApiError::store)?;
+    let events = p
+        .store
+        .order_events(&tenant.id, &id)
+        .await
+        .map_err(ApiError::store)?;
+    let mut history = Vec::with_capacity(events.len());
+    for e in events {
+        let data: Value = json("order event", &e.data).map_err(ApiError::store)?;
+        history.push(json!({
+            "sequence": e.seq,
+            "type": e.event_type,
+            "at": super::orders::iso(e.at),
+            "data": data,
+        }));
+    }
+    v["history"] = Value::Array(history);
+    Ok(Json(v))
+}
+
 /// `POST /admin/v1/tenants/{tenant}/orders/{id}/saga/{retry|compensate|resolve}`
 /// with `{"reason": "…"}` (required to compensate or resolve).
 pub async fn act(

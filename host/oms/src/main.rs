@@ -52,6 +52,8 @@ enum Command {
     Plugin(cli::plugin::PluginArgs),
     /// List and replay saga command messages no host could read (Kafka).
     Dlq(cli::dlq::DlqArgs),
+    /// Sagas that need an operator: list, show, retry, compensate, resolve.
+    Saga(cli::saga::SagaArgs),
     /// Internal: compiles a component from stdin to native code on stdout
     /// under the given limits (how `serve` compiles tenants' uploads).
     #[command(hide = true)]
@@ -140,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => oms_bench::run(args).await,
             Command::Plugin(args) => cli::plugin::run(args).await,
             Command::Dlq(args) => cli::dlq::run(args).await,
+            Command::Saga(args) => cli::saga::run(args).await,
             Command::CompilePlugin { .. } => Ok(()),
         }
     })

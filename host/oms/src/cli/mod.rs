@@ -4,3 +4,4 @@ pub mod dlq;
 pub mod plugin;
 pub mod plugin_local;
 pub mod plugin_scaffold;
+pub mod saga;
