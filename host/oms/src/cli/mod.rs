@@ -1,6 +1,7 @@
 //! One module per command besides `serve` (which lives in `main.rs`).
 
 pub mod dlq;
+pub mod host;
 pub mod plugin;
 pub mod plugin_local;
 pub mod plugin_scaffold;

@@ -7,17 +7,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct PluginArgs {
-    /// The host's address.
-    #[arg(
-        long,
-        global = true,
-        default_value = "http://127.0.0.1:8080",
-        env = "OMS_URL"
-    )]
-    url: String,
-    /// Operator token (for list, activate, rollback).
-    #[arg(long, global = true, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    host: super::host::HostArgs,
     #[command(subcommand)]
     command: PluginCommand,
 }
@@ -215,7 +206,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
                 let response = reqwest::Client::new()
                     .get(format!(
                         "{}/api/v1/plugins/{slot}/calls?limit={limit}",
-                        args.url.trim_end_matches('/')
+                        args.host.base()
                     ))
                     .header("x-tenant-id", tenant)
                     .bearer_auth(key)
@@ -237,12 +228,8 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let client = reqwest::Client::new();
-    let base = args.url.trim_end_matches('/');
-    let token = || {
-        args.token
-            .clone()
-            .context("the operator token is needed: --token or OMS_ADMIN_TOKEN")
-    };
+    let base = args.host.base();
+    let token = || args.host.token();
     let response = match &args.command {
         PluginCommand::Upload {
             tenant,
@@ -345,15 +332,7 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
                 .await?
         }
     };
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.context("reading the host's answer")?;
-    let mut out = std::io::stdout();
-    serde_json::to_writer_pretty(&mut out, &body)?;
-    out.write_all(b"\n")?;
-    if !status.is_success() {
-        bail!("the host answered {status}");
-    }
-    Ok(())
+    super::host::print_answer(response).await
 }
 
 fn print(value: &serde_json::Value) -> anyhow::Result<()> {

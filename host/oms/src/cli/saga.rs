@@ -2,22 +2,12 @@
 //! running host: list them by state, show one, retry, compensate or
 //! resolve it.
 
-use anyhow::{Context, bail};
-use std::io::Write;
+use super::host::{HostArgs, print_answer};
 
 #[derive(clap::Args, Debug)]
 pub struct SagaArgs {
-    /// The host's address.
-    #[arg(
-        long,
-        global = true,
-        default_value = "http://127.0.0.1:8080",
-        env = "OMS_URL"
-    )]
-    url: String,
-    /// Operator token.
-    #[arg(long, global = true, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    host: HostArgs,
     #[command(subcommand)]
     command: SagaCommand,
 }
@@ -56,11 +46,8 @@ enum SagaCommand {
 }
 
 pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
-    let token = args
-        .token
-        .clone()
-        .context("the operator token is needed: --token or OMS_ADMIN_TOKEN")?;
-    let base = format!("{}/admin/v1", args.url.trim_end_matches('/'));
+    let token = args.host.token()?;
+    let base = format!("{}/admin/v1", args.host.base());
     let client = reqwest::Client::new();
     let act = |tenant: &str, order: &str, action: &str| {
         format!("{base}/tenants/{tenant}/orders/{order}/saga/{action}")
@@ -98,14 +85,5 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
             .post(act(tenant, order, "resolve"))
             .json(&serde_json::json!({ "reason": reason })),
     };
-    let response = request.bearer_auth(token).send().await?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.context("reading the host's answer")?;
-    let mut out = std::io::stdout();
-    serde_json::to_writer_pretty(&mut out, &body)?;
-    out.write_all(b"\n")?;
-    if !status.is_success() {
-        bail!("the host answered {status}");
-    }
-    Ok(())
+    print_answer(request.bearer_auth(token).send().await?).await
 }
