@@ -550,6 +550,8 @@ async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(kind: Kind) {
     let t = types(&api.get(&format!("/orders/{id}/events")).await.body);
     assert_eq!(t.last().map(String::as_str), Some("order.saga_stuck"));
     assert_eq!(srv.metric("sagas_stuck_total").await, 1);
+    assert_eq!(srv.metric(r#"sagas_stuck{tenant="globex"}"#).await, 1);
+    assert_eq!(srv.metric(r#"sagas_stuck{tenant="acme"}"#).await, 0);
     assert_eq!(
         api.post(&format!("/orders/{id}/cancel"), &json!({}))
             .await
@@ -645,6 +647,7 @@ async fn operators_settle_a_stuck_saga(srv: &Server, id: &str) {
         "{t:?}"
     );
     assert_eq!(srv.metric("sagas_resolved_total").await, 1);
+    assert_eq!(srv.metric(r#"sagas_stuck{tenant="globex"}"#).await, 0);
     let (status, body) = admin(srv, &act("retry"), Some(json!({})), tok).await;
     assert_eq!(
         (status, &body["error"]["code"]),

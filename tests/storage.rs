@@ -528,6 +528,10 @@ async fn sagas_are_found_by_state_longest_unchanged_first(under: Under) {
         .await
         .unwrap();
     assert!(none.is_empty());
+    let counts = store.count_sagas_by_tenant("STUCK").await.unwrap();
+    assert_eq!(counts, vec![("acme".to_string(), 2)]);
+    let running = store.count_sagas_by_tenant("RUNNING").await.unwrap();
+    assert_eq!(running, vec![("acme".to_string(), 2)]);
 }
 
 async fn customer_history_counts_recent_orders_only(under: Under) {

@@ -119,6 +119,23 @@ async fn metrics(State(p): State<AppState>) -> String {
             "# HELP oms_outbox_unpublished Outbox messages not yet taken by the transport.\n# TYPE oms_outbox_unpublished gauge\noms_outbox_unpublished {n}\n"
         ));
     }
+    // Sagas waiting for an operator, per tenant (every tenant listed, so a
+    // tenant's line going back to 0 is seen).
+    match p.store.count_sagas_by_tenant("STUCK").await {
+        Ok(counts) => {
+            out.push_str("# HELP oms_sagas_stuck Sagas stuck, waiting for an operator.\n# TYPE oms_sagas_stuck gauge\n");
+            let mut tenants: Vec<&str> = p.tenants.all().map(|t| t.id.as_str()).collect();
+            tenants.sort_unstable();
+            for tenant in tenants {
+                let n = counts
+                    .iter()
+                    .find(|(t, _)| t == tenant)
+                    .map_or(0, |(_, n)| *n);
+                out.push_str(&format!("oms_sagas_stuck{{tenant=\"{tenant}\"}} {n}\n"));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting stuck sagas for /metrics failed"),
+    }
     if let oms_engine::transport::Transport::Kafka(k) = &p.transport {
         out.push_str(&format!(
             "# HELP oms_consumer_partitions Saga command partitions this host holds.\n# TYPE oms_consumer_partitions gauge\noms_consumer_partitions {}\n",

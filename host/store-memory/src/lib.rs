@@ -304,11 +304,13 @@ impl Orders for MemoryStore {
         Ok(history)
     }
 
-    async fn count_orders_by_saga_status(&self) -> Result<Vec<(String, i64)>> {
-        self.check("count_orders_by_saga_status")?;
+    async fn count_sagas_by_tenant(&self, saga_status: &str) -> Result<Vec<(String, i64)>> {
+        self.check("count_sagas_by_tenant")?;
         let mut counts: BTreeMap<String, i64> = BTreeMap::new();
         for o in self.tables().orders.values() {
-            *counts.entry(o.saga_status.clone()).or_default() += 1;
+            if o.saga_status == saga_status {
+                *counts.entry(o.tenant_id.clone()).or_default() += 1;
+            }
         }
         Ok(counts.into_iter().collect())
     }

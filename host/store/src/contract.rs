@@ -79,8 +79,9 @@ pub trait Orders: Send + Sync {
         since: i64,
         exclude: &OrderId,
     ) -> Result<CustomerHistory>;
-    /// Orders whose saga has not finished, for start-up checks and tests.
-    async fn count_orders_by_saga_status(&self) -> Result<Vec<(String, i64)>>;
+    /// How many orders of each tenant have their saga in `saga_status`
+    /// (tenants with none are left out), by tenant id.
+    async fn count_sagas_by_tenant(&self, saga_status: &str) -> Result<Vec<(String, i64)>>;
 }
 
 /// Saga transitions and the commands they leave to carry out.

@@ -315,11 +315,15 @@ impl crate::contract::Orders for SqlStore {
         })
     }
 
-    async fn count_orders_by_saga_status(&self) -> Result<Vec<(String, i64)>> {
+    async fn count_sagas_by_tenant(&self, saga_status: &str) -> Result<Vec<(String, i64)>> {
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as("SELECT saga_status, COUNT(*) FROM orders GROUP BY saga_status ORDER BY saga_status")
-                .fetch_all(pool)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT tenant_id, COUNT(*) FROM orders WHERE saga_status = $1
+                 GROUP BY tenant_id ORDER BY tenant_id",
+            )
+            .bind(saga_status)
+            .fetch_all(pool)
+            .await?)
         })
     }
 }
