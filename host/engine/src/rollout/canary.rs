@@ -2,7 +2,7 @@
 //! against the operator's thresholds, promoted, aborted or rolled back.
 
 use super::PluginOpError;
-use super::sync::{apply, apply_canary};
+use super::apply::{apply, apply_canary};
 use crate::Platform;
 use crate::metrics::Metrics;
 use crate::tenants::Tenant;

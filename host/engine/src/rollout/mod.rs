@@ -5,13 +5,14 @@
 //! Starting, judging and ending canaries: `canary`; loading what the
 //! database says should run: `sync`.
 
+mod apply;
 mod canary;
 mod sync;
 
+use apply::{apply, store_artifact};
 pub use canary::{end_canary, start_canary, verdict};
 pub(crate) use sync::run_sync;
 pub use sync::sync;
-use sync::{apply, store_artifact};
 
 use super::Platform;
 use crate::tenants::Tenant;
