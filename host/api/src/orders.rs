@@ -185,7 +185,10 @@ pub async fn list(
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", m);
     let status = match q.get("status") {
         Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| {
-            bad("status must be one of PENDING, CONFIRMED, REJECTED, CANCELLED, SHIPPED, DELIVERED")
+            bad(&format!(
+                "status must be one of {}",
+                OrderStatus::WIRE.join(", ")
+            ))
         })?),
         None => None,
     };

@@ -244,6 +244,9 @@ macro_rules! wire_enum {
         }
 
         impl $name {
+            /// Every wire name, in declaration order.
+            pub const WIRE: &'static [&'static str] = &[$($wire),+];
+
             pub fn as_str(&self) -> &'static str {
                 match self { $(Self::$variant => $wire),+ }
             }

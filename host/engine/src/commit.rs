@@ -247,26 +247,7 @@ pub(crate) async fn commit(
 
 /// The order row as `t` left it, without reading it back.
 fn patched(order: &mut OrderRecord, t: &Transition, version: i64) {
-    let p = &t.patch;
-    let set = |field: &mut String, value: &Option<String>| {
-        if let Some(v) = value {
-            field.clone_from(v);
-        }
-    };
-    set(&mut order.status, &p.status);
-    set(&mut order.payment_status, &p.payment_status);
-    set(&mut order.fulfillment_status, &p.fulfillment_status);
-    set(&mut order.saga_state, &p.saga_state);
-    set(&mut order.saga_status, &p.saga_status);
-    for (field, value) in [
-        (&mut order.violations, &p.violations),
-        (&mut order.cancellation_reason, &p.cancellation_reason),
-        (&mut order.shipment, &p.shipment),
-    ] {
-        if value.is_some() {
-            field.clone_from(value);
-        }
-    }
+    t.patch.apply_to(order);
     order.version = version;
     order.event_seq += t.events.len() as i64;
     order.updated_at = t.now;

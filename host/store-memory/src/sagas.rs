@@ -32,27 +32,7 @@ impl SagaLog for MemoryStore {
                 .get_mut(&k)
                 .filter(|o| o.version == t.expected_version)
                 .ok_or(StoreError::Conflict)?;
-            let p = &t.patch;
-            for (field, value) in [
-                (&mut order.status, &p.status),
-                (&mut order.payment_status, &p.payment_status),
-                (&mut order.fulfillment_status, &p.fulfillment_status),
-                (&mut order.saga_state, &p.saga_state),
-                (&mut order.saga_status, &p.saga_status),
-            ] {
-                if let Some(v) = value {
-                    field.clone_from(v);
-                }
-            }
-            for (field, value) in [
-                (&mut order.violations, &p.violations),
-                (&mut order.cancellation_reason, &p.cancellation_reason),
-                (&mut order.shipment, &p.shipment),
-            ] {
-                if value.is_some() {
-                    field.clone_from(value);
-                }
-            }
+            t.patch.apply_to(order);
             order.version += 1;
             order.event_seq += t.events.len() as i64;
             order.updated_at = t.now;

@@ -38,6 +38,33 @@ pub struct OrderPatch {
     pub saga_status: Option<String>,
 }
 
+impl OrderPatch {
+    /// The row as the patch leaves it (the columns only; version, history
+    /// sequence and times are the transition's).
+    pub fn apply_to(&self, order: &mut crate::OrderRecord) {
+        for (field, value) in [
+            (&mut order.status, &self.status),
+            (&mut order.payment_status, &self.payment_status),
+            (&mut order.fulfillment_status, &self.fulfillment_status),
+            (&mut order.saga_state, &self.saga_state),
+            (&mut order.saga_status, &self.saga_status),
+        ] {
+            if let Some(v) = value {
+                field.clone_from(v);
+            }
+        }
+        for (field, value) in [
+            (&mut order.violations, &self.violations),
+            (&mut order.cancellation_reason, &self.cancellation_reason),
+            (&mut order.shipment, &self.shipment),
+        ] {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Transition {
     pub tenant: TenantId,
