@@ -10,7 +10,7 @@ use oms_domain::validate;
 use oms_domain::{OrderDraft, OrderId, OrderStatus};
 use oms_engine::orders::{self, OrderError, Placed};
 use oms_saga::SagaState;
-use oms_store::{OrderRecord, StoreError};
+use oms_store::{OrderEventRecord, OrderRecord, StoreError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -243,18 +243,24 @@ pub async fn events(
         .order_events(&tenant.id, &id)
         .await
         .map_err(ApiError::unavailable)?;
-    let data: Vec<Value> = events
+    let data = history_json(&events).map_err(ApiError::store)?;
+    Ok(Json(json!({ "data": data })))
+}
+
+/// An order's history as the API shows it (clients' `/events` and the
+/// operators' saga view); an entry whose data does not parse is an error.
+pub(crate) fn history_json(events: &[OrderEventRecord]) -> Result<Vec<Value>, StoreError> {
+    events
         .iter()
         .map(|e| {
-            json!({
+            Ok(json!({
                 "sequence": e.seq,
                 "type": e.event_type,
                 "at": iso(e.at),
-                "data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
-            })
+                "data": oms_store::json::<Value>("order event", &e.data)?,
+            }))
         })
-        .collect();
-    Ok(Json(json!({ "data": data })))
+        .collect()
 }
 
 pub async fn payments(
@@ -405,6 +411,20 @@ mod tests {
         let v = order_json(&record(DRAFT, Some(r#"{"carrier":"ups"}"#))).unwrap();
         assert_eq!(v["items"][0]["sku"], "A");
         assert_eq!(v["shipment"]["carrier"], "ups");
+    }
+
+    #[test]
+    fn a_history_entry_that_does_not_parse_is_an_error_not_null() {
+        let entry = |data: &str| OrderEventRecord {
+            seq: 1,
+            event_type: "order.created".into(),
+            data: data.into(),
+            at: 0,
+        };
+        let ok = history_json(&[entry(r#"{"a":1}"#)]).unwrap();
+        assert_eq!(ok[0]["data"]["a"], 1);
+        let e = history_json(&[entry("{cut")]).unwrap_err();
+        assert!(e.to_string().contains("order event"), "{e}");
     }
 
     #[test]

@@ -140,16 +140,7 @@ pub async fn show(
         .order_events(&tenant.id, &id)
         .await
         .map_err(ApiError::store)?;
-    let mut history = Vec::with_capacity(events.len());
-    for e in events {
-        let data: Value = json("order event", &e.data).map_err(ApiError::store)?;
-        history.push(json!({
-            "sequence": e.seq,
-            "type": e.event_type,
-            "at": super::orders::iso(e.at),
-            "data": data,
-        }));
-    }
+    let history = super::orders::history_json(&events).map_err(ApiError::store)?;
     v["history"] = Value::Array(history);
     Ok(Json(v))
 }
