@@ -64,7 +64,14 @@ async fn three_hosts_share_the_sagas_and_lose_nothing_when_one_is_killed() {
     let clients = load::load(live.clone(), accepted.clone(), stop.clone());
 
     wait_for(&accepted, 150).await;
-    let consumed_before_kill = hosts[1].metric("commands_consumed_total").await;
+    // Kill it only once it has taken a share of the sagas: how soon the
+    // group hands it partitions depends on the machine, not on the code.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut consumed_before_kill = hosts[1].metric("commands_consumed_total").await;
+    while consumed_before_kill == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        consumed_before_kill = hosts[1].metric("commands_consumed_total").await;
+    }
     hosts[1].kill();
     let dead = hosts[1].url.clone();
     live.lock().unwrap().retain(|u| *u != dead);
