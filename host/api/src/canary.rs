@@ -1,7 +1,8 @@
 //! The operator API for canary rollouts:
 //! `/admin/v1/tenants/{tenant}/plugins/{slot}/canary[/promote|/abort]`.
 
-use super::plugins::{Operator, iso, op_error, slot, tenant, versions_json};
+use super::auth::{Admin, Operator};
+use super::plugins::{iso, op_error, slot, tenant, versions_json};
 use super::{ApiError, AppState, json_body};
 use axum::Json;
 use axum::body::Bytes;
@@ -46,7 +47,7 @@ fn field(
 /// automatically when a threshold is crossed.
 pub async fn start(
     State(p): State<AppState>,
-    _: Operator,
+    Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -75,7 +76,7 @@ pub async fn start(
             &mut errors,
         ),
         min_calls: field(&body, "minCalls", 1..=1_000, Some(20), &mut errors),
-        started_by: "operator".into(),
+        started_by: op.name.clone(),
         started_at: oms_clock::now_ms(),
     };
     if !errors.is_empty() {
@@ -87,6 +88,14 @@ pub async fn start(
         .with_details(json!({ "errors": errors })));
     }
     ops::start_canary(&p, &c).await.map_err(op_error)?;
+    op.audit(
+        &p,
+        "plugin.canary.start",
+        Some(tenant.id.as_str()),
+        slot.as_str(),
+        Some(format!("version {} at {} %", c.version, c.percent)),
+    )
+    .await;
     report_json(&p, &tenant, slot).await.map(Json)
 }
 
@@ -139,25 +148,41 @@ async fn report_json(
 /// `POST …/canary/promote`: the canary's version becomes the active one.
 pub async fn promote(
     State(p): State<AppState>,
-    _: Operator,
+    Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
-    ops::end_canary(&p, &tenant, slot, true, "operator")
+    ops::end_canary(&p, &tenant, slot, true, &op.name)
         .await
         .map_err(op_error)?;
+    op.audit(
+        &p,
+        "plugin.canary.promote",
+        Some(tenant.id.as_str()),
+        slot.as_str(),
+        None,
+    )
+    .await;
     Ok(Json(versions_json(&p, &tenant, slot).await?))
 }
 
 /// `POST …/canary/abort`: the active version decides every order again.
 pub async fn abort(
     State(p): State<AppState>,
-    _: Operator,
+    Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
-    ops::end_canary(&p, &tenant, slot, false, "operator")
+    ops::end_canary(&p, &tenant, slot, false, &op.name)
         .await
         .map_err(op_error)?;
+    op.audit(
+        &p,
+        "plugin.canary.abort",
+        Some(tenant.id.as_str()),
+        slot.as_str(),
+        None,
+    )
+    .await;
     Ok(Json(versions_json(&p, &tenant, slot).await?))
 }

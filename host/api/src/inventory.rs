@@ -1,6 +1,7 @@
 //! `/api/v1/inventory/{sku}`.
 
-use super::{ApiError, AppState, AuthTenant, json_body};
+use super::auth::{InventoryRead, InventoryWrite, Key};
+use super::{ApiError, AppState, json_body};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -29,7 +30,7 @@ fn sku(raw: &str) -> Result<Sku, ApiError> {
 
 pub async fn show(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<InventoryRead>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let sku = sku(&raw)?;
@@ -43,7 +44,7 @@ pub async fn show(
 
 pub async fn put(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<InventoryWrite>,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {

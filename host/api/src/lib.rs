@@ -1,24 +1,26 @@
 //! The HTTP API: `/api/v1` for tenants' clients (tenant-scoped by
 //! `X-Tenant-Id` and a bearer key), plus health, readiness and metrics.
 
+mod auth;
 mod canary;
 mod error;
 mod inventory;
+mod operators;
 mod orders;
 mod plugins;
 mod reconciliation;
 mod sagas;
+mod tenants;
 
+pub use auth::{BOOTSTRAP, Role};
 pub use error::ApiError;
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use oms_engine::Platform;
-use oms_engine::tenants::Tenant;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -48,6 +50,21 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/plugins/{slot}/logs", get(plugins::logs))
         .route("/plugins/{slot}/calls", get(plugins::calls));
     let admin = Router::new()
+        .route("/whoami", get(operators::whoami))
+        .route("/operators", get(operators::list).post(operators::create))
+        .route("/operators/{name}/revoke", post(operators::revoke))
+        .route("/audit", get(operators::audit))
+        .route("/tenants", get(tenants::list).post(tenants::create))
+        .route("/tenants/{tenant}", get(tenants::show).put(tenants::update))
+        .route("/tenants/{tenant}/{action}", post(tenants::suspend))
+        .route(
+            "/tenants/{tenant}/keys",
+            get(tenants::keys).post(tenants::create_key),
+        )
+        .route(
+            "/tenants/{tenant}/keys/{key}/{action}",
+            post(tenants::key_action),
+        )
         .route(
             "/tenants/{tenant}/plugins/{slot}/versions",
             get(plugins::admin_versions),
@@ -124,9 +141,8 @@ async fn metrics(State(p): State<AppState>) -> String {
     match p.store.count_sagas_by_tenant("STUCK").await {
         Ok(counts) => {
             out.push_str("# HELP oms_sagas_stuck Sagas stuck, waiting for an operator.\n# TYPE oms_sagas_stuck gauge\n");
-            let mut tenants: Vec<&str> = p.tenants.all().map(|t| t.id.as_str()).collect();
-            tenants.sort_unstable();
-            for tenant in tenants {
+            for tenant in p.tenants.all() {
+                let tenant = tenant.id.as_str();
                 let n = counts
                     .iter()
                     .find(|(t, _)| t == tenant)
@@ -143,38 +159,6 @@ async fn metrics(State(p): State<AppState>) -> String {
         ));
     }
     out
-}
-
-/// The tenant a request acts for, proven by its API key.
-pub struct AuthTenant(pub Arc<Tenant>);
-
-impl FromRequestParts<AppState> for AuthTenant {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let tenant_id = header("x-tenant-id").ok_or_else(ApiError::unauthorized)?;
-        let key = header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(ApiError::unauthorized)?;
-        // The same answer for an unknown tenant and a wrong key: nothing to probe.
-        let tenant = state
-            .tenants
-            .get(tenant_id)
-            .filter(|t| t.accepts_key(key))
-            .ok_or_else(ApiError::unauthorized)?;
-        if !tenant.admit() {
-            return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                "this tenant's request rate limit is exceeded; retry after the Retry-After delay",
-            ));
-        }
-        Ok(Self(tenant.clone()))
-    }
 }
 
 /// Parses a JSON body, answering 400 with a stable code when it is not JSON.

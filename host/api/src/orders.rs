@@ -1,6 +1,7 @@
 //! `/api/v1/orders`.
 
-use super::{ApiError, AppState, AuthTenant, json_body};
+use super::auth::{Key, OrdersRead, OrdersWrite};
+use super::{ApiError, AppState, json_body};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -103,7 +104,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 pub async fn create(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<OrdersWrite>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -165,7 +166,7 @@ pub async fn create(
 
 pub async fn show(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<OrdersRead>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = order_id(&id)?;
@@ -179,7 +180,7 @@ pub async fn show(
 
 pub async fn list(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<OrdersRead>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", m);
@@ -230,7 +231,7 @@ pub async fn list(
 
 pub async fn events(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<OrdersRead>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = order_id(&id)?;
@@ -265,7 +266,7 @@ pub(crate) fn history_json(events: &[OrderEventRecord]) -> Result<Vec<Value>, St
 
 pub async fn payments(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<OrdersRead>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = order_id(&id)?;
@@ -300,7 +301,7 @@ pub async fn payments(
 
 pub async fn cancel(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<OrdersWrite>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -333,7 +334,7 @@ pub async fn cancel(
 
 pub async fn ship(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<OrdersWrite>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -359,7 +360,7 @@ pub async fn ship(
 
 pub async fn deliver(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<OrdersWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = order_id(&id)?;

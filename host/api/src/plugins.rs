@@ -1,11 +1,13 @@
 //! Tenant plugin uploads (`/api/v1/plugins`) and the operator API for
 //! versions (`/admin/v1`).
 
-use super::{ApiError, AppState, AuthTenant, json_body};
+use super::auth::Admin;
+use super::auth::Operator;
+use super::auth::{Key, PluginsRead, PluginsWrite};
+use super::{ApiError, AppState, json_body};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use oms_engine::rollout::{self as ops, PluginOpError};
@@ -99,7 +101,7 @@ pub(super) async fn versions_json(
 /// `POST /api/v1/plugins/{slot}`, body `application/wasm`.
 pub async fn upload(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<PluginsWrite>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -137,7 +139,7 @@ pub async fn upload(
 /// `GET /api/v1/plugins/{slot}/versions`.
 pub async fn tenant_versions(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<PluginsRead>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let slot = slot(&raw)?;
@@ -148,7 +150,7 @@ pub async fn tenant_versions(
 /// by outcome, with fuel and latency.
 pub async fn stats(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<PluginsRead>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let slot = slot(&raw)?;
@@ -160,7 +162,7 @@ pub async fn stats(
 /// `GET /api/v1/plugins/{slot}/logs?limit=`: the plugin's own output, newest last.
 pub async fn logs(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<PluginsRead>,
     Path(raw): Path<String>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -202,7 +204,7 @@ pub(super) fn limit(
 /// production calls, oldest first, in the form `oms plugin replay` reads.
 pub async fn calls(
     State(p): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Key(tenant, _): Key<PluginsRead>,
     Path(raw): Path<String>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -236,47 +238,9 @@ pub async fn calls(
     })))
 }
 
-/// An operator, proven by `Authorization: Bearer $OMS_ADMIN_TOKEN`.
-pub struct Operator;
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match (&state.admin_token, given) {
-            (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => {
-                Ok(Self)
-            }
-            (None, _) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "ADMIN_DISABLED",
-                "start the host with OMS_ADMIN_TOKEN to use the operator API",
-            )),
-            _ => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "send Authorization: Bearer <operator token>",
-            )),
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub(super) fn tenant(p: &AppState, raw: &str) -> Result<Arc<Tenant>, ApiError> {
     p.tenants
         .get(raw)
-        .cloned()
         .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
@@ -293,7 +257,7 @@ pub async fn admin_versions(
 /// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/activate {"version": n}`.
 pub async fn activate(
     State(p): State<AppState>,
-    _: Operator,
+    Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -302,22 +266,38 @@ pub async fn activate(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", "version is required")
             .with_details(json!({ "errors": [{ "field": "/version", "code": "REQUIRED", "message": "is required" }] }))
     })?;
-    ops::activate(&p, &tenant, slot, version, "operator")
+    ops::activate(&p, &tenant, slot, version, &op.name)
         .await
         .map_err(op_error)?;
+    op.audit(
+        &p,
+        "plugin.activate",
+        Some(tenant.id.as_str()),
+        slot.as_str(),
+        Some(format!("version {version}")),
+    )
+    .await;
     Ok(Json(versions_json(&p, &tenant, slot).await?))
 }
 
 /// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/rollback`.
 pub async fn rollback(
     State(p): State<AppState>,
-    _: Operator,
+    Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
-    ops::rollback(&p, &tenant, slot, "operator")
+    let record = ops::rollback(&p, &tenant, slot, &op.name)
         .await
         .map_err(op_error)?;
+    op.audit(
+        &p,
+        "plugin.rollback",
+        Some(tenant.id.as_str()),
+        slot.as_str(),
+        Some(format!("to version {}", record.active_version)),
+    )
+    .await;
     Ok(Json(versions_json(&p, &tenant, slot).await?))
 }
 
@@ -325,7 +305,7 @@ pub async fn rollback(
 /// run a candidate beside the active version (guardrail and fraud-check only).
 pub async fn set_shadow(
     State(p): State<AppState>,
-    _: Operator,
+    Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -356,9 +336,17 @@ pub async fn set_shadow(
             ));
         }
     };
-    ops::shadow(&p, &tenant, slot, version, "operator")
+    ops::shadow(&p, &tenant, slot, version, &op.name)
         .await
         .map_err(op_error)?;
+    op.audit(
+        &p,
+        "plugin.shadow",
+        Some(tenant.id.as_str()),
+        slot.as_str(),
+        Some(version.map_or("cleared".into(), |v| format!("version {v}"))),
+    )
+    .await;
     Ok(Json(versions_json(&p, &tenant, slot).await?))
 }
 

@@ -3,16 +3,24 @@
 //! provider outage, or to check a suspicion).
 
 use super::AppState;
+use super::auth::Admin;
 use super::error::ApiError;
-use super::plugins::Operator;
 use axum::Json;
 use axum::extract::State;
 use oms_engine::{Reconciled, reconcile_due};
 use serde_json::{Value, json};
 
-pub async fn run(State(p): State<AppState>, _: Operator) -> Result<Json<Value>, ApiError> {
+pub async fn run(State(p): State<AppState>, Admin(op): Admin) -> Result<Json<Value>, ApiError> {
     let outcomes = reconcile_due(&p).await.map_err(ApiError::unavailable)?;
     let count = |what: Reconciled| outcomes.iter().filter(|o| **o == what).count();
+    op.audit(
+        &p,
+        "payments.reconcile",
+        None,
+        "payments",
+        Some(format!("{} orders looked at", outcomes.len())),
+    )
+    .await;
     Ok(Json(json!({
         "matched": count(Reconciled::Matched),
         "mismatched": count(Reconciled::Mismatch),

@@ -4,8 +4,9 @@
 //! retries, compensates or resolves one. The saga decides each action on the
 //! state it commits on, so a second operator's click is a 409.
 
+use super::auth::{Admin, Operator};
 use super::orders::{order_error, order_id, order_json};
-use super::plugins::{Operator, tenant};
+use super::plugins::tenant;
 use super::{ApiError, AppState, json_body};
 use axum::Json;
 use axum::body::Bytes;
@@ -17,10 +18,6 @@ use oms_saga::{SagaEvent, SagaState, SagaStatus};
 use oms_store::{OrderRecord, StoreError, json};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-
-/// Who acted, for the order's history. Named operators come with operator
-/// tokens; the one admin token acts as `operator`.
-const ACTOR: &str = "operator";
 
 fn saga_state(raw: &str) -> Result<SagaStatus, ApiError> {
     let all = [
@@ -149,7 +146,7 @@ pub async fn show(
 /// with `{"reason": "…"}` (required to compensate or resolve).
 pub async fn act(
     State(p): State<AppState>,
-    _: Operator,
+    Admin(op): Admin,
     Path((t, id, action)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -172,22 +169,31 @@ pub async fn act(
             format!("{action} needs {{\"reason\": \"…\"}}: it is kept in the order's history"),
         )
     };
-    let operator = ACTOR.to_string();
+    // The operator's name goes into the saga's own history with the event.
+    let operator = op.name.clone();
     let event = match action.as_str() {
         "retry" => SagaEvent::OperatorRetry { operator },
         "compensate" => SagaEvent::OperatorCompensate {
             operator,
-            reason: reason.ok_or_else(needs_reason)?,
+            reason: reason.clone().ok_or_else(needs_reason)?,
         },
         "resolve" => SagaEvent::OperatorResolve {
             operator,
-            reason: reason.ok_or_else(needs_reason)?,
+            reason: reason.clone().ok_or_else(needs_reason)?,
         },
         _ => return Err(ApiError::not_found("saga action")),
     };
     orders::operate(&p, &tenant, &id, event)
         .await
         .map_err(order_error)?;
+    op.audit(
+        &p,
+        &format!("saga.{action}"),
+        Some(tenant.id.as_str()),
+        id.as_str(),
+        reason,
+    )
+    .await;
     let record = p
         .store
         .order(&tenant.id, &id)

@@ -36,6 +36,12 @@ pub fn new_order_id() -> oms_domain::OrderId {
     oms_domain::OrderId::from_ulid(monotonic_ulid())
 }
 
+/// 32 bytes from the operating system's CSPRNG (through `rand`'s thread
+/// generator, seeded from it): for secrets such as API keys and tokens.
+pub fn secret_bytes() -> [u8; 32] {
+    rand::random()
+}
+
 /// A uniformly random whole number of milliseconds in `0..=max_ms`.
 pub fn jitter_ms(max_ms: u64) -> u64 {
     rand::rng().random_range(0..=max_ms)

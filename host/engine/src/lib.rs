@@ -27,7 +27,7 @@ pub mod transport;
 #[cfg(test)]
 mod tests;
 
-use crate::tenants::Tenants;
+use crate::tenants::{LoadOptions, Tenants};
 use metrics::Metrics;
 use oms_plugin_host::PluginHost;
 use oms_store::Store;
@@ -49,8 +49,13 @@ pub struct Platform {
     pub transport: crate::transport::Transport,
     pub(crate) runner: runner::Runner,
     pub(crate) recorder: recorder::Recorder,
-    /// Bearer token for `/admin/v1`; the admin API is closed without one.
+    /// The bootstrap operator's token (`OMS_ADMIN_TOKEN`), an admin; named
+    /// operators are in the database.
     pub admin_token: Option<String>,
+    /// How tenants are built (demo mode, the sandbox provider's address).
+    pub tenant_options: LoadOptions,
+    /// When each API key was last used, not yet written (batched by the sync).
+    pub(crate) key_use: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Platform {
@@ -58,6 +63,7 @@ impl Platform {
         store: Arc<dyn Store>,
         plugins: Arc<PluginHost>,
         tenants: Tenants,
+        tenant_options: LoadOptions,
         admin_token: Option<String>,
         transport: crate::transport::Transport,
     ) -> Arc<Self> {
@@ -73,7 +79,36 @@ impl Platform {
             runner: runner::Runner::default(),
             recorder: recorder::Recorder::default(),
             admin_token: admin_token.filter(|t| !t.is_empty()),
+            tenant_options,
+            key_use: Default::default(),
         })
+    }
+
+    /// Notes that API key `id` was used now (written to the database in
+    /// batches, so a request does not wait on a write).
+    pub fn key_used(&self, id: &str) {
+        self.key_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), oms_clock::now_ms());
+    }
+
+    /// Writes the key uses noted since the last call; on failure they are
+    /// noted again for the next.
+    pub(crate) async fn flush_key_use(&self) -> Result<(), oms_store::StoreError> {
+        let used: Vec<(String, i64)> =
+            std::mem::take(&mut *self.key_use.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        if let Err(e) = self.store.touch_api_keys(&used).await {
+            let mut pending = self.key_use.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, at) in used {
+                let slot = pending.entry(id).or_insert(at);
+                *slot = (*slot).max(at);
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Starts the saga runner (the command sweeper in-process, the consumer

@@ -53,6 +53,9 @@ counters! {
     payments_unreconcilable_total: "Orders whose payment adapter cannot read payments back (no payment-status export).",
     reconciliation_errors_total: "Payment lookups for reconciliation that failed and were deferred.",
     consumer_rebalances_total: "Partition assignments and revocations this host's consumer went through.",
+    tenant_reload_failures_total: "Tenant changes this host could not build (the tenant kept running as it was).",
+    audit_write_failures_total: "Operator actions done whose audit entry could not be written (logged).",
+    key_use_write_failures_total: "Batches of API key last-use times that could not be written (kept for the next).",
 }
 
 impl Metrics {

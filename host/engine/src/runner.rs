@@ -267,7 +267,7 @@ pub(crate) async fn process(
     };
     Metrics::inc(&p.metrics.saga_steps_total);
     let cx = Context {
-        tenant,
+        tenant: &tenant,
         order: &loaded.order,
         order_id: &order_id,
         draft: &loaded.draft,
@@ -316,7 +316,7 @@ pub(crate) async fn process(
             return (false, None);
         }
     };
-    match commit(p, tenant, &order_id, Some(&cmd.id), loaded, outcome).await {
+    match commit(p, &tenant, &order_id, Some(&cmd.id), loaded, outcome).await {
         Committed::Applied(follow) => (true, follow),
         Committed::Superseded | Committed::Unchanged | Committed::Refused(_) => (true, None),
         Committed::Failed => (false, None),

@@ -54,6 +54,10 @@ enum Command {
     Dlq(cli::dlq::DlqArgs),
     /// Sagas that need an operator: list, show, retry, compensate, resolve.
     Saga(cli::saga::SagaArgs),
+    /// Tenants and their API keys: list, show, create, update, suspend, keys.
+    Tenant(cli::tenant::TenantArgs),
+    /// Named operator tokens and the audit log.
+    Operator(cli::operator::OperatorArgs),
     /// Internal: compiles a component from stdin to native code on stdout
     /// under the given limits (how `serve` compiles tenants' uploads).
     #[command(hide = true)]
@@ -98,7 +102,8 @@ struct ServeArgs {
     /// Partitions for topics the host creates.
     #[arg(long, default_value_t = 12, env = "OMS_KAFKA_PARTITIONS")]
     kafka_partitions: i32,
-    /// Bearer token for the operator API under /admin/v1 (closed without one).
+    /// The bootstrap operator token (an admin) for the operator API under
+    /// /admin/v1; named operators are made with `oms operator create`.
     #[arg(long, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
 }
@@ -143,6 +148,8 @@ fn main() -> anyhow::Result<()> {
             Command::Plugin(args) => cli::plugin::run(args).await,
             Command::Dlq(args) => cli::dlq::run(args).await,
             Command::Saga(args) => cli::saga::run(args).await,
+            Command::Tenant(args) => cli::tenant::run(args).await,
+            Command::Operator(args) => cli::operator::run(args).await,
             Command::CompilePlugin { .. } => Ok(()),
         }
     })
@@ -186,15 +193,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let local = PathBuf::from("tenants");
         local.is_dir().then_some(local)
     });
-    let tenants = Tenants::load(
-        tenants_dir.as_deref(),
-        &plugins,
-        &LoadOptions {
-            demo,
-            sandbox_psp_url: psp_url.as_deref(),
-        },
-    )
-    .context("loading tenant manifests")?;
+    let tenant_options = LoadOptions {
+        demo,
+        sandbox_psp_url: psp_url.clone(),
+    };
 
     let store = match &args.database_url {
         Some(url) => SqlStore::connect(url)
@@ -214,10 +216,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let platform = Platform::new(
         std::sync::Arc::new(store),
         plugins,
-        tenants,
+        Tenants::default(),
+        tenant_options,
         args.admin_token.clone(),
         transport,
     );
+    // Tenants live in the database; the manifest files are imported into it
+    // (new tenants created, changed files applied, unchanged ones left to
+    // what operators did through the API), then every tenant is built.
+    oms_engine::tenants::sync::import_manifests(&platform, tenants_dir.as_deref())
+        .await
+        .context("importing tenant manifests")?;
+    oms_engine::tenants::sync::refresh(&platform)
+        .await
+        .context("loading tenants")?;
     if let Transport::Kafka(_) = platform.transport {
         // Topics are created in the background: a broker that is down at
         // start delays publishing (the outbox keeps everything), not serving.
@@ -260,13 +272,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         addr = %listener.local_addr()?,
         database = platform.store.backend_name(),
-        tenants = platform.tenants.all().count(),
+        tenants = platform.tenants.all().len(),
         demo,
         "oms listening"
     );
-    axum::serve(listener, oms_api::router(platform))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    // The peer address is kept for the operators' audit log.
+    axum::serve(
+        listener,
+        oms_api::router(platform).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The areas this store does not keep: plugin versions and their rollouts,
-//! and reconciliation. Reads find nothing stored; writes are refused.
+//! reconciliation, tenants, keys and operators. Reads find nothing stored;
+//! writes are refused.
 
 use super::MemoryStore;
 use async_trait::async_trait;
@@ -8,6 +9,10 @@ use oms_store::{
     ActivationChange, ActivationRecord, AuditRecord, Canaries, CanaryCall, CanaryRecord,
     CanaryWindow, Mismatch, PluginQuota, PluginUploads, PluginVersionRecord, PluginVersions,
     Reconciliation, Result, ShadowResult, StoreError, Unreconciled,
+};
+use oms_store::{
+    ApiKeyRecord, ApiKeys, NewApiKey, OperatorAuditRecord, OperatorRecord, Operators,
+    TenantConfigs, TenantRecord, TenantWrite, TenantWritten,
 };
 
 #[async_trait]
@@ -181,5 +186,112 @@ impl Reconciliation for MemoryStore {
         _mismatch: Option<&Mismatch>,
     ) -> Result<bool> {
         Err(StoreError::Unsupported("reconciliation"))
+    }
+}
+
+// Tenants, keys and operators live in the database only; the engine's
+// unit tests take their tenants from the manifests.
+
+#[async_trait]
+impl TenantConfigs for MemoryStore {
+    async fn tenant_revisions(&self) -> Result<Vec<(String, i64)>> {
+        Ok(Vec::new())
+    }
+
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
+        Ok(Vec::new())
+    }
+
+    async fn tenant_record(&self, _id: &TenantId) -> Result<TenantRecord> {
+        Err(StoreError::NotFound)
+    }
+
+    async fn put_tenant(
+        &self,
+        _id: &TenantId,
+        _spec: &str,
+        _write: TenantWrite<'_>,
+        _actor: &str,
+        _now: i64,
+    ) -> Result<TenantWritten> {
+        Err(StoreError::Unsupported("tenants"))
+    }
+
+    async fn set_tenant_suspended(
+        &self,
+        _id: &TenantId,
+        _suspended: bool,
+        _actor: &str,
+        _now: i64,
+    ) -> Result<TenantRecord> {
+        Err(StoreError::Unsupported("tenants"))
+    }
+}
+
+#[async_trait]
+impl ApiKeys for MemoryStore {
+    async fn create_api_key(&self, _key: &NewApiKey<'_>) -> Result<ApiKeyRecord> {
+        Err(StoreError::Unsupported("API keys"))
+    }
+
+    async fn api_keys(&self, _tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
+        Ok(Vec::new())
+    }
+
+    async fn rotate_api_key(
+        &self,
+        _old_id: &str,
+        _new: &NewApiKey<'_>,
+        _grace_until: i64,
+    ) -> Result<ApiKeyRecord> {
+        Err(StoreError::Unsupported("API keys"))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        _tenant: &TenantId,
+        _id: &str,
+        _now: i64,
+    ) -> Result<ApiKeyRecord> {
+        Err(StoreError::Unsupported("API keys"))
+    }
+
+    async fn touch_api_keys(&self, _used: &[(String, i64)]) -> Result<()> {
+        Err(StoreError::Unsupported("API keys"))
+    }
+}
+
+#[async_trait]
+impl Operators for MemoryStore {
+    async fn create_operator(&self, _op: &OperatorRecord) -> Result<OperatorRecord> {
+        Err(StoreError::Unsupported("operators"))
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        Ok(Vec::new())
+    }
+
+    async fn operator_by_token(
+        &self,
+        _token_hash: &str,
+        _now: i64,
+    ) -> Result<Option<OperatorRecord>> {
+        Ok(None)
+    }
+
+    async fn revoke_operator(&self, _name: &str, _now: i64) -> Result<OperatorRecord> {
+        Err(StoreError::Unsupported("operators"))
+    }
+
+    async fn audit(&self, _entry: &OperatorAuditRecord) -> Result<()> {
+        Err(StoreError::Unsupported("operators"))
+    }
+
+    async fn audit_log(
+        &self,
+        _tenant: Option<&TenantId>,
+        _limit: i64,
+    ) -> Result<Vec<OperatorAuditRecord>> {
+        Ok(Vec::new())
     }
 }

@@ -11,6 +11,10 @@ use crate::{
     OrderRecord, OutboxClaim, OutboxListener, PaymentRecord, PluginQuota, PluginVersionRecord,
     RecordedCall, Result, ShadowResult, StockLevel, Transition, Unreconciled,
 };
+use crate::{
+    ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord, TenantRecord, TenantWrite,
+    TenantWritten,
+};
 use async_trait::async_trait;
 use oms_domain::{OrderId, Sku, TenantId, WarehouseId};
 
@@ -335,6 +339,71 @@ pub trait Reconciliation: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// Tenants' manifests and suspension, each change raising the tenant's revision.
+#[async_trait]
+pub trait TenantConfigs: Send + Sync {
+    /// Every tenant's id and revision: what a host compares to what it runs.
+    async fn tenant_revisions(&self) -> Result<Vec<(String, i64)>>;
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>>;
+    /// [`crate::StoreError::NotFound`] when there is no such tenant.
+    async fn tenant_record(&self, id: &TenantId) -> Result<TenantRecord>;
+    async fn put_tenant(
+        &self,
+        id: &TenantId,
+        spec: &str,
+        write: TenantWrite<'_>,
+        actor: &str,
+        now: i64,
+    ) -> Result<TenantWritten>;
+    /// [`crate::StoreError::Conflict`] when it already is so.
+    async fn set_tenant_suspended(
+        &self,
+        id: &TenantId,
+        suspended: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<TenantRecord>;
+}
+
+/// Tenant API keys, kept as hashes.
+#[async_trait]
+pub trait ApiKeys: Send + Sync {
+    /// [`crate::StoreError::NotFound`] when the tenant does not exist.
+    async fn create_api_key(&self, key: &NewApiKey<'_>) -> Result<ApiKeyRecord>;
+    async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>>;
+    /// Stores `new` with the old key's name and scopes; the old key stays
+    /// valid until `grace_until`. Conflict if it was revoked or rotated.
+    async fn rotate_api_key(
+        &self,
+        old_id: &str,
+        new: &NewApiKey<'_>,
+        grace_until: i64,
+    ) -> Result<ApiKeyRecord>;
+    /// Conflict if it was already revoked.
+    async fn revoke_api_key(&self, tenant: &TenantId, id: &str, now: i64) -> Result<ApiKeyRecord>;
+    /// Records when keys were last used (batched by the caller).
+    async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<()>;
+}
+
+/// Named operators and their audit log.
+#[async_trait]
+pub trait Operators: Send + Sync {
+    /// Conflict if a live operator has the name.
+    async fn create_operator(&self, op: &OperatorRecord) -> Result<OperatorRecord>;
+    async fn operators(&self) -> Result<Vec<OperatorRecord>>;
+    /// The live operator holding the token, its last use set to `now`.
+    async fn operator_by_token(&self, token_hash: &str, now: i64)
+    -> Result<Option<OperatorRecord>>;
+    async fn revoke_operator(&self, name: &str, now: i64) -> Result<OperatorRecord>;
+    async fn audit(&self, entry: &OperatorAuditRecord) -> Result<()>;
+    /// Newest first.
+    async fn audit_log(
+        &self,
+        tenant: Option<&TenantId>,
+        limit: i64,
+    ) -> Result<Vec<OperatorAuditRecord>>;
+}
+
 /// Every area: what a host's platform holds.
 pub trait Store:
     Database
@@ -347,6 +416,9 @@ pub trait Store:
     + Canaries
     + Recordings
     + Reconciliation
+    + TenantConfigs
+    + ApiKeys
+    + Operators
 {
 }
 
@@ -361,5 +433,8 @@ impl<T> Store for T where
         + Canaries
         + Recordings
         + Reconciliation
+        + TenantConfigs
+        + ApiKeys
+        + Operators
 {
 }

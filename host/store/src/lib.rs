@@ -6,6 +6,7 @@
 //! and use only types both map to `i64`/`String`, so no query needs a dialect
 //! branch.
 
+mod access;
 mod canary;
 pub mod contract;
 mod inventory;
@@ -15,12 +16,14 @@ mod plugin_upload;
 mod plugins;
 mod reconciliation;
 mod recorded;
+mod tenants;
 mod transition;
 
+pub use access::{ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord};
 pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
 pub use contract::{
-    Canaries, Database, Inventory, Orders, Outbox, PluginUploads, PluginVersions, Reconciliation,
-    Recordings, SagaLog, Store,
+    ApiKeys, Canaries, Database, Inventory, Operators, Orders, Outbox, PluginUploads,
+    PluginVersions, Reconciliation, Recordings, SagaLog, Store, TenantConfigs,
 };
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
@@ -33,6 +36,7 @@ pub use plugins::{
 };
 pub use reconciliation::{Mismatch, Unreconciled};
 pub use recorded::RecordedCall;
+pub use tenants::{TenantRecord, TenantWrite, TenantWritten};
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

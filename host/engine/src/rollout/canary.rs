@@ -71,7 +71,7 @@ pub(super) async fn judge(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOp
 pub async fn start_canary(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOpError> {
     let record = p.store.start_canary(c).await?;
     if let (Some(tenant), Some(slot)) = (p.tenants.get(&c.tenant_id), Slot::parse(&c.slot)) {
-        apply_canary(p, tenant, slot, &record, Some(c)).await?;
+        apply_canary(p, &tenant, slot, &record, Some(c)).await?;
     }
     Ok(())
 }

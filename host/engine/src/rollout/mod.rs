@@ -175,38 +175,53 @@ pub async fn rollback(
     switch(p, tenant, slot, previous, actor, "rollback").await
 }
 
-/// Registers each manifest component as a version, active where no operator
-/// has chosen one yet.
+/// Registers each tenant's manifest components as versions, active where
+/// no operator has chosen one yet.
 pub async fn register_manifest_plugins(p: &Platform) -> Result<(), PluginOpError> {
-    let now = oms_clock::now_ms();
     for tenant in p.tenants.all() {
-        for slot in Slot::ALL {
-            let tp = tenant.plugin(slot);
-            let (record, _) = p
-                .store
-                .put_plugin_version(
-                    &tenant.id,
-                    slot.as_str(),
-                    &tp.manifest_plugin.digest,
-                    &tp.manifest_bytes,
-                    "manifest",
-                    now,
-                )
-                .await?;
-            p.store
-                .activate_plugin(
-                    &tenant.id,
-                    slot.as_str(),
-                    &ActivationChange {
-                        version: record.version,
-                        actor: "manifest",
-                        action: "activate",
-                        only_if_unset: true,
-                    },
-                    now,
-                )
-                .await?;
-        }
+        register_components(p, &tenant, &[], "manifest").await?;
     }
     sync(p).await
+}
+
+/// Registers a tenant's manifest components as versions: active where no
+/// version is chosen yet, and for the slots in `changed` (the manifest
+/// names a new component) active now, as an activation by `actor`.
+pub async fn register_components(
+    p: &Platform,
+    tenant: &Tenant,
+    changed: &[Slot],
+    actor: &str,
+) -> Result<(), PluginOpError> {
+    let now = oms_clock::now_ms();
+    for slot in Slot::ALL {
+        let tp = tenant.plugin(slot);
+        let (record, _) = p
+            .store
+            .put_plugin_version(
+                &tenant.id,
+                slot.as_str(),
+                &tp.manifest_plugin.digest,
+                &tp.manifest_bytes,
+                actor,
+                now,
+            )
+            .await?;
+        let activation = p
+            .store
+            .activate_plugin(
+                &tenant.id,
+                slot.as_str(),
+                &ActivationChange {
+                    version: record.version,
+                    actor,
+                    action: "activate",
+                    only_if_unset: !changed.contains(&slot),
+                },
+                now,
+            )
+            .await?;
+        apply(p, tenant, slot, &activation).await?;
+    }
+    Ok(())
 }

@@ -26,8 +26,8 @@ pub async fn sync(p: &Platform) -> Result<(), PluginOpError> {
         let canary = canaries
             .iter()
             .find(|c| c.tenant_id == record.tenant_id && c.slot == record.slot);
-        apply_canary(p, tenant, slot, &record, canary).await?;
-        apply(p, tenant, slot, &record).await?;
+        apply_canary(p, &tenant, slot, &record, canary).await?;
+        apply(p, &tenant, slot, &record).await?;
     }
     for canary in &canaries {
         judge(p, canary).await?;
@@ -35,11 +35,27 @@ pub async fn sync(p: &Platform) -> Result<(), PluginOpError> {
     Ok(())
 }
 
+/// How often API keys' last use is written (a request never waits on it).
+const KEY_USE_EVERY: u32 = 8;
+
+/// Keeps tenants (manifests, suspension, keys) and then their running
+/// components in step with the database.
 pub(crate) async fn run_sync(p: Arc<Platform>) {
+    let mut round: u32 = 0;
     loop {
         tokio::time::sleep(SYNC_EVERY).await;
+        round = round.wrapping_add(1);
+        if let Err(e) = crate::tenants::sync::refresh(&p).await {
+            tracing::warn!(error = %e, "syncing tenants failed");
+        }
         if let Err(e) = sync(&p).await {
             tracing::warn!(error = %e, "syncing plugin activations failed");
+        }
+        if round % KEY_USE_EVERY == 0
+            && let Err(e) = p.flush_key_use().await
+        {
+            crate::metrics::Metrics::inc(&p.metrics.key_use_write_failures_total);
+            tracing::warn!(error = %e, "recording API keys' last use failed; kept for the next round");
         }
     }
 }

@@ -1,30 +1,32 @@
-//! The tenant manifest (`tenants/*.toml`): its format, checked strictly
-//! (unknown fields are refused), and its reading into a [`Tenant`].
+//! The tenant manifest: the `tenants/*.toml` format, also what
+//! `/admin/v1/tenants` takes as JSON and what the database keeps. Checked
+//! strictly (unknown fields are refused); every refusal names its field.
 
 use super::*;
 
-#[derive(Debug, Deserialize)]
+/// A tenant's manifest. `Serialize` gives the JSON the database keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Manifest {
-    id: String,
-    name: String,
-    /// Plain-text keys honoured only in demo mode.
-    #[serde(default)]
-    dev_api_keys: Vec<String>,
-    /// sha256 (hex) of production API keys.
-    #[serde(default)]
-    api_key_sha256: Vec<String>,
+pub struct TenantSpec {
+    pub id: String,
+    pub name: String,
+    /// Plain-text keys honoured only in demo mode (imported from files only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dev_api_keys: Vec<String>,
+    /// sha256 (hex) of production API keys (imported from files only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_key_sha256: Vec<String>,
     saga: SagaSection,
     #[serde(default)]
     fraud: FraudSection,
     #[serde(default)]
     limits: LimitsSection,
-    plugins: BTreeMap<String, PluginSection>,
-    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSection>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     demo_stock: Vec<StockSeed>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SagaSection {
     steps: Vec<Step>,
@@ -32,13 +34,13 @@ struct SagaSection {
     step_timeout_ms: u64,
     #[serde(default = "default_deadline")]
     deadline_ms: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     max_step_attempts: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     max_compensation_attempts: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     compensation_base_delay_ms: Option<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     compensation_max_delay_ms: Option<u64>,
 }
 
@@ -51,7 +53,7 @@ fn default_deadline() -> u64 {
 }
 
 /// Per-tenant API rate limit: a token bucket refilled at `requests_per_second`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     #[serde(default = "default_rps")]
@@ -77,7 +79,7 @@ fn default_burst() -> u32 {
     40_000
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FraudSection {
     /// What a `review` verdict does: `accept` (default) or `reject`.
@@ -85,7 +87,7 @@ struct FraudSection {
     review: ReviewAction,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReviewAction {
     #[default]
@@ -93,30 +95,37 @@ pub enum ReviewAction {
     Reject,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct PluginSection {
-    /// `builtin:<name>` or a path to a `.wasm` component, relative to the manifest.
-    component: String,
-    #[serde(default)]
-    settings: BTreeMap<String, String>,
-    #[serde(default)]
+pub struct PluginSection {
+    /// `builtin:<name>`, `sha256:<digest>` of a version the tenant has
+    /// uploaded, or (in a manifest file only) a path to a `.wasm` component
+    /// relative to the manifest.
+    pub component: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     allowed_origins: Vec<String>,
     /// Limits for this slot; each defaults to the platform's default and may
     /// be set up to the platform's maximum (`Slot::max_limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     fuel: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     memory_mb: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     output_kb: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     log_kb: Option<usize>,
     /// Record every call (input, version, verdict, fuel) for `oms plugin
     /// replay`. Guardrail and fraud-check only: payment calls have side
     /// effects and carry credentials.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     record_calls: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StockSeed {
     sku: String,
@@ -124,25 +133,81 @@ struct StockSeed {
     on_hand: i64,
 }
 
-pub(super) fn parse_tenant(
-    file: &str,
-    text: &str,
-    base: Option<&Path>,
+impl TenantSpec {
+    /// Reads a manifest file (TOML) or a request body (JSON): a refusal
+    /// names the field it is about.
+    pub fn parse(source: &str, text: &str, format: SpecFormat) -> Result<Self, TenantError> {
+        let value: serde_json::Value = match format {
+            SpecFormat::Toml => toml::from_str(text).map_err(|e| TenantError::Manifest {
+                file: source.into(),
+                field: String::new(),
+                message: e.to_string(),
+            })?,
+            SpecFormat::Json => serde_json::from_str(text).map_err(|e| TenantError::Manifest {
+                file: source.into(),
+                field: String::new(),
+                message: e.to_string(),
+            })?,
+        };
+        Self::from_value(source, value)
+    }
+
+    pub fn from_value(source: &str, value: serde_json::Value) -> Result<Self, TenantError> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            TenantError::Manifest {
+                file: source.into(),
+                field: if field == "." { String::new() } else { field },
+                message: e.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// The JSON the database keeps (keys are kept apart, hashed).
+    pub fn to_stored(&self) -> String {
+        let mut kept = self.clone();
+        kept.dev_api_keys.clear();
+        kept.api_key_sha256.clear();
+        // Serializing plain data cannot fail.
+        serde_json::to_string(&kept).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    Toml,
+    Json,
+}
+
+/// Builds a running tenant from its manifest and each slot's component
+/// bytes (resolved by the caller from builtins, files or stored versions).
+/// Compiles components not compiled before: call it off the async workers.
+pub(super) fn build_tenant(
+    source: &str,
+    m: TenantSpec,
+    components: HashMap<Slot, Vec<u8>>,
     host: &PluginHost,
-    options: &LoadOptions<'_>,
+    options: &LoadOptions,
 ) -> Result<Tenant, TenantError> {
-    let bad = |message: String| TenantError::Manifest {
-        file: file.to_string(),
+    let bad = |field: &str, message: String| TenantError::Manifest {
+        file: source.to_string(),
+        field: field.to_string(),
         message,
     };
-    let m: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
     let id = TenantId::parse(&m.id).ok_or_else(|| {
-        bad(format!(
-            "tenant id `{}` must be lower-case letters, digits and -",
-            m.id
-        ))
+        bad(
+            "id",
+            format!(
+                "tenant id `{}` must be lower-case letters, digits and -",
+                m.id
+            ),
+        )
     })?;
-    let definition = SagaDefinition::new(m.saga.steps).map_err(|e| bad(e.to_string()))?;
+    if m.name.trim().is_empty() {
+        return Err(bad("name", "a tenant needs a name".into()));
+    }
+    let definition =
+        SagaDefinition::new(m.saga.steps).map_err(|e| bad("saga.steps", e.to_string()))?;
     let defaults = Limits::default();
     let limits = Limits {
         max_step_attempts: m
@@ -163,40 +228,35 @@ pub(super) fn parse_tenant(
             .unwrap_or(defaults.compensation_max_delay_ms),
     };
 
-    let substitute = |s: &str| match options.sandbox_psp_url {
+    let substitute = |s: &str| match &options.sandbox_psp_url {
         Some(url) => s.replace("{{sandbox_psp}}", url),
         None => s.to_string(),
     };
+    let mut components = components;
     let mut plugins = HashMap::new();
     for (slot_name, section) in m.plugins {
+        let field = format!("plugins.{slot_name}");
         let slot = Slot::parse(&slot_name)
-            .ok_or_else(|| bad(format!("unknown plugin slot `{slot_name}`")))?;
-        let bytes: Vec<u8> = match section.component.strip_prefix("builtin:") {
-            Some(name) => {
-                let b = builtin::find(name)
-                    .ok_or_else(|| bad(format!("no builtin plugin `{name}`")))?;
-                b.bytes.to_vec()
-            }
-            None => {
-                let path = base
-                    .map(|b| b.join(&section.component))
-                    .unwrap_or_else(|| PathBuf::from(&section.component));
-                std::fs::read(&path).map_err(|e| TenantError::Io(path, e))?
-            }
-        };
+            .ok_or_else(|| bad(&field, format!("unknown plugin slot `{slot_name}`")))?;
+        let bytes = components
+            .remove(&slot)
+            .ok_or_else(|| bad(&format!("{field}.component"), "no component".into()))?;
         let plugin = host
             .load(slot, &bytes)
             .map_err(|error| TenantError::Plugin {
-                file: file.to_string(),
+                file: source.to_string(),
                 slot: slot_name.clone(),
                 error,
             })?;
         let limits =
-            call_limits(slot, &section).map_err(|m| bad(format!("plugins.{slot_name}: {m}")))?;
+            call_limits(slot, &section).map_err(|(f, m)| bad(&format!("{field}.{f}"), m))?;
         if section.record_calls && !matches!(slot, Slot::Guardrail | Slot::FraudCheck) {
-            return Err(bad(format!(
-                "record_calls is for guardrail and fraud-check, not {slot}: its calls have side effects"
-            )));
+            return Err(bad(
+                &format!("{field}.record_calls"),
+                format!(
+                    "record_calls is for guardrail and fraud-check, not {slot}: its calls have side effects"
+                ),
+            ));
         }
         let origins: Vec<String> = section
             .allowed_origins
@@ -204,9 +264,10 @@ pub(super) fn parse_tenant(
             .map(|o| substitute(o))
             .collect();
         if slot != Slot::PaymentProvider && !origins.is_empty() {
-            return Err(bad(format!(
-                "only the payment-provider slot may have allowed_origins, not {slot}"
-            )));
+            return Err(bad(
+                &format!("{field}.allowed_origins"),
+                format!("only the payment-provider slot may have allowed_origins, not {slot}"),
+            ));
         }
         let grant =
             (slot == Slot::PaymentProvider).then(|| HttpGrant::new(&origins, limits.http_timeout));
@@ -231,34 +292,44 @@ pub(super) fn parse_tenant(
         );
     }
     if let Some(missing) = Slot::ALL.iter().find(|s| !plugins.contains_key(s)) {
-        return Err(bad(format!("no plugin for the {missing} slot")));
+        return Err(bad(
+            &format!("plugins.{missing}"),
+            format!("no plugin for the {missing} slot"),
+        ));
     }
 
-    let mut key_hashes = m.api_key_sha256;
-    if options.demo {
-        key_hashes.extend(
-            m.dev_api_keys
-                .iter()
-                .map(|k| hex::encode(Sha256::digest(k.as_bytes()))),
-        );
-    }
-    let per_second = std::num::NonZeroU32::new(m.limits.requests_per_second)
-        .ok_or_else(|| bad("limits.requests_per_second must be at least 1".into()))?;
+    let per_second = std::num::NonZeroU32::new(m.limits.requests_per_second).ok_or_else(|| {
+        bad(
+            "limits.requests_per_second",
+            "limits.requests_per_second must be at least 1".into(),
+        )
+    })?;
     let burst = std::num::NonZeroU32::new(m.limits.burst)
-        .ok_or_else(|| bad("limits.burst must be at least 1".into()))?;
+        .ok_or_else(|| bad("limits.burst", "limits.burst must be at least 1".into()))?;
     let limiter =
         governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst));
     let mut demo_stock = Vec::new();
-    for s in m.demo_stock {
-        let sku = Sku::parse(&s.sku).ok_or_else(|| bad(format!("bad SKU `{}`", s.sku)))?;
-        let wh = WarehouseId::parse(&s.warehouse)
-            .ok_or_else(|| bad(format!("bad warehouse `{}`", s.warehouse)))?;
+    for (i, s) in m.demo_stock.into_iter().enumerate() {
+        let sku = Sku::parse(&s.sku).ok_or_else(|| {
+            bad(
+                &format!("demo_stock[{i}].sku"),
+                format!("bad SKU `{}`", s.sku),
+            )
+        })?;
+        let wh = WarehouseId::parse(&s.warehouse).ok_or_else(|| {
+            bad(
+                &format!("demo_stock[{i}].warehouse"),
+                format!("bad warehouse `{}`", s.warehouse),
+            )
+        })?;
         demo_stock.push((sku, wh, s.on_hand));
     }
     Ok(Tenant {
         id,
         name: m.name,
-        key_hashes,
+        keys: Keys::default(),
+        suspended: false,
+        revision: 0,
         definition,
         limits,
         step_timeout: Duration::from_millis(m.saga.step_timeout_ms),
@@ -272,17 +343,21 @@ pub(super) fn parse_tenant(
 
 /// The slot's limits for this tenant: the platform default unless the
 /// manifest sets one, and never above the platform maximum.
-pub(super) fn call_limits(slot: Slot, section: &PluginSection) -> Result<CallLimits, String> {
+pub(super) fn call_limits(
+    slot: Slot,
+    section: &PluginSection,
+) -> Result<CallLimits, (&'static str, String)> {
     let (default, max) = (slot.default_limits(), slot.max_limits());
     fn pick<T: Copy + PartialOrd + std::fmt::Debug>(
-        name: &str,
+        name: &'static str,
         set: Option<T>,
         default: T,
         max: T,
-    ) -> Result<T, String> {
+    ) -> Result<T, (&'static str, String)> {
         match set {
-            Some(v) if v > max => Err(format!(
-                "{name} = {v:?} is above the platform maximum of {max:?}"
+            Some(v) if v > max => Err((
+                name,
+                format!("{name} = {v:?} is above the platform maximum of {max:?}"),
             )),
             Some(v) => Ok(v),
             None => Ok(default),

@@ -1,13 +1,15 @@
-//! Tenants: their manifests (`tenants/*.toml`), API keys, saga step order,
-//! limits and plugins: the registry here, the manifest format and its
-//! reading in `manifest`.
+//! Tenants: their manifests, API keys, saga step order, limits and plugins.
+//! The registry of running tenants here; the manifest format and building a
+//! tenant from it in `manifest`; keys and scopes in `keys`; keeping the
+//! registry in step with the database (and importing manifest files into
+//! it) in `sync`.
 
 use oms_domain::{Sku, TenantId, WarehouseId};
 use oms_plugin_host::http::HttpGrant;
-use oms_plugin_host::{CallLimits, LoadError, Plugin, PluginHost, Slot, builtin};
+use oms_plugin_host::{CallLimits, LoadError, Plugin, PluginHost, Slot};
 use oms_saga::{Limits, SagaDefinition, Step};
 use oms_store::CanaryRecord;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,8 +27,13 @@ pub const DEMO_MANIFESTS: &[(&str, &str)] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
-    #[error("{file}: {message}")]
-    Manifest { file: String, message: String },
+    /// The manifest is refused; `field` names where (empty for the whole).
+    #[error("{file}: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+    Manifest {
+        file: String,
+        field: String,
+        message: String,
+    },
     #[error("{file}: plugin for {slot}: {error}")]
     Plugin {
         file: String,
@@ -37,12 +44,16 @@ pub enum TenantError {
     Io(PathBuf, std::io::Error),
 }
 
+pub mod admin;
+pub mod keys;
 mod manifest;
+pub mod sync;
 
-pub use manifest::ReviewAction;
-use manifest::parse_tenant;
+use keys::Keys;
+use manifest::build_tenant;
 #[cfg(test)]
-use manifest::{PluginSection, call_limits};
+use manifest::call_limits;
+pub use manifest::{PluginSection, ReviewAction, SpecFormat, TenantSpec};
 
 /// A candidate deciding a share of orders, chosen by [`canary_bucket`].
 pub struct Canary {
@@ -141,7 +152,11 @@ impl TenantPlugin {
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
-    key_hashes: Vec<String>,
+    pub keys: Keys,
+    /// A suspended tenant's calls are refused; its sagas in flight finish.
+    pub suspended: bool,
+    /// The database revision this was built from (0: from files only).
+    pub revision: i64,
     pub definition: SagaDefinition,
     pub limits: Limits,
     pub step_timeout: Duration,
@@ -163,41 +178,78 @@ impl Tenant {
         self.limiter.check().is_ok()
     }
 
-    pub fn accepts_key(&self, key: &str) -> bool {
-        let hash = hex::encode(Sha256::digest(key.as_bytes()));
-        self.key_hashes
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(&hash))
+    /// Carries over what this host runs for each slot (activated,
+    /// shadowed and canary versions) and the rate budget from the tenant
+    /// this one replaces, so a manifest change does not undo a rollout.
+    fn carry_over(&self, old: &Tenant) {
+        for (slot, tp) in &self.plugins {
+            if let Some(before) = old.plugins.get(slot) {
+                tp.swap(before.current());
+                tp.set_shadow(before.shadow());
+                tp.set_canary(before.canary());
+            }
+        }
     }
 }
 
-/// How to read manifests.
-pub struct LoadOptions<'a> {
+/// How to build tenants from manifests.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
     /// Honour `dev_api_keys`.
     pub demo: bool,
     /// Replaces `{{sandbox_psp}}` in settings and origins.
-    pub sandbox_psp_url: Option<&'a str>,
+    pub sandbox_psp_url: Option<String>,
 }
 
+/// The tenants this host serves, replaced one by one as they change.
+#[derive(Default)]
 pub struct Tenants {
-    by_id: HashMap<TenantId, Arc<Tenant>>,
+    by_id: RwLock<HashMap<TenantId, Arc<Tenant>>>,
 }
 
 impl Tenants {
-    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
-        TenantId::parse(id).and_then(|id| self.by_id.get(&id))
+    pub fn get(&self, id: &str) -> Option<Arc<Tenant>> {
+        let id = TenantId::parse(id)?;
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Tenant>> {
-        self.by_id.values()
+    /// Every tenant, in id order.
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        let mut all: Vec<Arc<Tenant>> = self
+            .by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
     }
 
-    /// Loads every `*.toml` in `dir`, or the embedded demo manifests when `dir` is `None`.
-    pub fn load(
+    /// Puts `tenant` in place of the one with its id, carrying over what
+    /// that one runs; returns `false` (and keeps the newer) if the one in
+    /// place was built from a later revision.
+    pub fn install(&self, tenant: Tenant) -> bool {
+        let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = by_id.get(&tenant.id) {
+            if old.revision > tenant.revision {
+                return false;
+            }
+            tenant.carry_over(old);
+        }
+        by_id.insert(tenant.id.clone(), Arc::new(tenant));
+        true
+    }
+
+    /// Reads every `*.toml` in `dir`, or the embedded demo manifests when
+    /// `dir` is `None`: `(file, text, directory paths are relative to)`.
+    pub fn read_manifests(
         dir: Option<&Path>,
-        host: &PluginHost,
-        options: &LoadOptions<'_>,
-    ) -> Result<Self, TenantError> {
+    ) -> Result<Vec<(String, String, Option<PathBuf>)>, TenantError> {
         let mut files: Vec<(String, String, Option<PathBuf>)> = Vec::new();
         match dir {
             Some(dir) => {
@@ -223,17 +275,33 @@ impl Tenants {
                 }
             }
         }
-        let mut by_id = HashMap::new();
-        for (file, text, base) in files {
-            let tenant = parse_tenant(&file, &text, base.as_deref(), host, options)?;
-            if by_id.insert(tenant.id.clone(), Arc::new(tenant)).is_some() {
+        Ok(files)
+    }
+
+    /// Builds the tenants straight from manifest files, every key with
+    /// every scope (the engine's own tests; a host loads from the database).
+    pub fn load(
+        dir: Option<&Path>,
+        host: &PluginHost,
+        options: &LoadOptions,
+    ) -> Result<Self, TenantError> {
+        let tenants = Self::default();
+        for (file, text, base) in Self::read_manifests(dir)? {
+            let spec = TenantSpec::parse(&file, &text, SpecFormat::Toml)?;
+            let components = sync::file_components(&file, &spec, base.as_deref())?;
+            let records = sync::manifest_keys(&spec, 0);
+            let mut tenant = build_tenant(&file, spec, components, host, options)?;
+            tenant.keys = Keys::from_records(&records, options.demo, 0);
+            if tenants.get(tenant.id.as_str()).is_some() {
                 return Err(TenantError::Manifest {
                     file,
+                    field: "id".into(),
                     message: "tenant id defined twice".into(),
                 });
             }
+            tenants.install(tenant);
         }
-        Ok(Self { by_id })
+        Ok(tenants)
     }
 }
 
@@ -277,6 +345,6 @@ mod tests {
             Slot::Guardrail,
             &section("component = \"x\"\nmemory_mb = 65"),
         );
-        assert!(too_much.unwrap_err().contains("memory_mb"));
+        assert_eq!(too_much.unwrap_err().0, "memory_mb");
     }
 }

@@ -106,7 +106,7 @@ async fn a_commit_that_lost_a_race_is_decided_again_on_the_winning_state() {
     let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
     let cmd = h.command(&id).await;
     let stale = h.loaded(&id).await;
-    crate::orders::cancel(&h.p, h.tenant(), &id, "changed my mind".into())
+    crate::orders::cancel(&h.p, &h.tenant(), &id, "changed my mind".into())
         .await
         .unwrap();
     // The validation's outcome was decided on the order before the cancel.

@@ -39,7 +39,7 @@ impl Harness {
         let plugins = PluginHost::new().unwrap();
         let options = LoadOptions {
             demo: true,
-            sandbox_psp_url: Some(&url),
+            sandbox_psp_url: Some(url),
         };
         let tenants = Tenants::load(None, &plugins, &options).unwrap();
         let store = Arc::new(MemoryStore::new());
@@ -47,6 +47,7 @@ impl Harness {
             store.clone(),
             plugins,
             tenants,
+            options,
             None,
             Transport::InProcess(InProcess::new()),
         );
@@ -54,7 +55,7 @@ impl Harness {
         Self { p, store, psp }
     }
 
-    pub fn tenant(&self) -> &Arc<Tenant> {
+    pub fn tenant(&self) -> Arc<Tenant> {
         self.p.tenants.get("acme").unwrap()
     }
 
@@ -88,7 +89,7 @@ impl Harness {
         let now = oms_clock::now_ms();
         let accepted = crate::orders::create(
             &self.p,
-            self.tenant(),
+            &self.tenant(),
             draft,
             None,
             |_| Ok(String::new()),

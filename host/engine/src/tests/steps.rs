@@ -8,8 +8,9 @@ use oms_store::InventoryOp;
 
 async fn run(h: &Harness, id: &oms_domain::OrderId, step: Step) -> Outcome {
     let loaded = h.loaded(id).await;
+    let tenant = h.tenant();
     let cx = Context {
-        tenant: h.tenant(),
+        tenant: &tenant,
         order: &loaded.order,
         order_id: id,
         draft: &loaded.draft,

@@ -2,7 +2,9 @@
 
 pub mod dlq;
 pub mod host;
+pub mod operator;
 pub mod plugin;
 pub mod plugin_local;
 pub mod plugin_scaffold;
 pub mod saga;
+pub mod tenant;
