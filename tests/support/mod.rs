@@ -2,6 +2,7 @@
 //! PostgreSQL database per test), the real `oms` binary, and an API client.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod admin;
 pub mod broker;
 pub mod forge;
 pub mod lifecycle;

@@ -1,0 +1,93 @@
+//! The operator API as tests call it: a token, JSON in, [`Response`] out;
+//! and manifests made from the demo ones.
+
+use super::{ADMIN_TOKEN, Response};
+use serde_json::Value;
+
+#[derive(Clone)]
+pub struct Admin {
+    http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Admin {
+    /// The bootstrap admin of the host at `url`.
+    pub fn new(url: &str) -> Self {
+        Self::with_token(url, ADMIN_TOKEN)
+    }
+
+    pub fn with_token(url: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: url.into(),
+            token: token.into(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Response {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.send(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.send(reqwest::Method::POST, path, Some(body), &[])
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Response {
+        self.send(reqwest::Method::PUT, path, Some(body), headers)
+            .await
+    }
+
+    /// Creates a key for `tenant` with `scopes`; its secret.
+    pub async fn key(&self, tenant: &str, scopes: &[&str]) -> String {
+        let r = self
+            .post(
+                &format!("/tenants/{tenant}/keys"),
+                &serde_json::json!({ "name": "test", "scopes": scopes }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["secret"].as_str().unwrap().to_string()
+    }
+}
+
+/// The demo tenant acme's manifest as JSON, as tenant `id` (no keys).
+pub fn manifest(id: &str) -> Value {
+    let text = std::fs::read_to_string(super::workspace().join("tenants/acme.toml")).unwrap();
+    let mut m: Value = toml::from_str(&text).unwrap();
+    let obj = m.as_object_mut().unwrap();
+    obj.insert("id".into(), id.into());
+    obj.insert("name".into(), format!("Tenant {id}").into());
+    obj.remove("dev_api_keys");
+    m
+}
