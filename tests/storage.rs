@@ -9,8 +9,8 @@ mod support;
 
 use oms_domain::{OrderId, Sku, TenantId, WarehouseId};
 use oms_store::{
-    IdempotencyBegin, InventoryOp, NewCommand, NewOrder, OrderPatch, OrderRecord, OutboxClaim,
-    OutboxMessage, SqlStore, Store, StoreError, Transition,
+    IdempotencyBegin, InventoryOp, NewCommand, NewOrder, OrderFilter, OrderPatch, OrderRecord,
+    OutboxClaim, OutboxMessage, SqlStore, Store, StoreError, Transition,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -479,22 +479,63 @@ async fn orders_list_newest_first_by_status_and_cursor(under: Under) {
     t.patch.status = Some("CONFIRMED".into());
     store.commit_transition(&t).await.unwrap();
 
-    let page = store.list_orders(&tenant(), None, None, 2).await.unwrap();
+    let page = store
+        .list_orders(&tenant(), &OrderFilter::default(), None, 2)
+        .await
+        .unwrap();
     assert_eq!(
         page.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
         vec![ids[4].to_string(), ids[3].to_string()]
     );
     let next = store
-        .list_orders(&tenant(), None, Some(&page[1].id), 10)
+        .list_orders(&tenant(), &OrderFilter::default(), Some(&page[1].id), 10)
         .await
         .unwrap();
     assert_eq!(next.len(), 3);
     let confirmed = store
-        .list_orders(&tenant(), Some("CONFIRMED"), None, 10)
+        .list_orders(
+            &tenant(),
+            &OrderFilter {
+                status: Some("CONFIRMED"),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(confirmed.len(), 1);
     assert_eq!(confirmed[0].id, ids[1].to_string());
+
+    // Operators search by customer and by saga state too.
+    let other = new_order(&*store, "d", 2_000, 100).await;
+    let mut t = effects(&ids[2], 0, None);
+    t.patch.saga_status = Some("STUCK".into());
+    store.commit_transition(&t).await.unwrap();
+    let only = |f: OrderFilter<'static>| {
+        let store = store.clone();
+        async move {
+            let found = store.list_orders(&tenant(), &f, None, 10).await.unwrap();
+            found.into_iter().map(|o| o.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        only(OrderFilter {
+            customer: Some("d"),
+            ..Default::default()
+        })
+        .await,
+        vec![other.to_string()]
+    );
+    assert_eq!(
+        only(OrderFilter {
+            saga_status: Some("STUCK"),
+            customer: Some("c"),
+            ..Default::default()
+        })
+        .await,
+        vec![ids[2].to_string()]
+    );
 }
 
 /// Operators' view: sagas in one state, of one tenant or all, the longest

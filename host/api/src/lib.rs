@@ -5,6 +5,7 @@ mod auth;
 mod canary;
 mod error;
 mod inventory;
+mod operator_views;
 mod operators;
 mod orders;
 mod plugins;
@@ -54,6 +55,16 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/operators", get(operators::list).post(operators::create))
         .route("/operators/{name}/revoke", post(operators::revoke))
         .route("/audit", get(operators::audit))
+        .route("/dlq", get(operator_views::dead_letters))
+        .route("/tenants/{tenant}/orders", get(operator_views::orders))
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/stats",
+            get(operator_views::plugin_stats),
+        )
+        .route(
+            "/tenants/{tenant}/plugins/{slot}/logs",
+            get(operator_views::plugin_logs),
+        )
         .route("/tenants", get(tenants::list).post(tenants::create))
         .route("/tenants/{tenant}", get(tenants::show).put(tenants::update))
         .route("/tenants/{tenant}/{action}", post(tenants::suspend))

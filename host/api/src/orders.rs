@@ -7,11 +7,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use oms_domain::TenantId;
 use oms_domain::validate;
 use oms_domain::{OrderDraft, OrderId, OrderStatus};
 use oms_engine::orders::{self, OrderError, Placed};
 use oms_saga::SagaState;
-use oms_store::{OrderEventRecord, OrderRecord, StoreError};
+use oms_store::{OrderEventRecord, OrderFilter, OrderRecord, StoreError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -183,6 +184,16 @@ pub async fn list(
     Key(tenant, _): Key<OrdersRead>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    list_json(&p, &tenant.id, &q).await.map(Json)
+}
+
+/// A page of a tenant's orders, newest first: `?status=&sagaState=&customer=&limit=&cursor=`.
+/// Shared by clients' `/api/v1/orders` and operators' view of a tenant.
+pub(crate) async fn list_json(
+    p: &AppState,
+    tenant: &TenantId,
+    q: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
     let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", m);
     let status = match q.get("status") {
         Some(s) => Some(OrderStatus::parse(s).ok_or_else(|| {
@@ -191,6 +202,10 @@ pub async fn list(
                 OrderStatus::WIRE.join(", ")
             ))
         })?),
+        None => None,
+    };
+    let saga_status = match q.get("sagaState") {
+        Some(s) => Some(super::sagas::saga_state(s)?),
         None => None,
     };
     let limit = match q.get("limit") {
@@ -207,11 +222,19 @@ pub async fn list(
         }
         None => None,
     };
+    let filter = OrderFilter {
+        status: status.map(|s| s.as_str()),
+        saga_status: saga_status.map(|s| s.as_str()),
+        customer: q
+            .get("customer")
+            .map(String::as_str)
+            .filter(|c| !c.is_empty()),
+    };
     let records = p
         .store
         .list_orders(
-            &tenant.id,
-            status.map(|s| s.as_str()),
+            tenant,
+            &filter,
             cursor.as_ref().map(OrderId::as_str),
             limit + 1,
         )
@@ -224,9 +247,12 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(
-        json!({ "data": page.iter().map(|r| order_json(r)).collect::<Result<Vec<_>, _>>().map_err(ApiError::store)?, "nextCursor": next }),
-    ))
+    let data = page
+        .iter()
+        .map(|r| order_json(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::store)?;
+    Ok(json!({ "data": data, "nextCursor": next }))
 }
 
 pub async fn events(
@@ -279,7 +305,12 @@ pub async fn payments(
         .payments(&tenant.id, &id)
         .await
         .map_err(ApiError::unavailable)?;
-    let data: Vec<Value> = payments
+    Ok(Json(json!({ "data": payments_json(&payments) })))
+}
+
+/// An order's payment operations as clients and operators see them.
+pub(crate) fn payments_json(payments: &[oms_store::PaymentRecord]) -> Vec<Value> {
+    payments
         .iter()
         .map(|r| {
             json!({
@@ -295,8 +326,7 @@ pub async fn payments(
                 "reconciliation": r.reconciliation,
             })
         })
-        .collect();
-    Ok(Json(json!({ "data": data })))
+        .collect()
 }
 
 pub async fn cancel(

@@ -179,7 +179,7 @@ pub async fn logs(
 }
 
 /// `?limit=` within `1..=max`, `default` when absent.
-pub(super) fn limit(
+pub(crate) fn limit(
     q: &std::collections::HashMap<String, String>,
     default: usize,
     max: usize,

@@ -19,7 +19,7 @@ use oms_store::{OrderRecord, StoreError, json};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-fn saga_state(raw: &str) -> Result<SagaStatus, ApiError> {
+pub(crate) fn saga_state(raw: &str) -> Result<SagaStatus, ApiError> {
     let all = [
         SagaStatus::Running,
         SagaStatus::Compensating,
@@ -139,6 +139,22 @@ pub async fn show(
         .map_err(ApiError::store)?;
     let history = super::orders::history_json(&events).map_err(ApiError::store)?;
     v["history"] = Value::Array(history);
+    // What the saga moved: money and stock, for the timeline.
+    let payments = p
+        .store
+        .payments(&tenant.id, &id)
+        .await
+        .map_err(ApiError::store)?;
+    v["payments"] = Value::Array(super::orders::payments_json(&payments));
+    let stock: Vec<Value> = p
+        .store
+        .reservations(&tenant.id, &id)
+        .await
+        .map_err(ApiError::store)?
+        .into_iter()
+        .map(|(sku, state, quantity)| json!({ "sku": sku, "state": state, "quantity": quantity }))
+        .collect();
+    v["stock"] = Value::Array(stock);
     Ok(Json(v))
 }
 

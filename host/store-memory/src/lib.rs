@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use oms_domain::{OrderId, Sku, TenantId, WarehouseId};
 use oms_store::{
     CommandRecord, CustomerHistory, Database, IdempotencyBegin, Inventory, NewOrder,
-    OrderEventRecord, OrderRecord, Orders, Outbox, OutboxClaim, OutboxListener, OutboxRecord,
-    PaymentRecord, RecordedCall, Recordings, Result, StockLevel, StoreError,
+    OrderEventRecord, OrderFilter, OrderRecord, Orders, Outbox, OutboxClaim, OutboxListener,
+    OutboxRecord, PaymentRecord, RecordedCall, Recordings, Result, StockLevel, StoreError,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -249,7 +249,7 @@ impl Orders for MemoryStore {
     async fn list_orders(
         &self,
         tenant: &TenantId,
-        status: Option<&str>,
+        filter: &OrderFilter<'_>,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<OrderRecord>> {
@@ -259,7 +259,7 @@ impl Orders for MemoryStore {
             .values()
             .rev()
             .filter(|o| o.tenant_id == tenant.as_str())
-            .filter(|o| status.is_none_or(|s| o.status == s))
+            .filter(|o| filter.matches(o))
             .filter(|o| after.is_none_or(|a| o.id.as_str() < a))
             .take(usize::try_from(limit).unwrap_or(0))
             .cloned()

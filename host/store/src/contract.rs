@@ -8,8 +8,8 @@
 use crate::{
     ActivationChange, ActivationRecord, AuditRecord, CanaryCall, CanaryRecord, CanaryWindow,
     CommandRecord, CustomerHistory, IdempotencyBegin, Mismatch, NewOrder, OrderEventRecord,
-    OrderRecord, OutboxClaim, OutboxListener, PaymentRecord, PluginQuota, PluginVersionRecord,
-    RecordedCall, Result, ShadowResult, StockLevel, Transition, Unreconciled,
+    OrderFilter, OrderRecord, OutboxClaim, OutboxListener, PaymentRecord, PluginQuota,
+    PluginVersionRecord, RecordedCall, Result, ShadowResult, StockLevel, Transition, Unreconciled,
 };
 use crate::{
     ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord, TenantRecord, TenantWrite,
@@ -66,7 +66,7 @@ pub trait Orders: Send + Sync {
     async fn list_orders(
         &self,
         tenant: &TenantId,
-        status: Option<&str>,
+        filter: &OrderFilter<'_>,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<OrderRecord>>;

@@ -27,7 +27,8 @@ pub use contract::{
 };
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
-    CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderRecord, PaymentRecord,
+    CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderFilter, OrderRecord,
+    PaymentRecord,
 };
 pub use outbox::{OutboxClaim, OutboxListener, OutboxMessage, OutboxRecord};
 pub use plugin_upload::PluginQuota;

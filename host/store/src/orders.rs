@@ -81,6 +81,22 @@ pub struct CustomerHistory {
     pub spend: i64,
 }
 
+/// Which of a tenant's orders a list shows; every filter given must match.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderFilter<'a> {
+    pub status: Option<&'a str>,
+    pub saga_status: Option<&'a str>,
+    pub customer: Option<&'a str>,
+}
+
+impl OrderFilter<'_> {
+    pub fn matches(&self, o: &OrderRecord) -> bool {
+        self.status.is_none_or(|s| o.status == s)
+            && self.saga_status.is_none_or(|s| o.saga_status == s)
+            && self.customer.is_none_or(|c| o.customer_id == c)
+    }
+}
+
 const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, status, payment_status, \
     fulfillment_status, draft, violations, cancellation_reason, shipment, saga_state, saga_status, \
     version, event_seq, created_at, updated_at";
@@ -247,7 +263,7 @@ impl crate::contract::Orders for SqlStore {
     async fn list_orders(
         &self,
         tenant: &TenantId,
-        status: Option<&str>,
+        filter: &OrderFilter<'_>,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<OrderRecord>> {
@@ -255,12 +271,15 @@ impl crate::contract::Orders for SqlStore {
             Ok(sqlx::query_as::<_, OrderRecord>(&format!(
                 "SELECT {ORDER_COLUMNS} FROM orders
                  WHERE tenant_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3)
+                   AND ($5 IS NULL OR saga_status = $5) AND ($6 IS NULL OR customer_id = $6)
                  ORDER BY id DESC LIMIT $4"
             ))
             .bind(tenant.as_str())
-            .bind(status)
+            .bind(filter.status)
             .bind(after)
             .bind(limit)
+            .bind(filter.saga_status)
+            .bind(filter.customer)
             .fetch_all(pool)
             .await?)
         })

@@ -1,0 +1,82 @@
+//! What operators read of a tenant besides its sagas: its orders searched
+//! by status, saga state and customer; its plugins' stats and logs; and,
+//! in Kafka mode, the dead-letter topic. Read-only: any operator role.
+
+use super::auth::Operator;
+use super::plugins::{iso, limit, slot, tenant};
+use super::{ApiError, AppState};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use oms_engine::transport::Transport;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// `GET /admin/v1/tenants/{tenant}/orders?status=&sagaState=&customer=&limit=&cursor=`.
+pub async fn orders(
+    State(p): State<AppState>,
+    _: Operator,
+    Path(t): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&p, &t)?;
+    super::orders::list_json(&p, &tenant.id, &q).await.map(Json)
+}
+
+/// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/stats`.
+pub async fn plugin_stats(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    Ok(Json(
+        json!({ "slot": slot, "data": p.plugins.stats.stats(tenant.id.as_str(), slot) }),
+    ))
+}
+
+/// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/logs?limit=`: newest last.
+pub async fn plugin_logs(
+    State(p): State<AppState>,
+    _: Operator,
+    Path((t, s)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let limit = limit(&q, 100, 500)?;
+    let lines: Vec<Value> = p
+        .plugins
+        .stats
+        .logs(tenant.id.as_str(), slot, limit)
+        .into_iter()
+        .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
+        .collect();
+    Ok(Json(json!({ "slot": slot, "data": lines })))
+}
+
+/// `GET /admin/v1/dlq`: the dead-letter topic (Kafka mode); in-process
+/// mode has none, and says so.
+pub async fn dead_letters(State(p): State<AppState>, _: Operator) -> Result<Json<Value>, ApiError> {
+    let Transport::Kafka(k) = &p.transport else {
+        return Ok(Json(json!({ "transport": "in-process", "data": [] })));
+    };
+    let brokers = k.brokers().to_string();
+    let letters =
+        tokio::task::spawn_blocking(move || oms_engine::transport::dlq::read_all(&brokers))
+            .await
+            .map_err(ApiError::unavailable)?
+            .map_err(ApiError::unavailable)?;
+    let data: Vec<Value> = letters
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "originTopic": d.origin_topic,
+                "errorCode": d.error_code,
+                "error": d.error,
+                "deadAt": iso(d.dead_at),
+                "key": d.key,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "transport": "kafka", "data": data })))
+}
