@@ -3,6 +3,7 @@
 
 mod auth;
 mod canary;
+mod console;
 mod error;
 mod inventory;
 mod operator_views;
@@ -120,6 +121,9 @@ pub fn router(platform: Arc<Platform>) -> Router {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(ready))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/{file}", get(console::file))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -127,6 +127,15 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = spec_of(&body)?;
+    // A redacted value copied from another tenant is not a secret to keep.
+    for (slot, section) in &spec.plugins {
+        if let Some((name, _)) = section.settings.iter().find(|(_, v)| *v == REDACTED) {
+            return Err(tenant_error(TenantOpError::Invalid {
+                field: format!("plugins.{slot}.settings.{name}"),
+                message: "replace ******** with this tenant's own secret".into(),
+            }));
+        }
+    }
     let tenant = admin::create(&p, &spec, &op.name)
         .await
         .map_err(tenant_error)?;

@@ -3,6 +3,10 @@
 //! sandbox-psp` runs it alone. It keeps a ledger of every operation it
 //! performed, which tests check the platform's invariants against.
 //!
+//! An outage can be staged: `POST /v1/outage {"operations": ["void", …]}`
+//! with the operator key makes those operations answer 503 for every
+//! account until it is posted again without them.
+//!
 //! Test tokens: `tok_visa` and `tok_mastercard` approve; `tok_chargeDeclined`
 //! declines permanently; `tok_flaky` answers 503 to the first two attempts
 //! of each operation and then approves; `tok_voidFails` authorizes but every
@@ -71,6 +75,8 @@ struct Psp {
     replies: HashMap<(String, String), (u16, Value)>,
     attempts: HashMap<(String, String), u32>,
     ledger: Vec<LedgerEntry>,
+    /// Operations answering 503 for everyone (a staged provider outage).
+    outage: std::collections::HashSet<String>,
 }
 
 impl Psp {
@@ -161,6 +167,7 @@ impl Sandbox {
             .route("/v1/payment_intents/{id}/cancel", post(void))
             .route("/v1/refunds", post(refund))
             .route("/v1/ledger", get(ledger))
+            .route("/v1/outage", post(outage))
             .with_state(self)
     }
 
@@ -334,7 +341,7 @@ async fn capture(
         let Some(intent) = psp.intent(&caller.account, &id) else {
             return error(404, "resource_missing", "no such payment_intent");
         };
-        if flaky(psp, &intent.token, caller) {
+        if psp.outage.contains("capture") || flaky(psp, &intent.token, caller) {
             return error(503, "processor_unavailable", "try again");
         }
         if intent.status != "requires_capture" {
@@ -361,7 +368,10 @@ async fn void(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderM
         let Some(intent) = psp.intent(&caller.account, &id) else {
             return error(404, "resource_missing", "no such payment_intent");
         };
-        if intent.token == "tok_voidFails" || flaky(psp, &intent.token, caller) {
+        if intent.token == "tok_voidFails"
+            || psp.outage.contains("void")
+            || flaky(psp, &intent.token, caller)
+        {
             return error(503, "processor_unavailable", "try again");
         }
         if intent.status != "requires_capture" {
@@ -392,7 +402,10 @@ async fn refund(State(s): State<Sandbox>, headers: HeaderMap, body: Json<RefundB
         let Some(intent) = psp.intent(&caller.account, &body.payment_intent) else {
             return error(404, "resource_missing", "no such payment_intent");
         };
-        if intent.token == "tok_voidFails" || flaky(psp, &intent.token, caller) {
+        if intent.token == "tok_voidFails"
+            || psp.outage.contains("refund")
+            || flaky(psp, &intent.token, caller)
+        {
             return error(503, "processor_unavailable", "try again");
         }
         if intent.status != "succeeded" {
@@ -408,6 +421,35 @@ async fn refund(State(s): State<Sandbox>, headers: HeaderMap, body: Json<RefundB
         record(psp, "refund", &intent, amount, key, "succeeded");
         (200, json!({ "id": format!("re_{}", oms_clock::monotonic_ulid()), "payment_intent": intent.id, "amount": amount }))
     })
+}
+
+#[derive(Deserialize)]
+struct OutageBody {
+    operations: Vec<String>,
+}
+
+/// `POST /v1/outage` (operator key): these operations fail until cleared.
+async fn outage(State(s): State<Sandbox>, headers: HeaderMap, body: Json<OutageBody>) -> Response {
+    if bearer(&headers) != Some(&*s.operator_key) {
+        return unauthorized();
+    }
+    let known = ["capture", "void", "refund"];
+    if let Some(bad) = body
+        .operations
+        .iter()
+        .find(|o| !known.contains(&o.as_str()))
+    {
+        return reply(error(
+            400,
+            "parameter_invalid",
+            &format!("`{bad}` is not one of capture, void, refund"),
+        ));
+    }
+    let mut psp = s.lock();
+    psp.outage = body.0.operations.into_iter().collect();
+    let mut now: Vec<&String> = psp.outage.iter().collect();
+    now.sort();
+    Json(json!({ "operations": now })).into_response()
 }
 
 /// Every account's operations for the operator key; a test key's own.
