@@ -591,6 +591,13 @@ async fn operators_settle_a_stuck_saga(srv: &Server, id: &str) {
     );
     let (status, _) = admin(srv, "/sagas?state=SIDEWAYS", None, tok).await;
     assert_eq!(status, 400);
+    // Placed more than an hour ago: not this one; more than 0 minutes: it.
+    let (_, old) = admin(srv, "/sagas?state=STUCK&olderThanMinutes=60", None, tok).await;
+    assert_eq!(old["data"], json!([]), "{old}");
+    let (_, any) = admin(srv, "/sagas?state=STUCK&olderThanMinutes=0", None, tok).await;
+    assert_eq!(any["data"][0]["orderId"], id, "{any}");
+    let (status, _) = admin(srv, "/sagas?olderThanMinutes=soon", None, tok).await;
+    assert_eq!(status, 400);
     let act = |action: &str| format!("/tenants/globex/orders/{id}/saga/{action}");
     let (status, body) = admin(srv, &act("resolve"), Some(json!({})), tok).await;
     assert_eq!(

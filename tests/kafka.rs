@@ -327,6 +327,19 @@ async fn poison_commands_go_to_the_dead_letter_topic_and_can_be_replayed() {
         assert_eq!(l["key"], "ord_poison");
     }
     assert!(oms_dlq(&broker, &["list"]).contains("3 dead letter(s)"));
+    // Operators (and the console) see the same through the admin API.
+    let (status, seen) = support::admin(&srv, "/dlq", None, support::ADMIN_TOKEN).await;
+    assert_eq!((status, seen["transport"].as_str()), (200, Some("kafka")));
+    let mut ids: Vec<&str> = seen["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = letters.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
 
     // The consumer moved on: its committed offsets passed the poison (the
     // host commits at once after a dead letter; wait for the broker to say

@@ -554,21 +554,33 @@ async fn sagas_are_found_by_state_longest_unchanged_first(under: Under) {
         store.commit_transition(&t).await.unwrap();
     }
     let stuck = store
-        .orders_in_saga_status("STUCK", Some(&tenant()), 10)
+        .orders_in_saga_status("STUCK", Some(&tenant()), None, 10)
         .await
         .unwrap();
     assert_eq!(
         stuck.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
         vec![ids[2].to_string(), ids[0].to_string()]
     );
-    let everywhere = store.orders_in_saga_status("STUCK", None, 1).await.unwrap();
+    let everywhere = store
+        .orders_in_saga_status("STUCK", None, None, 1)
+        .await
+        .unwrap();
     assert_eq!(everywhere.len(), 1);
     let other = TenantId::parse("globex").unwrap();
     let none = store
-        .orders_in_saga_status("STUCK", Some(&other), 10)
+        .orders_in_saga_status("STUCK", Some(&other), None, 10)
         .await
         .unwrap();
     assert!(none.is_empty());
+    // Placed before a time: ids[0] (at 1,000) but not ids[2] (at 1,002).
+    let long = store
+        .orders_in_saga_status("STUCK", None, Some(1_001), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        long.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        vec![ids[0].to_string()]
+    );
     let counts = store.count_sagas_by_tenant("STUCK").await.unwrap();
     assert_eq!(counts, vec![("acme".to_string(), 2)]);
     let running = store.count_sagas_by_tenant("RUNNING").await.unwrap();

@@ -41,7 +41,7 @@ pub(crate) fn saga_state(raw: &str) -> Result<SagaStatus, ApiError> {
     })
 }
 
-/// `GET /admin/v1/sagas?state=STUCK[&tenant=acme][&limit=100]`.
+/// `GET /admin/v1/sagas?state=STUCK[&tenant=acme][&olderThanMinutes=N][&limit=100]`.
 pub async fn list(
     State(p): State<AppState>,
     _: Operator,
@@ -66,9 +66,26 @@ pub async fn list(
             })?,
         None => 100,
     };
+    // "Running for longer than N minutes": placed before now − N.
+    let placed_before = match q.get("olderThanMinutes") {
+        Some(m) => Some(
+            m.parse::<i64>()
+                .ok()
+                .filter(|m| (0..=525_600).contains(m))
+                .map(|m| oms_clock::now_ms() - m * 60_000)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_QUERY",
+                        "olderThanMinutes is a whole number of minutes, 0 to 525600",
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let records = p
         .store
-        .orders_in_saga_status(state.as_str(), tenant.as_ref(), limit)
+        .orders_in_saga_status(state.as_str(), tenant.as_ref(), placed_before, limit)
         .await
         .map_err(ApiError::store)?;
     let mut data = Vec::with_capacity(records.len());

@@ -230,6 +230,7 @@ impl Orders for MemoryStore {
         &self,
         saga_status: &str,
         tenant: Option<&TenantId>,
+        placed_before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<OrderRecord>> {
         self.check("orders_in_saga_status")?;
@@ -239,6 +240,7 @@ impl Orders for MemoryStore {
             .values()
             .filter(|o| o.saga_status == saga_status)
             .filter(|o| tenant.is_none_or(|t| o.tenant_id == t.as_str()))
+            .filter(|o| placed_before.is_none_or(|b| o.created_at < b))
             .cloned()
             .collect();
         found.sort_by(|a, b| (a.updated_at, &a.id).cmp(&(b.updated_at, &b.id)));

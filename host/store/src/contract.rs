@@ -53,12 +53,14 @@ pub trait Orders: Send + Sync {
     async fn create_order(&self, new: &NewOrder) -> Result<()>;
 
     async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord>;
-    /// Orders whose saga is in `saga_status` (of one tenant, or of all),
-    /// the longest unchanged first: what operators look at.
+    /// Orders whose saga is in `saga_status` (of one tenant, or of all;
+    /// placed before `placed_before` if given), the longest unchanged
+    /// first: what operators look at.
     async fn orders_in_saga_status(
         &self,
         saga_status: &str,
         tenant: Option<&TenantId>,
+        placed_before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<OrderRecord>>;
 

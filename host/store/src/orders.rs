@@ -244,17 +244,20 @@ impl crate::contract::Orders for SqlStore {
         &self,
         saga_status: &str,
         tenant: Option<&TenantId>,
+        placed_before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<OrderRecord>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as::<_, OrderRecord>(&format!(
                 "SELECT {ORDER_COLUMNS} FROM orders
                  WHERE saga_status = $1 AND ($2 IS NULL OR tenant_id = $2)
+                   AND ($4 IS NULL OR created_at < $4)
                  ORDER BY updated_at, id LIMIT $3"
             ))
             .bind(saga_status)
             .bind(tenant.map(TenantId::as_str))
             .bind(limit)
+            .bind(placed_before)
             .fetch_all(pool)
             .await?)
         })

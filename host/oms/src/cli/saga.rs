@@ -22,6 +22,9 @@ enum SagaCommand {
         /// Only this tenant's.
         #[arg(long)]
         tenant: Option<String>,
+        /// Only sagas placed more than this many minutes ago.
+        #[arg(long)]
+        older_than_minutes: Option<u32>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -56,11 +59,15 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
         SagaCommand::List {
             state,
             tenant,
+            older_than_minutes,
             limit,
         } => {
             let mut query = vec![("state", state.clone()), ("limit", limit.to_string())];
             if let Some(t) = tenant {
                 query.push(("tenant", t.clone()));
+            }
+            if let Some(m) = older_than_minutes {
+                query.push(("olderThanMinutes", m.to_string()));
             }
             client.get(format!("{base}/sagas")).query(&query)
         }
