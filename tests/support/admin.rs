@@ -3,6 +3,23 @@
 
 use super::{ADMIN_TOKEN, Response};
 use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Generous: only a broken sync takes this long.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Waits until `check` holds, or fails with `what`.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[derive(Clone)]
 pub struct Admin {
