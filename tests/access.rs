@@ -40,6 +40,9 @@ async fn settled(admin: &Admin, tenant: &str, id: &str) -> Value {
     }
 }
 
+/// A change that spoils a manifest.
+type Change = Box<dyn Fn(&mut Value)>;
+
 async fn tenants_are_created_changed_and_suspended_at_run_time(kind: Kind) {
     let db = Db::new(kind).await;
     let mut srv = Server::start(&db).await;
@@ -60,7 +63,7 @@ async fn tenants_are_created_changed_and_suspended_at_run_time(kind: Kind) {
     );
 
     // Each refusal is a 422 naming the field, and nothing is stored.
-    let refusals: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let refusals: Vec<(&str, Change)> = vec![
         (
             "plugins.guardrail.component",
             Box::new(|m| m["plugins"]["guardrail"]["component"] = json!("builtin:nope")),

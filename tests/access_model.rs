@@ -171,16 +171,19 @@ async fn concurrent_operators_leave_one_legal_history(kind: Kind) {
 
     // Every answer is one a legal history can give.
     for a in &answers {
-        let legal = match (a.op, a.status, a.code.as_deref()) {
-            (Op::Suspend | Op::Resume | Op::Update | Op::Revoke, 200, None) => true,
-            (Op::CreateKey | Op::Rotate, 201, None) => true,
+        let legal = matches!(
+            (a.op, a.status, a.code.as_deref()),
             (
-                Op::Suspend | Op::Resume | Op::Update | Op::Rotate | Op::Revoke,
-                409,
-                Some("STATE_CONFLICT"),
-            ) => true,
-            _ => false,
-        };
+                Op::Suspend | Op::Resume | Op::Update | Op::Revoke,
+                200,
+                None
+            ) | (Op::CreateKey | Op::Rotate, 201, None)
+                | (
+                    Op::Suspend | Op::Resume | Op::Update | Op::Rotate | Op::Revoke,
+                    409,
+                    Some("STATE_CONFLICT"),
+                )
+        );
         if !legal {
             fail(format!("{a:?} is not an answer this change can get"));
         }

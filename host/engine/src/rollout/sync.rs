@@ -51,7 +51,7 @@ pub(crate) async fn run_sync(p: Arc<Platform>) {
         if let Err(e) = sync(&p).await {
             tracing::warn!(error = %e, "syncing plugin activations failed");
         }
-        if round % KEY_USE_EVERY == 0
+        if round.is_multiple_of(KEY_USE_EVERY)
             && let Err(e) = p.flush_key_use().await
         {
             crate::metrics::Metrics::inc(&p.metrics.key_use_write_failures_total);
