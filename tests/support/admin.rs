@@ -59,16 +59,7 @@ impl Admin {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Response {
-            status,
-            body,
-            headers,
-        }
+        Response::of(req).await
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -373,6 +373,22 @@ pub struct Response {
     pub headers: reqwest::header::HeaderMap,
 }
 
+impl Response {
+    /// Sends `req`; the answer with its body as JSON (or as a string).
+    pub async fn of(req: reqwest::RequestBuilder) -> Self {
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Self {
+            status,
+            body,
+            headers,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
@@ -409,16 +425,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Response {
-            status,
-            body,
-            headers,
-        }
+        Response::of(req).await
     }
 
     pub async fn get(&self, path: &str) -> Response {

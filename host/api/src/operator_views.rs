@@ -3,7 +3,7 @@
 //! in Kafka mode, the dead-letter topic. Read-only: any operator role.
 
 use super::auth::Operator;
-use super::plugins::{iso, limit, slot, tenant};
+use super::plugins::{iso, logs_json, slot, stats_json, tenant};
 use super::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -29,9 +29,7 @@ pub async fn plugin_stats(
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
-    Ok(Json(
-        json!({ "slot": slot, "data": p.plugins.stats.stats(tenant.id.as_str(), slot) }),
-    ))
+    Ok(Json(stats_json(&p, &tenant, slot)))
 }
 
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/logs?limit=`: newest last.
@@ -42,15 +40,7 @@ pub async fn plugin_logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
-    let limit = limit(&q, 100, 500)?;
-    let lines: Vec<Value> = p
-        .plugins
-        .stats
-        .logs(tenant.id.as_str(), slot, limit)
-        .into_iter()
-        .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
-        .collect();
-    Ok(Json(json!({ "slot": slot, "data": lines })))
+    logs_json(&p, &tenant, slot, &q).map(Json)
 }
 
 /// `GET /admin/v1/dlq`: the dead-letter topic (Kafka mode); in-process

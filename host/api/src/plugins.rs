@@ -1,9 +1,7 @@
 //! Tenant plugin uploads (`/api/v1/plugins`) and the operator API for
 //! versions (`/admin/v1`).
 
-use super::auth::Admin;
-use super::auth::Operator;
-use super::auth::{Key, PluginsRead, PluginsWrite};
+use super::auth::{Admin, Key, Operator, PluginsRead, PluginsWrite};
 use super::{ApiError, AppState, json_body};
 use axum::Json;
 use axum::body::Bytes;
@@ -153,10 +151,12 @@ pub async fn stats(
     Key(tenant, _): Key<PluginsRead>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let slot = slot(&raw)?;
-    Ok(Json(
-        json!({ "slot": slot, "data": p.plugins.stats.stats(tenant.id.as_str(), slot) }),
-    ))
+    Ok(Json(stats_json(&p, &tenant, slot(&raw)?)))
+}
+
+/// A slot's call stats per version; clients' and operators' view.
+pub(crate) fn stats_json(p: &AppState, tenant: &Tenant, slot: Slot) -> Value {
+    json!({ "slot": slot, "data": p.plugins.stats.stats(tenant.id.as_str(), slot) })
 }
 
 /// `GET /api/v1/plugins/{slot}/logs?limit=`: the plugin's own output, newest last.
@@ -166,8 +166,18 @@ pub async fn logs(
     Path(raw): Path<String>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let slot = slot(&raw)?;
-    let limit = limit(&q, 100, 500)?;
+    logs_json(&p, &tenant, slot(&raw)?, &q).map(Json)
+}
+
+/// A slot's latest log lines (`?limit=`), newest last; clients' and
+/// operators' view.
+pub(crate) fn logs_json(
+    p: &AppState,
+    tenant: &Tenant,
+    slot: Slot,
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let limit = limit(q, 100, 500)?;
     let lines: Vec<Value> = p
         .plugins
         .stats
@@ -175,7 +185,7 @@ pub async fn logs(
         .into_iter()
         .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
         .collect();
-    Ok(Json(json!({ "slot": slot, "data": lines })))
+    Ok(json!({ "slot": slot, "data": lines }))
 }
 
 /// `?limit=` within `1..=max`, `default` when absent.
