@@ -11,7 +11,7 @@ use oms_domain::TenantId;
 use oms_domain::validate;
 use oms_domain::{OrderDraft, OrderId, OrderStatus};
 use oms_engine::orders::{self, OrderError, Placed};
-use oms_saga::SagaState;
+use oms_saga::{SagaState, SagaStatus};
 use oms_store::{OrderEventRecord, OrderFilter, OrderRecord, StoreError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -187,6 +187,20 @@ pub async fn list(
     list_json(&p, &tenant.id, &q).await.map(Json)
 }
 
+/// A saga state from a query, or 400 listing every one.
+pub(crate) fn saga_state(raw: &str) -> Result<SagaStatus, ApiError> {
+    SagaStatus::parse(raw).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_SAGA_STATE",
+            format!(
+                "state must be one of {}",
+                SagaStatus::ALL.map(|s| s.as_str()).join(", ")
+            ),
+        )
+    })
+}
+
 /// A page of a tenant's orders, newest first: `?status=&sagaState=&customer=&limit=&cursor=`.
 /// Shared by clients' `/api/v1/orders` and operators' view of a tenant.
 pub(crate) async fn list_json(
@@ -205,7 +219,7 @@ pub(crate) async fn list_json(
         None => None,
     };
     let saga_status = match q.get("sagaState") {
-        Some(s) => Some(super::sagas::saga_state(s)?),
+        Some(s) => Some(saga_state(s)?),
         None => None,
     };
     let limit = match q.get("limit") {

@@ -5,7 +5,7 @@
 //! state it commits on, so a second operator's click is a 409.
 
 use super::auth::{Admin, Operator};
-use super::orders::{order_error, order_id, order_json};
+use super::orders::{order_error, order_id, order_json, saga_state};
 use super::plugins::tenant;
 use super::{ApiError, AppState, json_body};
 use axum::Json;
@@ -14,32 +14,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use oms_domain::{OrderId, TenantId};
 use oms_engine::orders;
-use oms_saga::{SagaEvent, SagaState, SagaStatus};
+use oms_saga::{SagaEvent, SagaState};
 use oms_store::{OrderRecord, StoreError, json};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-
-pub(crate) fn saga_state(raw: &str) -> Result<SagaStatus, ApiError> {
-    let all = [
-        SagaStatus::Running,
-        SagaStatus::Compensating,
-        SagaStatus::Completed,
-        SagaStatus::Rejected,
-        SagaStatus::Cancelled,
-        SagaStatus::Stuck,
-        SagaStatus::Resolved,
-    ];
-    all.into_iter().find(|s| s.as_str() == raw).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_SAGA_STATE",
-            format!(
-                "state must be one of {}",
-                all.map(|s| s.as_str()).join(", ")
-            ),
-        )
-    })
-}
 
 /// `GET /admin/v1/sagas?state=STUCK[&tenant=acme][&olderThanMinutes=N][&limit=100]`.
 pub async fn list(

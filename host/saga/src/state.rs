@@ -26,6 +26,20 @@ pub enum SagaStatus {
 }
 
 impl SagaStatus {
+    pub const ALL: [SagaStatus; 7] = [
+        Self::Running,
+        Self::Compensating,
+        Self::Completed,
+        Self::Rejected,
+        Self::Cancelled,
+        Self::Stuck,
+        Self::Resolved,
+    ];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Running => "RUNNING",
