@@ -116,9 +116,9 @@ pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
 /// topic (then `true`).
 async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) -> bool {
     let poison = match commands::decode(m) {
-        Ok(cmd) if p.tenants.get(&cmd.tenant_id).is_none() => Poison::new(
+        Ok(cmd) if !known_tenant(p, &cmd.tenant_id).await => Poison::new(
             "UNKNOWN_TENANT",
-            format!("no tenant {:?} on this host", cmd.tenant_id),
+            format!("no tenant {:?} in the database", cmd.tenant_id),
         ),
         Ok(cmd) if OrderId::parse(&cmd.order_id).is_none() => {
             Poison::new("UNDECODABLE", format!("order id {:?}", cmd.order_id))
@@ -144,6 +144,37 @@ async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) -> 
         tokio::time::sleep(backoff(failures)).await;
     }
     true
+}
+
+/// Whether a command's tenant exists. One created on another host a moment
+/// ago may not have reached this host's registry yet (the sync runs every
+/// 250 ms): it is loaded from the database now rather than its first
+/// command dead-lettered. The database unreachable is waited out, not
+/// taken for an answer.
+async fn known_tenant(p: &Platform, id: &str) -> bool {
+    use crate::tenants::sync::{SyncError, reload};
+    if p.tenants.get(id).is_some() {
+        return true;
+    }
+    let Some(tenant) = oms_domain::TenantId::parse(id) else {
+        return false;
+    };
+    let mut failures = 0u32;
+    loop {
+        match reload(p, &tenant).await {
+            Ok(_) => return true,
+            Err(SyncError::Store(oms_store::StoreError::NotFound)) => return false,
+            Err(SyncError::Store(e)) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(tenant = %id, error = %e, "looking up a command's tenant failed; retrying");
+                tokio::time::sleep(backoff(failures)).await;
+            }
+            Err(e) => {
+                tracing::error!(tenant = %id, error = %e, "a command's tenant cannot be built");
+                return false;
+            }
+        }
+    }
 }
 
 /// The safety net under the consumer group: the database, not the broker, is
