@@ -162,9 +162,9 @@ async fn upload_activate_and_roll_back(kind: Kind) {
             ("upload".into(), 1, "manifest".into()),
             ("activate".into(), 1, "manifest".into()),
             ("upload".into(), 2, "tenant:acme".into()),
-            ("activate".into(), 2, "operator".into()),
-            ("rollback".into(), 1, "operator".into()),
-            ("rollback".into(), 2, "operator".into()),
+            ("activate".into(), 2, "bootstrap-admin".into()),
+            ("rollback".into(), 1, "bootstrap-admin".into()),
+            ("rollback".into(), 2, "bootstrap-admin".into()),
         ]
     );
 }
