@@ -472,6 +472,7 @@ async fn bad_input_is_refused_with_pointers_and_loses_nothing(kind: Kind) {
         .post(format!("{}/api/v1/orders", srv.url))
         .header("x-tenant-id", "acme")
         .bearer_auth("acme-dev-key")
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

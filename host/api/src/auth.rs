@@ -80,6 +80,7 @@ impl<S: Needs> FromRequestParts<AppState> for Key<S> {
             }
         };
         state.key_used(&key.id);
+        tracing::Span::current().record("tenant", tenant.id.as_str());
         if tenant.suspended {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -73,7 +73,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let request_id = format!("req_{}", oms_clock::monotonic_ulid());
+        // The request's own id: the same in the envelope, the header and its logs.
+        let request_id = super::edges::request_id();
         let body = json!({
             "error": {
                 "code": self.code,

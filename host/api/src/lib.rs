@@ -4,6 +4,7 @@
 mod auth;
 mod canary;
 mod console;
+mod edges;
 mod error;
 mod inventory;
 mod operator_views;
@@ -126,7 +127,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/console/{file}", get(console::file))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route") })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(edges::edges))
         .with_state(platform)
 }
 

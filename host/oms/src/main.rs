@@ -29,6 +29,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Multi-tenant order management with tenant logic in sandboxed Wasm"
 )]
 struct Cli {
+    /// `json` (one object per line, with the request's and saga's fields)
+    /// or `text`; JSON by default when stderr is not a terminal.
+    #[arg(long, global = true, env = "OMS_LOG_FORMAT", value_parser = ["json", "text"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,14 +113,28 @@ struct ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    use std::io::IsTerminal;
+    let json = match cli.log_format.as_deref() {
+        Some(format) => format == "json",
+        None => !std::io::stderr().is_terminal(),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        // Each line carries the fields of the spans it is logged in
+        // (request_id, tenant, …) beside its own.
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .init();
+    } else {
+        logs.init();
+    }
     // Before any runtime starts: the compiler process is single-purpose.
     if let Command::CompilePlugin {
         cpu_seconds,

@@ -1,0 +1,161 @@
+//! The edges every request passes through, against the real binary: request
+//! ids, the JSON envelope for the framework's own refusals (a bad path, a
+//! method not allowed, a body too large while it streams), bodies refused
+//! before they are read (a declared length over the limit, a JSON route sent
+//! something else), and log lines a machine can read.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Db, Kind, Server, order};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn envelope_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+async fn raw(
+    srv: &Server,
+    method: reqwest::Method,
+    path: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}{path}", srv.url))
+        .header("x-tenant-id", "acme")
+        .bearer_auth("acme-dev-key")
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Posts an order body by hand: `framing` headers, then `chunks` chunks of
+/// 64 KiB of spaces (chunked encoding); the start of the answer.
+async fn raw_post(srv: &Server, framing: &str, chunks: usize) -> String {
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/orders HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-Id: acme\r\nAuthorization: Bearer acme-dev-key\r\nContent-Type: application/json\r\n{framing}\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 64 << 10, " ".repeat(64 << 10));
+    for _ in 0..chunks {
+        // The host may answer and close before the last chunk: that is fine.
+        if socket.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buf))
+            .await
+            .expect("the host waited for a body it will refuse")
+            .unwrap_or(0);
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if n == 0 || text.contains("requestId") {
+            return text.into_owned();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_has_a_request_id_and_every_refusal_the_envelope() {
+    let db = Db::new(Kind::Sqlite).await;
+    let srv = Server::start(&db).await;
+    let api = srv.api("acme");
+
+    // The client's id is kept, on success and in the envelope of a refusal.
+    let ok = api
+        .send(
+            reqwest::Method::GET,
+            "/orders",
+            None,
+            &[("x-request-id", "trace-me-1")],
+        )
+        .await;
+    assert_eq!(ok.headers["x-request-id"], "trace-me-1");
+    let missing = api
+        .send(
+            reqwest::Method::GET,
+            "/orders/ord_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            None,
+            &[("x-request-id", "trace-me-2")],
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.body["error"]["requestId"], "trace-me-2");
+    // Without one (or with one unfit for a log line), the host makes one.
+    for sent in [None, Some("has space;and=more")] {
+        let headers: Vec<(&str, &str)> = sent.map(|s| ("x-request-id", s)).into_iter().collect();
+        let r = api
+            .send(reqwest::Method::GET, "/orders/nope", None, &headers)
+            .await;
+        let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+        assert!(id.starts_with("req_"), "{id}");
+        assert_eq!(r.body["error"]["requestId"], id.as_str());
+    }
+
+    // The framework's own refusals, in the envelope.
+    let (status, _, body) = raw(&srv, reqwest::Method::GET, "/api/v1/orders/%FF").await;
+    assert_eq!(
+        (status, envelope_code(&body)),
+        (400, "BAD_REQUEST"),
+        "{body}"
+    );
+    let (status, headers, body) = raw(&srv, reqwest::Method::DELETE, "/api/v1/orders").await;
+    assert_eq!(
+        (status, envelope_code(&body)),
+        (405, "METHOD_NOT_ALLOWED"),
+        "{body}"
+    );
+    assert!(headers.contains_key("allow"));
+    assert!(
+        body["error"]["requestId"]
+            .as_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+
+    // A JSON route sent something else: 415, nothing stored.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/orders", srv.url))
+        .header("x-tenant-id", "acme")
+        .bearer_auth("acme-dev-key")
+        .header("content-type", "text/plain")
+        .body(order("c-1", "WIDGET-1", 1, "tok_visa").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(envelope_code(&body), "UNSUPPORTED_MEDIA_TYPE");
+    assert_eq!(api.get("/orders").await.body["data"], json!([]));
+
+    // Too large while it streams (chunked, no length declared), and too
+    // large by its declared length, refused before a byte of it is sent
+    // (were the host waiting for that body, this would wait forever).
+    let chunked = "Transfer-Encoding: chunked\r\n";
+    let declared = format!("Content-Length: {}\r\n", 200u64 << 20);
+    for (framing, body_chunks) in [(chunked.to_string(), 48), (declared, 0)] {
+        let answer = raw_post(&srv, &framing, body_chunks).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{framing}: {answer}");
+        assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{framing}: {answer}");
+        assert!(answer.contains("\"requestId\""), "{answer}");
+    }
+
+    // Log lines are JSON (stderr is not a terminal) and carry the request's
+    // id and tenant (the fields of the span they are logged in, under "span").
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["span"]["request_id"] == "trace-me-2")
+        .unwrap_or_else(|| panic!("no JSON line for trace-me-2 in:\n{log}"));
+    assert_eq!(line["span"]["tenant"], "acme", "{line}");
+    assert_eq!(line["status"], 404, "{line}");
+}
