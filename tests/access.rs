@@ -110,6 +110,10 @@ async fn tenants_are_created_changed_and_suspended_at_run_time(kind: Kind) {
         ),
         ("id", Box::new(|m| m["id"] = json!("Not An Id"))),
         ("name", Box::new(|m| m["name"] = json!(7))),
+        (
+            "name",
+            Box::new(|m| m["name"] = json!("Evil\u{1b}[31m Corp")),
+        ),
     ];
     for (field, change) in &refusals {
         let mut m = manifest("hooli");
@@ -409,6 +413,13 @@ async fn every_endpoint_needs_its_scope_and_keys_rotate_and_revoke(kind: Kind) {
             .status,
         404
     );
+    let bad_name = admin
+        .post(
+            "/tenants/acme/keys",
+            &json!({ "name": "nul\u{0}", "scopes": ["orders:read"] }),
+        )
+        .await;
+    assert_eq!(field_of(&bad_name), "name", "{}", bad_name.body);
     let bad_scope = admin
         .post(
             "/tenants/acme/keys",

@@ -65,6 +65,17 @@ impl Reader {
                 );
                 None
             }
+            // Control characters (NUL, ANSI escapes, line breaks) would
+            // reach logs, terminals and databases (PostgreSQL cannot store
+            // NUL) as they are.
+            Value::String(s) if s.chars().any(char::is_control) => {
+                self.value_error(
+                    &field,
+                    "CONTROL_CHARACTER",
+                    "must not contain control characters",
+                );
+                None
+            }
             Value::String(s) => Some(s.clone()),
             _ => {
                 self.type_error(&field, "a string");
@@ -339,5 +350,31 @@ mod tests {
         assert!(fields.contains(&"/customerId"));
         assert!(fields.contains(&"/items"));
         assert!(fields.contains(&"/paymentMethod"));
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        for bad in ["nul\u{0}byte", "ansi\u{1b}[31mred", "two\nlines"] {
+            let mut body = valid();
+            body["customerId"] = json!(bad);
+            body["shippingAddress"]["city"] = json!(bad);
+            let p = problems(body);
+            let fields: Vec<_> = p
+                .errors
+                .iter()
+                .map(|e| (e.field.as_str(), e.code))
+                .collect();
+            assert!(
+                fields.contains(&("/customerId", "CONTROL_CHARACTER")),
+                "{fields:?}"
+            );
+            assert!(
+                fields.contains(&("/shippingAddress/city", "CONTROL_CHARACTER")),
+                "{fields:?}"
+            );
+        }
+        let mut fine = valid();
+        fine["customerId"] = json!("Zoë Ünïcode 客户");
+        assert!(order(&fine).is_ok());
     }
 }

@@ -193,10 +193,10 @@ pub async fn create_key(
     scopes: &[Scope],
     actor: &str,
 ) -> Result<IssuedKey, TenantOpError> {
-    if name.trim().is_empty() || name.len() > 100 {
+    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(TenantOpError::Invalid {
             field: "name".into(),
-            message: "a key needs a name of 1 to 100 characters".into(),
+            message: "a key needs a name of 1 to 100 characters, without control characters".into(),
         });
     }
     if scopes.is_empty() {

@@ -203,8 +203,11 @@ pub(super) fn build_tenant(
             ),
         )
     })?;
-    if m.name.trim().is_empty() {
-        return Err(bad("name", "a tenant needs a name".into()));
+    if m.name.trim().is_empty() || m.name.chars().any(char::is_control) {
+        return Err(bad(
+            "name",
+            "a tenant needs a name, without control characters".into(),
+        ));
     }
     let definition =
         SagaDefinition::new(m.saga.steps).map_err(|e| bad("saga.steps", e.to_string()))?;
