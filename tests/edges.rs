@@ -159,3 +159,74 @@ async fn every_answer_has_a_request_id_and_every_refusal_the_envelope() {
     assert_eq!(line["span"]["tenant"], "acme", "{line}");
     assert_eq!(line["status"], 404, "{line}");
 }
+
+/// Reads until the host closes the connection (with a generous deadline:
+/// only a host that never closes it takes that long); what it sent.
+async fn until_closed(socket: &mut tokio::net::TcpStream) -> String {
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buf)).await {
+            Err(_) => panic!("the host kept the connection open"),
+            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&seen).into_owned(),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Slow and silent clients do not keep connections: an idle socket, one
+/// stalled in its headers and one stalled in its body are all closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_idle_connections_are_closed() {
+    let db = Db::new(Kind::Sqlite).await;
+    let srv = Server::start_with(
+        &db,
+        [
+            "--sandbox-psp-listen",
+            "127.0.0.1:0",
+            "--http-header-timeout-ms",
+            "300",
+            "--http-body-timeout-ms",
+            "300",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+
+    let mut idle = connect().await.unwrap();
+    until_closed(&mut idle).await;
+
+    let mut half_headers = connect().await.unwrap();
+    half_headers
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes())
+        .await
+        .unwrap();
+    until_closed(&mut half_headers).await;
+
+    let mut half_body = connect().await.unwrap();
+    let head = format!(
+        "POST /api/v1/orders HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-Id: acme\r\nAuthorization: Bearer acme-dev-key\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"customerId\":"
+    );
+    half_body.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut half_body).await;
+    // Refused (in the envelope) or cut off, but never an order.
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+    assert_eq!(srv.api("acme").get("/orders").await.body["data"], json!([]));
+
+    // A client that keeps talking keeps its connection.
+    let mut busy = connect().await.unwrap();
+    for _ in 0..2 {
+        busy.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = busy.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+}

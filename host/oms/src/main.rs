@@ -2,6 +2,7 @@
 //! payment provider alone, `bench` drives load at a running host.
 
 mod cli;
+mod http_server;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -106,6 +107,16 @@ struct ServeArgs {
     /// Partitions for topics the host creates.
     #[arg(long, default_value_t = 12, env = "OMS_KAFKA_PARTITIONS")]
     kafka_partitions: i32,
+    /// Connections served at once; past it, new ones wait to be accepted.
+    #[arg(long, default_value_t = 4096, env = "OMS_MAX_CONNECTIONS")]
+    max_connections: usize,
+    /// How long a client has to send a request's headers, and how long a
+    /// connection may sit idle between requests.
+    #[arg(long, default_value_t = 10_000, env = "OMS_HTTP_HEADER_TIMEOUT_MS")]
+    http_header_timeout_ms: u64,
+    /// How long a request's body may pause between two pieces.
+    #[arg(long, default_value_t = 10_000, env = "OMS_HTTP_BODY_TIMEOUT_MS")]
+    http_body_timeout_ms: u64,
     /// The bootstrap operator token (an admin) for the operator API under
     /// /admin/v1; named operators are made with `oms operator create`.
     #[arg(long, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
@@ -294,13 +305,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         demo,
         "oms listening"
     );
-    // The peer address is kept for the operators' audit log.
-    axum::serve(
-        listener,
-        oms_api::router(platform).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await?;
+    let limits = http_server::Limits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_millis(args.http_header_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(args.http_body_timeout_ms.max(1)),
+        drain: Duration::from_secs(30),
+    };
+    http_server::serve(listener, oms_api::router(platform), limits, shutdown()).await?;
     Ok(())
 }
 
