@@ -175,9 +175,10 @@ async fn until_closed(socket: &mut tokio::net::TcpStream) -> String {
 }
 
 /// Slow and silent clients do not keep connections: an idle socket, one
-/// stalled in its headers and one stalled in its body are all closed.
+/// stalled in its headers and one stalled in its body are all closed. A
+/// client guessing keys is stopped after its budget of failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_and_idle_connections_are_closed() {
+async fn slow_silent_and_guessing_clients_are_cut_off() {
     let db = Db::new(Kind::Sqlite).await;
     let srv = Server::start_with(
         &db,
@@ -188,6 +189,8 @@ async fn stalled_and_idle_connections_are_closed() {
             "300",
             "--http-body-timeout-ms",
             "300",
+            "--auth-failures-per-minute",
+            "5",
         ]
         .map(String::from)
         .to_vec(),
@@ -229,4 +232,26 @@ async fn stalled_and_idle_connections_are_closed() {
         let n = busy.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
+
+    // Five wrong keys are five 401s; then the address is refused before
+    // any credential is looked at, the right key and the operator's too.
+    let guess = support::Api::new(&srv.url, "acme", "guess");
+    for _ in 0..5 {
+        assert_eq!(guess.get("/orders").await.status, 401);
+    }
+    let stopped = guess.get("/orders").await;
+    assert_eq!(stopped.status, 429, "{}", stopped.body);
+    assert_eq!(
+        envelope_code(&stopped.body),
+        "TOO_MANY_FAILED_AUTHENTICATIONS"
+    );
+    let wait: u64 = stopped.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(srv.api("acme").get("/orders").await.status, 429);
+    let admin = support::admin::Admin::new(&srv.url);
+    assert_eq!(admin.get("/sagas").await.status, 429);
 }

@@ -256,6 +256,9 @@ impl Server {
             .args(&self.args)
             .env("RUST_LOG", "info,sqlx=warn")
             .env("OMS_ADMIN_TOKEN", ADMIN_TOKEN)
+            // Suites that check many refused keys are not guessing; the
+            // budget itself is tested with --auth-failures-per-minute.
+            .env("OMS_AUTH_FAILURES_PER_MINUTE", "100000")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)

@@ -3,6 +3,7 @@
 //! operator token, with the role the endpoint needs ([`Operator`] for
 //! reading, [`Admin`] for changing), named in the audit log.
 
+use super::auth_failures::AuthFailures;
 use super::{ApiError, AppState};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -11,7 +12,7 @@ use oms_engine::tenants::Tenant;
 use oms_engine::tenants::keys::{KeyRefusal, Scope, secret_hash};
 use oms_store::OperatorAuditRecord;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// The scope an endpoint needs, as a type, so a handler cannot forget it.
@@ -49,6 +50,33 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
+/// The peer's address and the failure budget, if the server tracks them.
+fn failures(parts: &Parts) -> Option<(IpAddr, Arc<AuthFailures>)> {
+    let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some((ip, parts.extensions.get::<Arc<AuthFailures>>()?.clone()))
+}
+
+/// Refuses an address past its budget of failed authentications.
+fn check_budget(parts: &Parts) -> Result<(), ApiError> {
+    match failures(parts).and_then(|(ip, f)| f.blocked(ip, oms_clock::now_ms())) {
+        Some(wait) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_FAILED_AUTHENTICATIONS",
+            "too many failed authentications from this address; retry after the Retry-After delay",
+        )
+        .with_retry_after(wait)),
+        None => Ok(()),
+    }
+}
+
+/// Counts a failed authentication against the caller's address.
+fn failed(parts: &Parts, refusal: ApiError) -> ApiError {
+    if let Some((ip, f)) = failures(parts) {
+        f.record(ip, oms_clock::now_ms());
+    }
+    refusal
+}
+
 impl<S: Needs> FromRequestParts<AppState> for Key<S> {
     type Rejection = ApiError;
 
@@ -56,20 +84,25 @@ impl<S: Needs> FromRequestParts<AppState> for Key<S> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let tenant_id = parts
+        check_budget(parts)?;
+        let refused = |parts: &Parts| failed(parts, ApiError::unauthorized());
+        let Some(tenant_id) = parts
             .headers
             .get("x-tenant-id")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
-        let secret = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        else {
+            return Err(refused(parts));
+        };
+        let Some(secret) = bearer(parts) else {
+            return Err(refused(parts));
+        };
         // The same answer for an unknown tenant and a wrong key: nothing to probe.
-        let tenant = state
-            .tenants
-            .get(tenant_id)
-            .ok_or_else(ApiError::unauthorized)?;
+        let Some(tenant) = state.tenants.get(tenant_id) else {
+            return Err(refused(parts));
+        };
         let key = match tenant.keys.check(secret, S::SCOPE, oms_clock::now_ms()) {
             Ok(key) => key,
-            Err(KeyRefusal::Unknown) => return Err(ApiError::unauthorized()),
+            Err(KeyRefusal::Unknown) => return Err(refused(parts)),
             Err(KeyRefusal::MissingScope(scope)) => {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -201,7 +234,10 @@ impl FromRequestParts<AppState> for Operator {
                 "send Authorization: Bearer <operator token>",
             )
         };
-        let given = bearer(parts).ok_or_else(unauthorized)?;
+        check_budget(parts)?;
+        let Some(given) = bearer(parts) else {
+            return Err(failed(parts, unauthorized()));
+        };
         let source = source(parts);
         if let Some(token) = &state.admin_token
             && constant_time_eq(token.as_bytes(), given.as_bytes())
@@ -216,8 +252,10 @@ impl FromRequestParts<AppState> for Operator {
             .store
             .operator_by_token(&secret_hash(given), oms_clock::now_ms())
             .await
-            .map_err(ApiError::store)?
-            .ok_or_else(unauthorized)?;
+            .map_err(ApiError::store)?;
+        let Some(found) = found else {
+            return Err(failed(parts, unauthorized()));
+        };
         let role = Role::parse(&found.role).ok_or_else(|| {
             tracing::error!(operator = %found.name, role = %found.role, "stored operator has an unknown role");
             unauthorized()

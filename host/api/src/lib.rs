@@ -2,6 +2,7 @@
 //! `X-Tenant-Id` and a bearer key), plus health, readiness and metrics.
 
 mod auth;
+mod auth_failures;
 mod canary;
 mod console;
 mod edges;
@@ -29,7 +30,22 @@ use std::sync::Arc;
 
 pub type AppState = Arc<Platform>;
 
-pub fn router(platform: Arc<Platform>) -> Router {
+/// How the HTTP edge treats clients.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeOptions {
+    /// Failed authentications an address may make per minute.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            auth_failures_per_minute: 100,
+        }
+    }
+}
+
+pub fn router(platform: Arc<Platform>, edge: EdgeOptions) -> Router {
     let api = Router::new()
         .route("/orders", post(orders::create).get(orders::list))
         .route("/orders/{id}", get(orders::show))
@@ -128,6 +144,9 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(edges::edges))
+        .layer(axum::Extension(Arc::new(auth_failures::AuthFailures::new(
+            edge.auth_failures_per_minute,
+        ))))
         .with_state(platform)
 }
 

@@ -117,6 +117,10 @@ struct ServeArgs {
     /// How long a request's body may pause between two pieces.
     #[arg(long, default_value_t = 10_000, env = "OMS_HTTP_BODY_TIMEOUT_MS")]
     http_body_timeout_ms: u64,
+    /// Failed authentications one client address may make per minute;
+    /// past it the address is refused (429) until its minute is over.
+    #[arg(long, default_value_t = 100, env = "OMS_AUTH_FAILURES_PER_MINUTE")]
+    auth_failures_per_minute: u32,
     /// The bootstrap operator token (an admin) for the operator API under
     /// /admin/v1; named operators are made with `oms operator create`.
     #[arg(long, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
@@ -311,7 +315,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(args.http_body_timeout_ms.max(1)),
         drain: Duration::from_secs(30),
     };
-    http_server::serve(listener, oms_api::router(platform), limits, shutdown()).await?;
+    let edge = oms_api::EdgeOptions {
+        auth_failures_per_minute: args.auth_failures_per_minute,
+    };
+    http_server::serve(
+        listener,
+        oms_api::router(platform, edge),
+        limits,
+        shutdown(),
+    )
+    .await?;
     Ok(())
 }
 
