@@ -151,6 +151,12 @@ pub fn router(platform: Arc<Platform>, edge: EdgeOptions) -> Router {
 }
 
 async fn ready(State(p): State<AppState>) -> impl IntoResponse {
+    if p.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        );
+    }
     match p.store.ping().await {
         Ok(()) => (
             StatusCode::OK,

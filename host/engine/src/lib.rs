@@ -56,6 +56,9 @@ pub struct Platform {
     pub tenant_options: LoadOptions,
     /// When each API key was last used, not yet written (batched by the sync).
     pub(crate) key_use: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Set at shutdown: `/readyz` answers 503 so balancers stop sending
+    /// requests while the ones in flight finish.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Platform {
@@ -81,6 +84,7 @@ impl Platform {
             admin_token: admin_token.filter(|t| !t.is_empty()),
             tenant_options,
             key_use: Default::default(),
+            draining: Default::default(),
         })
     }
 

@@ -117,6 +117,12 @@ struct ServeArgs {
     /// How long a request's body may pause between two pieces.
     #[arg(long, default_value_t = 10_000, env = "OMS_HTTP_BODY_TIMEOUT_MS")]
     http_body_timeout_ms: u64,
+    /// At SIGTERM, how long `/readyz` says "draining" while requests are
+    /// still served (for a balancer to stop sending any), before the host
+    /// stops accepting connections and lets those in flight finish (a
+    /// second SIGTERM cuts it short).
+    #[arg(long, default_value_t = 0, env = "OMS_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: u64,
     /// Failed authentications one client address may make per minute;
     /// past it the address is refused (429) until its minute is over.
     #[arg(long, default_value_t = 100, env = "OMS_AUTH_FAILURES_PER_MINUTE")]
@@ -318,13 +324,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let edge = oms_api::EdgeOptions {
         auth_failures_per_minute: args.auth_failures_per_minute,
     };
-    http_server::serve(
-        listener,
-        oms_api::router(platform, edge),
-        limits,
-        shutdown(),
-    )
-    .await?;
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let draining = platform.clone();
+    let stop = async move {
+        shutdown().await;
+        draining
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(?grace, "draining: /readyz answers 503");
+        // A second signal ends the grace at once.
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            () = shutdown() => tracing::info!("second signal: grace cut short"),
+        }
+    };
+    http_server::serve(listener, oms_api::router(platform, edge), limits, stop).await?;
+    // Sagas in flight are in the database: whatever step was running is
+    // resumed by the next host to start (or another host, with Kafka).
+    tracing::info!("stopped");
     Ok(())
 }
 
