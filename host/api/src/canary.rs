@@ -45,6 +45,11 @@ fn field(
 /// "maxDivergencePermille"?, "minCalls"?}`: the version decides `percent` %
 /// of orders (by order-id hash) until promoted, aborted, or rolled back
 /// automatically when a threshold is crossed.
+#[utoipa::path(post, path = "/tenants/{tenant}/plugins/{slot}/canary", tag = "rollouts", operation_id = "startCanary",
+    summary = "Send a share of calls to a version, promoted or aborted by its thresholds",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    request_body(content = crate::openapi::admin_schemas::CanaryRequest, content_type = "application/json"),
+    responses((status = 200, description = "The canary and how it is doing.", body = serde_json::Value), (status = 409, description = "A canary is already running, or the version cannot be one.", body = crate::openapi::schemas::Error)))]
 pub async fn start(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -101,6 +106,9 @@ pub async fn start(
 
 /// `GET …/canary`: the running canary, its thresholds and how its latest
 /// calls went.
+#[utoipa::path(get, path = "/tenants/{tenant}/plugins/{slot}/canary", tag = "rollouts", operation_id = "getCanary",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "The canary and how its calls went.", body = serde_json::Value)))]
 pub async fn report(
     State(p): State<AppState>,
     _: Operator,
@@ -146,6 +154,9 @@ async fn report_json(
 }
 
 /// `POST …/canary/promote`: the canary's version becomes the active one.
+#[utoipa::path(post, path = "/tenants/{tenant}/plugins/{slot}/canary/promote", tag = "rollouts", operation_id = "promoteCanary",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "The canary's version is active.", body = serde_json::Value), (status = 409, description = "No canary is running.", body = crate::openapi::schemas::Error)))]
 pub async fn promote(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -167,6 +178,9 @@ pub async fn promote(
 }
 
 /// `POST …/canary/abort`: the active version decides every order again.
+#[utoipa::path(post, path = "/tenants/{tenant}/plugins/{slot}/canary/abort", tag = "rollouts", operation_id = "abortCanary",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "The canary is stopped.", body = serde_json::Value), (status = 409, description = "No canary is running.", body = crate::openapi::schemas::Error)))]
 pub async fn abort(
     State(p): State<AppState>,
     Admin(op): Admin,

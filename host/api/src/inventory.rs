@@ -1,7 +1,8 @@
 //! `/api/v1/inventory/{sku}`.
 
 use super::auth::{InventoryRead, InventoryWrite, Key};
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, AppState, typed_body};
+use crate::openapi::schemas::StockRequest;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -28,6 +29,9 @@ fn sku(raw: &str) -> Result<Sku, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/inventory/{sku}", tag = "inventory", operation_id = "getStock",
+    security(("tenantId" = [], "tenantKey" = ["inventory:read"])), params(("sku" = String, Path, pattern = r"^[!-~]{1,64}$", description = "1 to 64 printable ASCII characters without spaces.")),
+    responses((status = 200, description = "Stock per warehouse.", body = crate::openapi::schemas::Stock)))]
 pub async fn show(
     State(p): State<AppState>,
     Key(tenant, _): Key<InventoryRead>,
@@ -42,6 +46,14 @@ pub async fn show(
     Ok(Json(levels(&sku, &stock)))
 }
 
+#[utoipa::path(put, path = "/inventory/{sku}", tag = "inventory", operation_id = "setStock",
+    summary = "Set a warehouse's on-hand stock of a SKU",
+    security(("tenantId" = [], "tenantKey" = ["inventory:write"])), params(("sku" = String, Path, pattern = r"^[!-~]{1,64}$", description = "1 to 64 printable ASCII characters without spaces.")),
+    request_body(content = crate::openapi::schemas::StockRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stock per warehouse, after the change.", body = crate::openapi::schemas::Stock),
+        (status = 409, description = "On-hand stock cannot fall below what orders have reserved.", body = crate::openapi::schemas::Error),
+    ))]
 pub async fn put(
     State(p): State<AppState>,
     Key(tenant, _): Key<InventoryWrite>,
@@ -49,7 +61,7 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let sku = sku(&raw)?;
-    let value = json_body(&body)?;
+    let request: StockRequest = typed_body(&body)?;
     let invalid = |field: &str, code: &str, message: &str| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -58,22 +70,15 @@ pub async fn put(
         )
         .with_details(json!({ "errors": [{ "field": field, "code": code, "message": message }] }))
     };
-    let warehouse = value
-        .get("warehouseId")
-        .and_then(Value::as_str)
-        .and_then(WarehouseId::parse)
-        .ok_or_else(|| invalid("/warehouseId", "REQUIRED", "must be a warehouse id"))?;
-    let on_hand = value
-        .get("onHand")
-        .and_then(Value::as_i64)
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| {
-            invalid(
-                "/onHand",
-                "INVALID_QUANTITY",
-                "must be a whole number of at least 0",
-            )
-        })?;
+    let warehouse = WarehouseId::parse(&request.warehouse_id)
+        .ok_or_else(|| invalid("/warehouseId", "INVALID", "must be a warehouse id"))?;
+    let on_hand = Some(request.on_hand).filter(|n| *n >= 0).ok_or_else(|| {
+        invalid(
+            "/onHand",
+            "INVALID_QUANTITY",
+            "must be a whole number of at least 0",
+        )
+    })?;
     match p
         .store
         .set_stock(&tenant.id, &sku, &warehouse, on_hand, oms_clock::now_ms())

@@ -8,6 +8,7 @@ mod console;
 mod edges;
 mod error;
 mod inventory;
+pub mod openapi;
 mod operator_views;
 mod operators;
 mod orders;
@@ -22,11 +23,15 @@ pub use error::ApiError;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use oms_engine::Platform;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 pub type AppState = Arc<Platform>;
 
@@ -45,94 +50,79 @@ impl Default for EdgeOptions {
     }
 }
 
-pub fn router(platform: Arc<Platform>, edge: EdgeOptions) -> Router {
-    let api = Router::new()
-        .route("/orders", post(orders::create).get(orders::list))
-        .route("/orders/{id}", get(orders::show))
-        .route("/orders/{id}/events", get(orders::events))
-        .route("/orders/{id}/payments", get(orders::payments))
-        .route("/orders/{id}/cancel", post(orders::cancel))
-        .route("/orders/{id}/shipments", post(orders::ship))
-        .route("/orders/{id}/delivery", post(orders::deliver))
-        .route("/inventory/{sku}", put(inventory::put).get(inventory::show))
-        .route(
-            "/plugins/{slot}",
-            // Components can be large (a Python guest carries its interpreter).
-            // Above the component limit, so an oversized upload gets TOO_LARGE
-            // from the check rather than a bare 413.
-            post(plugins::upload).layer(axum::extract::DefaultBodyLimit::max(
-                oms_plugin_host::MAX_COMPONENT_BYTES + (1 << 20),
-            )),
+/// The API's routes and the OpenAPI document describing them, built from
+/// the same handler attributes.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let upload = {
+        // Components can be large (a Python guest carries its interpreter).
+        // Above the component limit, so an oversized upload gets TOO_LARGE
+        // from the check rather than a bare 413.
+        let (schemas, paths, method) = routes!(plugins::upload);
+        let limit = oms_plugin_host::MAX_COMPONENT_BYTES + (1 << 20);
+        (
+            schemas,
+            paths,
+            method.layer(axum::extract::DefaultBodyLimit::max(limit)),
         )
-        .route("/plugins/{slot}/versions", get(plugins::tenant_versions))
-        .route("/plugins/{slot}/stats", get(plugins::stats))
-        .route("/plugins/{slot}/logs", get(plugins::logs))
-        .route("/plugins/{slot}/calls", get(plugins::calls));
-    let admin = Router::new()
-        .route("/whoami", get(operators::whoami))
-        .route("/operators", get(operators::list).post(operators::create))
-        .route("/operators/{name}/revoke", post(operators::revoke))
-        .route("/audit", get(operators::audit))
-        .route("/dlq", get(operator_views::dead_letters))
-        .route("/tenants/{tenant}/orders", get(operator_views::orders))
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/stats",
-            get(operator_views::plugin_stats),
-        )
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/logs",
-            get(operator_views::plugin_logs),
-        )
-        .route("/tenants", get(tenants::list).post(tenants::create))
-        .route("/tenants/{tenant}", get(tenants::show).put(tenants::update))
-        .route("/tenants/{tenant}/{action}", post(tenants::suspend))
-        .route(
-            "/tenants/{tenant}/keys",
-            get(tenants::keys).post(tenants::create_key),
-        )
-        .route(
-            "/tenants/{tenant}/keys/{key}/{action}",
-            post(tenants::key_action),
-        )
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/versions",
-            get(plugins::admin_versions),
-        )
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/activate",
-            post(plugins::activate),
-        )
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/rollback",
-            post(plugins::rollback),
-        )
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/shadow",
-            post(plugins::set_shadow).get(plugins::shadow_report),
-        )
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/canary",
-            post(canary::start).get(canary::report),
-        )
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/canary/promote",
-            post(canary::promote),
-        )
-        .route(
-            "/tenants/{tenant}/plugins/{slot}/canary/abort",
-            post(canary::abort),
-        )
-        .route("/tenants/{tenant}/audit", get(plugins::audit))
-        .route("/payments/reconcile", post(reconciliation::run))
-        .route("/sagas", get(sagas::list))
-        .route("/tenants/{tenant}/orders/{id}/saga", get(sagas::show))
-        .route(
-            "/tenants/{tenant}/orders/{id}/saga/{action}",
-            post(sagas::act),
-        );
-    Router::new()
+    };
+    let api = OpenApiRouter::new()
+        .routes(routes!(orders::create, orders::list))
+        .routes(routes!(orders::show))
+        .routes(routes!(orders::events))
+        .routes(routes!(orders::payments))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(orders::ship))
+        .routes(routes!(orders::deliver))
+        .routes(routes!(inventory::put, inventory::show))
+        .routes(upload)
+        .routes(routes!(plugins::tenant_versions))
+        .routes(routes!(plugins::stats))
+        .routes(routes!(plugins::logs))
+        .routes(routes!(plugins::calls));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(operators::whoami))
+        .routes(routes!(operators::list, operators::create))
+        .routes(routes!(operators::revoke))
+        .routes(routes!(operators::audit))
+        .routes(routes!(operator_views::dead_letters))
+        .routes(routes!(operator_views::orders))
+        .routes(routes!(operator_views::plugin_stats))
+        .routes(routes!(operator_views::plugin_logs))
+        .routes(routes!(tenants::list, tenants::create))
+        .routes(routes!(tenants::show, tenants::update))
+        .routes(routes!(tenants::suspend))
+        .routes(routes!(tenants::keys, tenants::create_key))
+        .routes(routes!(tenants::key_action))
+        .routes(routes!(plugins::admin_versions))
+        .routes(routes!(plugins::activate))
+        .routes(routes!(plugins::rollback))
+        .routes(routes!(plugins::set_shadow, plugins::shadow_report))
+        .routes(routes!(canary::start, canary::report))
+        .routes(routes!(canary::promote))
+        .routes(routes!(canary::abort))
+        .routes(routes!(plugins::audit))
+        .routes(routes!(reconciliation::run))
+        .routes(routes!(sagas::list))
+        .routes(routes!(sagas::show))
+        .routes(routes!(sagas::act));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/api/v1", api)
         .nest("/admin/v1", admin)
+        .split_for_parts()
+}
+
+/// The OpenAPI document of this build (what `/openapi.json` serves).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = routes();
+    // Modifiers run before nesting adds the paths; run ours over them all.
+    utoipa::Modify::modify(&openapi::Contract, &mut doc);
+    doc
+}
+
+pub fn router(platform: Arc<Platform>, edge: EdgeOptions) -> Router {
+    let (api, _) = routes();
+    let doc = openapi_document();
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -211,4 +201,50 @@ pub(crate) fn json_body(bytes: &[u8]) -> Result<Value, ApiError> {
             format!("the request body is not valid JSON: {e}"),
         )
     })
+}
+
+/// Reads a JSON body into the type the OpenAPI document describes it with:
+/// 400 when it is not JSON, 422 naming the field (as a JSON pointer) when a
+/// field is missing or of the wrong type.
+pub(crate) fn typed_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value = json_body(bytes)?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field: String = e
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
+                serde_path_to_error::Segment::Map { key } => format!("/{key}"),
+                serde_path_to_error::Segment::Enum { variant } => format!("/{variant}"),
+                serde_path_to_error::Segment::Unknown => "/?".to_string(),
+            })
+            .collect();
+        let message = e.inner().to_string();
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            format!(
+                "{} {message}",
+                if field.is_empty() {
+                    "the body:"
+                } else {
+                    &field
+                }
+            ),
+        )
+        .with_details(
+            json!({ "errors": [{ "field": field, "code": "INVALID", "message": message }] }),
+        )
+    })
+}
+
+/// A body that may be left out: empty is `T::default()`.
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        Ok(T::default())
+    } else {
+        typed_body(bytes)
+    }
 }

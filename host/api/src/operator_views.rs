@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 
 /// `GET /admin/v1/tenants/{tenant}/orders?status=&sagaState=&customer=&limit=&cursor=`.
+#[utoipa::path(get, path = "/tenants/{tenant}/orders", tag = "sagas", operation_id = "adminListOrders",
+    summary = "A tenant's orders, as its clients see them",
+    params(("tenant" = String, Path, description = "The tenant id."), ("status" = Option<String>, Query), ("sagaState" = Option<String>, Query), ("customer" = Option<String>, Query), ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "At most this many (50 unless told)."), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "A page of orders.", body = crate::openapi::schemas::OrderPage)))]
 pub async fn orders(
     State(p): State<AppState>,
     _: Operator,
@@ -23,6 +27,9 @@ pub async fn orders(
 }
 
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/stats`.
+#[utoipa::path(get, path = "/tenants/{tenant}/plugins/{slot}/stats", tag = "rollouts", operation_id = "adminGetComponentStats",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "Calls, failures and latency per version.", body = serde_json::Value)))]
 pub async fn plugin_stats(
     State(p): State<AppState>,
     _: Operator,
@@ -33,6 +40,9 @@ pub async fn plugin_stats(
 }
 
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/logs?limit=`: newest last.
+#[utoipa::path(get, path = "/tenants/{tenant}/plugins/{slot}/logs", tag = "rollouts", operation_id = "adminGetComponentLogs",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "At most this many (100 unless told).")),
+    responses((status = 200, description = "The slot's latest log lines.", body = serde_json::Value)))]
 pub async fn plugin_logs(
     State(p): State<AppState>,
     _: Operator,
@@ -45,6 +55,9 @@ pub async fn plugin_logs(
 
 /// `GET /admin/v1/dlq`: the dead-letter topic (Kafka mode); in-process
 /// mode has none, and says so.
+#[utoipa::path(get, path = "/dlq", tag = "sagas", operation_id = "listDeadLetters",
+    summary = "Commands the transport could not deliver",
+    responses((status = 200, description = "Dead letters.", body = serde_json::Value)))]
 pub async fn dead_letters(State(p): State<AppState>, _: Operator) -> Result<Json<Value>, ApiError> {
     let Transport::Kafka(k) = &p.transport else {
         return Ok(Json(json!({ "transport": "in-process", "data": [] })));

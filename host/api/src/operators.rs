@@ -45,11 +45,16 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// `GET /admin/v1/whoami`.
+#[utoipa::path(get, path = "/whoami", tag = "operators", operation_id = "whoami",
+    summary = "The operator this token belongs to",
+    responses((status = 200, description = "Name, role and how they signed in.", body = serde_json::Value)))]
 pub async fn whoami(op: Operator) -> Json<Value> {
     Json(json!({ "name": op.name, "role": op.role.as_str(), "source": op.source }))
 }
 
 /// `GET /admin/v1/operators`.
+#[utoipa::path(get, path = "/operators", tag = "operators", operation_id = "listOperators",
+    responses((status = 200, description = "Every operator (never their tokens).", body = serde_json::Value)))]
 pub async fn list(State(p): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
     let all = p.store.operators().await.map_err(ApiError::store)?;
     Ok(Json(
@@ -58,6 +63,10 @@ pub async fn list(State(p): State<AppState>, _: Admin) -> Result<Json<Value>, Ap
 }
 
 /// `POST /admin/v1/operators {"name", "role"}`: the token is in the answer, once.
+#[utoipa::path(post, path = "/operators", tag = "operators", operation_id = "createOperator",
+    summary = "Create an operator; the token is in this answer only",
+    request_body(content = crate::openapi::admin_schemas::OperatorRequest, content_type = "application/json"),
+    responses((status = 201, description = "The operator with their token.", body = serde_json::Value), (status = 409, description = "An operator with this name exists.", body = crate::openapi::schemas::Error)))]
 pub async fn create(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -116,6 +125,9 @@ pub async fn create(
 }
 
 /// `POST /admin/v1/operators/{name}/revoke`.
+#[utoipa::path(post, path = "/operators/{name}/revoke", tag = "operators", operation_id = "revokeOperator",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "Revoked.", body = serde_json::Value), (status = 409, description = "Already revoked.", body = crate::openapi::schemas::Error)))]
 pub async fn revoke(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -139,6 +151,10 @@ pub async fn revoke(
 }
 
 /// `GET /admin/v1/audit?tenant=&limit=`: newest first.
+#[utoipa::path(get, path = "/audit", tag = "operators", operation_id = "getAudit",
+    summary = "Who changed what, from where and when",
+    params(("tenant" = Option<String>, Query, description = "Only changes to this tenant."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many (100 unless told).")),
+    responses((status = 200, description = "Newest first.", body = serde_json::Value)))]
 pub async fn audit(
     State(p): State<AppState>,
     _: Operator,

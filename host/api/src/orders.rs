@@ -1,7 +1,8 @@
 //! `/api/v1/orders`.
 
 use super::auth::{Key, OrdersRead, OrdersWrite};
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, AppState, json_body, optional_body, typed_body};
+use crate::openapi::schemas::{CancelRequest, ShipmentRequest};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -103,6 +104,18 @@ fn json_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+#[utoipa::path(post, path = "/orders", tag = "orders", operation_id = "placeOrder",
+    summary = "Place an order; its saga runs from here",
+    security(("tenantId" = [], "tenantKey" = ["orders:write"])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same body answers the first answer again, with another body 422.")),
+    request_body(content = crate::openapi::schemas::OrderRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Placed; the saga is running.", body = crate::openapi::schemas::Order,
+            headers(("Location" = String, description = "The order's URL."))),
+        (status = 200, description = "A replay of an earlier request with this Idempotency-Key.", body = crate::openapi::schemas::Order,
+            headers(("Idempotent-Replayed" = String))),
+        (status = 409, description = "The first request with this Idempotency-Key is still being served.", body = crate::openapi::schemas::Error),
+    ))]
 pub async fn create(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersWrite>,
@@ -165,6 +178,9 @@ pub async fn create(
     })
 }
 
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", operation_id = "getOrder",
+    security(("tenantId" = [], "tenantKey" = ["orders:read"])), params(("id" = String, Path, description = "The order id, e.g. `ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D`.")),
+    responses((status = 200, description = "The order.", body = crate::openapi::schemas::Order)))]
 pub async fn show(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersRead>,
@@ -179,6 +195,17 @@ pub async fn show(
     Ok(Json(order_json(&record).map_err(ApiError::store)?))
 }
 
+#[utoipa::path(get, path = "/orders", tag = "orders", operation_id = "listOrders",
+    summary = "The tenant's orders, newest first, a page at a time",
+    security(("tenantId" = [], "tenantKey" = ["orders:read"])),
+    params(
+        ("status" = Option<String>, Query, description = "Only orders in this status, e.g. CONFIRMED."),
+        ("sagaState" = Option<String>, Query, description = "Only orders whose saga is in this state, e.g. STUCK."),
+        ("customer" = Option<String>, Query, description = "Only this customer's orders."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "At most this many (50 unless told)."),
+        ("cursor" = Option<String>, Query, description = "The `nextCursor` of the page before."),
+    ),
+    responses((status = 200, description = "A page of orders.", body = crate::openapi::schemas::OrderPage)))]
 pub async fn list(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersRead>,
@@ -269,6 +296,10 @@ pub(crate) async fn list_json(
     Ok(json!({ "data": data, "nextCursor": next }))
 }
 
+#[utoipa::path(get, path = "/orders/{id}/events", tag = "orders", operation_id = "getOrderEvents",
+    summary = "The order's history, oldest first",
+    security(("tenantId" = [], "tenantKey" = ["orders:read"])), params(("id" = String, Path, description = "The order id, e.g. `ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D`.")),
+    responses((status = 200, description = "Every event of the order.", body = crate::openapi::schemas::OrderEvents)))]
 pub async fn events(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersRead>,
@@ -304,6 +335,10 @@ pub(crate) fn history_json(events: &[OrderEventRecord]) -> Result<Vec<Value>, St
         .collect()
 }
 
+#[utoipa::path(get, path = "/orders/{id}/payments", tag = "orders", operation_id = "getOrderPayments",
+    summary = "The order's payment operations with the provider",
+    security(("tenantId" = [], "tenantKey" = ["orders:read"])), params(("id" = String, Path, description = "The order id, e.g. `ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D`.")),
+    responses((status = 200, description = "Authorizations, captures, voids and refunds.", body = crate::openapi::schemas::Payments)))]
 pub async fn payments(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersRead>,
@@ -343,6 +378,14 @@ pub(crate) fn payments_json(payments: &[oms_store::PaymentRecord]) -> Vec<Value>
         .collect()
 }
 
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder",
+    summary = "Cancel an order not yet shipped; what its saga did is undone",
+    security(("tenantId" = [], "tenantKey" = ["orders:write"])), params(("id" = String, Path, description = "The order id, e.g. `ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D`.")),
+    request_body(content = Option<crate::openapi::schemas::CancelRequest>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Cancelling: compensation runs.", body = crate::openapi::schemas::Order),
+        (status = 409, description = "The order can no longer be cancelled.", body = crate::openapi::schemas::Error),
+    ))]
 pub async fn cancel(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersWrite>,
@@ -350,17 +393,16 @@ pub async fn cancel(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = order_id(&id)?;
-    let reason = if body.is_empty() {
-        "requested by client".to_string()
-    } else {
-        json_body(&body)?
-            .get("reason")
-            .and_then(Value::as_str)
-            .unwrap_or("requested by client")
-            .chars()
-            .take(500)
-            .collect()
-    };
+    let request: CancelRequest = optional_body(&body)?;
+    let reason = request
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("requested by client")
+        .chars()
+        .take(500)
+        .collect();
     orders::cancel(&p, &tenant, &id, reason)
         .await
         .map_err(order_error)?;
@@ -376,6 +418,14 @@ pub async fn cancel(
         .into_response())
 }
 
+#[utoipa::path(post, path = "/orders/{id}/shipments", tag = "orders", operation_id = "shipOrder",
+    summary = "Record that a confirmed order has shipped",
+    security(("tenantId" = [], "tenantKey" = ["orders:write"])), params(("id" = String, Path, description = "The order id, e.g. `ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D`.")),
+    request_body(content = crate::openapi::schemas::ShipmentRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Shipped.", body = crate::openapi::schemas::Order),
+        (status = 409, description = "The order is not ready to ship (or was cancelled).", body = crate::openapi::schemas::Error),
+    ))]
 pub async fn ship(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersWrite>,
@@ -383,14 +433,21 @@ pub async fn ship(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = order_id(&id)?;
-    let value = json_body(&body)?;
-    let field = |name: &str| {
-        value.get(name).and_then(Value::as_str).filter(|s| !s.trim().is_empty() && s.len() <= 200).map(str::to_owned).ok_or_else(|| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", format!("{name} is required"))
-                .with_details(json!({ "errors": [{ "field": format!("/{name}"), "code": "REQUIRED", "message": "is required" }] }))
-        })
+    let request: ShipmentRequest = typed_body(&body)?;
+    let field = |name: &str, value: String| {
+        if !value.trim().is_empty()
+            && value.chars().count() <= 200
+            && !value.chars().any(char::is_control)
+        {
+            return Ok(value);
+        }
+        Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", format!("{name} must be 1 to 200 characters, none of them control characters"))
+            .with_details(json!({ "errors": [{ "field": format!("/{name}"), "code": "INVALID", "message": "must be 1 to 200 characters, none of them control characters" }] })))
     };
-    let (carrier, tracking) = (field("carrier")?, field("trackingNumber")?);
+    let (carrier, tracking) = (
+        field("carrier", request.carrier)?,
+        field("trackingNumber", request.tracking_number)?,
+    );
     let record = orders::ship(&p, &tenant, &id, carrier, tracking)
         .await
         .map_err(|e| match e {
@@ -402,6 +459,13 @@ pub async fn ship(
     Ok(Json(order_json(&record).map_err(ApiError::store)?))
 }
 
+#[utoipa::path(post, path = "/orders/{id}/delivery", tag = "orders", operation_id = "deliverOrder",
+    summary = "Record that a shipped order was delivered",
+    security(("tenantId" = [], "tenantKey" = ["orders:write"])), params(("id" = String, Path, description = "The order id, e.g. `ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D`.")),
+    responses(
+        (status = 200, description = "Delivered.", body = crate::openapi::schemas::Order),
+        (status = 409, description = "The order has not shipped.", body = crate::openapi::schemas::Error),
+    ))]
 pub async fn deliver(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersWrite>,

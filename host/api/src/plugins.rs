@@ -97,6 +97,14 @@ pub(super) async fn versions_json(
 }
 
 /// `POST /api/v1/plugins/{slot}`, body `application/wasm`.
+#[utoipa::path(post, path = "/plugins/{slot}", tag = "plugins", operation_id = "uploadComponent",
+    summary = "Upload a component for a slot as a new version (not yet active)",
+    security(("tenantId" = [], "tenantKey" = ["plugins:write"])), params(("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    request_body(content = String, content_type = "application/wasm", description = "The component's bytes."),
+    responses(
+        (status = 201, description = "A new version.", body = serde_json::Value),
+        (status = 200, description = "These bytes are already a version of this slot.", body = serde_json::Value),
+    ))]
 pub async fn upload(
     State(p): State<AppState>,
     Key(tenant, _): Key<PluginsWrite>,
@@ -135,6 +143,9 @@ pub async fn upload(
 }
 
 /// `GET /api/v1/plugins/{slot}/versions`.
+#[utoipa::path(get, path = "/plugins/{slot}/versions", tag = "plugins", operation_id = "listComponentVersions",
+    security(("tenantId" = [], "tenantKey" = ["plugins:read"])), params(("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "The slot's versions and which is active.", body = serde_json::Value)))]
 pub async fn tenant_versions(
     State(p): State<AppState>,
     Key(tenant, _): Key<PluginsRead>,
@@ -146,6 +157,9 @@ pub async fn tenant_versions(
 
 /// `GET /api/v1/plugins/{slot}/stats`: calls per version on this host,
 /// by outcome, with fuel and latency.
+#[utoipa::path(get, path = "/plugins/{slot}/stats", tag = "plugins", operation_id = "getComponentStats",
+    security(("tenantId" = [], "tenantKey" = ["plugins:read"])), params(("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "Calls, failures and latency per version.", body = serde_json::Value)))]
 pub async fn stats(
     State(p): State<AppState>,
     Key(tenant, _): Key<PluginsRead>,
@@ -160,6 +174,9 @@ pub(crate) fn stats_json(p: &AppState, tenant: &Tenant, slot: Slot) -> Value {
 }
 
 /// `GET /api/v1/plugins/{slot}/logs?limit=`: the plugin's own output, newest last.
+#[utoipa::path(get, path = "/plugins/{slot}/logs", tag = "plugins", operation_id = "getComponentLogs",
+    security(("tenantId" = [], "tenantKey" = ["plugins:read"])), params(("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "At most this many (100 unless told).")),
+    responses((status = 200, description = "The slot's latest log lines, newest last.", body = serde_json::Value)))]
 pub async fn logs(
     State(p): State<AppState>,
     Key(tenant, _): Key<PluginsRead>,
@@ -212,6 +229,10 @@ pub(crate) fn limit(
 
 /// `GET /api/v1/plugins/{slot}/calls?limit=`: the tenant's recorded
 /// production calls, oldest first, in the form `oms plugin replay` reads.
+#[utoipa::path(get, path = "/plugins/{slot}/calls", tag = "plugins", operation_id = "getRecordedCalls",
+    summary = "Recorded production calls, for `oms plugin replay`",
+    security(("tenantId" = [], "tenantKey" = ["plugins:read"])), params(("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 10000, description = "At most this many (100 unless told).")),
+    responses((status = 200, description = "Calls, oldest first.", body = serde_json::Value)))]
 pub async fn calls(
     State(p): State<AppState>,
     Key(tenant, _): Key<PluginsRead>,
@@ -255,6 +276,9 @@ pub(super) fn tenant(p: &AppState, raw: &str) -> Result<Arc<Tenant>, ApiError> {
 }
 
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/versions`.
+#[utoipa::path(get, path = "/tenants/{tenant}/plugins/{slot}/versions", tag = "rollouts", operation_id = "adminListComponentVersions",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "The slot's versions and which is active.", body = serde_json::Value)))]
 pub async fn admin_versions(
     State(p): State<AppState>,
     _: Operator,
@@ -265,6 +289,11 @@ pub async fn admin_versions(
 }
 
 /// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/activate {"version": n}`.
+#[utoipa::path(post, path = "/tenants/{tenant}/plugins/{slot}/activate", tag = "rollouts", operation_id = "activateComponent",
+    summary = "Make a version the active one",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    request_body(content = crate::openapi::admin_schemas::VersionRequest, content_type = "application/json"),
+    responses((status = 200, description = "Activated.", body = serde_json::Value), (status = 409, description = "The version cannot be activated now.", body = crate::openapi::schemas::Error)))]
 pub async fn activate(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -291,6 +320,10 @@ pub async fn activate(
 }
 
 /// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/rollback`.
+#[utoipa::path(post, path = "/tenants/{tenant}/plugins/{slot}/rollback", tag = "rollouts", operation_id = "rollbackComponent",
+    summary = "Go back to the version active before",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "Rolled back.", body = serde_json::Value), (status = 409, description = "There is nothing to roll back to.", body = crate::openapi::schemas::Error)))]
 pub async fn rollback(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -313,6 +346,11 @@ pub async fn rollback(
 
 /// `POST /admin/v1/tenants/{tenant}/plugins/{slot}/shadow {"version": n | null}`:
 /// run a candidate beside the active version (guardrail and fraud-check only).
+#[utoipa::path(post, path = "/tenants/{tenant}/plugins/{slot}/shadow", tag = "rollouts", operation_id = "setShadow",
+    summary = "Run a version beside the active one, its answers compared and discarded",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    request_body(content = crate::openapi::admin_schemas::ShadowRequest, content_type = "application/json"),
+    responses((status = 200, description = "The shadow is set (or stopped).", body = serde_json::Value), (status = 409, description = "The version cannot shadow.", body = crate::openapi::schemas::Error)))]
 pub async fn set_shadow(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -362,6 +400,9 @@ pub async fn set_shadow(
 
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/shadow`: how the shadow
 /// version's verdicts compare with the active one's.
+#[utoipa::path(get, path = "/tenants/{tenant}/plugins/{slot}/shadow", tag = "rollouts", operation_id = "getShadowReport",
+    params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
+    responses((status = 200, description = "How the shadow's answers compared with the active version's.", body = serde_json::Value)))]
 pub async fn shadow_report(
     State(p): State<AppState>,
     _: Operator,
@@ -397,6 +438,10 @@ pub async fn shadow_report(
 }
 
 /// `GET /admin/v1/tenants/{tenant}/audit`.
+#[utoipa::path(get, path = "/tenants/{tenant}/audit", tag = "rollouts", operation_id = "getPluginAudit",
+    summary = "Uploads, activations and rollbacks of a tenant's components",
+    params(("tenant" = String, Path, description = "The tenant id.")),
+    responses((status = 200, description = "Newest first.", body = serde_json::Value)))]
 pub async fn audit(
     State(p): State<AppState>,
     _: Operator,

@@ -10,6 +10,9 @@ use axum::extract::State;
 use oms_engine::{Reconciled, reconcile_due};
 use serde_json::{Value, json};
 
+#[utoipa::path(post, path = "/payments/reconcile", tag = "sagas", operation_id = "reconcilePayments",
+    summary = "Compare recorded payments with the provider's ledger",
+    responses((status = 200, description = "What matched and what did not.", body = serde_json::Value)))]
 pub async fn run(State(p): State<AppState>, Admin(op): Admin) -> Result<Json<Value>, ApiError> {
     let outcomes = reconcile_due(&p).await.map_err(ApiError::unavailable)?;
     let count = |what: Reconciled| outcomes.iter().filter(|o| **o == what).count();

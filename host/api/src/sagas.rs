@@ -7,7 +7,8 @@
 use super::auth::{Admin, Operator};
 use super::orders::{order_error, order_id, order_json, saga_state};
 use super::plugins::tenant;
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, AppState, optional_body};
+use crate::openapi::admin_schemas::ReasonRequest;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -20,6 +21,10 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 
 /// `GET /admin/v1/sagas?state=STUCK[&tenant=acme][&olderThanMinutes=N][&limit=100]`.
+#[utoipa::path(get, path = "/sagas", tag = "sagas", operation_id = "listSagas",
+    summary = "Sagas in a state (STUCK unless told): where each stopped and why",
+    params(("state" = Option<String>, Query, description = "A saga state, STUCK unless told."), ("tenant" = Option<String>, Query), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "At most this many (100 unless told)."), ("olderThanMinutes" = Option<i64>, Query, minimum = 0, maximum = 525600, description = "Only sagas placed more than this many minutes ago.")),
+    responses((status = 200, description = "Sagas, oldest first.", body = serde_json::Value)))]
 pub async fn list(
     State(p): State<AppState>,
     _: Operator,
@@ -114,6 +119,10 @@ async fn summary(p: &AppState, r: &OrderRecord) -> Result<Value, StoreError> {
 
 /// `GET /admin/v1/tenants/{tenant}/orders/{id}/saga`: the saga as `list`
 /// shows it, with the order's whole history.
+#[utoipa::path(get, path = "/tenants/{tenant}/orders/{id}/saga", tag = "sagas", operation_id = "getSaga",
+    summary = "An order's saga with its whole history",
+    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The order id.")),
+    responses((status = 200, description = "The saga.", body = serde_json::Value)))]
 pub async fn show(
     State(p): State<AppState>,
     _: Operator,
@@ -155,6 +164,11 @@ pub async fn show(
 
 /// `POST /admin/v1/tenants/{tenant}/orders/{id}/saga/{retry|compensate|resolve}`
 /// with `{"reason": "…"}` (required to compensate or resolve).
+#[utoipa::path(post, path = "/tenants/{tenant}/orders/{id}/saga/{action}", tag = "sagas", operation_id = "actOnSaga",
+    summary = "Retry a stuck saga, compensate it, or resolve it out of band (the last two need a reason)",
+    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The order id."), ("action" = crate::openapi::admin_schemas::SagaAction, Path)),
+    request_body(content = Option<crate::openapi::admin_schemas::ReasonRequest>, content_type = "application/json"),
+    responses((status = 200, description = "Done; the saga as it now is.", body = serde_json::Value), (status = 409, description = "The saga is not stuck (or another operator acted first).", body = crate::openapi::schemas::Error)))]
 pub async fn act(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -163,16 +177,13 @@ pub async fn act(
 ) -> Result<Json<Value>, ApiError> {
     let tenant = tenant(&p, &t)?;
     let id = order_id(&id)?;
-    let reason = if body.is_empty() {
-        None
-    } else {
-        json_body(&body)?
-            .get("reason")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned)
-    };
+    let request: ReasonRequest = optional_body(&body)?;
+    let reason = request
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned);
     let needs_reason = || {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -4,7 +4,8 @@
 //! are shown as `********`; sending that back keeps the stored value.
 
 use super::auth::{Admin, Operator};
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, AppState, json_body, optional_body};
+use crate::openapi::admin_schemas::RotateRequest;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -97,6 +98,8 @@ fn detail(r: &TenantRecord) -> Result<Value, ApiError> {
 }
 
 /// `GET /admin/v1/tenants`.
+#[utoipa::path(get, path = "/tenants", tag = "tenants", operation_id = "listTenants",
+    responses((status = 200, description = "Every tenant.", body = serde_json::Value)))]
 pub async fn list(State(p): State<AppState>, _: Operator) -> Result<Json<Value>, ApiError> {
     let records = p.store.tenant_records().await.map_err(ApiError::store)?;
     let data = records
@@ -107,6 +110,10 @@ pub async fn list(State(p): State<AppState>, _: Operator) -> Result<Json<Value>,
 }
 
 /// `GET /admin/v1/tenants/{tenant}`.
+#[utoipa::path(get, path = "/tenants/{tenant}", tag = "tenants", operation_id = "getTenant",
+    summary = "A tenant's manifest (secrets shown as ********) and revision",
+    params(("tenant" = String, Path, description = "The tenant id.")),
+    responses((status = 200, description = "The tenant.", body = serde_json::Value)))]
 pub async fn show(
     State(p): State<AppState>,
     _: Operator,
@@ -121,6 +128,9 @@ pub async fn show(
 }
 
 /// `POST /admin/v1/tenants` with a manifest.
+#[utoipa::path(post, path = "/tenants", tag = "tenants", operation_id = "createTenant",
+    request_body(content = crate::openapi::admin_schemas::TenantManifest, content_type = "application/json"),
+    responses((status = 201, description = "Created.", body = serde_json::Value), (status = 409, description = "A tenant with this id exists.", body = crate::openapi::schemas::Error)))]
 pub async fn create(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -157,6 +167,11 @@ pub async fn create(
 
 /// `PUT /admin/v1/tenants/{tenant}` with a manifest; `If-Match: <revision>`
 /// makes it refuse (409) if someone changed the tenant since.
+#[utoipa::path(put, path = "/tenants/{tenant}", tag = "tenants", operation_id = "updateTenant",
+    summary = "Replace a tenant's manifest",
+    params(("tenant" = String, Path, description = "The tenant id."), ("If-Match" = Option<String>, Header, description = "The revision this change is based on; a stale one is refused with 409.")),
+    request_body(content = crate::openapi::admin_schemas::TenantManifest, content_type = "application/json"),
+    responses((status = 200, description = "Updated.", body = serde_json::Value), (status = 409, description = "The revision in If-Match is not the current one.", body = crate::openapi::schemas::Error)))]
 pub async fn update(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -207,6 +222,10 @@ pub async fn update(
 }
 
 /// `POST /admin/v1/tenants/{tenant}/{suspend|resume}`.
+#[utoipa::path(post, path = "/tenants/{tenant}/{action}", tag = "tenants", operation_id = "suspendOrResumeTenant",
+    summary = "Suspend a tenant (its sagas in flight finish) or resume it",
+    params(("tenant" = String, Path, description = "The tenant id."), ("action" = crate::openapi::admin_schemas::TenantAction, Path)),
+    responses((status = 200, description = "Done.", body = serde_json::Value), (status = 409, description = "It already is.", body = crate::openapi::schemas::Error)))]
 pub async fn suspend(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -265,6 +284,9 @@ fn issued_json(issued: &IssuedKey) -> Value {
 }
 
 /// `GET /admin/v1/tenants/{tenant}/keys`.
+#[utoipa::path(get, path = "/tenants/{tenant}/keys", tag = "tenants", operation_id = "listKeys",
+    params(("tenant" = String, Path, description = "The tenant id.")),
+    responses((status = 200, description = "The tenant's API keys (never their secrets).", body = serde_json::Value)))]
 pub async fn keys(
     State(p): State<AppState>,
     _: Operator,
@@ -282,6 +304,11 @@ pub async fn keys(
 }
 
 /// `POST /admin/v1/tenants/{tenant}/keys {"name", "scopes": [...]}`.
+#[utoipa::path(post, path = "/tenants/{tenant}/keys", tag = "tenants", operation_id = "createKey",
+    summary = "Issue an API key; its secret is in this answer only",
+    params(("tenant" = String, Path, description = "The tenant id.")),
+    request_body(content = crate::openapi::admin_schemas::KeyRequest, content_type = "application/json"),
+    responses((status = 201, description = "The key with its secret.", body = serde_json::Value)))]
 pub async fn create_key(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -335,6 +362,11 @@ const DEFAULT_GRACE_SECONDS: i64 = 24 * 3600;
 
 /// `POST /admin/v1/tenants/{tenant}/keys/{id}/{rotate|revoke}`;
 /// rotate takes `{"graceSeconds": n}` (default a day).
+#[utoipa::path(post, path = "/tenants/{tenant}/keys/{key}/{action}", tag = "tenants", operation_id = "rotateOrRevokeKey",
+    summary = "Rotate a key (the old secret works for graceSeconds) or revoke it at once",
+    params(("tenant" = String, Path, description = "The tenant id."), ("key" = String, Path, description = "The key id."), ("action" = crate::openapi::admin_schemas::KeyAction, Path)),
+    request_body(content = Option<crate::openapi::admin_schemas::RotateRequest>, content_type = "application/json"),
+    responses((status = 200, description = "Revoked.", body = serde_json::Value), (status = 201, description = "Rotated: the new key and its secret, once.", body = serde_json::Value), (status = 409, description = "The key is already rotated or revoked.", body = crate::openapi::schemas::Error)))]
 pub async fn key_action(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -344,19 +376,8 @@ pub async fn key_action(
     let id = tenant_id(&t)?;
     let answer = match action.as_str() {
         "rotate" => {
-            let grace = if body.is_empty() {
-                DEFAULT_GRACE_SECONDS
-            } else {
-                match json_body(&body)?.get("graceSeconds") {
-                    None => DEFAULT_GRACE_SECONDS,
-                    Some(v) => v.as_i64().ok_or_else(|| {
-                        tenant_error(TenantOpError::Invalid {
-                            field: "graceSeconds".into(),
-                            message: "a whole number of seconds".into(),
-                        })
-                    })?,
-                }
-            };
+            let request: RotateRequest = optional_body(&body)?;
+            let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
             let issued = admin::rotate_key(&p, &id, &key, grace, &op.name)
                 .await
                 .map_err(tenant_error)?;

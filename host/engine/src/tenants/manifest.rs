@@ -5,7 +5,19 @@
 use super::*;
 
 /// A tenant's manifest. `Serialize` gives the JSON the database keeps.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = TenantManifest, example = json!({
+    "id": "initech",
+    "name": "Initech",
+    "saga": { "steps": ["validate", "reserve-inventory", "authorize-payment", "capture-payment", "request-fulfilment"] },
+    "plugins": {
+        "payment-provider": {
+            "component": "builtin:payment-sandbox",
+            "allowed_origins": ["http://127.0.0.1:8090"],
+            "settings": { "base_url": "http://127.0.0.1:8090" }
+        }
+    }
+}))]
 #[serde(deny_unknown_fields)]
 pub struct TenantSpec {
     pub id: String,
@@ -26,9 +38,12 @@ pub struct TenantSpec {
     demo_stock: Vec<StockSeed>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SagaSection {
+    /// The saga's steps in order, e.g. `validate`, `reserve-inventory`,
+    /// `authorize-payment`, `capture-payment`, `request-fulfilment`.
+    #[schema(value_type = Vec<String>)]
     steps: Vec<Step>,
     #[serde(default = "default_step_timeout")]
     step_timeout_ms: u64,
@@ -53,7 +68,7 @@ fn default_deadline() -> u64 {
 }
 
 /// Per-tenant API rate limit: a token bucket refilled at `requests_per_second`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     #[serde(default = "default_rps")]
@@ -79,7 +94,7 @@ fn default_burst() -> u32 {
     40_000
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FraudSection {
     /// What a `review` verdict does: `accept` (default) or `reject`.
@@ -87,7 +102,7 @@ struct FraudSection {
     review: ReviewAction,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReviewAction {
     #[default]
@@ -95,7 +110,7 @@ pub enum ReviewAction {
     Reject,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSection {
     /// `builtin:<name>`, `sha256:<digest>` of a version the tenant has
@@ -125,7 +140,7 @@ pub struct PluginSection {
     record_calls: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StockSeed {
     sku: String,
