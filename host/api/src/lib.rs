@@ -11,6 +11,7 @@ mod inventory;
 pub mod openapi;
 mod operator_views;
 mod operators;
+mod order_views;
 mod orders;
 mod plugins;
 mod reconciliation;
