@@ -146,6 +146,24 @@ async fn a_tenant_over_its_rate_limit_gets_429(kind: Kind) {
     assert_eq!(r.status, 429);
     assert_eq!(r.body["error"]["code"], "RATE_LIMITED");
     assert_eq!(r.headers["retry-after"], "1");
+
+    // Retry-After is the limiter's own wait: on a plan of six a minute the
+    // next request is admitted some 10 s after the burst is spent.
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest("slow", "none").replacen(
+        "[saga]",
+        "[limits]\nrequests_per_minute = 6\nburst = 1\n\n[saga]",
+        1,
+    );
+    std::fs::write(dir.path().join("slow.toml"), m).unwrap();
+    let db = Db::new(kind).await;
+    let srv = Server::start_with_tenants(&db, dir.path()).await;
+    let api = srv.api("slow");
+    assert_eq!(api.get("/orders").await.status, 200);
+    let r = api.get("/orders").await;
+    assert_eq!(r.status, 429);
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((2..=10).contains(&wait), "Retry-After {wait}");
 }
 
 async fn futures_statuses(api: &support::Api) -> Vec<u16> {

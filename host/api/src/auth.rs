@@ -121,12 +121,15 @@ impl<S: Needs> FromRequestParts<AppState> for Key<S> {
                 "this tenant is suspended; its orders in flight finish, new calls are refused",
             ));
         }
-        if !tenant.admit() {
+        if let Err(wait) = tenant.admit() {
+            // Whole seconds, rounded up: a client that waits as told is admitted.
+            let seconds = wait.as_millis().div_ceil(1000) as u64;
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",
                 "this tenant's request rate limit is exceeded; retry after the Retry-After delay",
-            ));
+            )
+            .with_retry_after(seconds));
         }
         Ok(Self(tenant, PhantomData))
     }

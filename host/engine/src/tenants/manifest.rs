@@ -75,6 +75,10 @@ struct LimitsSection {
     requests_per_second: u32,
     #[serde(default = "default_burst")]
     burst: u32,
+    /// For a slower plan than one request a second: replaces
+    /// `requests_per_second` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requests_per_minute: Option<u32>,
 }
 
 impl Default for LimitsSection {
@@ -82,6 +86,7 @@ impl Default for LimitsSection {
         Self {
             requests_per_second: default_rps(),
             burst: default_burst(),
+            requests_per_minute: None,
         }
     }
 }
@@ -324,8 +329,16 @@ pub(super) fn build_tenant(
     })?;
     let burst = std::num::NonZeroU32::new(m.limits.burst)
         .ok_or_else(|| bad("limits.burst", "limits.burst must be at least 1".into()))?;
-    let limiter =
-        governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst));
+    let quota = match m.limits.requests_per_minute {
+        None => governor::Quota::per_second(per_second),
+        Some(n) => governor::Quota::per_minute(std::num::NonZeroU32::new(n).ok_or_else(|| {
+            bad(
+                "limits.requests_per_minute",
+                "limits.requests_per_minute must be at least 1".into(),
+            )
+        })?),
+    };
+    let limiter = governor::RateLimiter::direct(quota.allow_burst(burst));
     let mut demo_stock = Vec::new();
     for (i, s) in m.demo_stock.into_iter().enumerate() {
         let sku = Sku::parse(&s.sku).ok_or_else(|| {

@@ -173,9 +173,13 @@ impl Tenant {
         &self.plugins[&slot]
     }
 
-    /// Takes one request from the tenant's budget; `false` when it is spent.
-    pub fn admit(&self) -> bool {
-        self.limiter.check().is_ok()
+    /// Takes one request from the tenant's budget; when it is spent, how
+    /// long until the next request would be admitted.
+    pub fn admit(&self) -> Result<(), std::time::Duration> {
+        use governor::clock::Clock;
+        self.limiter.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
     }
 
     /// Carries over what this host runs for each slot (activated,
