@@ -299,3 +299,76 @@ async fn a_terminated_host_drains_and_exits_cleanly() {
     let after = srv.api("acme").get(&format!("/orders/{placed}")).await;
     assert_eq!(after.body["status"], "CONFIRMED", "{}", after.body);
 }
+
+/// Sends `GET /healthz` on a kept-alive connection and reads its answer.
+async fn health_on(socket: &mut tokio::net::TcpStream, addr: &str) -> String {
+    socket
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = socket.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// `--max-connections`: at the cap a new connection waits (in the
+/// listener's backlog) until one of those served ends, then it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_for_one_to_end() {
+    let db = Db::new(Kind::Sqlite).await;
+    let srv = Server::start_with(
+        &db,
+        [
+            "--sandbox-psp-listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+    // The test's own readiness probe may still hold a slot for a moment:
+    // two kept-alive connections that have each been served hold both.
+    let mut first = connect().await.unwrap();
+    assert!(
+        health_on(&mut first, &addr)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut second = connect().await.unwrap();
+    assert!(
+        health_on(&mut second, &addr)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    let mut third = connect().await.unwrap();
+    third
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Many round trips on a served connection: time enough for the third to
+    // be answered if the cap did not hold it back.
+    for _ in 0..50 {
+        assert!(
+            health_on(&mut first, &addr)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+    let mut buf = vec![0u8; 2048];
+    match third.try_read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a connection past the cap was served: {other:?}"),
+    }
+    drop(first);
+    let n = tokio::time::timeout(support::admin::DEADLINE, third.read(&mut buf))
+        .await
+        .expect("the waiting connection is served once another ends")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(second);
+}
