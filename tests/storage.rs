@@ -441,6 +441,9 @@ async fn outbox_is_claimed_in_order_and_removed_once_published(under: Under) {
     store.commit_transition(&t).await.unwrap();
     let ids = |c: &OutboxClaim| c.records.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
 
+    // The relay's lag: the longest-due message, not the one still waiting.
+    assert_eq!(store.oldest_due_unpublished(now).await.unwrap(), Some(now));
+    assert_eq!(store.oldest_due_unpublished(now - 1).await.unwrap(), None);
     let first = store.claim_outbox(now, 2).await.unwrap();
     assert_eq!(ids(&first), vec!["m0", "m1"]);
     if under == Under::Sql(Kind::Postgres) {
@@ -461,6 +464,14 @@ async fn outbox_is_claimed_in_order_and_removed_once_published(under: Under) {
     store.complete(again).await.unwrap();
     assert_eq!(
         store.next_outbox_due(now).await.unwrap(),
+        Some(now + 60_000)
+    );
+    assert_eq!(
+        store.oldest_due_unpublished(now + 59_999).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.oldest_due_unpublished(now + 60_000).await.unwrap(),
         Some(now + 60_000)
     );
     let due = store.claim_outbox(now + 60_000, 10).await.unwrap();

@@ -167,16 +167,22 @@ pub async fn edges(req: Request<Body>, next: Next) -> Response {
     );
     let scoped = id.clone();
     let started = std::time::Instant::now();
+    // The route's template (`/api/v1/orders/{id}`), never the raw path.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().to_string();
     let mut response = REQUEST_ID
         .scope(scoped, async move {
             let response = match refuse_early(&req) {
                 Some(refusal) => refusal.into_response(),
                 None => enveloped(next.run(req).await).await,
             };
-            let (status, ms) = (
-                response.status().as_u16(),
-                started.elapsed().as_millis() as u64,
-            );
+            let elapsed = started.elapsed();
+            let (status, ms) = (response.status().as_u16(), elapsed.as_millis() as u64);
+            super::metrics::http_request(&route, &method, status, elapsed.as_secs_f64());
             // Refusals are worth a line each; successes only when asked for.
             if status >= 400 {
                 tracing::info!(status, ms, "request refused");

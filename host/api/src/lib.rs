@@ -8,6 +8,7 @@ mod console;
 mod edges;
 mod error;
 mod inventory;
+pub mod metrics;
 pub mod openapi;
 mod operator_views;
 mod operators;
@@ -37,16 +38,21 @@ use utoipa_swagger_ui::SwaggerUi;
 pub type AppState = Arc<Platform>;
 
 /// How the HTTP edge treats clients.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeOptions {
     /// Failed authentications an address may make per minute.
     pub auth_failures_per_minute: u32,
+    /// The labelled metrics `/metrics` renders besides the platform's
+    /// counters ([`metrics::install`]); none when the process installed no
+    /// recorder.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Default for EdgeOptions {
     fn default() -> Self {
         Self {
             auth_failures_per_minute: 100,
+            metrics: None,
         }
     }
 }
@@ -132,12 +138,13 @@ pub fn router(platform: Arc<Platform>, edge: EdgeOptions) -> Router {
         .route("/console", get(console::index))
         .route("/console/", get(console::index))
         .route("/console/{file}", get(console::file))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(edges::edges))
         .layer(axum::Extension(Arc::new(auth_failures::AuthFailures::new(
             edge.auth_failures_per_minute,
         ))))
+        .layer(axum::Extension(metrics::Exporter(edge.metrics)))
         .with_state(platform)
 }
 
@@ -158,39 +165,6 @@ async fn ready(State(p): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "unavailable", "error": e.to_string() })),
         ),
     }
-}
-
-async fn metrics(State(p): State<AppState>) -> String {
-    let mut out = p.metrics.render();
-    // A gauge read at scrape time: how far the transport is behind.
-    if let Ok(n) = p.store.unpublished_count().await {
-        out.push_str(&format!(
-            "# HELP oms_outbox_unpublished Outbox messages not yet taken by the transport.\n# TYPE oms_outbox_unpublished gauge\noms_outbox_unpublished {n}\n"
-        ));
-    }
-    // Sagas waiting for an operator, per tenant (every tenant listed, so a
-    // tenant's line going back to 0 is seen).
-    match p.store.count_sagas_by_tenant("STUCK").await {
-        Ok(counts) => {
-            out.push_str("# HELP oms_sagas_stuck Sagas stuck, waiting for an operator.\n# TYPE oms_sagas_stuck gauge\n");
-            for tenant in p.tenants.all() {
-                let tenant = tenant.id.as_str();
-                let n = counts
-                    .iter()
-                    .find(|(t, _)| t == tenant)
-                    .map_or(0, |(_, n)| *n);
-                out.push_str(&format!("oms_sagas_stuck{{tenant=\"{tenant}\"}} {n}\n"));
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "counting stuck sagas for /metrics failed"),
-    }
-    if let oms_engine::transport::Transport::Kafka(k) = &p.transport {
-        out.push_str(&format!(
-            "# HELP oms_consumer_partitions Saga command partitions this host holds.\n# TYPE oms_consumer_partitions gauge\noms_consumer_partitions {}\n",
-            k.owned_count()
-        ));
-    }
-    out
 }
 
 /// Parses a JSON body, answering 400 with a stable code when it is not JSON.

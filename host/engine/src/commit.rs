@@ -90,6 +90,7 @@ pub(crate) async fn commit(
         // What this decision counts, once it is committed (a decision lost
         // to a concurrent change is decided again and counted then).
         let mut counted = Vec::new();
+        let mut finished = None;
         let state = &loaded.state;
         let (t, next_state) = match saga::apply(state, &outcome.event, now) {
             // A request that changes nothing (a repeated cancel) writes
@@ -115,6 +116,10 @@ pub(crate) async fn commit(
                     now,
                 );
                 counted = counters(p, state, &next, &actions);
+                finished = actions.iter().find_map(|a| match a {
+                    Action::Finish { status } => Some(*status),
+                    _ => None,
+                });
                 (t, Some(next))
             }
             Err(illegal) if consumes.is_none() => return Committed::Refused(illegal),
@@ -161,6 +166,15 @@ pub(crate) async fn commit(
             Ok(version) => {
                 for counter in counted {
                     Metrics::inc(counter);
+                }
+                if let Some(status) = finished {
+                    // Placed to finished (or stuck), on whichever host got there.
+                    metrics::histogram!(
+                        "oms_saga_duration_seconds",
+                        "tenant" => tenant.id.to_string(),
+                        "outcome" => status.as_str(),
+                    )
+                    .record((now - loaded.order.created_at).max(0) as f64 / 1000.0);
                 }
                 if !t.outbox.is_empty() {
                     p.outbox_wake.notify_one();

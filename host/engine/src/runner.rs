@@ -273,6 +273,12 @@ pub(crate) async fn process(
         draft: &loaded.draft,
         state: &loaded.state,
     };
+    let started = std::time::Instant::now();
+    let step_label = match &action {
+        Action::RunStep { step, .. } => step.to_string(),
+        Action::RunCompensation { compensation, .. } => compensation.to_string(),
+        _ => String::new(),
+    };
     let outcome = match action {
         Action::RunStep { step, .. } => {
             match tokio::time::timeout(tenant.step_timeout, steps::run_step(p, &cx, step)).await {
@@ -316,6 +322,16 @@ pub(crate) async fn process(
             return (false, None);
         }
     };
+    // Every attempt of a step or compensation, by how it came out
+    // (`step.succeeded`, `step.failed`, `compensation.failed`, …).
+    let labels = [
+        ("tenant", tenant.id.to_string()),
+        ("step", step_label),
+        ("outcome", outcome.event.name().to_string()),
+    ];
+    metrics::histogram!("oms_saga_step_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("oms_saga_step_attempts_total", &labels).increment(1);
     match commit(p, &tenant, &order_id, Some(&cmd.id), loaded, outcome).await {
         Committed::Applied(follow) => (true, follow),
         Committed::Superseded | Committed::Unchanged | Committed::Refused(_) => (true, None),

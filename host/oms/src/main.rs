@@ -195,6 +195,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // First, so nothing measured while starting is lost.
+    let exporter = oms_api::metrics::install().context("installing the metrics recorder")?;
+    let upkeep = exporter.clone();
+    tokio::spawn(async move {
+        // Histograms are drained at each scrape; upkeep bounds them between.
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
     let demo = !args.no_demo;
     let psp_url = match (&args.sandbox_psp_url, demo) {
         (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
@@ -323,6 +333,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let edge = oms_api::EdgeOptions {
         auth_failures_per_minute: args.auth_failures_per_minute,
+        metrics: Some(exporter),
     };
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     let draining = platform.clone();

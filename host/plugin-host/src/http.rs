@@ -16,6 +16,8 @@ pub struct HttpGrant {
     pub max_requests: u32,
     /// Bytes one call may send and receive, bodies counted.
     pub max_bytes: u64,
+    /// The tenant whose calls use this grant: a label on the provider metrics.
+    tenant: String,
     /// Spent so far by the call holding this grant (each call gets a copy).
     requests: u32,
     bytes: u64,
@@ -53,10 +55,17 @@ impl HttpGrant {
             max_response_bytes: 1 << 20,
             max_requests: MAX_REQUESTS_PER_CALL,
             max_bytes: MAX_BYTES_PER_CALL,
+            tenant: String::new(),
             requests: 0,
             bytes: 0,
             agent,
         }
+    }
+
+    /// Names the tenant on this grant's provider metrics.
+    pub fn for_tenant(mut self, tenant: &str) -> Self {
+        self.tenant = tenant.to_string();
+        self
     }
 
     /// Requests this grant has let through.
@@ -64,7 +73,29 @@ impl HttpGrant {
         self.requests
     }
 
+    /// Sends one request if the grant allows it; its duration and outcome
+    /// go to `oms_provider_request_duration_seconds{tenant, outcome}`.
     pub fn send(&mut self, request: Request) -> Result<Response, HttpError> {
+        let started = std::time::Instant::now();
+        let result = self.send_unmeasured(request);
+        let outcome = match &result {
+            Ok(r) if r.status < 400 => "ok",
+            Ok(r) if r.status < 500 => "client_error",
+            Ok(_) => "server_error",
+            Err(HttpError::Timeout) => "timeout",
+            Err(HttpError::ForbiddenOrigin(_)) => "forbidden",
+            Err(_) => "connection_error",
+        };
+        metrics::histogram!(
+            "oms_provider_request_duration_seconds",
+            "tenant" => self.tenant.clone(),
+            "outcome" => outcome,
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn send_unmeasured(&mut self, request: Request) -> Result<Response, HttpError> {
         let origin = origin_of(&request.url)
             .ok_or_else(|| HttpError::ForbiddenOrigin(request.url.clone()))?;
         if !self.allowed_origins.contains(&origin) {

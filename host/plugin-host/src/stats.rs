@@ -67,6 +67,21 @@ impl PluginStats {
         outcome: Result<(), &PluginError>,
         stats: &CallStats,
     ) {
+        let outcome_label = match outcome {
+            Ok(()) => "ok",
+            Err(e) => e.code(),
+        };
+        let labels = [
+            ("tenant", tenant.to_string()),
+            ("slot", slot.as_str().to_string()),
+            ("version", version.to_string()),
+        ];
+        metrics::histogram!("oms_plugin_call_duration_seconds", &labels)
+            .record(stats.duration.as_secs_f64());
+        metrics::histogram!("oms_plugin_call_fuel", &labels).record(stats.fuel_used as f64);
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push(("outcome", outcome_label.to_string()));
+        metrics::counter!("oms_plugin_calls_total", &with_outcome).increment(1);
         {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let entry = entries

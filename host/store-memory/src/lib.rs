@@ -431,6 +431,16 @@ impl Outbox for MemoryStore {
             .min())
     }
 
+    async fn oldest_due_unpublished(&self, now: i64) -> Result<Option<i64>> {
+        self.check("oldest_due_unpublished")?;
+        let t = self.tables();
+        Ok(t.outbox
+            .iter()
+            .map(|q| q.available_at)
+            .filter(|at| *at <= now)
+            .min())
+    }
+
     async fn unpublished_count(&self) -> Result<i64> {
         self.check("unpublished_count")?;
         Ok(self.tables().outbox.len() as i64)

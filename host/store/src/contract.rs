@@ -126,6 +126,9 @@ pub trait Outbox: Send + Sync {
     async fn next_outbox_due(&self, now: i64) -> Result<Option<i64>>;
 
     async fn unpublished_count(&self) -> Result<i64>;
+    /// When the longest-waiting message that is due (its time has come)
+    /// became due: the relay's lag is `now` minus this.
+    async fn oldest_due_unpublished(&self, now: i64) -> Result<Option<i64>>;
     /// A listener woken by every commit that adds outbox messages
     /// (PostgreSQL only; see migration 0007).
     async fn outbox_listener(&self) -> Result<Option<OutboxListener>>;

@@ -157,6 +157,17 @@ impl crate::contract::Outbox for SqlStore {
         })
     }
 
+    async fn oldest_due_unpublished(&self, now: i64) -> Result<Option<i64>> {
+        super::on_pool!(self, read, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT MIN(available_at) FROM outbox WHERE published_at IS NULL AND available_at <= $1",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?)
+        })
+    }
+
     async fn unpublished_count(&self) -> Result<i64> {
         super::on_pool!(self, read, |pool| {
             Ok(

@@ -292,8 +292,8 @@ pub(super) fn build_tenant(
                 format!("only the payment-provider slot may have allowed_origins, not {slot}"),
             ));
         }
-        let grant =
-            (slot == Slot::PaymentProvider).then(|| HttpGrant::new(&origins, limits.http_timeout));
+        let grant = (slot == Slot::PaymentProvider)
+            .then(|| HttpGrant::new(&origins, limits.http_timeout).for_tenant(&m.id));
         let settings = section
             .settings
             .iter()

@@ -1,0 +1,139 @@
+//! `/metrics`: the platform's counters, the labelled metrics the crates
+//! record through the `metrics` facade (rendered by the Prometheus
+//! exporter the binary installs), and gauges read at scrape time.
+
+use super::AppState;
+use axum::Extension;
+use axum::extract::State;
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// The exporter's handle, if one is installed.
+#[derive(Clone)]
+pub struct Exporter(pub Option<PrometheusHandle>);
+
+/// Latency buckets, seconds: from a fast plugin call to a slow provider.
+const SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Saga durations, seconds: placed to finished, retries and backoff included.
+const SAGA_SECONDS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
+];
+/// Wasm fuel per plugin call.
+const FUEL: [f64; 10] = [1e3, 1e4, 5e4, 1e5, 5e5, 1e6, 5e6, 1e7, 1e8, 1e9];
+
+/// Installs the process's metrics recorder (histograms with the buckets
+/// above) and returns the handle `/metrics` renders.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("oms_saga_duration_seconds".into()),
+            &SAGA_SECONDS,
+        )?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)?
+        .set_buckets_for_metric(Matcher::Full("oms_plugin_call_fuel".into()), &FUEL)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Every labelled metric, with its unit and help (Prometheus' `# HELP`).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_histogram!(
+        "oms_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP requests by route template, method and status."
+    );
+    describe_histogram!(
+        "oms_saga_duration_seconds",
+        Unit::Seconds,
+        "Sagas from the order placed to finished (or stuck), by tenant and outcome."
+    );
+    describe_histogram!(
+        "oms_saga_step_duration_seconds",
+        Unit::Seconds,
+        "Saga step and compensation attempts, by tenant, step and outcome."
+    );
+    describe_counter!(
+        "oms_saga_step_attempts_total",
+        "Saga step and compensation attempts, by tenant, step and outcome."
+    );
+    describe_histogram!(
+        "oms_plugin_call_duration_seconds",
+        Unit::Seconds,
+        "Plugin calls by tenant, slot and version."
+    );
+    describe_histogram!(
+        "oms_plugin_call_fuel",
+        "Wasm fuel a plugin call used, by tenant, slot and version."
+    );
+    describe_counter!(
+        "oms_plugin_calls_total",
+        "Plugin calls by tenant, slot, version and outcome (ok or the failure's code)."
+    );
+    describe_histogram!(
+        "oms_provider_request_duration_seconds",
+        Unit::Seconds,
+        "Requests to payment providers (outbound-http), by tenant and outcome."
+    );
+}
+
+/// The HTTP request histogram, recorded by the edge middleware: by route
+/// template (never the raw path, whose ids would make a series per order),
+/// method and status.
+pub(crate) fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
+    metrics::histogram!(
+        "oms_http_request_duration_seconds",
+        "route" => route.to_string(),
+        "method" => method.to_string(),
+        "status" => status.to_string(),
+    )
+    .record(seconds);
+}
+
+pub async fn render(State(p): State<AppState>, Extension(exporter): Extension<Exporter>) -> String {
+    let mut out = p.metrics.render();
+    if let Some(handle) = &exporter.0 {
+        out.push_str(&handle.render());
+    }
+    let now = oms_clock::now_ms();
+    match p.store.oldest_due_unpublished(now).await {
+        Ok(oldest) => {
+            let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
+            out.push_str(&format!(
+                "# HELP oms_outbox_oldest_due_age_seconds How long the longest-due outbox message has waited for the transport.\n# TYPE oms_outbox_oldest_due_age_seconds gauge\noms_outbox_oldest_due_age_seconds {age}\n"
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the outbox age for /metrics failed"),
+    }
+    // A gauge read at scrape time: how far the transport is behind.
+    if let Ok(n) = p.store.unpublished_count().await {
+        out.push_str(&format!(
+            "# HELP oms_outbox_unpublished Outbox messages not yet taken by the transport.\n# TYPE oms_outbox_unpublished gauge\noms_outbox_unpublished {n}\n"
+        ));
+    }
+    // Sagas waiting for an operator, per tenant (every tenant listed, so a
+    // tenant's line going back to 0 is seen).
+    match p.store.count_sagas_by_tenant("STUCK").await {
+        Ok(counts) => {
+            out.push_str("# HELP oms_sagas_stuck Sagas stuck, waiting for an operator.\n# TYPE oms_sagas_stuck gauge\n");
+            for tenant in p.tenants.all() {
+                let tenant = tenant.id.as_str();
+                let n = counts
+                    .iter()
+                    .find(|(t, _)| t == tenant)
+                    .map_or(0, |(_, n)| *n);
+                out.push_str(&format!("oms_sagas_stuck{{tenant=\"{tenant}\"}} {n}\n"));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting stuck sagas for /metrics failed"),
+    }
+    if let oms_engine::transport::Transport::Kafka(k) = &p.transport {
+        out.push_str(&format!(
+            "# HELP oms_consumer_partitions Saga command partitions this host holds.\n# TYPE oms_consumer_partitions gauge\noms_consumer_partitions {}\n",
+            k.owned_count()
+        ));
+    }
+    out
+}
