@@ -13,6 +13,22 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// Every `oms_…` metric name in `source`.
+fn metric_names(source: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while let Some(at) = source[i..].find("oms_") {
+        let start = i + at;
+        let end = (start..bytes.len())
+            .find(|&j| !(bytes[j].is_ascii_lowercase() || bytes[j] == b'_'))
+            .unwrap_or(bytes.len());
+        names.insert(source[start..end].to_string());
+        i = end;
+    }
+    names
+}
+
 /// `promtool check metrics` on the exposition: format and naming lint.
 async fn promtool_accepts(text: &str) {
     use tokio::io::AsyncWriteExt;
@@ -113,6 +129,20 @@ async fn metrics_carry_tenant_route_step_slot_and_outcome(kind: Kind) {
     assert!(
         count(r#"oms_provider_request_duration_seconds_count{tenant="acme",outcome="ok"}"#) >= 2.0
     );
+    // What deploy/ alerts on and charts is what a host exposes.
+    for file in ["deploy/prometheus/rules.yml", "deploy/grafana/oms.json"] {
+        let source = std::fs::read_to_string(support::workspace().join(file)).unwrap();
+        for name in metric_names(&source) {
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "{file} names {name}, which /metrics does not have"
+            );
+        }
+    }
     // Gauges read at scrape time: nothing is stuck, and the relay catches up.
     assert_eq!(count(r#"oms_sagas_stuck{tenant="acme"}"#), 0.0);
     assert!(count("oms_outbox_oldest_due_age_seconds ") >= 0.0);
