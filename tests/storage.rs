@@ -75,6 +75,7 @@ fn effects(order: &OrderId, version: i64, consumes: Option<String>) -> Transitio
         outbox: vec![],
         payment: None,
         now: 1_000,
+        trace_parent: None,
     }
 }
 
@@ -108,6 +109,7 @@ async fn new_order(store: &dyn Store, customer: &str, created_at: i64, total: i6
         event_seq: 1,
         created_at,
         updated_at: created_at,
+        trace_parent: None,
     };
     let mut t = effects(&id, 0, None);
     t.events = vec![("order.created".into(), json!({ "n": 1 }))];
@@ -388,6 +390,7 @@ async fn idempotency_keys_replay_refuse_and_recover(under: Under) {
         event_seq: 0,
         created_at: 1,
         updated_at: 1,
+        trace_parent: None,
     };
     let new = NewOrder {
         record,

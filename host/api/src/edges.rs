@@ -164,7 +164,22 @@ pub async fn edges(req: Request<Body>, next: Next) -> Response {
         method = %req.method(),
         path = %req.uri().path(),
         tenant = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
+    // A client's W3C trace context is continued (else the trace starts
+    // here); its trace id goes on every line logged within the request.
+    let incoming = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| oms_trace::is_traceparent(v))
+        .map(str::to_owned);
+    oms_trace::continue_from(&span, incoming.as_deref());
+    if let Some(trace) = oms_trace::of(&span).or(incoming)
+        && let Some(id) = oms_trace::trace_id(&trace)
+    {
+        span.record("trace_id", id);
+    }
     let scoped = id.clone();
     let started = std::time::Instant::now();
     // The route's template (`/api/v1/orders/{id}`), never the raw path.

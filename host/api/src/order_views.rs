@@ -117,6 +117,7 @@ mod tests {
             event_seq: 1,
             created_at: 0,
             updated_at: 0,
+            trace_parent: None,
         }
     }
 

@@ -137,6 +137,7 @@ pub(crate) async fn commit(
                     outbox: vec![],
                     payment: None,
                     now,
+                    trace_parent: oms_trace::current(),
                 };
                 (t, None)
             }

@@ -282,5 +282,8 @@ pub(crate) fn transition(
         outbox,
         payment: extras.payment,
         now,
+        // Decided within a step's span (or the API request's): its messages
+        // continue that trace.
+        trace_parent: oms_trace::current(),
     }
 }

@@ -152,6 +152,9 @@ pub(crate) async fn create(
         event_seq: 1,
         created_at: now,
         updated_at: now,
+        // The API request's trace (the client's, if it sent one): every step
+        // of this order's saga continues it.
+        trace_parent: oms_trace::current(),
     };
     let summary = json!({
         "customerId": draft.customer_id,

@@ -8,6 +8,7 @@ use super::commit::{Committed, Followup, Loaded, commit, load};
 use super::effects::Extras;
 use super::metrics::Metrics;
 use super::steps::{self, Context, Outcome};
+use crate::tenants::Tenant;
 use oms_domain::OrderId;
 use oms_plugin_host::shares::TenantShares;
 use oms_saga::{Action, Failure, SagaEvent};
@@ -16,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Commands carried out at once.
 const CONCURRENCY: usize = 256;
@@ -266,19 +268,55 @@ pub(crate) async fn process(
         }
     };
     Metrics::inc(&p.metrics.saga_steps_total);
-    let cx = Context {
-        tenant: &tenant,
-        order: &loaded.order,
-        order_id: &order_id,
-        draft: &loaded.draft,
-        state: &loaded.state,
-    };
-    let started = std::time::Instant::now();
     let step_label = match &action {
         Action::RunStep { step, .. } => step.to_string(),
         Action::RunCompensation { compensation, .. } => compensation.to_string(),
         _ => String::new(),
     };
+    // A span per attempt of a step, in the order's trace: continued from
+    // the trace it was placed in, wherever and whenever it runs (or from
+    // the consumed message's span, which is in that trace too).
+    let span = tracing::info_span!(
+        "saga.step",
+        otel.name = %format!("step {step_label}"),
+        tenant = %tenant.id,
+        order_id = %order_id,
+        step = %step_label,
+        attempt = loaded.state.attempt,
+        outcome = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if oms_trace::current().is_none() {
+        oms_trace::continue_from(&span, loaded.order.trace_parent.as_deref());
+    }
+    if let Some(trace) = oms_trace::of(&span).or_else(|| loaded.order.trace_parent.clone())
+        && let Some(id) = oms_trace::trace_id(&trace)
+    {
+        span.record("trace_id", id);
+    }
+    run_command(p, &tenant, &order_id, cmd, action, loaded, step_label)
+        .instrument(span)
+        .await
+}
+
+/// Runs one step or compensation of a loaded order and commits what came of it.
+async fn run_command(
+    p: &Platform,
+    tenant: &Arc<Tenant>,
+    order_id: &OrderId,
+    cmd: &CommandRecord,
+    action: Action,
+    loaded: Loaded,
+    step_label: String,
+) -> (bool, Option<Box<Followup>>) {
+    let cx = Context {
+        tenant,
+        order: &loaded.order,
+        order_id,
+        draft: &loaded.draft,
+        state: &loaded.state,
+    };
+    let started = std::time::Instant::now();
     let outcome = match action {
         Action::RunStep { step, .. } => {
             match tokio::time::timeout(tenant.step_timeout, steps::run_step(p, &cx, step)).await {
@@ -332,7 +370,8 @@ pub(crate) async fn process(
     metrics::histogram!("oms_saga_step_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("oms_saga_step_attempts_total", &labels).increment(1);
-    match commit(p, &tenant, &order_id, Some(&cmd.id), loaded, outcome).await {
+    tracing::Span::current().record("outcome", outcome.event.name());
+    match commit(p, tenant, order_id, Some(&cmd.id), loaded, outcome).await {
         Committed::Applied(follow) => (true, follow),
         Committed::Superseded | Committed::Unchanged | Committed::Refused(_) => (true, None),
         Committed::Failed => (false, None),

@@ -142,20 +142,34 @@ fn main() -> anyhow::Result<()> {
         Some(format) => format == "json",
         None => !std::io::stderr().is_terminal(),
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        // Each line carries the fields of the spans it is logged in
-        // (request_id, tenant, …) beside its own.
-        logs.json()
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // Each JSON line carries the fields of the spans it is logged in
+    // (request_id, tenant, order_id, trace_id, …) beside its own.
+    let json_logs = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .json()
             .with_current_span(true)
             .with_span_list(false)
             .flatten_event(true)
-            .init();
-    } else {
-        logs.init();
-    }
+    });
+    let text_logs = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Traces leave the process only when an OTLP endpoint is configured;
+    // otherwise no OpenTelemetry layer exists and spans cost what they did.
+    let (exporter, traces) = match std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Some(_) => {
+            let (exporter, layer) = oms_trace::Exporter::otlp("oms")?;
+            (Some(exporter), Some(layer))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json_logs)
+        .with(text_logs)
+        .with(traces)
+        .init();
     // Before any runtime starts: the compiler process is single-purpose.
     if let Command::CompilePlugin {
         cpu_seconds,
@@ -170,7 +184,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::SandboxPsp { listen, ready_file } => {
@@ -191,7 +205,12 @@ fn main() -> anyhow::Result<()> {
             Command::Operator(args) => cli::operator::run(args).await,
             Command::CompilePlugin { .. } => Ok(()),
         }
-    })
+    });
+    // The spans of the last moments (the drain, the last relay flush) too.
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
+    result
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

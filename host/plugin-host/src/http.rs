@@ -75,8 +75,26 @@ impl HttpGrant {
 
     /// Sends one request if the grant allows it; its duration and outcome
     /// go to `oms_provider_request_duration_seconds{tenant, outcome}`.
-    pub fn send(&mut self, request: Request) -> Result<Response, HttpError> {
+    pub fn send(&mut self, mut request: Request) -> Result<Response, HttpError> {
         let started = std::time::Instant::now();
+        // A span per request, a child of the plugin call's; the provider
+        // receives its context as `traceparent`, replacing any the plugin set.
+        let span = tracing::info_span!(
+            "provider.request",
+            otel.name = "provider request",
+            otel.kind = "client",
+            http.request.method = request.method.as_str(),
+            server.address = origin_of(&request.url).unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        if let Some(traceparent) = oms_trace::of(&span) {
+            request
+                .headers
+                .retain(|(name, _)| !name.eq_ignore_ascii_case("traceparent"));
+            request.headers.push(("traceparent".into(), traceparent));
+        }
         let result = self.send_unmeasured(request);
         let outcome = match &result {
             Ok(r) if r.status < 400 => "ok",
@@ -86,6 +104,10 @@ impl HttpGrant {
             Err(HttpError::ForbiddenOrigin(_)) => "forbidden",
             Err(_) => "connection_error",
         };
+        if let Ok(r) = &result {
+            span.record("http.response.status_code", r.status);
+        }
+        span.record("outcome", outcome);
         metrics::histogram!(
             "oms_provider_request_duration_seconds",
             "tenant" => self.tenant.clone(),

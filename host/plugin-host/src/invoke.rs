@@ -51,12 +51,35 @@ impl PluginHost {
             .map_err(|e| PluginError::Unavailable(e.to_string()))?;
         let engine = self.engine.clone();
         let running = plugin.clone();
-        let (result, stats) =
-            tokio::task::spawn_blocking(move || run_call(&engine, &running, limits, http, f))
-                .await
-                .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        // The call's span, a child of the step's; entered on the blocking
+        // thread too, so the provider requests it makes are its children.
+        let span = tracing::info_span!(
+            "plugin.call",
+            otel.name = %format!("plugin {}", plugin.slot.as_str()),
+            tenant,
+            slot = plugin.slot.as_str(),
+            version = plugin.version(),
+            fuel = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let inside = span.clone();
+        let (result, stats) = tokio::task::spawn_blocking(move || {
+            let _entered = inside.enter();
+            run_call(&engine, &running, limits, http, f)
+        })
+        .await
+        .map_err(|e| PluginError::Unavailable(e.to_string()))?;
         // The host never carries an unbounded answer into the saga or the database.
         let result = result.and_then(|value| check(&value, limits.output_bytes).map(|()| value));
+        // As a signed integer: OpenTelemetry has no unsigned one (a u64 would
+        // be exported as a string).
+        span.record("fuel", i64::try_from(stats.fuel_used).unwrap_or(i64::MAX));
+        span.record("duration_ms", stats.duration.as_secs_f64() * 1000.0);
+        span.record(
+            "outcome",
+            result.as_ref().map_or_else(PluginError::code, |_| "ok"),
+        );
         self.stats.observe(
             tenant,
             plugin.slot,

@@ -51,6 +51,8 @@ pub struct LedgerEntry {
     /// `succeeded` or `failed`.
     pub status: String,
     pub order_id: Option<String>,
+    /// The `traceparent` the request carried, as a traced client sends it.
+    pub traceparent: Option<String>,
     pub at: i64,
 }
 
@@ -77,6 +79,8 @@ struct Psp {
     ledger: Vec<LedgerEntry>,
     /// Operations answering 503 for everyone (a staged provider outage).
     outage: std::collections::HashSet<String>,
+    /// The W3C trace context of the request being served, for its ledger entry.
+    traceparent: Option<String>,
 }
 
 impl Psp {
@@ -207,6 +211,10 @@ impl Sandbox {
             );
             return r;
         }
+        psp.traceparent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let answer = f(&mut psp, &caller);
         if answer.0 < 500 {
             psp.replies.insert(scoped, answer.clone());
@@ -232,6 +240,7 @@ fn record(psp: &mut Psp, op: &str, intent: &Intent, amount: i64, key: &str, stat
         idempotency_key: key.into(),
         status: status.into(),
         order_id: intent.order_id.clone(),
+        traceparent: psp.traceparent.clone(),
         at: oms_clock::now_ms(),
     });
 }

@@ -126,6 +126,7 @@ pub(crate) fn write_effects(tables: &mut Tables, t: &Transition, first_seq: i64)
                 event_type: m.event_type.clone(),
                 payload: m.payload.to_string(),
                 created_at: t.now,
+                trace_parent: t.trace_parent.clone(),
             },
             available_at: m.available_at.unwrap_or(t.now),
         });

@@ -26,6 +26,9 @@ pub struct OrderRecord {
     pub event_seq: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The W3C traceparent the order was placed in (its saga's steps
+    /// continue that trace); `None` when no trace was exported.
+    pub trace_parent: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -99,7 +102,7 @@ impl OrderFilter<'_> {
 
 const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, status, payment_status, \
     fulfillment_status, draft, violations, cancellation_reason, shipment, saga_state, saga_status, \
-    version, event_seq, created_at, updated_at";
+    version, event_seq, created_at, updated_at, trace_parent";
 
 #[async_trait]
 impl crate::contract::Orders for SqlStore {
@@ -187,7 +190,7 @@ impl crate::contract::Orders for SqlStore {
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(&format!(
-                "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
             ))
             .bind(&r.tenant_id)
             .bind(&r.id)
@@ -207,6 +210,7 @@ impl crate::contract::Orders for SqlStore {
             .bind(new.effects.events.len() as i64)
             .bind(r.created_at)
             .bind(r.updated_at)
+            .bind(&r.trace_parent)
             .execute(&mut *tx)
             .await?;
             write_effects!(tx, &new.effects, 1i64);

@@ -33,6 +33,8 @@ pub struct OutboxRecord {
     pub event_type: String,
     pub payload: String,
     pub created_at: i64,
+    /// The traceparent of the transition that wrote it.
+    pub trace_parent: Option<String>,
 }
 
 /// Messages claimed for publishing. On PostgreSQL their rows stay locked
@@ -50,7 +52,8 @@ impl OutboxClaim {
     }
 }
 
-const COLUMNS: &str = "id, tenant_id, order_id, topic, event_type, payload, created_at";
+const COLUMNS: &str =
+    "id, tenant_id, order_id, topic, event_type, payload, created_at, trace_parent";
 
 #[async_trait]
 impl crate::contract::Outbox for SqlStore {
@@ -236,6 +239,7 @@ mod tests {
             event_type: "x".into(),
             payload: "{}".into(),
             created_at: 0,
+            trace_parent: None,
         }
     }
 

@@ -81,6 +81,9 @@ pub struct Transition {
     pub outbox: Vec<OutboxMessage>,
     pub payment: Option<PaymentRecord>,
     pub now: i64,
+    /// The W3C traceparent the transition was decided in: its outbox
+    /// messages carry it to the transport.
+    pub trace_parent: Option<String>,
 }
 
 /// Writes a transition's history events, commands, outbox rows and payment
@@ -112,7 +115,7 @@ macro_rules! write_effects {
                 .await?;
         }
         for m in &t.outbox {
-            sqlx::query("INSERT INTO outbox (id, tenant_id, order_id, topic, event_type, payload, created_at, available_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            sqlx::query("INSERT INTO outbox (id, tenant_id, order_id, topic, event_type, payload, created_at, available_at, trace_parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
                 .bind(&m.id)
                 .bind(t.tenant.as_str())
                 .bind(t.order_id.as_str())
@@ -121,6 +124,7 @@ macro_rules! write_effects {
                 .bind(m.payload.to_string())
                 .bind(t.now)
                 .bind(m.available_at.unwrap_or(t.now))
+                .bind(&t.trace_parent)
                 .execute(&mut *$tx)
                 .await?;
         }

@@ -22,6 +22,7 @@ use rdkafka::message::OwnedMessage;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Messages in hand at once; beyond it the consumer stops fetching. Larger
 /// than the runner's concurrency: a message waiting for its tenant's share
@@ -124,7 +125,19 @@ async fn handle(p: &Arc<Platform>, kafka: &KafkaTransport, m: &OwnedMessage) -> 
             Poison::new("UNDECODABLE", format!("order id {:?}", cmd.order_id))
         }
         Ok(cmd) => {
-            runner::deliver(p, cmd, false).await;
+            // The consumer's span continues the message's trace (the
+            // order's); the steps it runs are its children.
+            let span = tracing::info_span!(
+                "kafka.consume",
+                otel.name = "consume saga command",
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.kafka.partition = m.partition(),
+                messaging.kafka.offset = m.offset(),
+                order_id = %cmd.order_id,
+            );
+            oms_trace::continue_from(&span, commands::header(m, "traceparent"));
+            runner::deliver(p, cmd, false).instrument(span).await;
             return false;
         }
         Err(poison) => poison,

@@ -212,6 +212,23 @@ impl KafkaTransport {
         }
         let mut pending = Vec::with_capacity(batch.len());
         for m in batch {
+            // A span per message, in the trace of the transition that wrote
+            // it; its context is the message's `traceparent`, so a consumer
+            // on any host continues the trace.
+            let span = tracing::info_span!(
+                "outbox.publish",
+                otel.name = %format!("publish {}", m.topic),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.destination.name = %m.topic,
+                messaging.message.id = %m.id,
+                order_id = %m.order_id,
+            );
+            oms_trace::continue_from(&span, m.trace_parent.as_deref());
+            let traceparent = oms_trace::of(&span)
+                .or_else(|| m.trace_parent.clone())
+                .unwrap_or_else(|| traceparent(&m.order_id, &m.id));
+            let _entered = span.enter();
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "event-id",
@@ -235,7 +252,7 @@ impl KafkaTransport {
                 })
                 .insert(Header {
                     key: "traceparent",
-                    value: Some(traceparent(&m.order_id, &m.id).as_str()),
+                    value: Some(traceparent.as_str()),
                 });
             let mut record = FutureRecord::to(&m.topic)
                 .key(m.order_id.as_str())
@@ -270,9 +287,9 @@ impl KafkaTransport {
     }
 }
 
-/// W3C trace context: one trace per order (its id derived from the order
-/// id, so every host and every consumer joins the same trace without a
-/// lookup), one span per message.
+/// W3C trace context for a message written where no trace is exported: one
+/// trace per order (its id derived from the order id, so consumers can still
+/// group an order's messages), one span per message.
 pub fn traceparent(order: &str, message: &str) -> String {
     let trace = Sha256::digest(order.as_bytes());
     let span = Sha256::digest(message.as_bytes());
