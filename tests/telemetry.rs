@@ -313,7 +313,10 @@ async fn an_order_is_one_trace_from_the_client_to_the_provider(kind: Kind) {
         );
         for c in &calls {
             assert_eq!(c["attributes"]["outcome"], "ok");
-            assert!(c["attributes"]["fuel"].as_i64().is_some_and(|f| f > 0), "{c:#}");
+            assert!(
+                c["attributes"]["fuel"].as_i64().is_some_and(|f| f > 0),
+                "{c:#}"
+            );
             assert!(c["attributes"]["version"].is_string());
         }
     }
@@ -366,4 +369,121 @@ async fn traces_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_postgres() {
     an_order_is_one_trace_from_the_client_to_the_provider(Kind::Postgres).await;
+}
+
+/// Follows `span`'s parents within `spans` up to the client's span.
+fn reaches(spans: &[serde_json::Value], span: &serde_json::Value, client: &str) -> bool {
+    let mut at = span;
+    for _ in 0..spans.len() + 1 {
+        if at["parentSpanId"] == client {
+            return true;
+        }
+        match spans.iter().find(|s| s["spanId"] == at["parentSpanId"]) {
+            Some(parent) => at = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Two hosts sharing saga work through Kafka: an order placed on one whose
+/// steps run on the other is still one connected trace, through the
+/// outbox publish and the consume spans whose contexts the messages carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_cross_hosts_through_kafka() {
+    let receiver = Receiver::start().await;
+    let broker = support::broker::Broker::start();
+    let psp = support::load::Psp::start().await;
+    let db = Db::new(Kind::Postgres).await;
+    let host = |name: &'static str| {
+        let args = vec![
+            "--sandbox-psp-url".to_string(),
+            psp.url.clone(),
+            "--kafka-brokers".into(),
+            broker.addr(),
+            "--kafka-partitions".into(),
+            "6".into(),
+        ];
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+            ("OTEL_SERVICE_NAME", name.into()),
+        ];
+        let db = &db;
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Server::start_with_all(db, args, &env).await
+        }
+    };
+    let a = host("oms-a").await;
+    let b = host("oms-b").await;
+    for h in [&a, &b] {
+        let url = format!("{}/metrics", h.url);
+        support::admin::until("both hosts own command partitions", || async {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            sample(&text, "oms_consumer_partitions ").is_some_and(|n| n > 0.0)
+        })
+        .await;
+    }
+
+    // Orders placed on host a until one's steps ran on host b.
+    let client = "b7ad6b7169203331";
+    let http = reqwest::Client::new();
+    let api = a.api("acme");
+    let deadline = std::time::Instant::now() + support::admin::DEADLINE * 2;
+    let crossed = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no order's steps ran on host b"
+        );
+        let trace = format!("{:032x}", rand_u128());
+        let placed: serde_json::Value = http
+            .post(format!("{}/api/v1/orders", a.url))
+            .header("x-tenant-id", "acme")
+            .bearer_auth("acme-dev-key")
+            .header("traceparent", format!("00-{trace}-{client}-01"))
+            .json(&order("c-1", "WIDGET-1", 1, "tok_visa"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = placed["id"].as_str().unwrap().to_string();
+        assert_eq!(api.settle(&id).await["status"], "CONFIRMED");
+        // The whole trace, every span connected to the client's.
+        let mine = || -> Vec<serde_json::Value> {
+            receiver
+                .spans()
+                .into_iter()
+                .filter(|s| s["traceId"] == trace)
+                .collect()
+        };
+        support::admin::until("the order's trace arrived whole", || async {
+            let spans = mine();
+            named(&spans, "step request-fulfilment").len() == 1
+                && spans.iter().all(|s| reaches(&spans, s, client))
+        })
+        .await;
+        let spans = mine();
+        if named(&spans, "step request-fulfilment")[0]["service"] == "oms-b" {
+            break spans;
+        }
+    };
+    let services: std::collections::BTreeSet<&str> = crossed
+        .iter()
+        .filter_map(|s| s["service"].as_str())
+        .collect();
+    assert_eq!(services, ["oms-a", "oms-b"].into(), "{crossed:#?}");
+    let request = crossed.iter().find(|s| s["name"] == "request").unwrap();
+    assert_eq!(request["service"], "oms-a");
+    let consumed = named(&crossed, "consume saga command");
+    assert!(
+        consumed.iter().any(|c| c["service"] == "oms-b"
+            && crossed
+                .iter()
+                .find(|p| p["spanId"] == c["parentSpanId"])
+                .is_some_and(|p| p["name"] == "publish oms.saga-commands.v1")),
+        "host b's consume span continues a publish span: {crossed:#?}"
+    );
 }

@@ -199,7 +199,8 @@ impl Server {
         Self::start_with_all(db, extra, &[]).await
     }
 
-    async fn start_with_all(db: &Db, extra: Vec<String>, env: &[(&str, &str)]) -> Self {
+    /// Starts a host with extra `oms serve` arguments and environment.
+    pub async fn start_with_all(db: &Db, extra: Vec<String>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Port 0: the host picks free ports and reports them in the ready file.
         let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];

@@ -97,7 +97,10 @@ impl Exporter {
             .with_batch_exporter(exporter)
             .with_resource(
                 opentelemetry_sdk::Resource::builder()
-                    .with_service_name(service)
+                    // OTEL_SERVICE_NAME tells hosts apart where it is set.
+                    .with_service_name(
+                        std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.into()),
+                    )
                     .build(),
             )
             .build();
