@@ -295,6 +295,11 @@ async fn a_terminated_host_drains_and_exits_cleanly() {
     assert_eq!(api.get(&format!("/orders/{placed}")).await.status, 200);
     srv.terminate();
     assert!(srv.exited().await.success(), "exit status not 0");
+    // After HTTP, the saga work stopped and the outbox was flushed.
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    for said in ["saga work stopped", "outbox flushed", "\"stopped\""] {
+        assert!(log.contains(said), "the log does not say {said}:\n{log}");
+    }
     srv.spawn().await;
     let after = srv.api("acme").get(&format!("/orders/{placed}")).await;
     assert_eq!(after.body["status"], "CONFIRMED", "{}", after.body);

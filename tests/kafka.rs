@@ -383,3 +383,64 @@ async fn poison_commands_go_to_the_dead_letter_topic_and_can_be_replayed() {
         .count();
     assert_eq!(replayed, 5);
 }
+
+/// SIGTERM on a Kafka host with payments in flight: the steps in flight
+/// finish, the consumer commits its offsets, the relay flushes, the process
+/// exits 0; started again, it carries every saga to its end with no payment
+/// made twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_kafka_host_commits_flushes_and_loses_nothing() {
+    let broker = Broker::start();
+    let psp = Psp::start().await;
+    let db = Db::new(Kind::Postgres).await;
+    let mut host = kafka_host(&db, &broker, &psp).await;
+    let api = host.api("acme");
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        // Slow authorizations: some are in flight when the signal comes.
+        let token = if i % 2 == 0 { "tok_slow" } else { "tok_visa" };
+        ids.push(
+            api.place(&order(&format!("c-{i}"), "WIDGET-1", 1, token))
+                .await,
+        );
+    }
+    host.terminate();
+    assert!(host.exited().await.success(), "exit status not 0");
+    let log = std::fs::read_to_string(&host.log).unwrap();
+    for said in [
+        "saga command offsets committed",
+        "outbox flushed",
+        "\"stopped\"",
+    ] {
+        assert!(log.contains(said), "the log does not say {said}:\n{log}");
+    }
+    host.spawn().await;
+    let api = host.api("acme");
+    for id in &ids {
+        assert_eq!(api.settle(id).await["status"], "CONFIRMED", "{id}");
+    }
+    let ledger = host_ledger(&psp).await;
+    for id in &ids {
+        let mine: Vec<(&str, &str)> = ledger
+            .iter()
+            .filter(|e| e["order_id"] == id.as_str())
+            .map(|e| (e["op"].as_str().unwrap(), e["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            mine,
+            [("authorize", "succeeded"), ("capture", "succeeded")],
+            "{id}"
+        );
+    }
+}
+
+async fn host_ledger(psp: &Psp) -> Vec<Value> {
+    let v: Value = support::ledger_request(&psp.url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"].as_array().cloned().unwrap()
+}

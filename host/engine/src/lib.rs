@@ -59,6 +59,10 @@ pub struct Platform {
     /// Set at shutdown: `/readyz` answers 503 so balancers stop sending
     /// requests while the ones in flight finish.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Set by [`Platform::stop`]: the saga runner or consumer takes no new
+    /// work; `stopped` wakes the loops waiting for some.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
+    pub(crate) stopped: tokio::sync::Notify,
 }
 
 impl Platform {
@@ -85,6 +89,8 @@ impl Platform {
             tenant_options,
             key_use: Default::default(),
             draining: Default::default(),
+            stopping: Default::default(),
+            stopped: Default::default(),
         })
     }
 
@@ -131,6 +137,42 @@ impl Platform {
             tokio::spawn(recorder::run(self.clone())),
             tokio::spawn(reconcile::run(self.clone())),
         ]
+    }
+
+    /// Stops the host's saga work within `deadline`: no new commands are
+    /// taken, those in flight finish (or, past the deadline, are left for
+    /// the next host to resume from the database), the Kafka consumer
+    /// commits the offsets of what it finished, and the relay publishes what
+    /// is due, so nothing committed waits for the next start.
+    pub async fn stop(
+        self: &Arc<Self>,
+        workers: Vec<JoinHandle<()>>,
+        deadline: std::time::Duration,
+    ) {
+        let until = tokio::time::Instant::now() + deadline;
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.stopped.notify_waiters();
+        let mut workers = workers.into_iter();
+        if let Some(saga) = workers.next() {
+            match tokio::time::timeout_at(until, saga).await {
+                Ok(_) => tracing::info!("saga work stopped; the steps in flight finished"),
+                Err(_) => tracing::warn!(
+                    ?deadline,
+                    "steps still in flight at the deadline; the next host resumes them"
+                ),
+            }
+        }
+        match tokio::time::timeout_at(until, relay::flush(self)).await {
+            Ok(Ok(n)) => tracing::info!(published = n, "outbox flushed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the last outbox flush failed; the next host publishes it")
+            }
+            Err(_) => tracing::warn!("the outbox was still being flushed at the deadline"),
+        }
+        for w in workers {
+            w.abort();
+        }
     }
 
     /// Seeds each tenant's demo stock where none is recorded yet.

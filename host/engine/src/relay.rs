@@ -26,6 +26,38 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     oms_clock::backoff(failures, BACKOFF_BASE_MS, BACKOFF_CAP_MS)
 }
 
+/// Publishes every message due now, batch by batch, until none is left:
+/// the relay's last act when the host stops. The number published.
+pub(crate) async fn flush(p: &Platform) -> Result<usize, FlushError> {
+    let mut published = 0;
+    loop {
+        let claim = p.store.claim_outbox(oms_clock::now_ms(), BATCH).await?;
+        let n = claim.records.len();
+        if n == 0 {
+            return Ok(published);
+        }
+        if let Err(e) = p.transport.publish(&claim.records).await {
+            if let Err(e) = p.store.release(claim).await {
+                tracing::warn!(error = %e, "releasing outbox messages failed");
+            }
+            return Err(FlushError::Transport(e.to_string()));
+        }
+        p.store.complete(claim).await?;
+        p.metrics
+            .outbox_published_total
+            .fetch_add(n as u64, Ordering::Relaxed);
+        published += n;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error("the store: {0}")]
+    Store(#[from] oms_store::StoreError),
+    #[error("the transport: {0}")]
+    Transport(String),
+}
+
 pub(crate) async fn run(p: Arc<Platform>) {
     tokio::spawn(listen(p.clone()));
     let mut failures = 0u32;

@@ -196,6 +196,13 @@ pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord, whole_saga: b
 /// The dispatcher: sweeps the command table for due work not yet running.
 pub(crate) async fn run(p: Arc<Platform>) {
     loop {
+        let stopped = p.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if p.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            wait_for_in_flight(&p).await;
+            return;
+        }
         let now = oms_clock::now_ms();
         match p.store.due_commands(now, 2 * CONCURRENCY as i64).await {
             Ok(commands) => {
@@ -217,8 +224,16 @@ pub(crate) async fn run(p: Arc<Platform>) {
         }
         tokio::select! {
             _ = p.wake.notified() => {}
+            _ = &mut stopped => {}
             _ = tokio::time::sleep(SWEEP) => {}
         }
+    }
+}
+
+/// Waits until no order's command is being carried out in this process.
+async fn wait_for_in_flight(p: &Platform) {
+    while !p.runner.lock().orders.is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

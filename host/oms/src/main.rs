@@ -107,6 +107,10 @@ struct ServeArgs {
     /// Partitions for topics the host creates.
     #[arg(long, default_value_t = 12, env = "OMS_KAFKA_PARTITIONS")]
     kafka_partitions: i32,
+    /// After HTTP has drained: how long the steps in flight may take to
+    /// finish, the Kafka consumer to commit and the relay to flush.
+    #[arg(long, default_value_t = 10_000, env = "OMS_SHUTDOWN_DEADLINE_MS")]
+    shutdown_deadline_ms: u64,
     /// Connections served at once; past it, new ones wait to be accepted.
     #[arg(long, default_value_t = 4096, env = "OMS_MAX_CONNECTIONS")]
     max_connections: usize,
@@ -325,7 +329,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("seeding demo stock")?;
     }
-    let _workers = platform.start();
+    let workers = platform.start();
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -368,9 +372,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             () = shutdown() => tracing::info!("second signal: grace cut short"),
         }
     };
-    http_server::serve(listener, oms_api::router(platform, edge), limits, stop).await?;
-    // Sagas in flight are in the database: whatever step was running is
-    // resumed by the next host to start (or another host, with Kafka).
+    http_server::serve(
+        listener,
+        oms_api::router(platform.clone(), edge),
+        limits,
+        stop,
+    )
+    .await?;
+    // HTTP is drained; the saga work stops next. Whatever step is still
+    // running at the deadline is in the database, resumed by the next host
+    // to start (or another host, with Kafka).
+    platform
+        .stop(workers, Duration::from_millis(args.shutdown_deadline_ms))
+        .await;
     tracing::info!("stopped");
     Ok(())
 }

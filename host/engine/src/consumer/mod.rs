@@ -60,10 +60,25 @@ pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
     let permits = Arc::new(Semaphore::new(IN_HAND));
     let mut failures = 0u32;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+        // Registered before the flag is read, so a stop in between still wakes us.
+        let stopped = p.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if p.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            break;
+        }
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = &mut stopped => break,
         };
-        let m = match consumer.recv().await {
+        let received = tokio::select! {
+            m = consumer.recv() => m,
+            () = &mut stopped => break,
+        };
+        let m = match received {
             Ok(m) => m.detach(),
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -110,6 +125,19 @@ pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
             }
             drop(permit);
         });
+    }
+    // Stopping: the messages in hand finish, then their offsets are
+    // committed now rather than by the next background commit, so the
+    // partitions' next owner does not run them again.
+    if let Ok(all) = permits.acquire_many(IN_HAND as u32).await {
+        drop(all);
+    }
+    match tokio::task::spawn_blocking(move || commands::commit_now(&consumer)).await {
+        Ok(Ok(())) => tracing::info!("saga command offsets committed"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "committing offsets at shutdown failed; the next owner may run a few commands again (they are deduplicated)")
+        }
+        Err(e) => tracing::warn!(error = %e, "committing offsets at shutdown panicked"),
     }
 }
 
