@@ -129,6 +129,28 @@ async fn metrics_carry_tenant_route_step_slot_and_outcome(kind: Kind) {
     assert!(
         count(r#"oms_provider_request_duration_seconds_count{tenant="acme",outcome="ok"}"#) >= 2.0
     );
+    // A step's log line carries its tenant, order and trace (JSON logs: the
+    // test hosts' stderr is not a terminal).
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    let failed: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "saga step failed")
+        .unwrap_or_else(|| panic!("no line for the declined payment:\n{log}"));
+    let span = &failed["span"];
+    assert_eq!(span["tenant"], "acme", "{failed}");
+    assert_eq!(span["order_id"], declined.as_str(), "{failed}");
+    assert_eq!(span["step"], "authorize-payment", "{failed}");
+    assert_eq!(
+        span["trace_id"].as_str().map(str::len),
+        Some(32),
+        "{failed}"
+    );
+    assert!(
+        failed["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{failed}"
+    );
+
     // What deploy/ alerts on and charts is what a host exposes.
     for file in ["deploy/prometheus/rules.yml", "deploy/grafana/oms.json"] {
         let source = std::fs::read_to_string(support::workspace().join(file)).unwrap();

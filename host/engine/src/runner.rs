@@ -304,9 +304,13 @@ pub(crate) async fn process(
     if oms_trace::current().is_none() {
         oms_trace::continue_from(&span, loaded.order.trace_parent.as_deref());
     }
-    if let Some(trace) = oms_trace::of(&span).or_else(|| loaded.order.trace_parent.clone())
-        && let Some(id) = oms_trace::trace_id(&trace)
-    {
+    // The trace id on every line logged in the step: the exported trace's,
+    // else the one stored with the order, else the one derived from the
+    // order id that its Kafka messages carry when nothing is exported.
+    let trace = oms_trace::of(&span)
+        .or_else(|| loaded.order.trace_parent.clone())
+        .unwrap_or_else(|| crate::transport::kafka::traceparent(order_id.as_str(), ""));
+    if let Some(id) = oms_trace::trace_id(&trace) {
         span.record("trace_id", id);
     }
     run_command(p, &tenant, &order_id, cmd, action, loaded, step_label)
@@ -386,6 +390,13 @@ async fn run_command(
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("oms_saga_step_attempts_total", &labels).increment(1);
     tracing::Span::current().record("outcome", outcome.event.name());
+    // A failed attempt is worth a line: operators search the log by order or trace.
+    match &outcome.event {
+        SagaEvent::StepFailed { failure, .. } | SagaEvent::CompensationFailed { failure, .. } => {
+            tracing::info!(code = %failure.code, transient = failure.transient, reason = %failure.message, "saga step failed");
+        }
+        _ => {}
+    }
     match commit(p, tenant, order_id, Some(&cmd.id), loaded, outcome).await {
         Committed::Applied(follow) => (true, follow),
         Committed::Superseded | Committed::Unchanged | Committed::Refused(_) => (true, None),

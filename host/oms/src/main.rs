@@ -155,7 +155,9 @@ fn main() -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            // Every enclosing span's fields too: a line logged in a plugin
+            // call still carries its step's order_id and trace_id.
+            .with_span_list(true)
             .flatten_event(true)
     });
     let text_logs = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
