@@ -72,6 +72,10 @@ fn describe() {
         "oms_plugin_calls_total",
         "Plugin calls by tenant, slot, version and outcome (ok or the failure's code)."
     );
+    metrics::describe_gauge!(
+        "oms_consumer_lag",
+        "Saga command messages in this host's partitions not yet consumed (Kafka mode)."
+    );
     describe_histogram!(
         "oms_provider_request_duration_seconds",
         Unit::Seconds,

@@ -157,7 +157,24 @@ impl Context {
     }
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the
+    /// messages this host's partitions hold beyond what it has consumed.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .get(TOPIC_SAGA_COMMANDS)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    // -1: a partition this host does not consume.
+                    .map(|p| p.consumer_lag.max(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        metrics::gauge!("oms_consumer_lag").set(lag as f64);
+    }
+}
 
 impl ConsumerContext for Context {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -210,6 +227,8 @@ pub fn consumer(
         // Most steps run on the host that committed the one before (it owns
         // the order's partition); the topic carries first steps and recovery.
         .set("fetch.wait.max.ms", "25")
+        // For the consumer lag gauge (`stats`).
+        .set("statistics.interval.ms", "5000")
         .create_with_context(context)?;
     consumer.subscribe(&[TOPIC_SAGA_COMMANDS])?;
     Ok(consumer)
