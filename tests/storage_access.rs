@@ -301,7 +301,91 @@ async fn operators_are_found_by_token_until_revoked_and_audited(kind: Kind) {
     assert_eq!(s.audit_log(None, 2).await.unwrap().len(), 2);
 }
 
+fn stats_row(host: &str, version: &str, calls: i64, at: i64) -> oms_store::PluginStatsRecord {
+    oms_store::PluginStatsRecord {
+        host: host.into(),
+        tenant_id: "acme".into(),
+        slot: "guardrail".into(),
+        version: version.into(),
+        calls,
+        succeeded: calls - 1,
+        traps: 1,
+        timeouts: 0,
+        out_of_fuel: 0,
+        output_too_large: 0,
+        invalid_answers: 0,
+        other_failures: 0,
+        fuel_used_total: calls * 100,
+        latency: Some("ab01".into()),
+        updated_at: at,
+    }
+}
+
+fn log_row(id: &str, host: &str, at: i64) -> oms_store::PluginLogRecord {
+    oms_store::PluginLogRecord {
+        id: id.into(),
+        tenant_id: "acme".into(),
+        slot: "guardrail".into(),
+        host: host.into(),
+        version: "v1".into(),
+        at,
+        line: format!("line {id}"),
+    }
+}
+
+async fn plugin_telemetry_is_kept_per_host_and_read_across_hosts(kind: Kind) {
+    let (s, _db) = store(kind).await;
+    let s: &dyn Store = &s;
+    // Each host's counts are cumulative: a later write replaces its row.
+    s.save_plugin_stats(&[stats_row("h1", "v1", 5, 1), stats_row("h2", "v1", 3, 1)])
+        .await
+        .unwrap();
+    s.save_plugin_stats(&[stats_row("h1", "v1", 9, 2)])
+        .await
+        .unwrap();
+    let rows = s.plugin_stats("acme", "guardrail").await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.host.as_str(), r.calls, r.updated_at))
+            .collect::<Vec<_>>(),
+        vec![("h1", 9, 2), ("h2", 3, 1)]
+    );
+    assert_eq!(rows[0].latency.as_deref(), Some("ab01"));
+    assert!(
+        s.plugin_stats("acme", "fraud-check")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.plugin_stats("globex", "guardrail")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Lines from every host; the newest `limit`, oldest first.
+    s.append_plugin_logs(&[
+        log_row("a", "h1", 10),
+        log_row("b", "h2", 12),
+        log_row("c", "h1", 11),
+    ])
+    .await
+    .unwrap();
+    let newest = s.plugin_logs("acme", "guardrail", 2).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        vec!["c", "b"]
+    );
+    assert_eq!(s.prune_plugin_logs(11).await.unwrap(), 1);
+    assert_eq!(
+        s.plugin_logs("acme", "guardrail", 10).await.unwrap().len(),
+        2
+    );
+}
+
 on_both_backends!(
+    plugin_telemetry_is_kept_per_host_and_read_across_hosts,
     tenant_writes_raise_the_revision_and_refuse_what_does_not_fit,
     an_import_applies_a_file_once_and_keeps_api_changes,
     keys_rotate_once_revoke_once_and_raise_their_tenants_revision,

@@ -539,3 +539,9 @@ pub async fn admin(srv: &Server, path: &str, body: Option<Value>, token: &str) -
     let r = req.bearer_auth(token).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
+
+/// The value of the sample whose line starts with `series` (name and labels).
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}

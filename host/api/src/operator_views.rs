@@ -36,7 +36,7 @@ pub async fn plugin_stats(
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
-    Ok(Json(stats_json(&p, &tenant, slot)))
+    Ok(Json(stats_json(&p, &tenant, slot).await?))
 }
 
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/logs?limit=`: newest last.
@@ -50,7 +50,7 @@ pub async fn plugin_logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
-    logs_json(&p, &tenant, slot, &q).map(Json)
+    logs_json(&p, &tenant, slot, &q).await.map(Json)
 }
 
 /// `GET /admin/v1/dlq`: the dead-letter topic (Kafka mode); in-process

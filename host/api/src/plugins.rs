@@ -165,12 +165,20 @@ pub async fn stats(
     Key(tenant, _): Key<PluginsRead>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(stats_json(&p, &tenant, slot(&raw)?)))
+    Ok(Json(stats_json(&p, &tenant, slot(&raw)?).await?))
 }
 
 /// A slot's call stats per version; clients' and operators' view.
-pub(crate) fn stats_json(p: &AppState, tenant: &Tenant, slot: Slot) -> Value {
-    json!({ "slot": slot, "data": p.plugins.stats.stats(tenant.id.as_str(), slot) })
+/// Every host's calls, merged per version.
+pub(crate) async fn stats_json(
+    p: &AppState,
+    tenant: &Tenant,
+    slot: Slot,
+) -> Result<Value, ApiError> {
+    let data = oms_engine::plugin_telemetry::stats(p, tenant.id.as_str(), slot)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(json!({ "slot": slot, "data": data }))
 }
 
 /// `GET /api/v1/plugins/{slot}/logs?limit=`: the plugin's own output, newest last.
@@ -183,22 +191,21 @@ pub async fn logs(
     Path(raw): Path<String>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    logs_json(&p, &tenant, slot(&raw)?, &q).map(Json)
+    logs_json(&p, &tenant, slot(&raw)?, &q).await.map(Json)
 }
 
 /// A slot's latest log lines (`?limit=`), newest last; clients' and
 /// operators' view.
-pub(crate) fn logs_json(
+pub(crate) async fn logs_json(
     p: &AppState,
     tenant: &Tenant,
     slot: Slot,
     q: &std::collections::HashMap<String, String>,
 ) -> Result<Value, ApiError> {
     let limit = limit(q, 100, 500)?;
-    let lines: Vec<Value> = p
-        .plugins
-        .stats
-        .logs(tenant.id.as_str(), slot, limit)
+    let lines: Vec<Value> = oms_engine::plugin_telemetry::logs(p, tenant.id.as_str(), slot, limit)
+        .await
+        .map_err(ApiError::store)?
         .into_iter()
         .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
         .collect();

@@ -14,6 +14,7 @@ pub use transport::topics::{
 mod consumer;
 pub mod metrics;
 pub mod orders;
+pub mod plugin_telemetry;
 mod reconcile;
 mod recorder;
 pub use reconcile::{Expected, Reconciled, differences, expected, reconcile_due};
@@ -63,6 +64,8 @@ pub struct Platform {
     /// work; `stopped` wakes the loops waiting for some.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
     pub(crate) stopped: tokio::sync::Notify,
+    /// This process, as the database's per-host rows name it.
+    pub host_id: String,
 }
 
 impl Platform {
@@ -91,6 +94,7 @@ impl Platform {
             draining: Default::default(),
             stopping: Default::default(),
             stopped: Default::default(),
+            host_id: format!("host_{}", oms_clock::monotonic_ulid()),
         })
     }
 

@@ -1,6 +1,8 @@
 //! Per tenant, slot and component version: how calls went (counts by
 //! outcome, fuel, latency percentiles), and the plugin's own log lines,
-//! bounded. Kept in memory by each host; tenants read them through the API.
+//! bounded. Kept in memory by each host, which writes them to the database
+//! in the background ([`PluginStats::snapshot`], [`PluginStats::take_new_logs`]);
+//! the API reads every host's and merges them ([`merge`]).
 
 use super::{CallStats, PluginError, Slot};
 use hdrhistogram::Histogram;
@@ -56,6 +58,91 @@ struct Entry {
 pub struct PluginStats {
     entries: Mutex<HashMap<(String, Slot, String), Entry>>,
     logs: Mutex<HashMap<(String, Slot), VecDeque<LogLine>>>,
+    /// Lines not yet written to the database, with their tenant and slot.
+    new_logs: Mutex<VecDeque<(String, Slot, LogLine)>>,
+}
+
+/// Lines waiting to be written at most; past it the oldest are dropped
+/// (the database being down must not grow the host's memory).
+const NEW_LOGS_MAX: usize = 10_000;
+
+/// One version's counts on this host, with its latencies serialized for
+/// merging with other hosts'.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub tenant: String,
+    pub slot: Slot,
+    pub stats: VersionStats,
+    /// The latency histogram (µs), HDR V2 serialization, hex.
+    pub latency: Option<String>,
+}
+
+/// Serializes a latency histogram for the database.
+fn encode(h: &Histogram<u64>) -> Option<String> {
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(h, &mut bytes)
+        .ok()?;
+    Some(hex::encode(bytes))
+}
+
+/// Reads a histogram [`encode`] wrote; `None` for one that does not read.
+pub fn decode(text: &str) -> Option<Histogram<u64>> {
+    let bytes = hex::decode(text).ok()?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .ok()
+}
+
+/// Merges the counts of one version from several hosts (each with its
+/// latency histogram, if any): counts add up, percentiles come from the
+/// merged histogram. Sorted by version.
+pub fn merge(
+    parts: impl IntoIterator<Item = (VersionStats, Option<Histogram<u64>>)>,
+) -> Vec<VersionStats> {
+    let mut merged: std::collections::BTreeMap<String, (VersionStats, Option<Histogram<u64>>)> =
+        Default::default();
+    for (s, h) in parts {
+        match merged.get_mut(&s.version) {
+            None => {
+                merged.insert(s.version.clone(), (s, h));
+            }
+            Some((m, mh)) => {
+                m.calls += s.calls;
+                m.succeeded += s.succeeded;
+                m.traps += s.traps;
+                m.timeouts += s.timeouts;
+                m.out_of_fuel += s.out_of_fuel;
+                m.output_too_large += s.output_too_large;
+                m.invalid_answers += s.invalid_answers;
+                m.other_failures += s.other_failures;
+                m.fuel_used_total += s.fuel_used_total;
+                match (mh.as_mut(), h) {
+                    (Some(mh), Some(h)) => {
+                        // Same bounds everywhere; a histogram that does not
+                        // fit is left out of the percentiles, not the counts.
+                        let _ = mh.add(&h);
+                    }
+                    (None, Some(h)) => *mh = Some(h),
+                    _ => {}
+                }
+            }
+        }
+    }
+    merged
+        .into_values()
+        .map(|(mut s, h)| {
+            if let Some(h) = h {
+                s.latency_us = Latency {
+                    p50: h.value_at_quantile(0.5),
+                    p99: h.value_at_quantile(0.99),
+                    max: h.max(),
+                };
+            }
+            s
+        })
+        .collect()
 }
 
 impl PluginStats {
@@ -150,13 +237,59 @@ impl PluginStats {
                     }
                     line.truncate(cut);
                 }
-                lines.push_back(LogLine {
+                let line = LogLine {
                     at,
                     version: version.to_string(),
                     line,
-                });
+                };
+                let mut new = self.new_logs.lock().unwrap_or_else(|p| p.into_inner());
+                if new.len() == NEW_LOGS_MAX {
+                    new.pop_front();
+                }
+                new.push_back((tenant.to_string(), slot, line.clone()));
+                lines.push_back(line);
             }
         }
+    }
+
+    /// Every version of every slot that ran on this host, for the database.
+    pub fn snapshot(&self) -> Vec<Snapshot> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .map(|((tenant, slot, _), e)| Snapshot {
+                tenant: tenant.clone(),
+                slot: *slot,
+                stats: e.stats.clone(),
+                latency: e.latency.as_ref().and_then(encode),
+            })
+            .collect()
+    }
+
+    /// The lines logged since the last call, oldest first.
+    pub fn take_new_logs(&self) -> Vec<(String, Slot, LogLine)> {
+        std::mem::take(&mut *self.new_logs.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Lines taken but not written: back in front of the queue.
+    pub fn put_back_logs(&self, lines: Vec<(String, Slot, LogLine)>) {
+        let mut new = self.new_logs.lock().unwrap_or_else(|p| p.into_inner());
+        for line in lines.into_iter().rev() {
+            if new.len() == NEW_LOGS_MAX {
+                break;
+            }
+            new.push_front(line);
+        }
+    }
+
+    /// This host's latency histogram of a version, for merging.
+    pub fn histogram(&self, tenant: &str, slot: Slot, version: &str) -> Option<Histogram<u64>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&(tenant.to_string(), slot, version.to_string()))
+            .and_then(|e| e.latency.clone())
     }
 
     /// Every version of a tenant's slot that ran on this host.

@@ -1,5 +1,5 @@
 //! The areas this store does not keep: plugin versions and their rollouts,
-//! reconciliation, tenants, keys and operators. Reads find nothing stored;
+//! reconciliation, tenants, keys, operators and plugin telemetry. Reads find nothing stored;
 //! writes are refused.
 
 use super::MemoryStore;
@@ -293,5 +293,37 @@ impl Operators for MemoryStore {
         _limit: i64,
     ) -> Result<Vec<OperatorAuditRecord>> {
         Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl oms_store::PluginTelemetry for MemoryStore {
+    async fn save_plugin_stats(&self, _rows: &[oms_store::PluginStatsRecord]) -> Result<()> {
+        Err(StoreError::Unsupported("plugin telemetry"))
+    }
+
+    async fn plugin_stats(
+        &self,
+        _tenant: &str,
+        _slot: &str,
+    ) -> Result<Vec<oms_store::PluginStatsRecord>> {
+        Ok(Vec::new())
+    }
+
+    async fn append_plugin_logs(&self, _lines: &[oms_store::PluginLogRecord]) -> Result<()> {
+        Err(StoreError::Unsupported("plugin telemetry"))
+    }
+
+    async fn plugin_logs(
+        &self,
+        _tenant: &str,
+        _slot: &str,
+        _limit: i64,
+    ) -> Result<Vec<oms_store::PluginLogRecord>> {
+        Ok(Vec::new())
+    }
+
+    async fn prune_plugin_logs(&self, _before: i64) -> Result<u64> {
+        Ok(0)
     }
 }

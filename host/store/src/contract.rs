@@ -8,8 +8,9 @@
 use crate::{
     ActivationChange, ActivationRecord, AuditRecord, CanaryCall, CanaryRecord, CanaryWindow,
     CommandRecord, CustomerHistory, IdempotencyBegin, Mismatch, NewOrder, OrderEventRecord,
-    OrderFilter, OrderRecord, OutboxClaim, OutboxListener, PaymentRecord, PluginQuota,
-    PluginVersionRecord, RecordedCall, Result, ShadowResult, StockLevel, Transition, Unreconciled,
+    OrderFilter, OrderRecord, OutboxClaim, OutboxListener, PaymentRecord, PluginLogRecord,
+    PluginQuota, PluginStatsRecord, PluginVersionRecord, RecordedCall, Result, ShadowResult,
+    StockLevel, Transition, Unreconciled,
 };
 use crate::{
     ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord, TenantRecord, TenantWrite,
@@ -409,6 +410,25 @@ pub trait Operators: Send + Sync {
     ) -> Result<Vec<OperatorAuditRecord>>;
 }
 
+/// How tenants' plugins ran on every host.
+#[async_trait]
+pub trait PluginTelemetry: Send + Sync {
+    /// Upserts each host's cumulative counts (by host, tenant, slot, version).
+    async fn save_plugin_stats(&self, rows: &[PluginStatsRecord]) -> Result<()>;
+    /// Every host's counts for a tenant's slot.
+    async fn plugin_stats(&self, tenant: &str, slot: &str) -> Result<Vec<PluginStatsRecord>>;
+    async fn append_plugin_logs(&self, lines: &[PluginLogRecord]) -> Result<()>;
+    /// The newest `limit` lines of a tenant's slot from every host, oldest first.
+    async fn plugin_logs(
+        &self,
+        tenant: &str,
+        slot: &str,
+        limit: i64,
+    ) -> Result<Vec<PluginLogRecord>>;
+    /// Drops lines logged before `before`; how many.
+    async fn prune_plugin_logs(&self, before: i64) -> Result<u64>;
+}
+
 /// Every area: what a host's platform holds.
 pub trait Store:
     Database
@@ -424,6 +444,7 @@ pub trait Store:
     + TenantConfigs
     + ApiKeys
     + Operators
+    + PluginTelemetry
 {
 }
 
@@ -441,5 +462,6 @@ impl<T> Store for T where
         + TenantConfigs
         + ApiKeys
         + Operators
+        + PluginTelemetry
 {
 }

@@ -12,6 +12,7 @@ pub mod contract;
 mod inventory;
 mod orders;
 mod outbox;
+mod plugin_telemetry;
 mod plugin_upload;
 mod plugins;
 mod reconciliation;
@@ -22,8 +23,8 @@ mod transition;
 pub use access::{ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord};
 pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
 pub use contract::{
-    ApiKeys, Canaries, Database, Inventory, Operators, Orders, Outbox, PluginUploads,
-    PluginVersions, Reconciliation, Recordings, SagaLog, Store, TenantConfigs,
+    ApiKeys, Canaries, Database, Inventory, Operators, Orders, Outbox, PluginTelemetry,
+    PluginUploads, PluginVersions, Reconciliation, Recordings, SagaLog, Store, TenantConfigs,
 };
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
@@ -31,6 +32,7 @@ pub use orders::{
     PaymentRecord,
 };
 pub use outbox::{OutboxClaim, OutboxListener, OutboxMessage, OutboxRecord};
+pub use plugin_telemetry::{PluginLogRecord, PluginStatsRecord};
 pub use plugin_upload::PluginQuota;
 pub use plugins::{
     ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,

@@ -35,6 +35,10 @@ pub async fn sync(p: &Platform) -> Result<(), PluginOpError> {
     Ok(())
 }
 
+/// How often plugin call stats and log lines are written (every second).
+const TELEMETRY_EVERY: u32 = 4;
+/// How often log lines past their retention are dropped (every ten minutes).
+const LOG_PRUNE_EVERY: u32 = 2_400;
 /// How often API keys' last use is written (a request never waits on it).
 const KEY_USE_EVERY: u32 = 8;
 
@@ -50,6 +54,23 @@ pub(crate) async fn run_sync(p: Arc<Platform>) {
         }
         if let Err(e) = sync(&p).await {
             tracing::warn!(error = %e, "syncing plugin activations failed");
+        }
+        if round.is_multiple_of(TELEMETRY_EVERY) {
+            match crate::plugin_telemetry::flush(&p).await {
+                Ok(()) => {}
+                // A store that keeps no telemetry (the in-memory one): each
+                // host's own is still served.
+                Err(oms_store::StoreError::Unsupported(_)) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing plugin call stats and logs failed; kept for the next round")
+                }
+            }
+        }
+        if round.is_multiple_of(LOG_PRUNE_EVERY) {
+            let before = oms_clock::now_ms() - crate::plugin_telemetry::LOG_RETENTION_MS;
+            if let Err(e) = p.store.prune_plugin_logs(before).await {
+                tracing::warn!(error = %e, "pruning old plugin log lines failed");
+            }
         }
         if round.is_multiple_of(KEY_USE_EVERY)
             && let Err(e) = p.flush_key_use().await
