@@ -482,6 +482,29 @@ async fn bad_input_is_refused_with_pointers_and_loses_nothing(kind: Kind) {
     assert_eq!(body["error"]["code"], "MALFORMED_JSON");
     assert_eq!(api.get("/orders?limit=0").await.status, 400);
     assert_eq!(api.get("/orders/not-an-id").await.status, 404);
+    // NUL, which PostgreSQL cannot store or compare, is refused at the edge
+    // in a path or query, and in a body's text where a handler reads it.
+    let nul = api.get("/orders?customer=a%00b").await;
+    assert_eq!(
+        (nul.status, nul.body["error"]["code"].as_str()),
+        (400, Some("INVALID_REQUEST")),
+        "{}",
+        nul.body
+    );
+    assert_eq!(api.get("/orders/ord%00").await.status, 400);
+    let nowhere = "ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D";
+    let r = api
+        .post(
+            &format!("/orders/{nowhere}/cancel"),
+            &json!({ "reason": "a\u{0}b" }),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (422, Some("CONTROL_CHARACTER")),
+        "{}",
+        r.body
+    );
     assert!(
         api.get("/orders").await.body["data"]
             .as_array()

@@ -157,6 +157,26 @@ async fn every_answer_has_a_request_id_and_every_refusal_the_envelope() {
         .find(|l| l["span"]["request_id"] == "trace-me-2")
         .unwrap_or_else(|| panic!("no JSON line for trace-me-2 in:\n{log}"));
     assert_eq!(line["span"]["tenant"], "acme", "{line}");
+
+    // A request about an order names it on its lines: a refused
+    // cancellation of one that does not exist is logged with its id.
+    let ghost = "ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D";
+    let refused = reqwest::Client::new()
+        .post(format!("{}/api/v1/orders/{ghost}/cancel", srv.url))
+        .header("x-tenant-id", "acme")
+        .bearer_auth("acme-dev-key")
+        .header("x-request-id", "about-an-order")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["span"]["request_id"] == "about-an-order")
+        .unwrap_or_else(|| panic!("no JSON line for about-an-order in:\n{log}"));
+    assert_eq!(line["span"]["order_id"], ghost, "{line}");
     assert_eq!(line["status"], 404, "{line}");
 }
 

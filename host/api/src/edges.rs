@@ -81,6 +81,16 @@ fn is_json(req: &Request) -> bool {
 /// The refusal a request gets before its handler runs, if any.
 fn refuse_early(req: &Request) -> Option<ApiError> {
     let path = req.uri().path();
+    // NUL reaches no handler: no id or filter holds one, and PostgreSQL
+    // cannot even compare text with one.
+    let raw = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
+    if raw.to_ascii_lowercase().contains("%00") {
+        return Some(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "the path or query holds a NUL character",
+        ));
+    }
     let limit = body_limit(path);
     if let Some(n) = declared_length(req).filter(|n| *n > limit) {
         return Some(ApiError::new(
@@ -164,6 +174,7 @@ pub async fn edges(req: Request<Body>, next: Next) -> Response {
         method = %req.method(),
         path = %req.uri().path(),
         tenant = tracing::field::Empty,
+        order_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
     // A client's W3C trace context is continued (else the trace starts

@@ -45,8 +45,11 @@ pub(crate) fn order_error(e: OrderError) -> ApiError {
     }
 }
 
+/// The order a request is about; named on every line logged within it.
 pub(crate) fn order_id(raw: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(raw).ok_or_else(|| ApiError::not_found("order"))
+    let id = OrderId::parse(raw).ok_or_else(|| ApiError::not_found("order"))?;
+    tracing::Span::current().record("order_id", id.as_str());
+    Ok(id)
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -120,6 +123,7 @@ pub async fn create(
     .map_err(order_error)?;
     Ok(match placed {
         Placed::Created { record, body } => {
+            tracing::Span::current().record("order_id", record.id.as_str());
             let mut r = json_response(StatusCode::CREATED, body);
             if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/orders/{}", record.id)) {
                 r.headers_mut().insert(header::LOCATION, v);
@@ -314,6 +318,18 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let id = order_id(&id)?;
     let request: CancelRequest = optional_body(&body)?;
+    if request
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CONTROL_CHARACTER",
+            "reason must not contain control characters",
+        )
+        .with_details(json!({ "errors": [{ "field": "/reason", "code": "CONTROL_CHARACTER", "message": "must not contain control characters" }] })));
+    }
     let reason = request
         .reason
         .as_deref()

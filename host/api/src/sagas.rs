@@ -178,6 +178,18 @@ pub async fn act(
     let tenant = tenant(&p, &t)?;
     let id = order_id(&id)?;
     let request: ReasonRequest = optional_body(&body)?;
+    if request
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CONTROL_CHARACTER",
+            "reason must not contain control characters",
+        )
+        .with_details(serde_json::json!({ "errors": [{ "field": "/reason", "code": "CONTROL_CHARACTER", "message": "must not contain control characters" }] })));
+    }
     let reason = request
         .reason
         .as_deref()
