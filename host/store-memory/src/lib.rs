@@ -10,6 +10,7 @@
 //! would, so the engine's handling of a failed read or write can be tested.
 //! One process owns the memory, so an outbox claim needs no lock.
 
+mod outbox;
 mod sagas;
 mod unsupported;
 
@@ -17,8 +18,8 @@ use async_trait::async_trait;
 use oms_domain::{OrderId, Sku, TenantId, WarehouseId};
 use oms_store::{
     CommandRecord, CustomerHistory, Database, IdempotencyBegin, Inventory, NewOrder,
-    OrderEventRecord, OrderFilter, OrderRecord, Orders, Outbox, OutboxClaim, OutboxListener,
-    OutboxRecord, PaymentRecord, RecordedCall, Recordings, Result, StockLevel, StoreError,
+    OrderEventRecord, OrderFilter, OrderRecord, Orders, OutboxRecord, PaymentRecord, RecordedCall,
+    Recordings, Result, StockLevel, StoreError,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -390,64 +391,6 @@ impl Inventory for MemoryStore {
             .collect();
         rows.sort();
         Ok(rows)
-    }
-}
-
-#[async_trait]
-impl Outbox for MemoryStore {
-    async fn claim_outbox(&self, now: i64, limit: i64) -> Result<OutboxClaim> {
-        self.check("claim_outbox")?;
-        let records = self
-            .tables()
-            .outbox
-            .iter()
-            .filter(|q| q.available_at <= now)
-            .take(usize::try_from(limit).unwrap_or(0))
-            .map(|q| q.record.clone())
-            .collect();
-        Ok(OutboxClaim::detached(records))
-    }
-
-    async fn complete(&self, claim: OutboxClaim) -> Result<()> {
-        self.check("complete")?;
-        let ids: HashSet<&str> = claim.records.iter().map(|r| r.id.as_str()).collect();
-        self.tables()
-            .outbox
-            .retain(|q| !ids.contains(q.record.id.as_str()));
-        Ok(())
-    }
-
-    async fn release(&self, _claim: OutboxClaim) -> Result<()> {
-        self.check("release")
-    }
-
-    async fn next_outbox_due(&self, now: i64) -> Result<Option<i64>> {
-        self.check("next_outbox_due")?;
-        let t = self.tables();
-        Ok(t.outbox
-            .iter()
-            .map(|q| q.available_at)
-            .filter(|at| *at > now)
-            .min())
-    }
-
-    async fn oldest_due_unpublished(&self, now: i64) -> Result<Option<i64>> {
-        self.check("oldest_due_unpublished")?;
-        let t = self.tables();
-        Ok(t.outbox
-            .iter()
-            .map(|q| q.available_at)
-            .filter(|at| *at <= now)
-            .min())
-    }
-
-    async fn unpublished_count(&self) -> Result<i64> {
-        self.check("unpublished_count")?;
-        Ok(self.tables().outbox.len() as i64)
-    }
-
-    async fn outbox_listener(&self) -> Result<Option<OutboxListener>> {
-        Ok(None)
     }
 }
 
