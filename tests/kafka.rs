@@ -396,13 +396,18 @@ async fn a_stopped_kafka_host_commits_flushes_and_loses_nothing() {
     let mut host = kafka_host(&db, &broker, &psp).await;
     let api = host.api("acme");
     let mut ids = Vec::new();
-    for i in 0..6 {
-        // Slow authorizations: some are in flight when the signal comes.
-        let token = if i % 2 == 0 { "tok_slow" } else { "tok_visa" };
-        ids.push(
-            api.place(&order(&format!("c-{i}"), "WIDGET-1", 1, token))
-                .await,
-        );
+    // Slow authorizations (4 s each) first, then quick orders: once the quick
+    // ones are confirmed the consumer is at work, and the slow ones are
+    // (most likely) in flight when the signal comes.
+    let tokens = [
+        "tok_slow", "tok_slow", "tok_slow", "tok_visa", "tok_visa", "tok_visa",
+    ];
+    for (i, token) in tokens.into_iter().enumerate() {
+        let body = order(&format!("c-{i}"), "WIDGET-1", 1, token);
+        ids.push(api.place(&body).await);
+    }
+    for id in &ids[3..] {
+        assert_eq!(api.settle(id).await["status"], "CONFIRMED");
     }
     host.terminate();
     assert!(host.exited().await.success(), "exit status not 0");

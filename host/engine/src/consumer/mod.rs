@@ -134,6 +134,10 @@ pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
     }
     match tokio::task::spawn_blocking(move || commands::commit_now(&consumer)).await {
         Ok(Ok(())) => tracing::info!("saga command offsets committed"),
+        // Nothing finished since the last background commit.
+        Ok(Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        ))) => tracing::info!("saga command offsets committed (nothing new)"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "committing offsets at shutdown failed; the next owner may run a few commands again (they are deduplicated)")
         }
