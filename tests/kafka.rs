@@ -424,7 +424,7 @@ async fn a_stopped_kafka_host_commits_flushes_and_loses_nothing() {
     for id in &ids {
         assert_eq!(api.settle(id).await["status"], "CONFIRMED", "{id}");
     }
-    let ledger = host_ledger(&psp).await;
+    let ledger = support::ledger_at(&psp.url).await;
     for id in &ids {
         let mine: Vec<(&str, &str)> = ledger
             .iter()
@@ -437,15 +437,4 @@ async fn a_stopped_kafka_host_commits_flushes_and_loses_nothing() {
             "{id}"
         );
     }
-}
-
-async fn host_ledger(psp: &Psp) -> Vec<Value> {
-    let v: Value = support::ledger_request(&psp.url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["data"].as_array().cloned().unwrap()
 }

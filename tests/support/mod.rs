@@ -141,6 +141,18 @@ pub async fn stock_totals(api: &Api, sku: &str) -> (i64, i64) {
 }
 
 /// The sandbox provider's whole ledger, read with its operator key.
+/// Every account's ledger entries at the sandbox provider at `psp_url`.
+pub async fn ledger_at(psp_url: &str) -> Vec<Value> {
+    let v: Value = ledger_request(psp_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"].as_array().cloned().unwrap_or_default()
+}
+
 pub fn ledger_request(psp_url: &str) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .get(format!("{psp_url}/v1/ledger"))
@@ -363,14 +375,7 @@ impl Server {
     }
 
     pub async fn ledger(&self) -> Vec<Value> {
-        let v: Value = ledger_request(&self.psp_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["data"].as_array().cloned().unwrap_or_default()
+        ledger_at(&self.psp_url).await
     }
 
     pub async fn metric(&self, name: &str) -> u64 {

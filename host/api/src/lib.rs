@@ -213,6 +213,23 @@ pub(crate) fn typed_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     })
 }
 
+/// Refuses text with control characters (NUL, escapes, line breaks) in
+/// `field` (a JSON pointer): 422 `CONTROL_CHARACTER`.
+pub(crate) fn no_control(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+    if !value.is_some_and(|v| v.chars().any(char::is_control)) {
+        return Ok(());
+    }
+    let message = "must not contain control characters";
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "CONTROL_CHARACTER",
+        format!("{field} {message}"),
+    )
+    .with_details(
+        json!({ "errors": [{ "field": field, "code": "CONTROL_CHARACTER", "message": message }] }),
+    ))
+}
+
 /// A body that may be left out: empty is `T::default()`.
 pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
     bytes: &[u8],

@@ -2,7 +2,7 @@
 
 use super::auth::{Key, OrdersRead, OrdersWrite};
 pub(crate) use super::order_views::{history_json, iso, order_json, payments_json};
-use super::{ApiError, AppState, json_body, optional_body, typed_body};
+use super::{ApiError, AppState, json_body, no_control, optional_body, typed_body};
 use crate::openapi::schemas::{CancelRequest, ShipmentRequest};
 use axum::Json;
 use axum::body::Bytes;
@@ -318,18 +318,7 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let id = order_id(&id)?;
     let request: CancelRequest = optional_body(&body)?;
-    if request
-        .reason
-        .as_deref()
-        .is_some_and(|r| r.chars().any(char::is_control))
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "CONTROL_CHARACTER",
-            "reason must not contain control characters",
-        )
-        .with_details(json!({ "errors": [{ "field": "/reason", "code": "CONTROL_CHARACTER", "message": "must not contain control characters" }] })));
-    }
+    no_control("/reason", request.reason.as_deref())?;
     let reason = request
         .reason
         .as_deref()

@@ -7,7 +7,7 @@
 use super::auth::{Admin, Operator};
 use super::orders::{order_error, order_id, order_json, saga_state};
 use super::plugins::tenant;
-use super::{ApiError, AppState, optional_body};
+use super::{ApiError, AppState, no_control, optional_body};
 use crate::openapi::admin_schemas::ReasonRequest;
 use axum::Json;
 use axum::body::Bytes;
@@ -178,18 +178,7 @@ pub async fn act(
     let tenant = tenant(&p, &t)?;
     let id = order_id(&id)?;
     let request: ReasonRequest = optional_body(&body)?;
-    if request
-        .reason
-        .as_deref()
-        .is_some_and(|r| r.chars().any(char::is_control))
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "CONTROL_CHARACTER",
-            "reason must not contain control characters",
-        )
-        .with_details(serde_json::json!({ "errors": [{ "field": "/reason", "code": "CONTROL_CHARACTER", "message": "must not contain control characters" }] })));
-    }
+    no_control("/reason", request.reason.as_deref())?;
     let reason = request
         .reason
         .as_deref()
