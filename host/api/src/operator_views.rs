@@ -29,7 +29,7 @@ pub async fn orders(
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/stats`.
 #[utoipa::path(get, path = "/tenants/{tenant}/plugins/{slot}/stats", tag = "rollouts", operation_id = "adminGetComponentStats",
     params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
-    responses((status = 200, description = "Calls, failures and latency per version.", body = serde_json::Value)))]
+    responses((status = 200, description = "Calls, failures and latency per version.", body = crate::openapi::views::PluginStats)))]
 pub async fn plugin_stats(
     State(p): State<AppState>,
     _: Operator,
@@ -42,7 +42,7 @@ pub async fn plugin_stats(
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/logs?limit=`: newest last.
 #[utoipa::path(get, path = "/tenants/{tenant}/plugins/{slot}/logs", tag = "rollouts", operation_id = "adminGetComponentLogs",
     params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "At most this many (100 unless told).")),
-    responses((status = 200, description = "The slot's latest log lines.", body = serde_json::Value)))]
+    responses((status = 200, description = "The slot's latest log lines.", body = crate::openapi::views::PluginLogs)))]
 pub async fn plugin_logs(
     State(p): State<AppState>,
     _: Operator,

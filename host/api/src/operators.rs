@@ -47,14 +47,14 @@ fn valid_name(name: &str) -> bool {
 /// `GET /admin/v1/whoami`.
 #[utoipa::path(get, path = "/whoami", tag = "operators", operation_id = "whoami",
     summary = "The operator this token belongs to",
-    responses((status = 200, description = "Name, role and how they signed in.", body = serde_json::Value)))]
+    responses((status = 200, description = "Name, role and how they signed in.", body = crate::openapi::views::Whoami)))]
 pub async fn whoami(op: Operator) -> Json<Value> {
     Json(json!({ "name": op.name, "role": op.role.as_str(), "source": op.source }))
 }
 
 /// `GET /admin/v1/operators`.
 #[utoipa::path(get, path = "/operators", tag = "operators", operation_id = "listOperators",
-    responses((status = 200, description = "Every operator (never their tokens).", body = serde_json::Value)))]
+    responses((status = 200, description = "Every operator (never their tokens).", body = crate::openapi::views::Operators)))]
 pub async fn list(State(p): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
     let all = p.store.operators().await.map_err(ApiError::store)?;
     Ok(Json(
@@ -154,7 +154,7 @@ pub async fn revoke(
 #[utoipa::path(get, path = "/audit", tag = "operators", operation_id = "getAudit",
     summary = "Who changed what, from where and when",
     params(("tenant" = Option<String>, Query, description = "Only changes to this tenant."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many (100 unless told).")),
-    responses((status = 200, description = "Newest first.", body = serde_json::Value)))]
+    responses((status = 200, description = "Newest first.", body = crate::openapi::views::AuditLog)))]
 pub async fn audit(
     State(p): State<AppState>,
     _: Operator,

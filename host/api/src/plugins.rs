@@ -145,7 +145,7 @@ pub async fn upload(
 /// `GET /api/v1/plugins/{slot}/versions`.
 #[utoipa::path(get, path = "/plugins/{slot}/versions", tag = "plugins", operation_id = "listComponentVersions",
     security(("tenantId" = [], "tenantKey" = ["plugins:read"])), params(("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
-    responses((status = 200, description = "The slot's versions and which is active.", body = serde_json::Value)))]
+    responses((status = 200, description = "The slot's versions and which is active.", body = crate::openapi::views::ComponentVersions)))]
 pub async fn tenant_versions(
     State(p): State<AppState>,
     Key(tenant, _): Key<PluginsRead>,
@@ -159,7 +159,7 @@ pub async fn tenant_versions(
 /// by outcome, with fuel and latency.
 #[utoipa::path(get, path = "/plugins/{slot}/stats", tag = "plugins", operation_id = "getComponentStats",
     security(("tenantId" = [], "tenantKey" = ["plugins:read"])), params(("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
-    responses((status = 200, description = "Calls, failures and latency per version.", body = serde_json::Value)))]
+    responses((status = 200, description = "Calls, failures and latency per version.", body = crate::openapi::views::PluginStats)))]
 pub async fn stats(
     State(p): State<AppState>,
     Key(tenant, _): Key<PluginsRead>,
@@ -184,7 +184,7 @@ pub(crate) async fn stats_json(
 /// `GET /api/v1/plugins/{slot}/logs?limit=`: the plugin's own output, newest last.
 #[utoipa::path(get, path = "/plugins/{slot}/logs", tag = "plugins", operation_id = "getComponentLogs",
     security(("tenantId" = [], "tenantKey" = ["plugins:read"])), params(("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "At most this many (100 unless told).")),
-    responses((status = 200, description = "The slot's latest log lines, newest last.", body = serde_json::Value)))]
+    responses((status = 200, description = "The slot's latest log lines, newest last.", body = crate::openapi::views::PluginLogs)))]
 pub async fn logs(
     State(p): State<AppState>,
     Key(tenant, _): Key<PluginsRead>,
@@ -285,7 +285,7 @@ pub(super) fn tenant(p: &AppState, raw: &str) -> Result<Arc<Tenant>, ApiError> {
 /// `GET /admin/v1/tenants/{tenant}/plugins/{slot}/versions`.
 #[utoipa::path(get, path = "/tenants/{tenant}/plugins/{slot}/versions", tag = "rollouts", operation_id = "adminListComponentVersions",
     params(("tenant" = String, Path, description = "The tenant id."), ("slot" = crate::openapi::admin_schemas::Slot, Path, description = "The plugin slot.")),
-    responses((status = 200, description = "The slot's versions and which is active.", body = serde_json::Value)))]
+    responses((status = 200, description = "The slot's versions and which is active.", body = crate::openapi::views::ComponentVersions)))]
 pub async fn admin_versions(
     State(p): State<AppState>,
     _: Operator,

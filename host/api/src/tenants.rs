@@ -99,7 +99,7 @@ fn detail(r: &TenantRecord) -> Result<Value, ApiError> {
 
 /// `GET /admin/v1/tenants`.
 #[utoipa::path(get, path = "/tenants", tag = "tenants", operation_id = "listTenants",
-    responses((status = 200, description = "Every tenant.", body = serde_json::Value)))]
+    responses((status = 200, description = "Every tenant.", body = crate::openapi::views::TenantList)))]
 pub async fn list(State(p): State<AppState>, _: Operator) -> Result<Json<Value>, ApiError> {
     let records = p.store.tenant_records().await.map_err(ApiError::store)?;
     let data = records
@@ -113,7 +113,7 @@ pub async fn list(State(p): State<AppState>, _: Operator) -> Result<Json<Value>,
 #[utoipa::path(get, path = "/tenants/{tenant}", tag = "tenants", operation_id = "getTenant",
     summary = "A tenant's manifest (secrets shown as ********) and revision",
     params(("tenant" = String, Path, description = "The tenant id.")),
-    responses((status = 200, description = "The tenant.", body = serde_json::Value)))]
+    responses((status = 200, description = "The tenant.", body = crate::openapi::views::TenantDetail)))]
 pub async fn show(
     State(p): State<AppState>,
     _: Operator,
@@ -130,7 +130,7 @@ pub async fn show(
 /// `POST /admin/v1/tenants` with a manifest.
 #[utoipa::path(post, path = "/tenants", tag = "tenants", operation_id = "createTenant",
     request_body(content = crate::openapi::admin_schemas::TenantManifest, content_type = "application/json"),
-    responses((status = 201, description = "Created.", body = serde_json::Value), (status = 409, description = "A tenant with this id exists.", body = crate::openapi::schemas::Error)))]
+    responses((status = 201, description = "Created.", body = crate::openapi::views::TenantDetail), (status = 409, description = "A tenant with this id exists.", body = crate::openapi::schemas::Error)))]
 pub async fn create(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -171,7 +171,7 @@ pub async fn create(
     summary = "Replace a tenant's manifest",
     params(("tenant" = String, Path, description = "The tenant id."), ("If-Match" = Option<String>, Header, description = "The revision this change is based on; a stale one is refused with 409.")),
     request_body(content = crate::openapi::admin_schemas::TenantManifest, content_type = "application/json"),
-    responses((status = 200, description = "Updated.", body = serde_json::Value), (status = 409, description = "The revision in If-Match is not the current one.", body = crate::openapi::schemas::Error)))]
+    responses((status = 200, description = "Updated.", body = crate::openapi::views::TenantDetail), (status = 409, description = "The revision in If-Match is not the current one.", body = crate::openapi::schemas::Error)))]
 pub async fn update(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -225,7 +225,7 @@ pub async fn update(
 #[utoipa::path(post, path = "/tenants/{tenant}/{action}", tag = "tenants", operation_id = "suspendOrResumeTenant",
     summary = "Suspend a tenant (its sagas in flight finish) or resume it",
     params(("tenant" = String, Path, description = "The tenant id."), ("action" = crate::openapi::admin_schemas::TenantAction, Path)),
-    responses((status = 200, description = "Done.", body = serde_json::Value), (status = 409, description = "It already is.", body = crate::openapi::schemas::Error)))]
+    responses((status = 200, description = "Done.", body = crate::openapi::views::TenantDetail), (status = 409, description = "It already is.", body = crate::openapi::schemas::Error)))]
 pub async fn suspend(
     State(p): State<AppState>,
     Admin(op): Admin,
@@ -286,7 +286,7 @@ fn issued_json(issued: &IssuedKey) -> Value {
 /// `GET /admin/v1/tenants/{tenant}/keys`.
 #[utoipa::path(get, path = "/tenants/{tenant}/keys", tag = "tenants", operation_id = "listKeys",
     params(("tenant" = String, Path, description = "The tenant id.")),
-    responses((status = 200, description = "The tenant's API keys (never their secrets).", body = serde_json::Value)))]
+    responses((status = 200, description = "The tenant's API keys (never their secrets).", body = crate::openapi::views::ApiKeys)))]
 pub async fn keys(
     State(p): State<AppState>,
     _: Operator,
@@ -308,7 +308,7 @@ pub async fn keys(
     summary = "Issue an API key; its secret is in this answer only",
     params(("tenant" = String, Path, description = "The tenant id.")),
     request_body(content = crate::openapi::admin_schemas::KeyRequest, content_type = "application/json"),
-    responses((status = 201, description = "The key with its secret.", body = serde_json::Value)))]
+    responses((status = 201, description = "The key with its secret.", body = crate::openapi::views::IssuedKey)))]
 pub async fn create_key(
     State(p): State<AppState>,
     Admin(op): Admin,

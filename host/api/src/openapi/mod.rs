@@ -7,6 +7,7 @@
 
 pub mod admin_schemas;
 pub mod schemas;
+pub mod views;
 
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
