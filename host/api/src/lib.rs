@@ -60,6 +60,15 @@ impl Default for EdgeOptions {
 /// The API's routes and the OpenAPI document describing them, built from
 /// the same handler attributes.
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut doc) = annotated_routes();
+    // Modifiers run before nesting adds the paths; run ours over them all.
+    utoipa::Modify::modify(&openapi::Contract, &mut doc);
+    (routes, doc)
+}
+
+/// The routes and each path's own documentation, before what every
+/// operation shares is added.
+fn annotated_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let upload = {
         // Components can be large (a Python guest carries its interpreter).
         // Above the component limit, so an oversized upload gets TOO_LARGE
@@ -120,15 +129,11 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The OpenAPI document of this build (what `/openapi.json` serves).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = routes();
-    // Modifiers run before nesting adds the paths; run ours over them all.
-    utoipa::Modify::modify(&openapi::Contract, &mut doc);
-    doc
+    routes().1
 }
 
 pub fn router(platform: Arc<Platform>, edge: EdgeOptions) -> Router {
-    let (api, _) = routes();
-    let doc = openapi_document();
+    let (api, doc) = routes();
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .route(
             "/healthz",
@@ -228,6 +233,16 @@ pub(crate) fn no_control(field: &str, value: Option<&str>) -> Result<(), ApiErro
     .with_details(
         json!({ "errors": [{ "field": field, "code": "CONTROL_CHARACTER", "message": message }] }),
     ))
+}
+
+/// A reason a caller gave: without control characters, trimmed, `None`
+/// when left out or blank.
+pub(crate) fn stated_reason(reason: Option<&str>) -> Result<Option<String>, ApiError> {
+    no_control("/reason", reason)?;
+    Ok(reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned))
 }
 
 /// A body that may be left out: empty is `T::default()`.

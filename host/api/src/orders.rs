@@ -2,7 +2,7 @@
 
 use super::auth::{Key, OrdersRead, OrdersWrite};
 pub(crate) use super::order_views::{history_json, iso, order_json, payments_json};
-use super::{ApiError, AppState, json_body, no_control, optional_body, typed_body};
+use super::{ApiError, AppState, json_body, optional_body, stated_reason, typed_body};
 use crate::openapi::schemas::{CancelRequest, ShipmentRequest};
 use axum::Json;
 use axum::body::Bytes;
@@ -318,12 +318,8 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let id = order_id(&id)?;
     let request: CancelRequest = optional_body(&body)?;
-    no_control("/reason", request.reason.as_deref())?;
-    let reason = request
-        .reason
+    let reason = stated_reason(request.reason.as_deref())?
         .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
         .unwrap_or("requested by client")
         .chars()
         .take(500)

@@ -7,7 +7,7 @@
 use super::auth::{Admin, Operator};
 use super::orders::{order_error, order_id, order_json, saga_state};
 use super::plugins::tenant;
-use super::{ApiError, AppState, no_control, optional_body};
+use super::{ApiError, AppState, optional_body, stated_reason};
 use crate::openapi::admin_schemas::ReasonRequest;
 use axum::Json;
 use axum::body::Bytes;
@@ -178,13 +178,7 @@ pub async fn act(
     let tenant = tenant(&p, &t)?;
     let id = order_id(&id)?;
     let request: ReasonRequest = optional_body(&body)?;
-    no_control("/reason", request.reason.as_deref())?;
-    let reason = request
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned);
+    let reason = stated_reason(request.reason.as_deref())?;
     let needs_reason = || {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
