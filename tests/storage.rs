@@ -662,6 +662,84 @@ async fn concurrent_registrations_of_one_plugin_agree_on_its_version(kind: Kind)
     assert_eq!(other.version, 2);
 }
 
+/// Many writes at once (a group-commit batch on the SQL stores): each is
+/// answered alone. A stale version, a redelivered command and a short
+/// reservation fail and leave nothing of theirs, while every other write
+/// in the same moment is applied whole, with a gapless history.
+async fn concurrent_writes_are_each_all_or_nothing(under: Under) {
+    let (store, _db) = store(under).await;
+    set(&*store, "RARE", "main", 1).await.unwrap();
+    let mut orders = Vec::new();
+    for i in 0..24 {
+        orders.push(new_order(&*store, &format!("c{i}"), 1_000, 100).await);
+    }
+    // Order 0's command is consumed first, so its second consumption is a redelivery.
+    let redelivered = orders[0].clone();
+    store
+        .commit_transition(&effects(&redelivered, 0, Some(format!("cmd-{redelivered}"))))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = orders
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                let mut t = effects(&id, 0, Some(format!("cmd-{id}")));
+                match i {
+                    0 => t.expected_version = 1,
+                    1 => t.expected_version = 7,
+                    2 | 3 => t.inventory = Some(InventoryOp::Reserve(vec![("RARE".into(), 1)])),
+                    _ => {}
+                }
+                t.events = vec![("a".into(), json!({ "i": i })), ("b".into(), json!({}))];
+                t.commands = vec![command(&format!("next-{id}"), 9_000)];
+                t.outbox = vec![OutboxMessage {
+                    id: format!("m-{id}"),
+                    topic: "t".into(),
+                    event_type: "a".into(),
+                    payload: json!({ "i": i }),
+                    available_at: None,
+                }];
+                (i, store.commit_transition(&t).await)
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    let mut short = 0;
+    for task in tasks {
+        let (i, answer) = task.await.unwrap();
+        match (i, answer) {
+            (0, Err(StoreError::Duplicate)) | (1, Err(StoreError::Conflict)) => {}
+            (2 | 3, Err(StoreError::InsufficientStock { .. })) => short += 1,
+            (_, Ok(v)) => {
+                assert_eq!(v, 1, "write {i}");
+                applied += 1;
+            }
+            (i, other) => panic!("write {i}: unexpected {other:?}"),
+        }
+    }
+    // One of the two reservations got the one unit.
+    assert_eq!((applied, short), (21, 1));
+    assert_eq!(stock(&*store, "RARE").await, vec![("main".into(), 1, 1)]);
+    for (i, id) in orders.iter().enumerate() {
+        let order = store.order(&tenant(), id).await.unwrap();
+        let events = store.order_events(&tenant(), id).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        if order.version == 1 && i != 0 {
+            assert_eq!(seqs, vec![1, 2, 3], "order {i}");
+        } else if i == 0 {
+            // Its first consumption wrote no events; the redelivery nothing.
+            assert_eq!((order.version, seqs), (1, vec![1]), "order 0");
+        } else {
+            assert_eq!((order.version, seqs), (0, vec![1]), "order {i}: left nothing");
+        }
+    }
+    // The refused writes' commands are still there to run; the applied ones' successors wait.
+    assert_eq!(store.pending_commands().await.unwrap(), 2 + 21);
+    assert_eq!(store.unpublished_count().await.unwrap(), 21);
+}
+
 // Plugin versions are kept by the SQL stores only.
 on_both_backends!(concurrent_registrations_of_one_plugin_agree_on_its_version);
 
@@ -672,6 +750,7 @@ on_every_store!(
     reservations_are_conditional_and_all_or_nothing,
     shipping_consumes_reserved_stock,
     concurrent_reservations_never_oversell,
+    concurrent_writes_are_each_all_or_nothing,
     idempotency_keys_replay_refuse_and_recover,
     outbox_is_claimed_in_order_and_removed_once_published,
     orders_list_newest_first_by_status_and_cursor,

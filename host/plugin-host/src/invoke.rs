@@ -34,7 +34,7 @@ impl PluginHost {
     ) -> Result<Called<R>, PluginError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R> + Send + 'static,
+        F: Fn(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R> + Send + 'static,
     {
         // The tenant's share first, then the host's: a tenant at its limit
         // queues behind itself without holding a slot anyone else could use.
@@ -62,14 +62,43 @@ impl PluginHost {
             fuel = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
+            inline = tracing::field::Empty,
         );
-        let inside = span.clone();
-        let (result, stats) = tokio::task::spawn_blocking(move || {
-            let _entered = inside.enter();
-            run_call(&engine, &running, limits, http, f)
-        })
-        .await
-        .map_err(|e| PluginError::Unavailable(e.to_string()))?;
+        // A deterministic slot (no outbound HTTP: its answer depends on its
+        // arguments alone) first runs right here, with at most INLINE_FUEL:
+        // a call of a few thousand instructions then costs no hand-off to
+        // another thread. One that needs more is run again from the start
+        // on the blocking pool with its whole budget; what the first try did
+        // is thrown away, and it held this thread for at most INLINE_FUEL.
+        let inline = http.is_none() && !needs_own_thread(&limits);
+        let (result, stats) = if inline {
+            let sliced = CallLimits {
+                fuel: limits.fuel.min(INLINE_FUEL),
+                ..limits
+            };
+            let _entered = span.enter();
+            let (result, stats) = run_call(&self.engine, plugin, sliced, None, &f);
+            if matches!(result, Err(PluginError::OutOfFuel)) && limits.fuel > INLINE_FUEL {
+                (None, stats)
+            } else {
+                (Some(result), stats)
+            }
+        } else {
+            (None, CallStats::default())
+        };
+        span.record("inline", result.is_some());
+        let (result, stats) = match result {
+            Some(result) => (result, stats),
+            None => {
+                let inside = span.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _entered = inside.enter();
+                    run_call(&engine, &running, limits, http, &f)
+                })
+                .await
+                .map_err(|e| PluginError::Unavailable(e.to_string()))?
+            }
+        };
         // The host never carries an unbounded answer into the saga or the database.
         let result = result.and_then(|value| check(&value, limits.output_bytes).map(|()| value));
         // As a signed integer: OpenTelemetry has no unsigned one (a u64 would
@@ -110,6 +139,7 @@ impl PluginHost {
             move |store, plugin| match &plugin.pre {
                 Pre::Guardrail(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
+                    ready(store);
                     instance
                         .oms_plugin_order_rules()
                         .call_validate(&mut *store, &order, &settings)
@@ -138,9 +168,10 @@ impl PluginHost {
             move |store, plugin| match &plugin.pre {
                 Pre::Fraud(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
+                    ready(store);
                     instance
                         .oms_plugin_risk()
-                        .call_assess(&mut *store, &order, context, &settings)
+                        .call_assess(&mut *store, &order, context.clone(), &settings)
                 }
                 _ => Err(wasmtime::Error::msg("not a fraud check")),
             },
@@ -171,6 +202,7 @@ impl PluginHost {
             move |store, plugin| match &plugin.pre {
                 Pre::Payment { operations, .. } => {
                     let instance = operations.instantiate(&mut *store)?;
+                    ready(store);
                     let provider = instance.oms_plugin_provider();
                     match op {
                         PaymentOp::Authorize => {
@@ -222,6 +254,7 @@ impl PluginHost {
                 } => {
                     let instance = operations.instance_pre().instantiate(&mut *store)?;
                     let exports = status.load(&mut *store, &instance)?;
+                    ready(store);
                     exports.oms_plugin_payment_status().call_retrieve(
                         &mut *store,
                         &provider_reference,
@@ -253,6 +286,7 @@ impl PluginHost {
             move |store, plugin| match &plugin.pre {
                 Pre::Policy(pre) => {
                     let instance = pre.instantiate(&mut *store)?;
+                    ready(store);
                     instance.oms_plugin_policy().call_decide(
                         &mut *store,
                         &failure,
@@ -276,16 +310,34 @@ wire_enum!(
     }
 );
 
+/// Notes that the instance is ready: what came before was the call's set-up.
+fn ready(store: &mut Store<CallState>) {
+    store.data_mut().ready = Some(Instant::now());
+}
+
+/// Fuel a deterministic call may use on the caller's thread before it is
+/// moved to the blocking pool: about a millisecond of guest work at most.
+pub const INLINE_FUEL: u64 = 1_000_000;
+
+/// Whether a call under `limits` goes straight to the blocking pool: a
+/// deadline shorter than the inline slice could take is kept on a thread
+/// of its own too (never the case with the platform's limits).
+fn needs_own_thread(limits: &CallLimits) -> bool {
+    limits.timeout < 2 * EPOCH_TICK
+}
+
 pub(super) fn run_call<R, F>(
     engine: &Engine,
     plugin: &Plugin,
     limits: CallLimits,
     http: Option<HttpGrant>,
-    f: F,
+    f: &F,
 ) -> (Result<R, PluginError>, CallStats)
 where
-    F: FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R>,
+    F: Fn(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R>,
 {
+    // Set-up (store, WASI context, instance) counts from here.
+    let started = Instant::now();
     let log = log::BoundedLog::new(limits.log_bytes);
     let wasi = WasiCtx::builder()
         .stdout(log.clone())
@@ -302,6 +354,7 @@ where
             .tables(shape::LIMITS.tables as usize)
             .build(),
         http,
+        ready: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -315,12 +368,15 @@ where
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
 
-    let started = Instant::now();
     let result = f(&mut store, plugin);
     let (kept_log, log_dropped) = log.contents();
     let stats = CallStats {
         fuel_used: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
         duration: started.elapsed(),
+        setup: store
+            .data()
+            .ready
+            .map(|at| at.saturating_duration_since(started)),
         log: kept_log,
         log_dropped,
     };

@@ -129,7 +129,11 @@ impl PluginError {
 #[derive(Debug, Clone, Default)]
 pub struct CallStats {
     pub fuel_used: u64,
+    /// The whole call: set-up and the guest's own work.
     pub duration: Duration,
+    /// Of `duration`, making the store, WASI context and instance (`None`
+    /// when the call failed before its instance was ready).
+    pub setup: Option<Duration>,
     pub log: String,
     /// Bytes written past the log budget, cut off.
     pub log_dropped: usize,
@@ -175,6 +179,8 @@ pub struct CallState {
     table: ResourceTable,
     limits: StoreLimits,
     http: Option<HttpGrant>,
+    /// When the instance was ready and the guest's own work began.
+    ready: Option<std::time::Instant>,
 }
 
 impl WasiView for CallState {

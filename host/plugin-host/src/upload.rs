@@ -65,7 +65,7 @@ impl PluginHost {
                 plugin,
                 *limits,
                 None,
-                move |store, _| match &running.pre {
+                &move |store: &mut wasmtime::Store<super::CallState>, _: &Plugin| match &running.pre {
                     Pre::Guardrail(pre) => pre.instantiate(&mut *store).map(drop),
                     Pre::Fraud(pre) => pre.instantiate(&mut *store).map(drop),
                     Pre::Payment { operations, .. } => {

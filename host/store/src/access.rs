@@ -92,7 +92,7 @@ macro_rules! insert_key {
         .bind($k.scopes)
         .bind($k.actor)
         .bind($k.now)
-        .execute(&mut *$tx)
+        .execute(crate::counted::stmt(&mut *$tx))
         .await?
     };
 }
@@ -102,7 +102,7 @@ macro_rules! bump {
         sqlx::query(BUMP_TENANT)
             .bind($tenant.as_str())
             .bind($now)
-            .execute(&mut *$tx)
+            .execute(crate::counted::stmt(&mut *$tx))
             .await?
     };
 }
@@ -111,7 +111,7 @@ macro_rules! bump {
 impl ApiKeys for SqlStore {
     async fn create_api_key(&self, key: &NewApiKey<'_>) -> Result<ApiKeyRecord> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             if bump!(tx, key.tenant, key.now).rows_affected() == 0 {
                 return Err(StoreError::NotFound);
             }
@@ -119,7 +119,7 @@ impl ApiKeys for SqlStore {
             let record =
                 sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
                     .bind(key.id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(crate::counted::stmt(&mut *tx))
                     .await?;
             tx.commit().await?;
             Ok(record)
@@ -132,7 +132,7 @@ impl ApiKeys for SqlStore {
                 "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
             ))
             .bind(tenant.as_str())
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -144,7 +144,7 @@ impl ApiKeys for SqlStore {
         grace_until: i64,
     ) -> Result<ApiKeyRecord> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             // Only a live key, not already rotated, can be rotated: a second
             // rotation of the same key (two clicks) is a conflict, not a
             // second live successor.
@@ -153,7 +153,7 @@ impl ApiKeys for SqlStore {
             ))
             .bind(old_id)
             .bind(new.tenant.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(crate::counted::stmt(&mut *tx))
             .await?;
             let old = old.ok_or(StoreError::NotFound)?;
             let marked = sqlx::query(
@@ -163,7 +163,7 @@ impl ApiKeys for SqlStore {
             .bind(old_id)
             .bind(grace_until)
             .bind(new.id)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?;
             if marked.rows_affected() == 0 {
                 return Err(StoreError::Conflict);
@@ -178,7 +178,7 @@ impl ApiKeys for SqlStore {
             let record =
                 sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
                     .bind(new.id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(crate::counted::stmt(&mut *tx))
                     .await?;
             tx.commit().await?;
             Ok(record)
@@ -187,21 +187,21 @@ impl ApiKeys for SqlStore {
 
     async fn revoke_api_key(&self, tenant: &TenantId, id: &str, now: i64) -> Result<ApiKeyRecord> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let done = sqlx::query(
                 "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL",
             )
             .bind(id)
             .bind(tenant.as_str())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?;
             let record: Option<ApiKeyRecord> = sqlx::query_as(&format!(
                 "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND tenant_id = $2"
             ))
             .bind(id)
             .bind(tenant.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(crate::counted::stmt(&mut *tx))
             .await?;
             let record = record.ok_or(StoreError::NotFound)?;
             if done.rows_affected() == 0 {
@@ -218,7 +218,7 @@ impl ApiKeys for SqlStore {
             return Ok(());
         }
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             for (id, at) in used {
                 sqlx::query(
                     "UPDATE api_keys SET last_used_at = $2
@@ -226,7 +226,7 @@ impl ApiKeys for SqlStore {
                 )
                 .bind(id)
                 .bind(at)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             }
             tx.commit().await?;
@@ -239,11 +239,11 @@ impl ApiKeys for SqlStore {
 impl Operators for SqlStore {
     async fn create_operator(&self, op: &OperatorRecord) -> Result<OperatorRecord> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             // A revoked operator's name may be given again, to a new token.
             sqlx::query("DELETE FROM operators WHERE name = $1 AND revoked_at IS NOT NULL")
                 .bind(&op.name)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             let inserted = sqlx::query(
                 "INSERT INTO operators (name, role, token_hash, created_by, created_at)
@@ -254,7 +254,7 @@ impl Operators for SqlStore {
             .bind(&op.token_hash)
             .bind(&op.created_by)
             .bind(op.created_at)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?;
             if inserted.rows_affected() == 0 {
                 return Err(StoreError::Conflict);
@@ -269,7 +269,7 @@ impl Operators for SqlStore {
             Ok(sqlx::query_as(&format!(
                 "SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY name"
             ))
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -284,13 +284,13 @@ impl Operators for SqlStore {
                 "SELECT {OPERATOR_COLUMNS} FROM operators WHERE token_hash = $1 AND revoked_at IS NULL"
             ))
             .bind(token_hash)
-            .fetch_optional(pool)
+            .fetch_optional(crate::counted::stmt(pool))
             .await?;
             if let Some(op) = &found {
                 sqlx::query("UPDATE operators SET last_used_at = $2 WHERE name = $1")
                     .bind(&op.name)
                     .bind(now)
-                    .execute(pool)
+                    .execute(crate::counted::auto(pool))
                     .await?;
             }
             Ok(found)
@@ -304,13 +304,13 @@ impl Operators for SqlStore {
             )
             .bind(name)
             .bind(now)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?;
             let record: Option<OperatorRecord> = sqlx::query_as(&format!(
                 "SELECT {OPERATOR_COLUMNS} FROM operators WHERE name = $1"
             ))
             .bind(name)
-            .fetch_optional(pool)
+            .fetch_optional(crate::counted::stmt(pool))
             .await?;
             match record {
                 None => Err(StoreError::NotFound),
@@ -334,7 +334,7 @@ impl Operators for SqlStore {
             .bind(&entry.tenant_id)
             .bind(&entry.target)
             .bind(&entry.detail)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?;
             Ok(())
         })
@@ -352,7 +352,7 @@ impl Operators for SqlStore {
             )
             .bind(tenant.map(TenantId::as_str))
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }

@@ -58,14 +58,14 @@ const CANARY_COLUMNS: &str = "tenant_id, slot, version, percent, max_failure_per
 impl crate::contract::Canaries for SqlStore {
     async fn start_canary(&self, c: &CanaryRecord) -> Result<ActivationRecord> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let exists: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM plugin_versions WHERE tenant_id = $1 AND slot = $2 AND version = $3",
             )
             .bind(&c.tenant_id)
             .bind(&c.slot)
             .bind(c.version)
-            .fetch_one(&mut *tx)
+            .fetch_one(crate::counted::stmt(&mut *tx))
             .await?;
             if exists == 0 {
                 return Err(StoreError::NotFound);
@@ -88,7 +88,7 @@ impl crate::contract::Canaries for SqlStore {
             .bind(c.min_calls)
             .bind(&c.started_by)
             .bind(c.started_at)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?;
             let detail = format!(
                 "{}% of orders; rolls back above {}‰ failures, p99 {} µs or {}‰ divergence, after {} calls",
@@ -111,7 +111,7 @@ impl crate::contract::Canaries for SqlStore {
             let record: ActivationRecord = sqlx::query_as(ACTIVATION_OF_SLOT)
                 .bind(&c.tenant_id)
                 .bind(&c.slot)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(crate::counted::stmt(&mut *tx))
                 .await?
                 .ok_or(StoreError::NotFound)?;
             tx.commit().await?;
@@ -126,7 +126,7 @@ impl crate::contract::Canaries for SqlStore {
             ))
             .bind(tenant.as_str())
             .bind(slot)
-            .fetch_optional(pool)
+            .fetch_optional(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -135,7 +135,7 @@ impl crate::contract::Canaries for SqlStore {
         on_pool!(self, read, |pool| {
             Ok(
                 sqlx::query_as(&format!("SELECT {CANARY_COLUMNS} FROM plugin_canaries"))
-                    .fetch_all(pool)
+                    .fetch_all(crate::counted::stmt(pool))
                     .await?,
             )
         })
@@ -150,7 +150,7 @@ impl crate::contract::Canaries for SqlStore {
         now: i64,
     ) -> Result<bool> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let ended = sqlx::query(
                 "DELETE FROM plugin_canaries WHERE tenant_id = $1 AND slot = $2 AND version = $3 AND started_at = $4",
             )
@@ -158,7 +158,7 @@ impl crate::contract::Canaries for SqlStore {
             .bind(&c.slot)
             .bind(c.version)
             .bind(c.started_at)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?
             .rows_affected()
                 == 1;
@@ -195,7 +195,7 @@ impl crate::contract::Canaries for SqlStore {
             .bind(call.duration_us)
             .bind(call.agreed.map(i64::from))
             .bind(call.at)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?;
         });
         Ok(())
@@ -213,7 +213,7 @@ impl crate::contract::Canaries for SqlStore {
             .bind(c.version)
             .bind(c.started_at)
             .bind(window)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?
         });
         let mut durations: Vec<i64> = rows.iter().map(|r| r.1).collect();

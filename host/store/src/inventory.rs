@@ -36,7 +36,7 @@ macro_rules! apply_inventory {
                 let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE tenant_id = $1 AND order_id = $2")
                     .bind(tenant.as_str())
                     .bind(order.as_str())
-                    .fetch_one(&mut *$tx)
+                    .fetch_one(crate::counted::stmt(&mut *$tx))
                     .await?;
                 // Already reserved by an earlier delivery of the same step: nothing to do.
                 if held == 0 {
@@ -49,7 +49,7 @@ macro_rules! apply_inventory {
                         .bind(tenant.as_str())
                         .bind(sku)
                         .bind(*quantity)
-                        .fetch_optional(&mut *$tx)
+                        .fetch_optional(crate::counted::stmt(&mut *$tx))
                         .await?;
                         let Some(warehouse) = warehouse else {
                             return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
@@ -63,7 +63,7 @@ macro_rules! apply_inventory {
                         .bind(&warehouse)
                         .bind(*quantity)
                         .bind(now)
-                        .execute(&mut *$tx)
+                        .execute(crate::counted::stmt(&mut *$tx))
                         .await?;
                         if updated.rows_affected() != 1 {
                             return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
@@ -78,7 +78,7 @@ macro_rules! apply_inventory {
                         .bind(&warehouse)
                         .bind(*quantity)
                         .bind(now)
-                        .execute(&mut *$tx)
+                        .execute(crate::counted::stmt(&mut *$tx))
                         .await?;
                     }
                 }
@@ -92,7 +92,7 @@ macro_rules! apply_inventory {
                 )
                 .bind(tenant.as_str())
                 .bind(order.as_str())
-                .fetch_all(&mut *$tx)
+                .fetch_all(crate::counted::stmt(&mut *$tx))
                 .await?;
                 for (sku, warehouse, quantity) in held {
                     let sql = if consume {
@@ -108,7 +108,7 @@ macro_rules! apply_inventory {
                         .bind(&warehouse)
                         .bind(quantity)
                         .bind(now)
-                        .execute(&mut *$tx)
+                        .execute(crate::counted::stmt(&mut *$tx))
                         .await?;
                     if updated.rows_affected() != 1 {
                         return Err($crate::StoreError::Corrupt(format!(
@@ -125,7 +125,7 @@ macro_rules! apply_inventory {
                     .bind(&warehouse)
                     .bind(if consume { "consumed" } else { "released" })
                     .bind(now)
-                    .execute(&mut *$tx)
+                    .execute(crate::counted::stmt(&mut *$tx))
                     .await?;
                 }
             }
@@ -145,7 +145,7 @@ impl crate::contract::Inventory for SqlStore {
         now: i64,
     ) -> Result<StockLevel> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             sqlx::query(
                 "INSERT INTO inventory (tenant_id, sku, warehouse_id, on_hand, reserved, updated_at)
                  VALUES ($1, $2, $3, 0, 0, $4) ON CONFLICT (tenant_id, sku, warehouse_id) DO NOTHING",
@@ -154,7 +154,7 @@ impl crate::contract::Inventory for SqlStore {
             .bind(sku.as_str())
             .bind(warehouse.as_str())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?;
             let level: Option<StockLevel> = sqlx::query_as(
                 "UPDATE inventory SET on_hand = $4, updated_at = $5
@@ -166,7 +166,7 @@ impl crate::contract::Inventory for SqlStore {
             .bind(warehouse.as_str())
             .bind(on_hand)
             .bind(now)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(crate::counted::stmt(&mut *tx))
             .await?;
             let Some(level) = level else {
                 return Err(StoreError::InsufficientStock {
@@ -196,7 +196,7 @@ impl crate::contract::Inventory for SqlStore {
             .bind(warehouse.as_str())
             .bind(on_hand)
             .bind(now)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?;
         });
         Ok(())
@@ -210,7 +210,7 @@ impl crate::contract::Inventory for SqlStore {
             )
             .bind(tenant.as_str())
             .bind(sku.as_str())
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -226,7 +226,7 @@ impl crate::contract::Inventory for SqlStore {
             )
             .bind(tenant.as_str())
             .bind(order.as_str())
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }

@@ -9,6 +9,8 @@
 mod access;
 mod canary;
 pub mod contract;
+mod counted;
+mod group_commit;
 mod inventory;
 mod orders;
 mod outbox;
@@ -22,6 +24,7 @@ mod transition;
 
 pub use access::{ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord};
 pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
+pub use counted::{DbCounts, db_counts};
 pub use contract::{
     ApiKeys, Canaries, Database, Inventory, Operators, Orders, Outbox, PluginTelemetry,
     PluginUploads, PluginVersions, Reconciliation, Recordings, SagaLog, Store, TenantConfigs,
@@ -48,6 +51,8 @@ use sqlx::sqlite::{
 };
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,10 @@ pub enum StoreError {
     InsufficientStock { sku: String },
     #[error("not found")]
     NotFound,
+    /// The store cannot take writes now (its writer stopped, or the batch
+    /// a write was in failed as a whole): nothing was written; try again.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The implementation does not keep this area (the in-memory store
     /// keeps orders, sagas, stock, outbox and recordings only).
     #[error("{0} is not kept by this store")]
@@ -79,6 +88,7 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+#[derive(Clone)]
 pub(crate) enum Backend {
     /// SQLite allows one writer at a time: writes go through a one-connection
     /// pool so they queue in-process instead of failing with SQLITE_BUSY.
@@ -110,23 +120,41 @@ pub(crate) use on_pool;
 pub struct SqlStore {
     pub(crate) backend: Backend,
     /// Saga commands also travel as outbox messages (Kafka).
-    commands_in_outbox: std::sync::atomic::AtomicBool,
+    commands_in_outbox: Arc<AtomicBool>,
+    /// Writes saga transitions and new orders, many to a transaction.
+    pub(crate) writer: group_commit::Writer,
 }
 
 /// The few statements whose text differs between the backends.
 pub(crate) struct Dialect {
     /// Deletes a consumed command's outbox message unless a relay holds it.
     pub unpublish_command: &'static str,
+    /// The same for a list of commands: the text before and after `($1, …)`.
+    pub unpublish_commands: (&'static str, &'static str),
 }
 
 const SQLITE: Dialect = Dialect {
     unpublish_command: "DELETE FROM outbox WHERE id = $1",
+    unpublish_commands: ("DELETE FROM outbox WHERE id IN ", ""),
 };
 
 const POSTGRES: Dialect = Dialect {
     unpublish_command: "DELETE FROM outbox WHERE id IN
         (SELECT id FROM outbox WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+    unpublish_commands: (
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id IN ",
+        " FOR UPDATE SKIP LOCKED)",
+    ),
 };
+
+impl Backend {
+    pub(crate) fn dialect(&self) -> &'static Dialect {
+        match self {
+            Backend::Sqlite { .. } => &SQLITE,
+            Backend::Postgres(_) => &POSTGRES,
+        }
+    }
+}
 
 impl SqlStore {
     /// Connects to `postgres://…` or `sqlite://…` and brings the schema up to date.
@@ -140,17 +168,17 @@ impl SqlStore {
             sqlx::migrate!("../../migrations/postgres")
                 .run(&pool)
                 .await?;
-            Self {
-                backend: Backend::Postgres(pool),
-                commands_in_outbox: Default::default(),
-            }
+            Self::with(Backend::Postgres(pool))
         } else {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // WAL with NORMAL survives a process crash (kill -9) without
-                // losing a committed transaction; only an OS crash can.
-                .synchronous(SqliteSynchronous::Normal)
+                // FULL: every commit is on disk before it is acknowledged, so
+                // an order answered 201 survives power loss, not only a
+                // process crash (NORMAL may lose the last commits then).
+                // Group commit (`group_commit`) makes that one fsync per
+                // batch of writes, not per write.
+                .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10));
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
@@ -163,12 +191,18 @@ impl SqlStore {
                 .max_connections(4)
                 .connect_with(options)
                 .await?;
-            Self {
-                backend: Backend::Sqlite { write, read },
-                commands_in_outbox: Default::default(),
-            }
+            Self::with(Backend::Sqlite { write, read })
         };
         Ok(store)
+    }
+
+    fn with(backend: Backend) -> Self {
+        let commands_in_outbox = Arc::new(AtomicBool::new(false));
+        Self {
+            writer: group_commit::Writer::start(backend.clone(), commands_in_outbox.clone()),
+            backend,
+            commands_in_outbox,
+        }
     }
 
     /// The embedded default: a SQLite file in `data_dir`.
@@ -178,17 +212,6 @@ impl SqlStore {
         Self::connect(&format!("sqlite://{}", data_dir.join("oms.db").display())).await
     }
 
-    pub(crate) fn commands_in_outbox(&self) -> bool {
-        self.commands_in_outbox
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub(crate) fn dialect(&self) -> &'static Dialect {
-        match self.backend {
-            Backend::Sqlite { .. } => &SQLITE,
-            Backend::Postgres(_) => &POSTGRES,
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -202,14 +225,15 @@ impl Database for SqlStore {
 
     async fn ping(&self) -> Result<()> {
         on_pool!(self, read, |pool| {
-            sqlx::query("SELECT 1").execute(pool).await?;
+            sqlx::query("SELECT 1")
+                .execute(crate::counted::stmt(pool))
+                .await?;
         });
         Ok(())
     }
 
     fn set_commands_in_outbox(&self, on: bool) {
-        self.commands_in_outbox
-            .store(on, std::sync::atomic::Ordering::Relaxed);
+        self.commands_in_outbox.store(on, Ordering::Relaxed);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Orders: creation (with its idempotency key, in the same transaction),
 //! reads, history and payments.
 
-use super::transition::{Transition, write_effects};
+use super::transition::Transition;
 use super::{Result, SqlStore, StoreError, on_pool};
 use async_trait::async_trait;
 use oms_domain::{OrderId, TenantId};
@@ -100,9 +100,58 @@ impl OrderFilter<'_> {
     }
 }
 
-const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, status, payment_status, \
+/// The columns of `orders`, in the order [`order_values`] gives them.
+pub(crate) const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, status, payment_status, \
     fulfillment_status, draft, violations, cancellation_reason, shipment, saga_state, saga_status, \
     version, event_seq, created_at, updated_at, trace_parent";
+
+/// A new order's row, column by column as [`ORDER_COLUMNS`] names them.
+pub(crate) fn order_values(new: &NewOrder) -> Vec<crate::group_commit::Value<'_>> {
+    use crate::group_commit::Value::{Int, Text, TextOrNull};
+    let r = &new.record;
+    vec![
+        Text(&r.tenant_id),
+        Text(&r.id),
+        Text(&r.customer_id),
+        Text(&r.currency),
+        Int(r.total_minor),
+        Text(&r.status),
+        Text(&r.payment_status),
+        Text(&r.fulfillment_status),
+        Text(&r.draft),
+        TextOrNull(r.violations.as_deref()),
+        TextOrNull(r.cancellation_reason.as_deref()),
+        TextOrNull(r.shipment.as_deref()),
+        Text(&r.saga_state),
+        Text(&r.saga_status),
+        Int(r.version),
+        Int(new.effects.events.len() as i64),
+        Int(r.created_at),
+        Int(r.updated_at),
+        TextOrNull(r.trace_parent.as_deref()),
+    ]
+}
+
+/// Completes a new order's idempotency key inside `$tx`, with the answer
+/// stored for replays.
+macro_rules! complete_idempotency {
+    ($tx:ident, $new:expr) => {{
+        let new: &$crate::NewOrder = $new;
+        if let Some((key, status, body)) = &new.idempotency {
+            sqlx::query(
+                "UPDATE idempotency_keys SET state = 'done', response_status = $3, response_body = $4
+                 WHERE tenant_id = $1 AND idem_key = $2",
+            )
+            .bind(&new.record.tenant_id)
+            .bind(key)
+            .bind(i64::from(*status))
+            .bind(body)
+            .execute(crate::counted::stmt(&mut *$tx))
+            .await?;
+        }
+    }};
+}
+pub(crate) use complete_idempotency;
 
 #[async_trait]
 impl crate::contract::Orders for SqlStore {
@@ -115,7 +164,7 @@ impl crate::contract::Orders for SqlStore {
         stale_after_ms: i64,
     ) -> Result<IdempotencyBegin> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (tenant_id, idem_key, request_hash, state, created_at)
                  VALUES ($1, $2, $3, 'in_flight', $4) ON CONFLICT (tenant_id, idem_key) DO NOTHING",
@@ -124,7 +173,7 @@ impl crate::contract::Orders for SqlStore {
             .bind(key)
             .bind(hash)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?;
             if inserted.rows_affected() == 1 {
                 tx.commit().await?;
@@ -142,7 +191,7 @@ impl crate::contract::Orders for SqlStore {
             )
             .bind(tenant.as_str())
             .bind(key)
-            .fetch_one(&mut *tx)
+            .fetch_one(crate::counted::stmt(&mut *tx))
             .await?;
             let outcome = if stored_hash != hash {
                 IdempotencyBegin::Mismatch
@@ -159,7 +208,7 @@ impl crate::contract::Orders for SqlStore {
                 .bind(key)
                 .bind(now)
                 .bind(created_at)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
                 if taken.rows_affected() == 1 {
                     IdempotencyBegin::Fresh
@@ -179,56 +228,17 @@ impl crate::contract::Orders for SqlStore {
             sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idem_key = $2 AND state = 'in_flight'")
                 .bind(tenant.as_str())
                 .bind(key)
-                .execute(pool)
+                .execute(crate::counted::auto(pool))
                 .await?;
         });
         Ok(())
     }
 
     async fn create_order(&self, new: &NewOrder) -> Result<()> {
-        let r = &new.record;
-        on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(&format!(
-                "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
-            ))
-            .bind(&r.tenant_id)
-            .bind(&r.id)
-            .bind(&r.customer_id)
-            .bind(&r.currency)
-            .bind(r.total_minor)
-            .bind(&r.status)
-            .bind(&r.payment_status)
-            .bind(&r.fulfillment_status)
-            .bind(&r.draft)
-            .bind(&r.violations)
-            .bind(&r.cancellation_reason)
-            .bind(&r.shipment)
-            .bind(&r.saga_state)
-            .bind(&r.saga_status)
-            .bind(r.version)
-            .bind(new.effects.events.len() as i64)
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(&r.trace_parent)
-            .execute(&mut *tx)
-            .await?;
-            write_effects!(tx, &new.effects, 1i64);
-            if let Some((key, status, body)) = &new.idempotency {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET state = 'done', response_status = $3, response_body = $4
-                     WHERE tenant_id = $1 AND idem_key = $2",
-                )
-                .bind(&r.tenant_id)
-                .bind(key)
-                .bind(i64::from(*status))
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        self.writer
+            .write(crate::group_commit::Write::Order(new.clone()))
+            .await
+            .map(|_| ())
     }
 
     async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord> {
@@ -238,7 +248,7 @@ impl crate::contract::Orders for SqlStore {
             ))
             .bind(tenant.as_str())
             .bind(id.as_str())
-            .fetch_optional(pool)
+            .fetch_optional(crate::counted::stmt(pool))
             .await?
             .ok_or(StoreError::NotFound)
         })
@@ -262,7 +272,7 @@ impl crate::contract::Orders for SqlStore {
             .bind(tenant.map(TenantId::as_str))
             .bind(limit)
             .bind(placed_before)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -287,7 +297,7 @@ impl crate::contract::Orders for SqlStore {
             .bind(limit)
             .bind(filter.saga_status)
             .bind(filter.customer)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -299,7 +309,7 @@ impl crate::contract::Orders for SqlStore {
             )
             .bind(tenant.as_str())
             .bind(id.as_str())
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -312,7 +322,7 @@ impl crate::contract::Orders for SqlStore {
             )
             .bind(tenant.as_str())
             .bind(id.as_str())
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -335,7 +345,7 @@ impl crate::contract::Orders for SqlStore {
             .bind(currency)
             .bind(since)
             .bind(exclude.as_str())
-            .fetch_one(pool)
+            .fetch_one(crate::counted::stmt(pool))
             .await?;
             Ok(CustomerHistory { orders, spend })
         })
@@ -348,7 +358,7 @@ impl crate::contract::Orders for SqlStore {
                  GROUP BY tenant_id ORDER BY tenant_id",
             )
             .bind(saga_status)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }

@@ -66,19 +66,19 @@ impl crate::contract::Outbox for SqlStore {
                 ))
                 .bind(now)
                 .bind(limit)
-                .fetch_all(read)
+                .fetch_all(crate::counted::stmt(read))
                 .await?;
                 Ok(OutboxClaim { records, tx: None })
             }
             Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = crate::counted::tx(pool.begin().await?);
                 let mut records = sqlx::query_as::<_, OutboxRecord>(&format!(
                     "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND available_at <= $1
                      ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED"
                 ))
                 .bind(now)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(crate::counted::stmt(&mut *tx))
                 .await?;
                 if !records.is_empty() {
                     let orders: Vec<&str> = records
@@ -95,7 +95,7 @@ impl crate::contract::Outbox for SqlStore {
                     )
                     .bind(now)
                     .bind(&orders)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(crate::counted::stmt(&mut *tx))
                     .await?;
                     let keep = unbroken_runs(&records, &queue);
                     records.retain(|r| keep.contains(r.id.as_str()));
@@ -115,7 +115,7 @@ impl crate::contract::Outbox for SqlStore {
                 if !ids.is_empty() {
                     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
                         .bind(&ids)
-                        .execute(&mut *tx)
+                        .execute(crate::counted::stmt(&mut *tx))
                         .await?;
                 }
                 tx.commit().await?;
@@ -134,7 +134,7 @@ impl crate::contract::Outbox for SqlStore {
                     for id in chunk {
                         query = query.bind(id);
                     }
-                    query.execute(write).await?;
+                    query.execute(crate::counted::auto(write)).await?;
                 }
             }
             (None, Backend::Postgres(_)) => {}
@@ -155,7 +155,7 @@ impl crate::contract::Outbox for SqlStore {
                 "SELECT MIN(available_at) FROM outbox WHERE published_at IS NULL AND available_at > $1",
             )
             .bind(now)
-            .fetch_one(pool)
+            .fetch_one(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -166,7 +166,7 @@ impl crate::contract::Outbox for SqlStore {
                 "SELECT MIN(available_at) FROM outbox WHERE published_at IS NULL AND available_at <= $1",
             )
             .bind(now)
-            .fetch_one(pool)
+            .fetch_one(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -175,7 +175,7 @@ impl crate::contract::Outbox for SqlStore {
         super::on_pool!(self, read, |pool| {
             Ok(
                 sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(pool)
+                    .fetch_one(crate::counted::stmt(pool))
                     .await?,
             )
         })

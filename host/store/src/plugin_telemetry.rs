@@ -45,7 +45,7 @@ const LOGS: &str = "id, tenant_id, slot, host, version, at, line";
 impl crate::contract::PluginTelemetry for SqlStore {
     async fn save_plugin_stats(&self, rows: &[PluginStatsRecord]) -> Result<()> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             for r in rows {
                 sqlx::query(&format!(
                     "INSERT INTO plugin_call_stats ({STATS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
@@ -71,7 +71,7 @@ impl crate::contract::PluginTelemetry for SqlStore {
                 .bind(r.fuel_used_total)
                 .bind(&r.latency)
                 .bind(r.updated_at)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             }
             tx.commit().await?;
@@ -86,14 +86,14 @@ impl crate::contract::PluginTelemetry for SqlStore {
             ))
             .bind(tenant)
             .bind(slot)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
 
     async fn append_plugin_logs(&self, lines: &[PluginLogRecord]) -> Result<()> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             for l in lines {
                 sqlx::query(&format!(
                     "INSERT INTO plugin_log_lines ({LOGS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -105,7 +105,7 @@ impl crate::contract::PluginTelemetry for SqlStore {
                 .bind(&l.version)
                 .bind(l.at)
                 .bind(&l.line)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             }
             tx.commit().await?;
@@ -127,7 +127,7 @@ impl crate::contract::PluginTelemetry for SqlStore {
             .bind(tenant)
             .bind(slot)
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?;
             newest.reverse();
             Ok(newest)
@@ -138,7 +138,7 @@ impl crate::contract::PluginTelemetry for SqlStore {
         on_pool!(self, write, |pool| {
             Ok(sqlx::query("DELETE FROM plugin_log_lines WHERE at < $1")
                 .bind(before)
-                .execute(pool)
+                .execute(crate::counted::auto(pool))
                 .await?
                 .rows_affected())
         })

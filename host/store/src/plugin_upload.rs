@@ -68,14 +68,14 @@ impl SqlStore {
         quota: PluginQuota,
     ) -> Result<(PluginVersionRecord, bool)> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let existing: Option<PluginVersionRecord> = sqlx::query_as(&format!(
                 "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE tenant_id = $1 AND slot = $2 AND digest = $3"
             ))
             .bind(tenant.as_str())
             .bind(slot)
             .bind(digest)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(crate::counted::stmt(&mut *tx))
             .await?;
             if let Some(record) = existing {
                 // Ended here rather than by drop: a dropped transaction is
@@ -89,7 +89,7 @@ impl SqlStore {
                 "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM plugin_versions WHERE tenant_id = $1",
             )
             .bind(tenant.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_one(crate::counted::stmt(&mut *tx))
             .await?;
             let refused = if count >= quota.versions {
                 Some(format!(
@@ -117,14 +117,14 @@ impl SqlStore {
             .bind(bytes)
             .bind(bytes.len() as i64)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?;
             let version: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE(MAX(version), 0) + 1 AS BIGINT) FROM plugin_versions WHERE tenant_id = $1 AND slot = $2",
             )
             .bind(tenant.as_str())
             .bind(slot)
-            .fetch_one(&mut *tx)
+            .fetch_one(crate::counted::stmt(&mut *tx))
             .await?;
             let record = PluginVersionRecord {
                 tenant_id: tenant.to_string(),
@@ -143,7 +143,7 @@ impl SqlStore {
                 .bind(record.size_bytes)
                 .bind(&record.uploaded_by)
                 .bind(record.uploaded_at)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             audit!(
                 tx,

@@ -112,7 +112,7 @@ macro_rules! audit {
             .bind($actor)
             .bind($now)
             .bind($detail)
-            .execute(&mut *$tx)
+            .execute(crate::counted::stmt(&mut *$tx))
             .await?;
     };
 }
@@ -131,7 +131,7 @@ impl crate::contract::PluginVersions for SqlStore {
             ))
             .bind(tenant.as_str())
             .bind(slot)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -140,7 +140,7 @@ impl crate::contract::PluginVersions for SqlStore {
         on_pool!(self, read, |pool| {
             sqlx::query_scalar::<_, i64>("SELECT size_bytes FROM plugin_blobs WHERE digest = $1")
                 .bind(digest)
-                .fetch_optional(pool)
+                .fetch_optional(crate::counted::stmt(pool))
                 .await?
                 .map(|n| n as usize)
                 .ok_or(StoreError::NotFound)
@@ -151,7 +151,7 @@ impl crate::contract::PluginVersions for SqlStore {
         on_pool!(self, read, |pool| {
             sqlx::query_scalar::<_, Vec<u8>>("SELECT bytes FROM plugin_blobs WHERE digest = $1")
                 .bind(digest)
-                .fetch_optional(pool)
+                .fetch_optional(crate::counted::stmt(pool))
                 .await?
                 .ok_or(StoreError::NotFound)
         })
@@ -173,7 +173,7 @@ impl crate::contract::PluginVersions for SqlStore {
             .bind(engine)
             .bind(bytes)
             .bind(now)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?;
         });
         Ok(())
@@ -186,14 +186,14 @@ impl crate::contract::PluginVersions for SqlStore {
             )
             .bind(digest)
             .bind(engine)
-            .fetch_optional(pool)
+            .fetch_optional(crate::counted::stmt(pool))
             .await?)
         })
     }
 
     async fn activations(&self) -> Result<Vec<ActivationRecord>> {
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as(ACTIVATION_SELECT).fetch_all(pool).await?)
+            Ok(sqlx::query_as(ACTIVATION_SELECT).fetch_all(crate::counted::stmt(pool)).await?)
         })
     }
 
@@ -202,7 +202,7 @@ impl crate::contract::PluginVersions for SqlStore {
             Ok(sqlx::query_as(ACTIVATION_OF_SLOT)
                 .bind(tenant.as_str())
                 .bind(slot)
-                .fetch_optional(pool)
+                .fetch_optional(crate::counted::stmt(pool))
                 .await?)
         })
     }
@@ -215,12 +215,12 @@ impl crate::contract::PluginVersions for SqlStore {
         now: i64,
     ) -> Result<ActivationRecord> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_versions WHERE tenant_id = $1 AND slot = $2 AND version = $3")
                 .bind(tenant.as_str())
                 .bind(slot)
                 .bind(change.version)
-                .fetch_one(&mut *tx)
+                .fetch_one(crate::counted::stmt(&mut *tx))
                 .await?;
             if exists == 0 {
                 return Err(StoreError::NotFound);
@@ -230,7 +230,7 @@ impl crate::contract::PluginVersions for SqlStore {
             )
             .bind(tenant.as_str())
             .bind(slot)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(crate::counted::stmt(&mut *tx))
             .await?;
             if current.is_none() || (!change.only_if_unset && current != Some(change.version)) {
                 sqlx::query(
@@ -248,7 +248,7 @@ impl crate::contract::PluginVersions for SqlStore {
                 .bind(current)
                 .bind(change.actor)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
                 audit!(
                     tx,
@@ -266,13 +266,13 @@ impl crate::contract::PluginVersions for SqlStore {
                 .bind(tenant.as_str())
                 .bind(slot)
                 .bind(change.version)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             }
             let record: ActivationRecord = sqlx::query_as(ACTIVATION_OF_SLOT)
                 .bind(tenant.as_str())
                 .bind(slot)
-                .fetch_one(&mut *tx)
+                .fetch_one(crate::counted::stmt(&mut *tx))
                 .await?;
             tx.commit().await?;
             Ok(record)
@@ -288,14 +288,14 @@ impl crate::contract::PluginVersions for SqlStore {
         now: i64,
     ) -> Result<ActivationRecord> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             if let Some(v) = version {
                 let exists: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM plugin_versions WHERE tenant_id = $1 AND slot = $2 AND version = $3")
                         .bind(tenant.as_str())
                         .bind(slot)
                         .bind(v)
-                        .fetch_one(&mut *tx)
+                        .fetch_one(crate::counted::stmt(&mut *tx))
                         .await?;
                 if exists == 0 {
                     return Err(StoreError::NotFound);
@@ -305,7 +305,7 @@ impl crate::contract::PluginVersions for SqlStore {
                 .bind(tenant.as_str())
                 .bind(slot)
                 .bind(version)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             if updated.rows_affected() == 0 {
                 return Err(StoreError::NotFound);
@@ -327,7 +327,7 @@ impl crate::contract::PluginVersions for SqlStore {
             let record: ActivationRecord = sqlx::query_as(ACTIVATION_OF_SLOT)
                 .bind(tenant.as_str())
                 .bind(slot)
-                .fetch_one(&mut *tx)
+                .fetch_one(crate::counted::stmt(&mut *tx))
                 .await?;
             tx.commit().await?;
             Ok(record)
@@ -350,7 +350,7 @@ impl crate::contract::PluginVersions for SqlStore {
             .bind(&r.active_verdict)
             .bind(&r.shadow_verdict)
             .bind(r.at)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?;
         });
         Ok(())
@@ -370,7 +370,7 @@ impl crate::contract::PluginVersions for SqlStore {
             .bind(tenant.as_str())
             .bind(slot)
             .bind(shadow_version)
-            .fetch_one(pool)
+            .fetch_one(crate::counted::stmt(pool))
             .await?;
             let divergences: Vec<ShadowResult> = sqlx::query_as(
                 "SELECT order_id, active_version, shadow_version, agreed, active_verdict, shadow_verdict, at
@@ -380,7 +380,7 @@ impl crate::contract::PluginVersions for SqlStore {
             .bind(tenant.as_str())
             .bind(slot)
             .bind(shadow_version)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?;
             Ok((calls, agreed, divergences))
         })
@@ -390,7 +390,7 @@ impl crate::contract::PluginVersions for SqlStore {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as("SELECT tenant_id, slot, action, version, actor, at, detail FROM plugin_audit WHERE tenant_id = $1 ORDER BY id")
                 .bind(tenant.as_str())
-                .fetch_all(pool)
+                .fetch_all(crate::counted::stmt(pool))
                 .await?)
         })
     }

@@ -31,7 +31,7 @@ impl crate::contract::Reconciliation for SqlStore {
             .bind(now)
             .bind(before)
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -50,7 +50,7 @@ impl crate::contract::Reconciliation for SqlStore {
             .bind(tenant.as_str())
             .bind(order.as_str())
             .bind(until)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?;
             Ok(())
         })
@@ -74,7 +74,7 @@ impl crate::contract::Reconciliation for SqlStore {
         mismatch: Option<&Mismatch>,
     ) -> Result<bool> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let seq: Option<i64> = if mismatch.is_some() {
                 sqlx::query_scalar(
                     "UPDATE orders SET version = version + 1, event_seq = event_seq + 1, updated_at = $4
@@ -84,7 +84,7 @@ impl crate::contract::Reconciliation for SqlStore {
                 .bind(order.as_str())
                 .bind(version)
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(crate::counted::stmt(&mut *tx))
                 .await?
             } else {
                 sqlx::query_scalar(
@@ -93,7 +93,7 @@ impl crate::contract::Reconciliation for SqlStore {
                 .bind(tenant.as_str())
                 .bind(order.as_str())
                 .bind(version)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(crate::counted::stmt(&mut *tx))
                 .await?
             };
             let Some(seq) = seq else {
@@ -108,7 +108,7 @@ impl crate::contract::Reconciliation for SqlStore {
             .bind(through)
             .bind(now)
             .bind(outcome)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?
             .rows_affected();
             if marked == 0 {
@@ -122,7 +122,7 @@ impl crate::contract::Reconciliation for SqlStore {
                     .bind(&m.message.event_type)
                     .bind(m.history.to_string())
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(crate::counted::stmt(&mut *tx))
                     .await?;
                 sqlx::query("INSERT INTO outbox (id, tenant_id, order_id, topic, event_type, payload, created_at, available_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)")
                     .bind(&m.message.id)
@@ -132,7 +132,7 @@ impl crate::contract::Reconciliation for SqlStore {
                     .bind(&m.message.event_type)
                     .bind(m.message.payload.to_string())
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(crate::counted::stmt(&mut *tx))
                     .await?;
             }
             tx.commit().await?;

@@ -31,7 +31,7 @@ const COLUMNS: &str =
 impl crate::contract::Recordings for SqlStore {
     async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             for c in calls {
                 sqlx::query(&format!(
                     "INSERT INTO plugin_calls (id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -47,7 +47,7 @@ impl crate::contract::Recordings for SqlStore {
                 .bind(c.fuel_used)
                 .bind(c.duration_us)
                 .bind(c.at)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             }
             tx.commit().await?;
@@ -68,7 +68,7 @@ impl crate::contract::Recordings for SqlStore {
             .bind(tenant.as_str())
             .bind(slot)
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?
         });
         calls.reverse();
@@ -86,7 +86,7 @@ impl crate::contract::Recordings for SqlStore {
                  )",
             )
             .bind(keep)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?
             .rows_affected())
         })

@@ -64,7 +64,7 @@ impl TenantConfigs for SqlStore {
     async fn tenant_revisions(&self) -> Result<Vec<(String, i64)>> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_as("SELECT id, revision FROM tenants")
-                .fetch_all(pool)
+                .fetch_all(crate::counted::stmt(pool))
                 .await?)
         })
     }
@@ -73,7 +73,7 @@ impl TenantConfigs for SqlStore {
         on_pool!(self, read, |pool| {
             Ok(
                 sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants ORDER BY id"))
-                    .fetch_all(pool)
+                    .fetch_all(crate::counted::stmt(pool))
                     .await?,
             )
         })
@@ -83,7 +83,7 @@ impl TenantConfigs for SqlStore {
         on_pool!(self, read, |pool| {
             sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
                 .bind(id.as_str())
-                .fetch_optional(pool)
+                .fetch_optional(crate::counted::stmt(pool))
                 .await?
                 .ok_or(StoreError::NotFound)
         })
@@ -98,11 +98,11 @@ impl TenantConfigs for SqlStore {
         now: i64,
     ) -> Result<TenantWritten> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let current: Option<(i64, Option<String>)> =
                 sqlx::query_as("SELECT revision, imported_digest FROM tenants WHERE id = $1")
                     .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(crate::counted::stmt(&mut *tx))
                     .await?;
             let digest = match write {
                 TenantWrite::Import { file_digest } => Some(file_digest),
@@ -132,7 +132,7 @@ impl TenantConfigs for SqlStore {
                 .bind(digest)
                 .bind(actor)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             } else if changed {
                 sqlx::query(
@@ -145,13 +145,13 @@ impl TenantConfigs for SqlStore {
                 .bind(digest)
                 .bind(actor)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(crate::counted::stmt(&mut *tx))
                 .await?;
             }
             let record: TenantRecord =
                 sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
                     .bind(id.as_str())
-                    .fetch_one(&mut *tx)
+                    .fetch_one(crate::counted::stmt(&mut *tx))
                     .await?;
             tx.commit().await?;
             Ok(TenantWritten { record, changed })
@@ -166,7 +166,7 @@ impl TenantConfigs for SqlStore {
         now: i64,
     ) -> Result<TenantRecord> {
         on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::counted::tx(pool.begin().await?);
             let done = sqlx::query(
                 "UPDATE tenants SET suspended = $2, revision = revision + 1, updated_by = $3, updated_at = $4
                  WHERE id = $1 AND suspended <> $2",
@@ -175,12 +175,12 @@ impl TenantConfigs for SqlStore {
             .bind(i64::from(suspended))
             .bind(actor)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(crate::counted::stmt(&mut *tx))
             .await?;
             let record: Option<TenantRecord> =
                 sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
                     .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(crate::counted::stmt(&mut *tx))
                     .await?;
             tx.commit().await?;
             match record {

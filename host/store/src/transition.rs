@@ -2,8 +2,8 @@
 //! the stock change, the order row (optimistic version check), its history
 //! events, the next commands, the outbox messages and the payment record.
 
-use super::inventory::{InventoryOp, apply_inventory};
-use super::{OutboxMessage, PaymentRecord, Result, SqlStore, StoreError, on_pool};
+use super::inventory::InventoryOp;
+use super::{OutboxMessage, PaymentRecord, Result, SqlStore, on_pool};
 use async_trait::async_trait;
 use oms_domain::{OrderId, TenantId};
 use serde_json::Value;
@@ -100,7 +100,7 @@ macro_rules! write_effects {
                 .bind(event_type)
                 .bind(data.to_string())
                 .bind(t.now)
-                .execute(&mut *$tx)
+                .execute(crate::counted::stmt(&mut *$tx))
                 .await?;
         }
         for c in &t.commands {
@@ -111,7 +111,7 @@ macro_rules! write_effects {
                 .bind(&c.action)
                 .bind(c.available_at)
                 .bind(t.now)
-                .execute(&mut *$tx)
+                .execute(crate::counted::stmt(&mut *$tx))
                 .await?;
         }
         for m in &t.outbox {
@@ -125,7 +125,7 @@ macro_rules! write_effects {
                 .bind(t.now)
                 .bind(m.available_at.unwrap_or(t.now))
                 .bind(&t.trace_parent)
-                .execute(&mut *$tx)
+                .execute(crate::counted::stmt(&mut *$tx))
                 .await?;
         }
         if let Some(p) = &t.payment {
@@ -142,83 +142,96 @@ macro_rules! write_effects {
                 .bind(&p.idempotency_key)
                 .bind(&p.plugin_version)
                 .bind(t.now)
-                .execute(&mut *$tx)
+                .execute(crate::counted::stmt(&mut *$tx))
                 .await?;
         }
     }};
 }
 pub(crate) use write_effects;
 
+/// Consumes a transition's command inside `$tx`: [`StoreError::Duplicate`]
+/// when another delivery consumed it first. With Kafka, its outbox message
+/// goes too (applied before it went out: no need to publish it any more,
+/// unless a relay is publishing it right now).
+macro_rules! consume_command {
+    ($tx:ident, $unpublish:expr, $command:expr) => {{
+        let gone = sqlx::query("DELETE FROM saga_commands WHERE id = $1")
+            .bind($command)
+            .execute(crate::counted::stmt(&mut *$tx))
+            .await?;
+        if gone.rows_affected() == 0 {
+            return Err($crate::StoreError::Duplicate);
+        }
+        if let Some(unpublish) = $unpublish {
+            sqlx::query(unpublish)
+                .bind($command)
+                .execute(crate::counted::stmt(&mut *$tx))
+                .await?;
+        }
+    }};
+}
+pub(crate) use consume_command;
+
+/// Updates the order row under its version check inside `$tx` and applies
+/// the stock change; the first history sequence number of the transition's
+/// events. [`StoreError::Conflict`] on a stale version.
+///
+/// The order row first: its version check takes the row's lock, so every
+/// later read in this transaction (the order's reservations) sees the state
+/// this transition was decided on, never one a concurrent transition of the
+/// same order is still changing.
+macro_rules! update_order {
+    ($tx:ident, $t:expr) => {{
+        let t: &$crate::Transition = $t;
+        let p = &t.patch;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE orders SET
+                status = COALESCE($4, status),
+                payment_status = COALESCE($5, payment_status),
+                fulfillment_status = COALESCE($6, fulfillment_status),
+                violations = COALESCE($7, violations),
+                cancellation_reason = COALESCE($8, cancellation_reason),
+                shipment = COALESCE($9, shipment),
+                saga_state = COALESCE($10, saga_state),
+                saga_status = COALESCE($11, saga_status),
+                version = version + 1,
+                event_seq = event_seq + $12,
+                updated_at = $13
+             WHERE tenant_id = $1 AND id = $2 AND version = $3
+             RETURNING event_seq",
+        )
+        .bind(t.tenant.as_str())
+        .bind(t.order_id.as_str())
+        .bind(t.expected_version)
+        .bind(&p.status)
+        .bind(&p.payment_status)
+        .bind(&p.fulfillment_status)
+        .bind(&p.violations)
+        .bind(&p.cancellation_reason)
+        .bind(&p.shipment)
+        .bind(&p.saga_state)
+        .bind(&p.saga_status)
+        .bind(t.events.len() as i64)
+        .bind(t.now)
+        .fetch_optional(crate::counted::stmt(&mut *$tx))
+        .await?;
+        let Some(last_seq) = seq else {
+            return Err($crate::StoreError::Conflict);
+        };
+        if let Some(op) = &t.inventory {
+            $crate::inventory::apply_inventory!($tx, &t.tenant, &t.order_id, op, t.now);
+        }
+        last_seq - t.events.len() as i64 + 1
+    }};
+}
+pub(crate) use update_order;
+
 #[async_trait]
 impl crate::contract::SagaLog for SqlStore {
     async fn commit_transition(&self, t: &Transition) -> Result<i64> {
-        on_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
-            if let Some(command) = &t.consumes {
-                let gone = sqlx::query("DELETE FROM saga_commands WHERE id = $1")
-                    .bind(command)
-                    .execute(&mut *tx)
-                    .await?;
-                if gone.rows_affected() == 0 {
-                    return Err(StoreError::Duplicate);
-                }
-                if self.commands_in_outbox() {
-                    // Applied before its message went out (the host owning the
-                    // order ran it at once): no need to publish it any more,
-                    // unless a relay is publishing it right now.
-                    sqlx::query(self.dialect().unpublish_command)
-                        .bind(command)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            // The order row first: its version check takes the row's lock, so
-            // every later read in this transaction (the order's reservations)
-            // sees the state this transition was decided on, never one a
-            // concurrent transition of the same order is still changing.
-            let p = &t.patch;
-            let seq: Option<i64> = sqlx::query_scalar(
-                "UPDATE orders SET
-                    status = COALESCE($4, status),
-                    payment_status = COALESCE($5, payment_status),
-                    fulfillment_status = COALESCE($6, fulfillment_status),
-                    violations = COALESCE($7, violations),
-                    cancellation_reason = COALESCE($8, cancellation_reason),
-                    shipment = COALESCE($9, shipment),
-                    saga_state = COALESCE($10, saga_state),
-                    saga_status = COALESCE($11, saga_status),
-                    version = version + 1,
-                    event_seq = event_seq + $12,
-                    updated_at = $13
-                 WHERE tenant_id = $1 AND id = $2 AND version = $3
-                 RETURNING event_seq",
-            )
-            .bind(t.tenant.as_str())
-            .bind(t.order_id.as_str())
-            .bind(t.expected_version)
-            .bind(&p.status)
-            .bind(&p.payment_status)
-            .bind(&p.fulfillment_status)
-            .bind(&p.violations)
-            .bind(&p.cancellation_reason)
-            .bind(&p.shipment)
-            .bind(&p.saga_state)
-            .bind(&p.saga_status)
-            .bind(t.events.len() as i64)
-            .bind(t.now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(last_seq) = seq else {
-                return Err(StoreError::Conflict);
-            };
-            if let Some(op) = &t.inventory {
-                apply_inventory!(tx, &t.tenant, &t.order_id, op, t.now);
-            }
-            let first_seq = last_seq - t.events.len() as i64 + 1;
-            write_effects!(tx, t, first_seq);
-            tx.commit().await?;
-            Ok(t.expected_version + 1)
-        })
+        self.writer
+            .write(crate::group_commit::Write::Transition(t.clone()))
+            .await
     }
 
     async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>> {
@@ -229,7 +242,7 @@ impl crate::contract::SagaLog for SqlStore {
             )
             .bind(now)
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(crate::counted::stmt(pool))
             .await?)
         })
     }
@@ -242,7 +255,7 @@ impl crate::contract::SagaLog for SqlStore {
             .bind(until)
             .bind(id)
             .bind(seen_due)
-            .execute(pool)
+            .execute(crate::counted::auto(pool))
             .await?;
             Ok(moved.rows_affected() == 1)
         })
@@ -252,7 +265,7 @@ impl crate::contract::SagaLog for SqlStore {
         on_pool!(self, read, |pool| {
             Ok(
                 sqlx::query_scalar("SELECT MIN(available_at) FROM saga_commands")
-                    .fetch_one(pool)
+                    .fetch_one(crate::counted::stmt(pool))
                     .await?,
             )
         })
@@ -262,7 +275,7 @@ impl crate::contract::SagaLog for SqlStore {
         on_pool!(self, read, |pool| {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM saga_commands WHERE id = $1")
                 .bind(id)
-                .fetch_one(pool)
+                .fetch_one(crate::counted::stmt(pool))
                 .await?;
             Ok(n > 0)
         })
@@ -271,7 +284,7 @@ impl crate::contract::SagaLog for SqlStore {
     async fn pending_commands(&self) -> Result<i64> {
         on_pool!(self, read, |pool| {
             Ok(sqlx::query_scalar("SELECT COUNT(*) FROM saga_commands")
-                .fetch_one(pool)
+                .fetch_one(crate::counted::stmt(pool))
                 .await?)
         })
     }

@@ -1,0 +1,448 @@
+//! Group commit: saga transitions and new orders from every task of this
+//! process are written by one writer, as many to a transaction as are
+//! waiting, so one durable commit (one fsync) serves them all, and their
+//! history, commands, outbox and payment rows go in multi-row statements.
+//!
+//! The writer takes whatever is queued the moment it is free: no fixed
+//! wait, so a lone saga is written at once, and under load batches grow by
+//! themselves while the previous one commits. Each caller is answered only
+//! after the transaction holding its write committed: an order is
+//! acknowledged once it is durable.
+//!
+//! Each write stays all-or-nothing on its own. A batch runs fast first: the
+//! consumed commands deleted in one statement (one already gone is a
+//! redelivery, answered [`StoreError::Duplicate`] with nothing written),
+//! each order row updated under its version check and its stock changed,
+//! then every member's rows inserted together. If anything fails (a stale
+//! version, not enough stock, a database error), the transaction is rolled
+//! back and the batch runs again carefully: each member under its own
+//! savepoint, so a failure undoes only that member's writes and is answered
+//! to its caller alone.
+
+use super::orders::{ORDER_COLUMNS, complete_idempotency, order_values};
+use super::transition::{consume_command, update_order, write_effects};
+use super::{Backend, Dialect, NewOrder, Result, StoreError, Transition, counted, on_pool};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most writes in one transaction: bounds a batch's statements' parameters
+/// and how long the first caller in it waits for the last.
+const MAX_BATCH: usize = 256;
+/// Writes waiting for the writer before callers wait to queue (back-pressure).
+const QUEUE: usize = 4 * MAX_BATCH;
+/// Rows per multi-row statement, largest first: a batch's rows are written
+/// in chunks of these sizes, so each table has only this many statement
+/// texts for the connection's statement cache.
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// What the writer writes.
+pub(crate) enum Write {
+    Transition(Transition),
+    Order(NewOrder),
+}
+
+impl Write {
+    fn consumes(&self) -> Option<&str> {
+        match self {
+            Self::Transition(t) => t.consumes.as_deref(),
+            Self::Order(_) => None,
+        }
+    }
+
+    fn effects(&self) -> &Transition {
+        match self {
+            Self::Transition(t) => t,
+            Self::Order(new) => &new.effects,
+        }
+    }
+}
+
+struct Job {
+    write: Write,
+    /// The order's new version (a new order: 0).
+    reply: oneshot::Sender<Result<i64>>,
+}
+
+/// The sending side: every write of the store's saga path goes through it.
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task on the current runtime; it ends when the
+    /// store (the last sender) is dropped.
+    pub(crate) fn start(backend: Backend, commands_in_outbox: Arc<AtomicBool>) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let task = Task {
+            backend,
+            commands_in_outbox,
+        };
+        tokio::spawn(task.run(jobs));
+        Self { queue }
+    }
+
+    /// Writes `write` in the next batch and waits until that batch committed.
+    pub(crate) async fn write(&self, write: Write) -> Result<i64> {
+        let (reply, answer) = oneshot::channel();
+        let _counted = counted::InFlight::new();
+        self.queue
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
+    }
+}
+
+/// One value of a multi-row statement (every column these tables batch is
+/// text, nullable text or an integer).
+pub(crate) enum Value<'a> {
+    Text(&'a str),
+    TextOrNull(Option<&'a str>),
+    Int(i64),
+}
+
+/// `INSERT INTO table (columns) VALUES (…), (…)`: `rows` rows of `width`
+/// placeholders each.
+fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * width + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// `prefix` followed by `($1, …, $n)` and `suffix`.
+fn in_list_sql(prefix: &str, n: usize, suffix: &str) -> String {
+    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!("{prefix}({}){suffix}", list.join(", "))
+}
+
+/// The size an `IN` list of `n` ids is padded to (repeating the last id),
+/// so there are as few statement texts as [`CHUNKS`] has sizes.
+fn padded(n: usize) -> usize {
+    CHUNKS.iter().rev().copied().find(|c| *c >= n).unwrap_or(n)
+}
+
+/// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow.
+macro_rules! insert_rows {
+    ($tx:ident, $table:expr, $columns:expr, $rows:expr) => {{
+        let rows: &[Vec<Value<'_>>] = $rows;
+        let mut rest = rows;
+        while let Some(first) = rest.first() {
+            let n = CHUNKS
+                .iter()
+                .copied()
+                .find(|c| *c <= rest.len())
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(n);
+            let sql = insert_sql($table, $columns, first.len(), n);
+            let mut q = sqlx::query(&sql);
+            for v in chunk.iter().flatten() {
+                q = match v {
+                    Value::Text(s) => q.bind(*s),
+                    Value::TextOrNull(s) => q.bind(*s),
+                    Value::Int(i) => q.bind(*i),
+                };
+            }
+            q.execute(counted::stmt(&mut *$tx)).await?;
+            rest = tail;
+        }
+    }};
+}
+
+/// A member's JSON columns as text.
+struct Texts {
+    events: Vec<String>,
+    outbox: Vec<String>,
+}
+
+impl Texts {
+    fn of(t: &Transition) -> Self {
+        Self {
+            events: t.events.iter().map(|(_, d)| d.to_string()).collect(),
+            outbox: t.outbox.iter().map(|m| m.payload.to_string()).collect(),
+        }
+    }
+}
+
+/// Every history, command, outbox and payment row of the batch's members,
+/// each member's events numbered from its first sequence number.
+#[derive(Default)]
+struct Rows<'a> {
+    orders: Vec<Vec<Value<'a>>>,
+    events: Vec<Vec<Value<'a>>>,
+    commands: Vec<Vec<Value<'a>>>,
+    outbox: Vec<Vec<Value<'a>>>,
+    payments: Vec<Vec<Value<'a>>>,
+}
+
+impl<'a> Rows<'a> {
+    fn add(&mut self, t: &'a Transition, first_seq: i64, texts: &'a Texts) {
+        use Value::{Int, Text, TextOrNull};
+        let (tenant, order) = (t.tenant.as_str(), t.order_id.as_str());
+        for (i, ((event_type, _), data)) in t.events.iter().zip(&texts.events).enumerate() {
+            self.events.push(vec![
+                Text(tenant),
+                Text(order),
+                Int(first_seq + i as i64),
+                Text(event_type),
+                Text(data),
+                Int(t.now),
+            ]);
+        }
+        for c in &t.commands {
+            self.commands.push(vec![
+                Text(&c.id),
+                Text(tenant),
+                Text(order),
+                Text(&c.action),
+                Int(c.available_at),
+                Int(t.now),
+            ]);
+        }
+        for (m, payload) in t.outbox.iter().zip(&texts.outbox) {
+            self.outbox.push(vec![
+                Text(&m.id),
+                Text(tenant),
+                Text(order),
+                Text(&m.topic),
+                Text(&m.event_type),
+                Text(payload),
+                Int(t.now),
+                Int(m.available_at.unwrap_or(t.now)),
+                TextOrNull(t.trace_parent.as_deref()),
+            ]);
+        }
+        if let Some(p) = &t.payment {
+            self.payments.push(vec![
+                Text(&p.id),
+                Text(tenant),
+                Text(order),
+                Text(&p.op),
+                Int(p.amount),
+                Text(&p.currency),
+                Text(&p.status),
+                TextOrNull(p.provider_reference.as_deref()),
+                TextOrNull(p.error_code.as_deref()),
+                Text(&p.idempotency_key),
+                TextOrNull(p.plugin_version.as_deref()),
+                Int(t.now),
+            ]);
+        }
+    }
+}
+
+struct Task {
+    backend: Backend,
+    commands_in_outbox: Arc<AtomicBool>,
+}
+
+impl Task {
+    async fn run(self, mut queue: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            counted::batch(batch.len());
+            self.write_batch(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    fn dialect(&self) -> &'static Dialect {
+        self.backend.dialect()
+    }
+
+    /// The statement that takes a consumed command's outbox message back
+    /// (Kafka), if commands travel there.
+    fn unpublish(&self) -> Option<&'static str> {
+        self.commands_in_outbox
+            .load(Ordering::Relaxed)
+            .then_some(self.dialect().unpublish_command)
+    }
+
+    /// Writes `jobs` and answers each: fast, or if that fails, carefully.
+    async fn write_batch(&self, jobs: Vec<Job>) {
+        let mut jobs = jobs;
+        match self.fast(&jobs).await {
+            Ok(Fast::Committed(versions)) => {
+                for (job, version) in jobs.into_iter().zip(versions) {
+                    let _ = job.reply.send(version.ok_or(StoreError::Duplicate));
+                }
+                return;
+            }
+            Ok(Fast::Failed) | Err(_) => {}
+        }
+        counted::careful();
+        match self.careful(&jobs).await {
+            Ok(answers) => {
+                for (job, answer) in jobs.drain(..).zip(answers) {
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, writes = jobs.len(), "a batch of saga writes failed; each will be retried by its caller");
+                let e = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(e.clone())));
+                }
+            }
+        }
+    }
+
+    /// The fast path: `Ok(Committed)` with each member's new version (`None`
+    /// for a redelivered command, nothing of which was written), or
+    /// `Ok(Failed)`/`Err` with nothing committed.
+    async fn fast(&self, jobs: &[Job]) -> Result<Fast> {
+        let unpublish = self.unpublish();
+        // The JSON texts, made before the transaction begins.
+        let texts: Vec<Texts> = jobs.iter().map(|j| Texts::of(j.write.effects())).collect();
+        on_pool!(self, write, |pool| {
+            let mut tx = counted::tx(pool.begin().await?);
+            // 1. Consume every command in one statement per chunk; a command
+            // not found was consumed by another delivery first.
+            let consumed: Vec<&str> = jobs.iter().filter_map(|j| j.write.consumes()).collect();
+            let mut gone: HashSet<String> = HashSet::with_capacity(consumed.len());
+            for chunk in consumed.chunks(CHUNKS[0]) {
+                let n = padded(chunk.len());
+                let sql = in_list_sql("DELETE FROM saga_commands WHERE id IN ", n, " RETURNING id");
+                let mut q = sqlx::query_scalar::<_, String>(&sql);
+                for i in 0..n {
+                    q = q.bind(chunk[i.min(chunk.len() - 1)]);
+                }
+                gone.extend(q.fetch_all(counted::stmt(&mut *tx)).await?);
+            }
+            if let Some((prefix, suffix)) = unpublish.map(|_| self.dialect().unpublish_commands) {
+                let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+                for chunk in gone.chunks(CHUNKS[0]) {
+                    let n = padded(chunk.len());
+                    let sql = in_list_sql(prefix, n, suffix);
+                    let mut q = sqlx::query(&sql);
+                    for i in 0..n {
+                        q = q.bind(chunk[i.min(chunk.len() - 1)]);
+                    }
+                    q.execute(counted::stmt(&mut *tx)).await?;
+                }
+            }
+            // 2. Each member's order row and stock, in turn.
+            let mut versions = Vec::with_capacity(jobs.len());
+            let mut rows = Rows::default();
+            for (job, texts) in jobs.iter().zip(&texts) {
+                if job.write.consumes().is_some_and(|c| !gone.contains(c)) {
+                    versions.push(None);
+                    continue;
+                }
+                let member: Result<(i64, i64)> = async {
+                    match &job.write {
+                        Write::Transition(t) => {
+                            let first_seq = update_order!(tx, t);
+                            Ok((t.expected_version + 1, first_seq))
+                        }
+                        Write::Order(new) => {
+                            complete_idempotency!(tx, new);
+                            Ok((0, 1))
+                        }
+                    }
+                }
+                .await;
+                let Ok((version, first_seq)) = member else {
+                    return Ok(Fast::Failed);
+                };
+                if let Write::Order(new) = &job.write {
+                    rows.orders.push(order_values(new));
+                }
+                rows.add(job.write.effects(), first_seq, texts);
+                versions.push(Some(version));
+            }
+            // 3. Every member's rows, many to a statement.
+            insert_rows!(tx, "orders", ORDER_COLUMNS, &rows.orders);
+            insert_rows!(
+                tx,
+                "order_events",
+                "tenant_id, order_id, seq, event_type, data, at",
+                &rows.events
+            );
+            insert_rows!(
+                tx,
+                "saga_commands",
+                "id, tenant_id, order_id, action, available_at, created_at",
+                &rows.commands
+            );
+            insert_rows!(
+                tx,
+                "outbox",
+                "id, tenant_id, order_id, topic, event_type, payload, created_at, available_at, trace_parent",
+                &rows.outbox
+            );
+            insert_rows!(
+                tx,
+                "payments",
+                "id, tenant_id, order_id, op, amount, currency, status, provider_reference, error_code, idempotency_key, plugin_version, at",
+                &rows.payments
+            );
+            tx.commit().await?;
+            Ok(Fast::Committed(versions))
+        })
+    }
+
+    /// The careful path: each member under its own savepoint, answered
+    /// with its own outcome; `Err` when the batch as a whole failed
+    /// (nothing committed).
+    async fn careful(&self, jobs: &[Job]) -> Result<Vec<Result<i64>>> {
+        let unpublish = self.unpublish();
+        on_pool!(self, write, |pool| {
+            let mut tx = counted::tx(pool.begin().await?);
+            let mut answers = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                sqlx::query("SAVEPOINT member")
+                    .execute(counted::stmt(&mut *tx))
+                    .await?;
+                let answer: Result<i64> = async {
+                    match &job.write {
+                        Write::Transition(t) => {
+                            if let Some(command) = &t.consumes {
+                                consume_command!(tx, unpublish, command);
+                            }
+                            let first_seq = update_order!(tx, t);
+                            write_effects!(tx, t, first_seq);
+                            Ok(t.expected_version + 1)
+                        }
+                        Write::Order(new) => {
+                            let values = [order_values(new)];
+                            insert_rows!(tx, "orders", ORDER_COLUMNS, &values);
+                            write_effects!(tx, &new.effects, 1i64);
+                            complete_idempotency!(tx, new);
+                            Ok(0)
+                        }
+                    }
+                }
+                .await;
+                if answer.is_err() {
+                    sqlx::query("ROLLBACK TO SAVEPOINT member")
+                        .execute(counted::stmt(&mut *tx))
+                        .await?;
+                }
+                sqlx::query("RELEASE SAVEPOINT member")
+                    .execute(counted::stmt(&mut *tx))
+                    .await?;
+                answers.push(answer);
+            }
+            tx.commit().await?;
+            Ok(answers)
+        })
+    }
+}
+
+enum Fast {
+    /// Each member's new version; `None` for a redelivered command.
+    Committed(Vec<Option<i64>>),
+    Failed,
+}
