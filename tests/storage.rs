@@ -676,7 +676,11 @@ async fn concurrent_writes_are_each_all_or_nothing(under: Under) {
     // Order 0's command is consumed first, so its second consumption is a redelivery.
     let redelivered = orders[0].clone();
     store
-        .commit_transition(&effects(&redelivered, 0, Some(format!("cmd-{redelivered}"))))
+        .commit_transition(&effects(
+            &redelivered,
+            0,
+            Some(format!("cmd-{redelivered}")),
+        ))
         .await
         .unwrap();
     let tasks: Vec<_> = orders
@@ -732,7 +736,11 @@ async fn concurrent_writes_are_each_all_or_nothing(under: Under) {
             // Its first consumption wrote no events; the redelivery nothing.
             assert_eq!((order.version, seqs), (1, vec![1]), "order 0");
         } else {
-            assert_eq!((order.version, seqs), (0, vec![1]), "order {i}: left nothing");
+            assert_eq!(
+                (order.version, seqs),
+                (0, vec![1]),
+                "order {i}: left nothing"
+            );
         }
     }
     // The refused writes' commands are still there to run; the applied ones' successors wait.

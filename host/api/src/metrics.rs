@@ -107,13 +107,35 @@ pub async fn render(State(p): State<AppState>, Extension(exporter): Extension<Ex
     }
     let db = oms_store::db_counts();
     for (name, help, value) in [
-        ("oms_db_statements_total", "SQL statements this process sent its database (BEGIN and COMMIT included).", db.statements),
-        ("oms_db_transactions_total", "Database transactions this process committed or tried (a write outside a transaction counts as one).", db.transactions),
-        ("oms_db_batches_total", "Group-commit batches: saga transitions and new orders written together in one transaction.", db.batches),
-        ("oms_db_batched_writes_total", "Saga transitions and new orders written through group commit.", db.batched_writes),
-        ("oms_db_careful_batches_total", "Group-commit batches written again member by member, each under its own savepoint, after one member failed (a stale version, no stock, an error).", db.careful_batches),
+        (
+            "oms_db_statements_total",
+            "SQL statements this process sent its database (BEGIN and COMMIT included).",
+            db.statements,
+        ),
+        (
+            "oms_db_transactions_total",
+            "Database transactions this process committed or tried (a write outside a transaction counts as one).",
+            db.transactions,
+        ),
+        (
+            "oms_db_batches_total",
+            "Group-commit batches: saga transitions and new orders written together in one transaction.",
+            db.batches,
+        ),
+        (
+            "oms_db_batched_writes_total",
+            "Saga transitions and new orders written through group commit.",
+            db.batched_writes,
+        ),
+        (
+            "oms_db_careful_batches_total",
+            "Group-commit batches written again member by member, each under its own savepoint, after one member failed (a stale version, no stock, an error).",
+            db.careful_batches,
+        ),
     ] {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
     }
     out.push_str(&format!(
         "# HELP oms_db_writes_in_flight Saga transitions and new orders queued for or being written by the group-commit writer.\n# TYPE oms_db_writes_in_flight gauge\noms_db_writes_in_flight {}\n",

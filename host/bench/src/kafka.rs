@@ -58,4 +58,3 @@ pub(crate) fn watch_confirmations(
         }
     }))
 }
-

@@ -172,7 +172,11 @@ async fn open_loop(load: &Arc<Load>, started: Instant) -> anyhow::Result<Duratio
 }
 
 /// A progress line a second (logged) while the run lasts.
-fn progress(load: Arc<Load>, finished: Arc<AtomicU64>, started: Instant) -> tokio::task::JoinHandle<()> {
+fn progress(
+    load: Arc<Load>,
+    finished: Arc<AtomicU64>,
+    started: Instant,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.tick().await;
@@ -238,7 +242,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         urls: urls.clone(),
         args: args.clone(),
         latencies: Arc::new(std::sync::Mutex::new(Histogram::new_with_bounds(
-            1, 600_000_000, 3,
+            1,
+            600_000_000,
+            3,
         )?)),
         accepted_at: accepted_at.clone(),
         sent: AtomicU64::new(0),
@@ -250,7 +256,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let progress = (!args.quiet).then(|| progress(load.clone(), finished.clone(), started));
     // The hosts' finished sagas, read while the load runs (for the progress line).
     let watch = {
-        let (client, urls, pids, finished) = (client.clone(), urls.clone(), pids.clone(), finished.clone());
+        let (client, urls, pids, finished) =
+            (client.clone(), urls.clone(), pids.clone(), finished.clone());
         let base = before.finished;
         tokio::spawn(async move {
             loop {

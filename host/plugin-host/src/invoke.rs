@@ -171,7 +171,7 @@ impl PluginHost {
                     ready(store);
                     instance
                         .oms_plugin_risk()
-                        .call_assess(&mut *store, &order, context.clone(), &settings)
+                        .call_assess(&mut *store, &order, context, &settings)
                 }
                 _ => Err(wasmtime::Error::msg("not a fraud check")),
             },

@@ -59,21 +59,18 @@ impl PluginHost {
     /// refused now rather than failing every call later.
     fn trial(&self, plugin: &Arc<Plugin>, limits: &CallLimits) -> Result<(), LoadError> {
         let running = plugin.clone();
-        let (result, _) =
-            run_call(
-                &self.engine,
-                plugin,
-                *limits,
-                None,
-                &move |store: &mut wasmtime::Store<super::CallState>, _: &Plugin| match &running.pre {
-                    Pre::Guardrail(pre) => pre.instantiate(&mut *store).map(drop),
-                    Pre::Fraud(pre) => pre.instantiate(&mut *store).map(drop),
-                    Pre::Payment { operations, .. } => {
-                        operations.instantiate(&mut *store).map(drop)
-                    }
-                    Pre::Policy(pre) => pre.instantiate(&mut *store).map(drop),
-                },
-            );
+        let (result, _) = run_call(
+            &self.engine,
+            plugin,
+            *limits,
+            None,
+            &move |store: &mut wasmtime::Store<super::CallState>, _: &Plugin| match &running.pre {
+                Pre::Guardrail(pre) => pre.instantiate(&mut *store).map(drop),
+                Pre::Fraud(pre) => pre.instantiate(&mut *store).map(drop),
+                Pre::Payment { operations, .. } => operations.instantiate(&mut *store).map(drop),
+                Pre::Policy(pre) => pre.instantiate(&mut *store).map(drop),
+            },
+        );
         result.map_err(|e| LoadError::CannotInstantiate(format!("under the slot's limits: {e}")))
     }
 }

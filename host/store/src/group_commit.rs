@@ -21,7 +21,9 @@
 
 use super::orders::{ORDER_COLUMNS, complete_idempotency, order_values};
 use super::transition::{consume_command, update_order, write_effects};
-use super::{Backend, Dialect, NewOrder, Result, StoreError, Transition, counted, on_pool};
+use super::{
+    Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted, on_pool,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +41,8 @@ const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
 /// What the writer writes.
 pub(crate) enum Write {
-    Transition(Transition),
-    Order(NewOrder),
+    Transition(Box<Transition>),
+    Order(Box<NewOrder>),
 }
 
 impl Write {
@@ -126,6 +128,19 @@ fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
 fn in_list_sql(prefix: &str, n: usize, suffix: &str) -> String {
     let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
     format!("{prefix}({}){suffix}", list.join(", "))
+}
+
+/// Where a write goes in its batch: see [`Task::write_batch`].
+fn lock_order(write: &Write) -> (u8, Vec<String>) {
+    match &write.effects().inventory {
+        None => (0, Vec::new()),
+        Some(InventoryOp::Release | InventoryOp::Consume) => (1, Vec::new()),
+        Some(InventoryOp::Reserve(lines)) => {
+            let mut skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
+            skus.sort();
+            (2, skus)
+        }
+    }
 }
 
 /// The size an `IN` list of `n` ids is padded to (repeating the last id),
@@ -272,6 +287,12 @@ impl Task {
     /// Writes `jobs` and answers each: fast, or if that fails, carefully.
     async fn write_batch(&self, jobs: Vec<Job>) {
         let mut jobs = jobs;
+        // Stock rows are locked in one order by every host's writer, so
+        // two batches on PostgreSQL cannot each hold what the other waits
+        // for: writes without stock first, then releases, then reservations
+        // by SKU. (Members are independent writes, so their order within a
+        // batch is free; a tie keeps arrival order.)
+        jobs.sort_by_cached_key(|j| lock_order(&j.write));
         match self.fast(&jobs).await {
             Ok(Fast::Committed(versions)) => {
                 for (job, version) in jobs.into_iter().zip(versions) {

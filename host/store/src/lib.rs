@@ -24,11 +24,11 @@ mod transition;
 
 pub use access::{ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord};
 pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
-pub use counted::{DbCounts, db_counts};
 pub use contract::{
     ApiKeys, Canaries, Database, Inventory, Operators, Orders, Outbox, PluginTelemetry,
     PluginUploads, PluginVersions, Reconciliation, Recordings, SagaLog, Store, TenantConfigs,
 };
+pub use counted::{DbCounts, db_counts};
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
     CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderFilter, OrderRecord,
@@ -211,7 +211,6 @@ impl SqlStore {
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", data_dir.display())))?;
         Self::connect(&format!("sqlite://{}", data_dir.join("oms.db").display())).await
     }
-
 }
 
 #[async_trait::async_trait]

@@ -236,7 +236,7 @@ impl crate::contract::Orders for SqlStore {
 
     async fn create_order(&self, new: &NewOrder) -> Result<()> {
         self.writer
-            .write(crate::group_commit::Write::Order(new.clone()))
+            .write(crate::group_commit::Write::Order(Box::new(new.clone())))
             .await
             .map(|_| ())
     }

@@ -193,7 +193,9 @@ impl crate::contract::PluginVersions for SqlStore {
 
     async fn activations(&self) -> Result<Vec<ActivationRecord>> {
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as(ACTIVATION_SELECT).fetch_all(crate::counted::stmt(pool)).await?)
+            Ok(sqlx::query_as(ACTIVATION_SELECT)
+                .fetch_all(crate::counted::stmt(pool))
+                .await?)
         })
     }
 

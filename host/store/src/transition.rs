@@ -230,7 +230,7 @@ pub(crate) use update_order;
 impl crate::contract::SagaLog for SqlStore {
     async fn commit_transition(&self, t: &Transition) -> Result<i64> {
         self.writer
-            .write(crate::group_commit::Write::Transition(t.clone()))
+            .write(crate::group_commit::Write::Transition(Box::new(t.clone())))
             .await
     }
 
