@@ -176,6 +176,16 @@ fn main() -> anyhow::Result<()> {
         .with(text_logs)
         .with(traces)
         .init();
+    // A panic is a log line like any other (JSON in production), with the
+    // span it happened in. The process never panics by design; the one
+    // panic it expects is a plugin's first inline call that writes to its
+    // log (oms_plugin_host::invoke), caught and run again on a thread.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        // Captured when RUST_BACKTRACE asks for it, as the default hook does.
+        let backtrace = std::backtrace::Backtrace::capture();
+        tracing::error!(%location, panic = %info.payload_as_str().unwrap_or("(not text)"), %backtrace, "panicked");
+    }));
     // Before any runtime starts: the compiler process is single-purpose.
     if let Command::CompilePlugin {
         cpu_seconds,

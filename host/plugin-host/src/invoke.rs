@@ -70,18 +70,36 @@ impl PluginHost {
         // another thread. One that needs more is run again from the start
         // on the blocking pool with its whole budget; what the first try did
         // is thrown away, and it held this thread for at most INLINE_FUEL.
-        let inline = http.is_none() && !needs_own_thread(&limits);
+        //
+        // A guest that writes to its log cannot run here: WASI's synchronous
+        // streams block on the Tokio runtime, which a runtime thread may not
+        // do (Tokio panics). That panic is caught, the call run again on the
+        // blocking pool, and the version marked to go there from now on.
+        let inline = http.is_none() && !plugin.threaded() && !needs_own_thread(&limits);
         let (result, stats) = if inline {
             let sliced = CallLimits {
                 fuel: limits.fuel.min(INLINE_FUEL),
                 ..limits
             };
             let _entered = span.enter();
-            let (result, stats) = run_call(&self.engine, plugin, sliced, None, &f);
-            if matches!(result, Err(PluginError::OutOfFuel)) && limits.fuel > INLINE_FUEL {
-                (None, stats)
-            } else {
-                (Some(result), stats)
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_call(&self.engine, plugin, sliced, None, &f)
+            }));
+            match attempt {
+                Ok((Err(PluginError::OutOfFuel), stats)) if limits.fuel > INLINE_FUEL => {
+                    (None, stats)
+                }
+                Ok((result, stats)) => (Some(result), stats),
+                Err(_) => {
+                    plugin.needs_thread();
+                    tracing::warn!(
+                        tenant,
+                        slot = plugin.slot.as_str(),
+                        version = plugin.version(),
+                        "plugin writes to its log: its calls run on the blocking pool from now on"
+                    );
+                    (None, CallStats::default())
+                }
             }
         } else {
             (None, CallStats::default())

@@ -164,9 +164,21 @@ pub struct Plugin {
     pub size_bytes: usize,
     component: Component,
     pre: Pre,
+    /// Its calls go to the blocking pool even when they could run inline
+    /// (it writes to its log: see `invoke`).
+    threaded: std::sync::atomic::AtomicBool,
 }
 
 impl Plugin {
+    fn threaded(&self) -> bool {
+        self.threaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn needs_thread(&self) {
+        self.threaded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Short form of the digest for logs and API answers.
     pub fn version(&self) -> &str {
         &self.digest[..12]
@@ -453,6 +465,7 @@ impl PluginHost {
             size_bytes,
             component,
             pre,
+            threaded: Default::default(),
         }))
     }
 }

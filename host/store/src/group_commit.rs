@@ -19,12 +19,13 @@
 //! savepoint, so a failure undoes only that member's writes and is answered
 //! to its caller alone.
 
+use super::inventory::apply_inventory;
 use super::orders::{ORDER_COLUMNS, complete_idempotency, order_values};
 use super::transition::{consume_command, update_order, write_effects};
 use super::{
     Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted, on_pool,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -122,6 +123,59 @@ fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
         sql.push(')');
     }
     sql
+}
+
+/// The order-row update of a batch's transitions: each row of `VALUES`
+/// is one transition ([`update_values`]), applied only where the row's
+/// version is still the one it was decided on; the rows updated answer with
+/// their new last history sequence number.
+fn update_sql(rows: usize) -> String {
+    let width = 13;
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect();
+    format!(
+        "UPDATE orders SET
+            status = COALESCE(v.column4, status),
+            payment_status = COALESCE(v.column5, payment_status),
+            fulfillment_status = COALESCE(v.column6, fulfillment_status),
+            violations = COALESCE(v.column7, violations),
+            cancellation_reason = COALESCE(v.column8, cancellation_reason),
+            shipment = COALESCE(v.column9, shipment),
+            saga_state = COALESCE(v.column10, saga_state),
+            saga_status = COALESCE(v.column11, saga_status),
+            version = version + 1,
+            event_seq = event_seq + v.column12,
+            updated_at = v.column13
+         FROM (VALUES {}) AS v
+         WHERE tenant_id = v.column1 AND id = v.column2 AND version = v.column3
+         RETURNING tenant_id, id, event_seq",
+        values.join(", ")
+    )
+}
+
+/// A transition's row of [`update_sql`].
+fn update_values(t: &Transition) -> Vec<Value<'_>> {
+    use Value::{Int, Text, TextOrNull};
+    let p = &t.patch;
+    vec![
+        Text(t.tenant.as_str()),
+        Text(t.order_id.as_str()),
+        Int(t.expected_version),
+        TextOrNull(p.status.as_deref()),
+        TextOrNull(p.payment_status.as_deref()),
+        TextOrNull(p.fulfillment_status.as_deref()),
+        TextOrNull(p.violations.as_deref()),
+        TextOrNull(p.cancellation_reason.as_deref()),
+        TextOrNull(p.shipment.as_deref()),
+        TextOrNull(p.saga_state.as_deref()),
+        TextOrNull(p.saga_status.as_deref()),
+        Int(t.events.len() as i64),
+        Int(t.now),
+    ]
 }
 
 /// `prefix` followed by `($1, …, $n)` and `suffix`.
@@ -353,19 +407,70 @@ impl Task {
                     q.execute(counted::stmt(&mut *tx)).await?;
                 }
             }
-            // 2. Each member's order row and stock, in turn.
-            let mut versions = Vec::with_capacity(jobs.len());
-            let mut rows = Rows::default();
-            for (job, texts) in jobs.iter().zip(&texts) {
-                if job.write.consumes().is_some_and(|c| !gone.contains(c)) {
-                    versions.push(None);
-                    continue;
+            // 2. Every transition's order row under its version check, many
+            // to a statement; then each member's stock, in batch order.
+            let live: Vec<usize> = (0..jobs.len())
+                .filter(|i| jobs[*i].write.consumes().is_none_or(|c| gone.contains(c)))
+                .collect();
+            let transitions: Vec<&Transition> = live
+                .iter()
+                .filter_map(|i| match &jobs[*i].write {
+                    Write::Transition(t) => Some(&**t),
+                    Write::Order(_) => None,
+                })
+                .collect();
+            let mut last_seq: HashMap<(String, String), i64> = HashMap::new();
+            {
+                // Two writes of one order cannot be told apart in one
+                // statement's answer: such a batch is written carefully.
+                let mut orders = HashSet::new();
+                if !transitions
+                    .iter()
+                    .all(|t| orders.insert((t.tenant.as_str(), t.order_id.as_str())))
+                {
+                    return Ok(Fast::Failed);
                 }
+                let rows: Vec<Vec<Value<'_>>> =
+                    transitions.iter().map(|t| update_values(t)).collect();
+                let mut rest = rows.as_slice();
+                while !rest.is_empty() {
+                    let n = CHUNKS
+                        .iter()
+                        .copied()
+                        .find(|c| *c <= rest.len())
+                        .unwrap_or(1);
+                    let (chunk, tail) = rest.split_at(n);
+                    let sql = update_sql(n);
+                    let mut q = sqlx::query_as::<_, (String, String, i64)>(&sql);
+                    for v in chunk.iter().flatten() {
+                        q = match v {
+                            Value::Text(s) => q.bind(*s),
+                            Value::TextOrNull(s) => q.bind(*s),
+                            Value::Int(i) => q.bind(*i),
+                        };
+                    }
+                    for (tenant, order, seq) in q.fetch_all(counted::stmt(&mut *tx)).await? {
+                        last_seq.insert((tenant, order), seq);
+                    }
+                    rest = tail;
+                }
+            }
+            let mut versions = vec![None; jobs.len()];
+            let mut rows = Rows::default();
+            for i in live {
+                let (job, texts) = (&jobs[i], &texts[i]);
                 let member: Result<(i64, i64)> = async {
                     match &job.write {
                         Write::Transition(t) => {
-                            let first_seq = update_order!(tx, t);
-                            Ok((t.expected_version + 1, first_seq))
+                            // Not updated: another write of the order came first.
+                            let key = (t.tenant.to_string(), t.order_id.to_string());
+                            let Some(last) = last_seq.get(&key) else {
+                                return Err(StoreError::Conflict);
+                            };
+                            if let Some(op) = &t.inventory {
+                                apply_inventory!(tx, &t.tenant, &t.order_id, op, t.now);
+                            }
+                            Ok((t.expected_version + 1, last - t.events.len() as i64 + 1))
                         }
                         Write::Order(new) => {
                             complete_idempotency!(tx, new);
@@ -381,7 +486,7 @@ impl Task {
                     rows.orders.push(order_values(new));
                 }
                 rows.add(job.write.effects(), first_seq, texts);
-                versions.push(Some(version));
+                versions[i] = Some(version);
             }
             // 3. Every member's rows, many to a statement.
             insert_rows!(tx, "orders", ORDER_COLUMNS, &rows.orders);

@@ -34,8 +34,16 @@ const IN_HAND: usize = 2048;
 /// host runs it straight from the database: longer than a rebalance after a
 /// host dies (session timeout 6 s) takes.
 const OVERDUE_MS: i64 = 15_000;
-/// The lease a rescuing host takes on such a command.
-const RESCUE_LEASE_MS: i64 = 30_000;
+/// The lease a rescuing host takes on such a command: long enough for the
+/// commands it has in hand to be run before another host would take them.
+const RESCUE_LEASE_MS: i64 = 60_000;
+/// Overdue commands looked at in one pass.
+const RESCUE_BATCH: i64 = 500;
+/// Rescued sagas one host runs or has queued at once (each under its
+/// tenant's share of the runner like any other): after a broker lost its
+/// messages, thousands may be overdue, and a host takes what it can run
+/// within its lease, leaving the rest to the other hosts.
+const RESCUE_IN_HAND: usize = 1_024;
 
 pub(crate) async fn run(p: Arc<Platform>, kafka: Arc<KafkaTransport>) {
     let offsets = Arc::new(Mutex::new(Offsets::default()));
@@ -230,18 +238,32 @@ async fn known_tenant(p: &Platform, id: &str) -> bool {
 /// database, runs it directly. Fenced like any delivery, so a late message
 /// for it changes nothing.
 async fn rescue(p: Arc<Platform>) {
+    let in_hand = Arc::new(Semaphore::new(RESCUE_IN_HAND));
+    let mut full = false;
     loop {
-        let pause = 2_000 + oms_clock::jitter_ms(2_000);
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        // Straight on after a full pass (a broker that lost its messages
+        // leaves thousands overdue: one pass of 100 every few seconds was a
+        // drain of about 30 sagas/s); otherwise a jittered pause.
+        if !full {
+            let pause = 2_000 + oms_clock::jitter_ms(2_000);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        full = false;
         let now = oms_clock::now_ms();
-        let overdue = match p.store.due_commands(now - OVERDUE_MS, 100).await {
+        let overdue = match p.store.due_commands(now - OVERDUE_MS, RESCUE_BATCH).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "looking for overdue saga commands failed");
                 continue;
             }
         };
+        let found = overdue.len();
+        let mut taken = 0usize;
         for cmd in overdue {
+            let Ok(permit) = in_hand.clone().try_acquire_owned() else {
+                // As many in hand as this host runs in a lease: wait for room.
+                break;
+            };
             match p
                 .store
                 .lease_command(&cmd.id, cmd.available_at, now + RESCUE_LEASE_MS)
@@ -250,12 +272,17 @@ async fn rescue(p: Arc<Platform>) {
                 Ok(true) => {
                     tracing::warn!(command = %cmd.id, order = %cmd.order_id, overdue_ms = now - cmd.available_at, "saga command overdue: running it from the database");
                     Metrics::inc(&p.metrics.commands_rescued_total);
+                    taken += 1;
                     let p = p.clone();
-                    tokio::spawn(async move { runner::deliver(&p, cmd, true).await });
+                    tokio::spawn(async move {
+                        runner::deliver(&p, cmd, true).await;
+                        drop(permit);
+                    });
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leasing an overdue saga command failed"),
             }
         }
+        full = found as i64 == RESCUE_BATCH && taken > 0;
     }
 }
