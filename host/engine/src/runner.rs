@@ -16,7 +16,7 @@ use oms_store::CommandRecord;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 /// Commands carried out at once.
@@ -74,9 +74,26 @@ pub(crate) fn idle(p: &Platform) -> bool {
 /// Starts carrying out `cmd`, and then each next command of its saga that is
 /// due at once, unless a command of the same order is already running.
 /// `preloaded` is the order as the caller just committed it, which saves
-/// reading it back.
+/// reading it back. `false` when it was not started (already running, or
+/// no room: the dispatcher's next sweep finds it).
 pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Loaded>) -> bool {
     let now = oms_clock::now_ms();
+    // Only with a slot free now, the tenant's and the runner's: a saga
+    // that would have to wait stays in the database, where the dispatcher
+    // finds it when there is room. Orders accepted faster than their sagas
+    // run so wait on disk, not as tasks in memory (the host's memory stays
+    // flat however far behind it is).
+    let Ok(share) = p
+        .runner
+        .tenant_permits
+        .of(&cmd.tenant_id)
+        .try_acquire_owned()
+    else {
+        return false;
+    };
+    let Ok(permit) = p.runner.permits.clone().try_acquire_owned() else {
+        return false;
+    };
     {
         let mut f = p.runner.lock();
         if f.commands.contains(&cmd.id)
@@ -90,7 +107,9 @@ pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Lo
         f.orders.insert(cmd.order_id.clone());
     }
     let p = p.clone();
-    tokio::spawn(async move { chain(&p, cmd, preloaded, Mode::Dispatched).await });
+    tokio::spawn(async move {
+        chain(&p, cmd, preloaded, Mode::Dispatched, Some((share, permit))).await
+    });
     true
 }
 
@@ -116,14 +135,24 @@ enum Mode {
 /// `first`, then each next command of its saga that is due at once. The
 /// caller has marked the order and `first` in flight; the order stays
 /// marked for the whole chain, so nobody else is handed its commands.
-async fn chain(p: &Arc<Platform>, first: CommandRecord, preloaded: Option<Loaded>, mode: Mode) {
-    let share = p
-        .runner
-        .tenant_permits
-        .of(&first.tenant_id)
-        .acquire_owned()
-        .await;
-    let permit = p.runner.permits.clone().acquire_owned().await;
+async fn chain(
+    p: &Arc<Platform>,
+    first: CommandRecord,
+    preloaded: Option<Loaded>,
+    mode: Mode,
+    held: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+) {
+    let (share, permit) = match held {
+        Some((share, permit)) => (Ok(share), Ok(permit)),
+        None => (
+            p.runner
+                .tenant_permits
+                .of(&first.tenant_id)
+                .acquire_owned()
+                .await,
+            p.runner.permits.clone().acquire_owned().await,
+        ),
+    };
     let order = first.order_id.clone();
     let (mut current, mut preloaded) = (first, preloaded);
     let mut failures = 0u32;
@@ -190,7 +219,7 @@ pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord, whole_saga: b
     } else {
         Mode::Delivered
     };
-    chain(p, cmd, None, mode).await;
+    chain(p, cmd, None, mode, None).await;
 }
 
 /// The dispatcher: sweeps the command table for due work not yet running.
