@@ -19,11 +19,18 @@
 //! savepoint, so a failure undoes only that member's writes and is answered
 //! to its caller alone.
 
+mod rows;
+
 use super::inventory::apply_inventory;
 use super::orders::{ORDER_COLUMNS, complete_idempotency, order_values};
 use super::transition::{consume_command, update_order, write_effects};
 use super::{
     Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted, on_pool,
+};
+pub(crate) use rows::Value;
+use rows::{
+    CHUNKS, Rows, Texts, bind_rows, chunk_len, in_list_sql, insert_rows, insert_sql, padded,
+    update_sql, update_values,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,10 +42,6 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer before callers wait to queue (back-pressure).
 const QUEUE: usize = 4 * MAX_BATCH;
-/// Rows per multi-row statement, largest first: a batch's rows are written
-/// in chunks of these sizes, so each table has only this many statement
-/// texts for the connection's statement cache.
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
 /// What the writer writes.
 pub(crate) enum Write {
@@ -100,90 +103,6 @@ impl Writer {
     }
 }
 
-/// One value of a multi-row statement (every column these tables batch is
-/// text, nullable text or an integer).
-pub(crate) enum Value<'a> {
-    Text(&'a str),
-    TextOrNull(Option<&'a str>),
-    Int(i64),
-}
-
-/// `INSERT INTO table (columns) VALUES (…), (…)`: `rows` rows of `width`
-/// placeholders each.
-fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
-    let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..width {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", r * width + c + 1));
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-/// The order-row update of a batch's transitions: each row of `VALUES`
-/// is one transition ([`update_values`]), applied only where the row's
-/// version is still the one it was decided on; the rows updated answer with
-/// their new last history sequence number.
-fn update_sql(rows: usize) -> String {
-    let width = 13;
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
-            format!("({})", row.join(", "))
-        })
-        .collect();
-    format!(
-        "UPDATE orders SET
-            status = COALESCE(v.column4, status),
-            payment_status = COALESCE(v.column5, payment_status),
-            fulfillment_status = COALESCE(v.column6, fulfillment_status),
-            violations = COALESCE(v.column7, violations),
-            cancellation_reason = COALESCE(v.column8, cancellation_reason),
-            shipment = COALESCE(v.column9, shipment),
-            saga_state = COALESCE(v.column10, saga_state),
-            saga_status = COALESCE(v.column11, saga_status),
-            version = version + 1,
-            event_seq = event_seq + v.column12,
-            updated_at = v.column13
-         FROM (VALUES {}) AS v
-         WHERE tenant_id = v.column1 AND id = v.column2 AND version = v.column3
-         RETURNING tenant_id, id, event_seq",
-        values.join(", ")
-    )
-}
-
-/// A transition's row of [`update_sql`].
-fn update_values(t: &Transition) -> Vec<Value<'_>> {
-    use Value::{Int, Text, TextOrNull};
-    let p = &t.patch;
-    vec![
-        Text(t.tenant.as_str()),
-        Text(t.order_id.as_str()),
-        Int(t.expected_version),
-        TextOrNull(p.status.as_deref()),
-        TextOrNull(p.payment_status.as_deref()),
-        TextOrNull(p.fulfillment_status.as_deref()),
-        TextOrNull(p.violations.as_deref()),
-        TextOrNull(p.cancellation_reason.as_deref()),
-        TextOrNull(p.shipment.as_deref()),
-        TextOrNull(p.saga_state.as_deref()),
-        TextOrNull(p.saga_status.as_deref()),
-        Int(t.events.len() as i64),
-        Int(t.now),
-    ]
-}
-
-/// `prefix` followed by `($1, …, $n)` and `suffix`.
-fn in_list_sql(prefix: &str, n: usize, suffix: &str) -> String {
-    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-    format!("{prefix}({}){suffix}", list.join(", "))
-}
-
 /// Where a write goes in its batch: see [`Task::write_batch`].
 fn lock_order(write: &Write) -> (u8, Vec<String>) {
     match &write.effects().inventory {
@@ -193,121 +112,6 @@ fn lock_order(write: &Write) -> (u8, Vec<String>) {
             let mut skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
             skus.sort();
             (2, skus)
-        }
-    }
-}
-
-/// The size an `IN` list of `n` ids is padded to (repeating the last id),
-/// so there are as few statement texts as [`CHUNKS`] has sizes.
-fn padded(n: usize) -> usize {
-    CHUNKS.iter().rev().copied().find(|c| *c >= n).unwrap_or(n)
-}
-
-/// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow.
-macro_rules! insert_rows {
-    ($tx:ident, $table:expr, $columns:expr, $rows:expr) => {{
-        let rows: &[Vec<Value<'_>>] = $rows;
-        let mut rest = rows;
-        while let Some(first) = rest.first() {
-            let n = CHUNKS
-                .iter()
-                .copied()
-                .find(|c| *c <= rest.len())
-                .unwrap_or(1);
-            let (chunk, tail) = rest.split_at(n);
-            let sql = insert_sql($table, $columns, first.len(), n);
-            let mut q = sqlx::query(&sql);
-            for v in chunk.iter().flatten() {
-                q = match v {
-                    Value::Text(s) => q.bind(*s),
-                    Value::TextOrNull(s) => q.bind(*s),
-                    Value::Int(i) => q.bind(*i),
-                };
-            }
-            q.execute(counted::stmt(&mut *$tx)).await?;
-            rest = tail;
-        }
-    }};
-}
-
-/// A member's JSON columns as text.
-struct Texts {
-    events: Vec<String>,
-    outbox: Vec<String>,
-}
-
-impl Texts {
-    fn of(t: &Transition) -> Self {
-        Self {
-            events: t.events.iter().map(|(_, d)| d.to_string()).collect(),
-            outbox: t.outbox.iter().map(|m| m.payload.to_string()).collect(),
-        }
-    }
-}
-
-/// Every history, command, outbox and payment row of the batch's members,
-/// each member's events numbered from its first sequence number.
-#[derive(Default)]
-struct Rows<'a> {
-    orders: Vec<Vec<Value<'a>>>,
-    events: Vec<Vec<Value<'a>>>,
-    commands: Vec<Vec<Value<'a>>>,
-    outbox: Vec<Vec<Value<'a>>>,
-    payments: Vec<Vec<Value<'a>>>,
-}
-
-impl<'a> Rows<'a> {
-    fn add(&mut self, t: &'a Transition, first_seq: i64, texts: &'a Texts) {
-        use Value::{Int, Text, TextOrNull};
-        let (tenant, order) = (t.tenant.as_str(), t.order_id.as_str());
-        for (i, ((event_type, _), data)) in t.events.iter().zip(&texts.events).enumerate() {
-            self.events.push(vec![
-                Text(tenant),
-                Text(order),
-                Int(first_seq + i as i64),
-                Text(event_type),
-                Text(data),
-                Int(t.now),
-            ]);
-        }
-        for c in &t.commands {
-            self.commands.push(vec![
-                Text(&c.id),
-                Text(tenant),
-                Text(order),
-                Text(&c.action),
-                Int(c.available_at),
-                Int(t.now),
-            ]);
-        }
-        for (m, payload) in t.outbox.iter().zip(&texts.outbox) {
-            self.outbox.push(vec![
-                Text(&m.id),
-                Text(tenant),
-                Text(order),
-                Text(&m.topic),
-                Text(&m.event_type),
-                Text(payload),
-                Int(t.now),
-                Int(m.available_at.unwrap_or(t.now)),
-                TextOrNull(t.trace_parent.as_deref()),
-            ]);
-        }
-        if let Some(p) = &t.payment {
-            self.payments.push(vec![
-                Text(&p.id),
-                Text(tenant),
-                Text(order),
-                Text(&p.op),
-                Int(p.amount),
-                Text(&p.currency),
-                Text(&p.status),
-                TextOrNull(p.provider_reference.as_deref()),
-                TextOrNull(p.error_code.as_deref()),
-                Text(&p.idempotency_key),
-                TextOrNull(p.plugin_version.as_deref()),
-                Int(t.now),
-            ]);
         }
     }
 }
@@ -434,21 +238,11 @@ impl Task {
                     transitions.iter().map(|t| update_values(t)).collect();
                 let mut rest = rows.as_slice();
                 while !rest.is_empty() {
-                    let n = CHUNKS
-                        .iter()
-                        .copied()
-                        .find(|c| *c <= rest.len())
-                        .unwrap_or(1);
+                    let n = chunk_len(rest.len());
                     let (chunk, tail) = rest.split_at(n);
                     let sql = update_sql(n);
                     let mut q = sqlx::query_as::<_, (String, String, i64)>(&sql);
-                    for v in chunk.iter().flatten() {
-                        q = match v {
-                            Value::Text(s) => q.bind(*s),
-                            Value::TextOrNull(s) => q.bind(*s),
-                            Value::Int(i) => q.bind(*i),
-                        };
-                    }
+                    bind_rows!(q, chunk);
                     for (tenant, order, seq) in q.fetch_all(counted::stmt(&mut *tx)).await? {
                         last_seq.insert((tenant, order), seq);
                     }

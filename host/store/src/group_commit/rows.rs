@@ -1,0 +1,220 @@
+//! The rows of a group-commit batch and the multi-row statements that
+//! write them: a few statement texts per table (chunks of [`CHUNKS`] rows),
+//! so the connection's statement cache keeps them all.
+
+use super::Transition;
+
+/// Rows per multi-row statement, largest first: a batch's rows are written
+/// in chunks of these sizes, so each table has only this many statement
+/// texts for the connection's statement cache.
+pub(super) const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// One value of a multi-row statement (every column these tables batch is
+/// text, nullable text or an integer).
+pub(crate) enum Value<'a> {
+    Text(&'a str),
+    TextOrNull(Option<&'a str>),
+    Int(i64),
+}
+
+/// `INSERT INTO table (columns) VALUES (…), (…)`: `rows` rows of `width`
+/// placeholders each.
+pub(super) fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * width + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The order-row update of a batch's transitions: each row of `VALUES`
+/// is one transition ([`update_values`]), applied only where the row's
+/// version is still the one it was decided on; the rows updated answer with
+/// their new last history sequence number.
+pub(super) fn update_sql(rows: usize) -> String {
+    let width = 13;
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect();
+    format!(
+        "UPDATE orders SET
+            status = COALESCE(v.column4, status),
+            payment_status = COALESCE(v.column5, payment_status),
+            fulfillment_status = COALESCE(v.column6, fulfillment_status),
+            violations = COALESCE(v.column7, violations),
+            cancellation_reason = COALESCE(v.column8, cancellation_reason),
+            shipment = COALESCE(v.column9, shipment),
+            saga_state = COALESCE(v.column10, saga_state),
+            saga_status = COALESCE(v.column11, saga_status),
+            version = version + 1,
+            event_seq = event_seq + v.column12,
+            updated_at = v.column13
+         FROM (VALUES {}) AS v
+         WHERE tenant_id = v.column1 AND id = v.column2 AND version = v.column3
+         RETURNING tenant_id, id, event_seq",
+        values.join(", ")
+    )
+}
+
+/// A transition's row of [`update_sql`].
+pub(super) fn update_values(t: &Transition) -> Vec<Value<'_>> {
+    use Value::{Int, Text, TextOrNull};
+    let p = &t.patch;
+    vec![
+        Text(t.tenant.as_str()),
+        Text(t.order_id.as_str()),
+        Int(t.expected_version),
+        TextOrNull(p.status.as_deref()),
+        TextOrNull(p.payment_status.as_deref()),
+        TextOrNull(p.fulfillment_status.as_deref()),
+        TextOrNull(p.violations.as_deref()),
+        TextOrNull(p.cancellation_reason.as_deref()),
+        TextOrNull(p.shipment.as_deref()),
+        TextOrNull(p.saga_state.as_deref()),
+        TextOrNull(p.saga_status.as_deref()),
+        Int(t.events.len() as i64),
+        Int(t.now),
+    ]
+}
+
+/// `prefix` followed by `($1, …, $n)` and `suffix`.
+pub(super) fn in_list_sql(prefix: &str, n: usize, suffix: &str) -> String {
+    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!("{prefix}({}){suffix}", list.join(", "))
+}
+
+/// The size an `IN` list of `n` ids is padded to (repeating the last id),
+/// so there are as few statement texts as [`CHUNKS`] has sizes.
+pub(super) fn padded(n: usize) -> usize {
+    CHUNKS.iter().rev().copied().find(|c| *c >= n).unwrap_or(n)
+}
+
+/// How many of `n` rows the next multi-row statement takes.
+pub(super) fn chunk_len(n: usize) -> usize {
+    CHUNKS.iter().copied().find(|c| *c <= n).unwrap_or(1)
+}
+
+/// Binds every value of `$rows` to the query `$q`, in order.
+macro_rules! bind_rows {
+    ($q:ident, $rows:expr) => {
+        for v in $rows.iter().flatten() {
+            $q = match v {
+                Value::Text(s) => $q.bind(*s),
+                Value::TextOrNull(s) => $q.bind(*s),
+                Value::Int(i) => $q.bind(*i),
+            };
+        }
+    };
+}
+
+pub(super) use bind_rows;
+
+/// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow.
+macro_rules! insert_rows {
+    ($tx:ident, $table:expr, $columns:expr, $rows:expr) => {{
+        let rows: &[Vec<Value<'_>>] = $rows;
+        let mut rest = rows;
+        while let Some(first) = rest.first() {
+            let n = chunk_len(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            let sql = insert_sql($table, $columns, first.len(), n);
+            let mut q = sqlx::query(&sql);
+            bind_rows!(q, chunk);
+            q.execute(counted::stmt(&mut *$tx)).await?;
+            rest = tail;
+        }
+    }};
+}
+
+/// A member's JSON columns as text.
+pub(super) struct Texts {
+    events: Vec<String>,
+    outbox: Vec<String>,
+}
+
+impl Texts {
+    pub(super) fn of(t: &Transition) -> Self {
+        Self {
+            events: t.events.iter().map(|(_, d)| d.to_string()).collect(),
+            outbox: t.outbox.iter().map(|m| m.payload.to_string()).collect(),
+        }
+    }
+}
+
+/// Every history, command, outbox and payment row of the batch's members,
+/// each member's events numbered from its first sequence number.
+#[derive(Default)]
+pub(super) struct Rows<'a> {
+    pub(super) orders: Vec<Vec<Value<'a>>>,
+    pub(super) events: Vec<Vec<Value<'a>>>,
+    pub(super) commands: Vec<Vec<Value<'a>>>,
+    pub(super) outbox: Vec<Vec<Value<'a>>>,
+    pub(super) payments: Vec<Vec<Value<'a>>>,
+}
+
+impl<'a> Rows<'a> {
+    pub(super) fn add(&mut self, t: &'a Transition, first_seq: i64, texts: &'a Texts) {
+        use Value::{Int, Text, TextOrNull};
+        let (tenant, order) = (t.tenant.as_str(), t.order_id.as_str());
+        for (i, ((event_type, _), data)) in t.events.iter().zip(&texts.events).enumerate() {
+            self.events.push(vec![
+                Text(tenant),
+                Text(order),
+                Int(first_seq + i as i64),
+                Text(event_type),
+                Text(data),
+                Int(t.now),
+            ]);
+        }
+        for c in &t.commands {
+            self.commands.push(vec![
+                Text(&c.id),
+                Text(tenant),
+                Text(order),
+                Text(&c.action),
+                Int(c.available_at),
+                Int(t.now),
+            ]);
+        }
+        for (m, payload) in t.outbox.iter().zip(&texts.outbox) {
+            self.outbox.push(vec![
+                Text(&m.id),
+                Text(tenant),
+                Text(order),
+                Text(&m.topic),
+                Text(&m.event_type),
+                Text(payload),
+                Int(t.now),
+                Int(m.available_at.unwrap_or(t.now)),
+                TextOrNull(t.trace_parent.as_deref()),
+            ]);
+        }
+        if let Some(p) = &t.payment {
+            self.payments.push(vec![
+                Text(&p.id),
+                Text(tenant),
+                Text(order),
+                Text(&p.op),
+                Int(p.amount),
+                Text(&p.currency),
+                Text(&p.status),
+                TextOrNull(p.provider_reference.as_deref()),
+                TextOrNull(p.error_code.as_deref()),
+                Text(&p.idempotency_key),
+                TextOrNull(p.plugin_version.as_deref()),
+                Int(t.now),
+            ]);
+        }
+    }
+}
+pub(super) use insert_rows;
