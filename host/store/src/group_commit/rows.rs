@@ -5,9 +5,9 @@
 use super::Transition;
 
 /// Rows per multi-row statement, largest first: a batch's rows are written
-/// in chunks of these sizes, so each table has only this many statement
-/// texts for the connection's statement cache.
-pub(super) const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+/// in chunks of these sizes (15 rows: 8 + 4 + 2 + 1), so each table has only
+/// this many statement texts for the connection's statement cache.
+pub(super) const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// One value of a multi-row statement (every column these tables batch is
 /// text, nullable text or an integer).
