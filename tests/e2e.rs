@@ -505,6 +505,17 @@ async fn bad_input_is_refused_with_pointers_and_loses_nothing(kind: Kind) {
         "{}",
         r.body
     );
+    // A body that is not an object, though serde could read the struct's
+    // fields from an array (Schemathesis found `[null]` accepted).
+    for body in [json!([null]), json!(["why"]), json!("why"), json!(7)] {
+        let r = api.post(&format!("/orders/{nowhere}/cancel"), &body).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (422, Some("VALIDATION_FAILED")),
+            "{body}: {}",
+            r.body
+        );
+    }
     assert!(
         api.get("/orders").await.body["data"]
             .as_array()

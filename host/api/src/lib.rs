@@ -188,6 +188,19 @@ pub(crate) fn json_body(bytes: &[u8]) -> Result<Value, ApiError> {
 /// field is missing or of the wrong type.
 pub(crate) fn typed_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = json_body(bytes)?;
+    // Every request body is an object; serde would also read a struct from
+    // an array of its fields in order (`[null]` as a cancel without reason).
+    if !value.is_object() {
+        let message = "must be a JSON object";
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            format!("the body {message}"),
+        )
+        .with_details(
+            json!({ "errors": [{ "field": "", "code": "INVALID", "message": message }] }),
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field: String = e
             .path()
