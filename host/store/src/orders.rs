@@ -100,37 +100,10 @@ impl OrderFilter<'_> {
     }
 }
 
-/// The columns of `orders`, in the order [`order_values`] gives them.
+/// The columns of `orders` (the group-commit writer's rows follow this order).
 pub(crate) const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, status, payment_status, \
     fulfillment_status, draft, violations, cancellation_reason, shipment, saga_state, saga_status, \
     version, event_seq, created_at, updated_at, trace_parent";
-
-/// A new order's row, column by column as [`ORDER_COLUMNS`] names them.
-pub(crate) fn order_values(new: &NewOrder) -> Vec<crate::group_commit::Value<'_>> {
-    use crate::group_commit::Value::{Int, Text, TextOrNull};
-    let r = &new.record;
-    vec![
-        Text(&r.tenant_id),
-        Text(&r.id),
-        Text(&r.customer_id),
-        Text(&r.currency),
-        Int(r.total_minor),
-        Text(&r.status),
-        Text(&r.payment_status),
-        Text(&r.fulfillment_status),
-        Text(&r.draft),
-        TextOrNull(r.violations.as_deref()),
-        TextOrNull(r.cancellation_reason.as_deref()),
-        TextOrNull(r.shipment.as_deref()),
-        Text(&r.saga_state),
-        Text(&r.saga_status),
-        Int(r.version),
-        Int(new.effects.events.len() as i64),
-        Int(r.created_at),
-        Int(r.updated_at),
-        TextOrNull(r.trace_parent.as_deref()),
-    ]
-}
 
 /// Completes a new order's idempotency key inside `$tx`, with the answer
 /// stored for replays.
@@ -235,10 +208,7 @@ impl crate::contract::Orders for SqlStore {
     }
 
     async fn create_order(&self, new: &NewOrder) -> Result<()> {
-        self.writer
-            .write(crate::group_commit::Write::Order(Box::new(new.clone())))
-            .await
-            .map(|_| ())
+        self.write_order(new).await
     }
 
     async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord> {

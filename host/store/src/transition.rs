@@ -229,9 +229,7 @@ pub(crate) use update_order;
 #[async_trait]
 impl crate::contract::SagaLog for SqlStore {
     async fn commit_transition(&self, t: &Transition) -> Result<i64> {
-        self.writer
-            .write(crate::group_commit::Write::Transition(Box::new(t.clone())))
-            .await
+        self.write_transition(t).await
     }
 
     async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>> {

@@ -22,15 +22,14 @@
 mod rows;
 
 use super::inventory::apply_inventory;
-use super::orders::{ORDER_COLUMNS, complete_idempotency, order_values};
+use super::orders::{ORDER_COLUMNS, complete_idempotency};
 use super::transition::{consume_command, update_order, write_effects};
 use super::{
     Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted, on_pool,
 };
-pub(crate) use rows::Value;
 use rows::{
-    CHUNKS, Rows, Texts, bind_rows, chunk_len, in_list_sql, insert_rows, insert_sql, padded,
-    update_sql, update_values,
+    CHUNKS, Rows, Texts, Value, bind_rows, chunk_len, in_list_sql, insert_rows, insert_sql,
+    order_values, padded, update_sql, update_values,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -100,6 +99,23 @@ impl Writer {
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
+    }
+}
+
+impl super::SqlStore {
+    /// Commits a saga transition in the writer's next batch.
+    pub(crate) async fn write_transition(&self, t: &Transition) -> Result<i64> {
+        self.writer
+            .write(Write::Transition(Box::new(t.clone())))
+            .await
+    }
+
+    /// Stores a new order (and starts its saga) in the writer's next batch.
+    pub(crate) async fn write_order(&self, new: &NewOrder) -> Result<()> {
+        self.writer
+            .write(Write::Order(Box::new(new.clone())))
+            .await
+            .map(|_| ())
     }
 }
 

@@ -2,7 +2,7 @@
 //! write them: a few statement texts per table (chunks of [`CHUNKS`] rows),
 //! so the connection's statement cache keeps them all.
 
-use super::Transition;
+use super::{NewOrder, Transition};
 
 /// Rows per multi-row statement, largest first: a batch's rows are written
 /// in chunks of these sizes (15 rows: 8 + 4 + 2 + 1), so each table has only
@@ -11,7 +11,7 @@ pub(super) const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// One value of a multi-row statement (every column these tables batch is
 /// text, nullable text or an integer).
-pub(crate) enum Value<'a> {
+pub(super) enum Value<'a> {
     Text(&'a str),
     TextOrNull(Option<&'a str>),
     Int(i64),
@@ -218,3 +218,30 @@ impl<'a> Rows<'a> {
     }
 }
 pub(super) use insert_rows;
+
+/// A new order's row, column by column as [`ORDER_COLUMNS`] names them.
+pub(super) fn order_values(new: &NewOrder) -> Vec<Value<'_>> {
+    use Value::{Int, Text, TextOrNull};
+    let r = &new.record;
+    vec![
+        Text(&r.tenant_id),
+        Text(&r.id),
+        Text(&r.customer_id),
+        Text(&r.currency),
+        Int(r.total_minor),
+        Text(&r.status),
+        Text(&r.payment_status),
+        Text(&r.fulfillment_status),
+        Text(&r.draft),
+        TextOrNull(r.violations.as_deref()),
+        TextOrNull(r.cancellation_reason.as_deref()),
+        TextOrNull(r.shipment.as_deref()),
+        Text(&r.saga_state),
+        Text(&r.saga_status),
+        Int(r.version),
+        Int(new.effects.events.len() as i64),
+        Int(r.created_at),
+        Int(r.updated_at),
+        TextOrNull(r.trace_parent.as_deref()),
+    ]
+}
