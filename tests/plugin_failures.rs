@@ -175,3 +175,95 @@ async fn futures_statuses(api: &support::Api) -> Vec<u16> {
 }
 
 on_both_backends!(a_tenant_over_its_rate_limit_gets_429);
+
+/// The `oms_circuit_breaker_*` sample for acme's provider, if reported.
+async fn breaker_metric(srv: &Server, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", srv.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with(&format!("oms_circuit_breaker_{name}{{")) && l.contains("tenant=\"acme\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A provider outage: after captures of several orders fail, acme's circuit
+/// breaker opens and the other captures are postponed, not tried (each
+/// postponement in the order's events, no retry spent); once the outage is
+/// over a probe closes it and every order is confirmed, none having used up
+/// its retries.
+async fn a_provider_outage_opens_the_circuit_and_postpones_payments(kind: Kind) {
+    let db = Db::new(kind).await;
+    let srv = Server::start(&db).await;
+    let http = reqwest::Client::new();
+    let outage = |ops: Value| {
+        http.post(format!("{}/v1/outage", srv.psp_url))
+            .bearer_auth(oms_sandbox_psp::DEFAULT_OPERATOR_KEY)
+            .json(&serde_json::json!({ "operations": ops }))
+            .send()
+    };
+    assert_eq!(
+        outage(serde_json::json!(["capture"]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let api = srv.api("acme");
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(
+            api.place(&order(&format!("c-breaker-{n}"), "WIDGET-1", 1, "tok_visa"))
+                .await,
+        );
+    }
+    // Wait for the condition: the breaker open and most orders postponed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut postponed = 0;
+        for id in &ids {
+            let events = api.get(&format!("/orders/{id}/events")).await.body;
+            postponed += usize::from(!events_of_type(&events, "step.postponed").is_empty());
+        }
+        if postponed >= 3 && breaker_metric(&srv, "opened_total").await >= Some(1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the breaker never opened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(outage(serde_json::json!([])).await.unwrap().status(), 200);
+
+    for id in &ids {
+        let done = api.settle(id).await;
+        assert_eq!(done["status"], "CONFIRMED", "{done}");
+        let events = api.get(&format!("/orders/{id}/events")).await.body;
+        // acme's policy allows 5 attempts: the outage did not use them up.
+        let failed = events_of_type(&events, "step.failed").len();
+        assert!(failed < 5, "{failed} failed attempts: {events}");
+        for e in events_of_type(&events, "step.postponed") {
+            assert!(
+                e["data"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("PAYMENT_CIRCUIT_OPEN"),
+                "{e}"
+            );
+            assert!(e["data"]["delayMs"].as_u64().unwrap() > 0, "{e}");
+        }
+    }
+    assert_eq!(
+        breaker_metric(&srv, "state").await,
+        Some(0.0),
+        "closed again"
+    );
+}
+
+on_both_backends!(a_provider_outage_opens_the_circuit_and_postpones_payments);

@@ -417,6 +417,51 @@ async fn idempotency_keys_replay_refuse_and_recover(under: Under) {
             .unwrap(),
         IdempotencyBegin::Replay { .. }
     ));
+
+    // 24 hours after its first use the key has expired: another request
+    // may use it, and the old answer is gone.
+    let day = oms_store::IDEMPOTENCY_KEY_TTL_MS;
+    assert!(matches!(
+        store
+            .begin_idempotent(&t, "k1", "h1", 40_000 + day - 1, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Replay { .. }
+    ));
+    assert_eq!(
+        store
+            .begin_idempotent(&t, "k1", "h-new", 40_000 + day, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Fresh
+    );
+    assert_eq!(
+        store
+            .begin_idempotent(&t, "k1", "h-new", 40_001 + day, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
+
+    // Pruning deletes only keys first used before the cut, a batch at a time.
+    for n in 0..5 {
+        store
+            .begin_idempotent(&t, &format!("old-{n}"), "h", 2_000 + n, 30_000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.prune_idempotency_keys(10_000, 3).await.unwrap(), 3);
+    // globex's k1 (1_001) and the two old keys left.
+    assert_eq!(store.prune_idempotency_keys(10_000, 100).await.unwrap(), 3);
+    assert_eq!(store.prune_idempotency_keys(10_000, 100).await.unwrap(), 0);
+    // Acme's renewed k1 is kept: it is still in flight under its new use.
+    assert_eq!(
+        store
+            .begin_idempotent(&t, "k1", "h-new", 40_002 + day, 30_000)
+            .await
+            .unwrap(),
+        IdempotencyBegin::InFlight
+    );
 }
 
 async fn outbox_is_claimed_in_order_and_removed_once_published(under: Under) {

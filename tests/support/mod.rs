@@ -217,7 +217,13 @@ impl Server {
         // Port 0: the host picks free ports and reports them in the ready file.
         let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];
         match db.kind {
-            Kind::Postgres => args.extend(["--database-url".into(), db.url.clone()]),
+            // The demo provider's journal in this test's own directory.
+            Kind::Postgres => args.extend([
+                "--database-url".into(),
+                db.url.clone(),
+                "--data-dir".into(),
+                dir.path().join("data").display().to_string(),
+            ]),
             // The embedded default, in this test's own directory.
             Kind::Sqlite => {
                 let data = PathBuf::from(db.url.trim_start_matches("sqlite://"));

@@ -67,7 +67,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 #[utoipa::path(post, path = "/orders", tag = "orders", operation_id = "placeOrder",
     summary = "Place an order; its saga runs from here",
     security(("tenantId" = [], "tenantKey" = ["orders:write"])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same body answers the first answer again, with another body 422.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same body answers the first answer again, with another body 422. A key holds for 24 hours from its first use; after that it is free again.")),
     request_body(content = crate::openapi::schemas::OrderRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Placed; the saga is running.", body = crate::openapi::schemas::Order,

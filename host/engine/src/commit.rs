@@ -143,6 +143,13 @@ pub(crate) async fn commit(
             }
         };
         let mut t = t;
+        if let saga::SagaEvent::Postponed { delay_ms, .. } = &outcome.event {
+            // The engine already spread the delay out and it must not come
+            // back early (the breaker would only postpone it again): no jitter.
+            for c in &mut t.commands {
+                c.available_at = now.saturating_add(*delay_ms as i64);
+            }
+        }
         if p.transport.carries_commands() {
             // Only the runner chains; a command from the API goes out at once.
             let grace = if consumes.is_some() && p.transport.owns(order_id.as_str()) {

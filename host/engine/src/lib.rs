@@ -5,6 +5,7 @@
 //! it serves (`tenants`) and the transports it publishes through
 //! (`transport`).
 
+mod breakers;
 mod commit;
 mod effects;
 pub use transport::topics::{
@@ -50,6 +51,8 @@ pub struct Platform {
     pub transport: crate::transport::Transport,
     pub(crate) runner: runner::Runner,
     pub(crate) recorder: recorder::Recorder,
+    /// A circuit breaker per tenant and payment provider.
+    pub(crate) breakers: breakers::Breakers,
     /// The bootstrap operator's token (`OMS_ADMIN_TOKEN`), an admin; named
     /// operators are in the database.
     pub admin_token: Option<String>,
@@ -88,6 +91,7 @@ impl Platform {
             transport,
             runner: runner::Runner::default(),
             recorder: recorder::Recorder::default(),
+            breakers: breakers::Breakers::default(),
             admin_token: admin_token.filter(|t| !t.is_empty()),
             tenant_options,
             key_use: Default::default(),

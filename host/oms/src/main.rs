@@ -50,6 +50,11 @@ enum Command {
         /// Once serving, write `{"sandboxPsp": "http://…"}` here.
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Keep payment intents, stored answers and the ledger in this
+        /// directory (`sandbox-psp.jsonl`), so a restart forgets nothing;
+        /// without it, they live in memory only.
+        #[arg(long, env = "OMS_SANDBOX_PSP_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Drive orders at a running host over HTTP and report throughput and latency.
     Bench(oms_bench::BenchArgs),
@@ -78,7 +83,8 @@ enum Command {
 struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080", env = "OMS_LISTEN")]
     listen: SocketAddr,
-    /// Where the embedded SQLite database lives.
+    /// Where the embedded SQLite database lives, and the demo sandbox
+    /// provider's journal (on PostgreSQL too).
     #[arg(long, default_value = "./data", env = "OMS_DATA_DIR")]
     data_dir: PathBuf,
     /// `postgres://…` to run on PostgreSQL instead of embedded SQLite.
@@ -203,14 +209,18 @@ fn main() -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::SandboxPsp { listen, ready_file } => {
+            Command::SandboxPsp { listen, ready_file, data_dir } => {
+                let sandbox = match &data_dir {
+                    Some(dir) => Sandbox::open(dir).with_context(|| format!("reading the sandbox provider's journal in {}", dir.display()))?,
+                    None => Sandbox::default(),
+                };
                 let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
                 if let Some(path) = &ready_file {
                     let url = format!("http://{}", listener.local_addr()?);
                     write_ready(path, &serde_json::json!({ "sandboxPsp": url }))?;
                 }
                 tracing::info!(addr = %listener.local_addr()?, "sandbox payment provider listening");
-                axum::serve(listener, Sandbox::default().router()).with_graceful_shutdown(shutdown()).await?;
+                axum::serve(listener, sandbox.router()).with_graceful_shutdown(shutdown()).await?;
                 Ok(())
             }
             Command::Bench(args) => oms_bench::run(args).await,
@@ -253,8 +263,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     )
                 })?;
             let addr = listener.local_addr()?;
+            // It remembers what it did across restarts, as a real provider
+            // does: a saga killed mid-payment finds its intent again.
+            let sandbox = Sandbox::open(&args.data_dir).with_context(|| {
+                format!(
+                    "reading the sandbox provider's journal in {}",
+                    args.data_dir.display()
+                )
+            })?;
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, Sandbox::default().router()).await {
+                if let Err(e) = axum::serve(listener, sandbox.router()).await {
                     tracing::error!(error = %e, "sandbox payment provider stopped");
                 }
             });

@@ -264,6 +264,59 @@ pub fn apply(
         SagaEvent::OperatorResolve { reason, .. } => {
             operator::resolve(state, next, reason).map_err(|detail| illegal(state, event, detail))
         }
+        SagaEvent::Postponed { delay_ms, .. } => postpone(state, event, next, *delay_ms, now),
+    }
+}
+
+/// The running step or compensation again after `delay_ms`, at the same
+/// attempt. A forward step is not postponed past the saga's deadline (the
+/// saga turns back then, as after a retry would); a compensation is, since
+/// it must run in the end.
+fn postpone(
+    state: &SagaState,
+    event: &SagaEvent,
+    next: SagaState,
+    delay_ms: u64,
+    now: i64,
+) -> Result<(SagaState, Vec<Action>), IllegalTransition> {
+    let attempt = state.attempt;
+    match (state.status, state.current_step(), state.pending.first()) {
+        (SagaStatus::Running, Some(_), _) if state.cancel_requested.is_some() => {
+            let reason = state.cancel_requested.clone().unwrap_or_default();
+            Ok(begin_compensation(
+                next,
+                Ending::CancelledByClient { reason },
+                None,
+                vec![],
+            ))
+        }
+        (SagaStatus::Running, Some(_), _)
+            if now.saturating_add(delay_ms as i64) > state.deadline_at =>
+        {
+            Ok(begin_compensation(
+                next,
+                Ending::DeadlineExceeded,
+                None,
+                vec![],
+            ))
+        }
+        (SagaStatus::Running, Some(step), _) => Ok((
+            next,
+            vec![Action::RunStep {
+                step,
+                attempt,
+                delay_ms,
+            }],
+        )),
+        (SagaStatus::Compensating, _, Some(&compensation)) => Ok((
+            next,
+            vec![Action::RunCompensation {
+                compensation,
+                attempt,
+                delay_ms,
+            }],
+        )),
+        _ => Err(illegal(state, event, "nothing is running to postpone")),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The order saga: step vocabulary, tenant step orders and the pure state
 //! machine. Nothing here does I/O; `engine` carries out the actions.
 
+pub mod breaker;
 pub mod compensation;
 pub mod core;
 pub mod handover;

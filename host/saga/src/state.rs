@@ -181,6 +181,14 @@ pub enum SagaEvent {
         operator: String,
         reason: String,
     },
+    /// The running step or compensation was not tried: what it would call
+    /// is known to be down (an open circuit breaker). It runs again after
+    /// `delay_ms` at the same attempt, so the saga keeps its retry budget.
+    #[serde(rename_all = "camelCase")]
+    Postponed {
+        delay_ms: u64,
+        reason: String,
+    },
 }
 
 impl SagaEvent {
@@ -197,6 +205,7 @@ impl SagaEvent {
             Self::OperatorRetry { .. } => "operator.retry",
             Self::OperatorCompensate { .. } => "operator.compensate",
             Self::OperatorResolve { .. } => "operator.resolve",
+            Self::Postponed { .. } => "step.postponed",
         }
     }
 }

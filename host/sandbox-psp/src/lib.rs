@@ -31,6 +31,11 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub mod journal;
+mod state;
+use journal::{Change, Journal};
+use state::{Caller, Intent, Psp, flaky, intent_json, record};
+
 /// How long `tok_slow` takes to authorize.
 const SLOW: std::time::Duration = std::time::Duration::from_secs(4);
 
@@ -56,53 +61,12 @@ pub struct LedgerEntry {
     pub at: i64,
 }
 
-#[derive(Debug, Clone)]
-struct Intent {
-    id: String,
-    /// The account that created it; no other may see or touch it.
-    account: String,
-    amount: i64,
-    currency: String,
-    token: String,
-    order_id: Option<String>,
-    /// `requires_capture`, `succeeded` (captured) or `canceled`.
-    status: &'static str,
-    refunded: i64,
-}
-
-#[derive(Default)]
-struct Psp {
-    intents: HashMap<String, Intent>,
-    /// By account and idempotency key.
-    replies: HashMap<(String, String), (u16, Value)>,
-    attempts: HashMap<(String, String), u32>,
-    ledger: Vec<LedgerEntry>,
-    /// Operations answering 503 for everyone (a staged provider outage).
-    outage: std::collections::HashSet<String>,
-    /// The W3C trace context of the request being served, for its ledger entry.
-    traceparent: Option<String>,
-}
-
-impl Psp {
-    /// The account's own payment intent; another account's does not exist.
-    fn intent(&self, account: &str, id: &str) -> Option<Intent> {
-        self.intents
-            .get(id)
-            .filter(|i| i.account == account)
-            .cloned()
-    }
-}
-
-/// Who is calling and under which idempotency key.
-struct Caller {
-    account: String,
-    key: String,
-}
-
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<Mutex<Psp>>,
     operator_key: Arc<str>,
+    /// Where changes are kept; `None`: in memory only (gone with the process).
+    journal: Option<Arc<Journal>>,
 }
 
 impl Default for Sandbox {
@@ -114,7 +78,28 @@ impl Default for Sandbox {
         Self {
             inner: Arc::default(),
             operator_key: key.into(),
+            journal: None,
         }
+    }
+}
+
+impl Sandbox {
+    /// A provider that remembers: its intents, stored answers and ledger are
+    /// kept in [`journal::FILE`] in `dir` and read back from there.
+    pub fn open(dir: &std::path::Path) -> std::io::Result<Self> {
+        let mut psp = Psp::default();
+        let journal = Journal::open(dir, &mut psp)?;
+        tracing::info!(
+            intents = psp.intents.len(),
+            ledger = psp.ledger.len(),
+            path = %dir.join(journal::FILE).display(),
+            "sandbox payment provider state loaded"
+        );
+        Ok(Self {
+            inner: Arc::new(Mutex::new(psp)),
+            journal: Some(Arc::new(journal)),
+            ..Self::default()
+        })
     }
 }
 
@@ -180,8 +165,9 @@ impl Sandbox {
     }
 
     /// Runs one operation under the idempotency key: a stored answer is
-    /// replayed; otherwise `f` runs and its non-5xx answer is stored.
-    fn idempotent(
+    /// replayed; otherwise `f` runs and its non-5xx answer is stored. Either
+    /// way the answer leaves only once what it says is on disk.
+    async fn idempotent(
         &self,
         headers: &HeaderMap,
         f: impl FnOnce(&mut Psp, &Caller) -> (u16, Value),
@@ -202,63 +188,69 @@ impl Sandbox {
         };
         let caller = Caller { account, key };
         let scoped = (caller.account.clone(), caller.key.clone());
-        let mut psp = self.lock();
-        if let Some(stored) = psp.replies.get(&scoped) {
-            let mut r = reply(stored.clone());
+        let (answer, line, replayed) = {
+            let mut psp = self.lock();
+            if let Some((stored, line)) = psp.replies.get(&scoped) {
+                (stored.clone(), *line, true)
+            } else {
+                psp.traceparent = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                psp.pending.clear();
+                let answer = f(&mut psp, &caller);
+                if answer.0 < 500 {
+                    psp.pending.push(Change::Reply {
+                        account: caller.account.clone(),
+                        key: caller.key.clone(),
+                        status: answer.0,
+                        body: answer.1.clone(),
+                    });
+                }
+                let changes = std::mem::take(&mut psp.pending);
+                let line = match &self.journal {
+                    Some(j) if !changes.is_empty() => match j.append(&changes) {
+                        Ok(line) => line,
+                        Err(e) => return journal_failed(&e),
+                    },
+                    _ => 0,
+                };
+                if answer.0 < 500 {
+                    psp.replies.insert(scoped, (answer.clone(), line));
+                }
+                (answer, line, false)
+            }
+        };
+        if let Some(j) = &self.journal
+            && let Err(e) = j.sync(line).await
+        {
+            return journal_failed(&e);
+        }
+        let mut r = reply(answer);
+        if replayed {
             r.headers_mut().insert(
                 "idempotent-replayed",
                 axum::http::HeaderValue::from_static("true"),
             );
-            return r;
         }
-        psp.traceparent = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let answer = f(&mut psp, &caller);
-        if answer.0 < 500 {
-            psp.replies.insert(scoped, answer.clone());
-        }
-        reply(answer)
+        r
     }
+}
+
+/// The journal could not be written: the answer is withheld (the caller
+/// retries under its idempotency key) rather than given without a record.
+fn journal_failed(e: &std::io::Error) -> Response {
+    tracing::error!(error = %e, "writing the sandbox provider's journal failed");
+    reply(error(
+        503,
+        "processor_unavailable",
+        "the provider could not record the operation; try again",
+    ))
 }
 
 fn reply((status, body): (u16, Value)) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(body)).into_response()
-}
-
-fn record(psp: &mut Psp, op: &str, intent: &Intent, amount: i64, key: &str, status: &str) {
-    let seq = psp.ledger.len() as u64 + 1;
-    psp.ledger.push(LedgerEntry {
-        seq,
-        account: intent.account.clone(),
-        op: op.into(),
-        payment_intent: intent.id.clone(),
-        amount,
-        currency: intent.currency.clone(),
-        idempotency_key: key.into(),
-        status: status.into(),
-        order_id: intent.order_id.clone(),
-        traceparent: psp.traceparent.clone(),
-        at: oms_clock::now_ms(),
-    });
-}
-
-/// `tok_flaky` fails the first two attempts of each operation.
-fn flaky(psp: &mut Psp, token: &str, caller: &Caller) -> bool {
-    if token != "tok_flaky" {
-        return false;
-    }
-    let scoped = (caller.account.clone(), caller.key.clone());
-    let n = psp.attempts.entry(scoped).or_insert(0);
-    *n += 1;
-    *n <= 2
-}
-
-fn intent_json(i: &Intent) -> Value {
-    json!({ "id": i.id, "object": "payment_intent", "amount": i.amount, "currency": i.currency,
-            "status": i.status, "amount_refunded": i.refunded })
 }
 
 #[derive(Deserialize)]
@@ -299,18 +291,18 @@ async fn authorize(
             currency: body.currency.to_ascii_lowercase(),
             token: body.payment_method.clone(),
             order_id: body.metadata.get("order_id").cloned(),
-            status: "requires_capture",
+            status: "requires_capture".into(),
             refunded: 0,
         };
         match body.payment_method.as_str() {
             "tok_visa" | "tok_mastercard" | "tok_flaky" | "tok_voidFails" | "tok_slow" => {
                 record(psp, "authorize", &intent, body.amount, key, "succeeded");
                 let answer = (200, intent_json(&intent));
-                psp.intents.insert(intent.id.clone(), intent);
+                psp.save(intent);
                 answer
             }
             "tok_chargeDeclined" => {
-                intent.status = "canceled";
+                intent.status = "canceled".into();
                 record(psp, "authorize", &intent, body.amount, key, "failed");
                 error(402, "card_declined", "Your card was declined.")
             }
@@ -321,6 +313,7 @@ async fn authorize(
             ),
         }
     })
+    .await
 }
 
 async fn show(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -360,15 +353,13 @@ async fn capture(
         if amount <= 0 || amount > intent.amount {
             return error(400, "amount_invalid", "cannot capture more than was authorized");
         }
-        let Some(stored) = psp.intents.get_mut(&id) else {
-            return error(404, "resource_missing", "no such payment_intent");
-        };
-        stored.status = "succeeded";
-        stored.amount = amount;
-        let intent = stored.clone();
+        let mut intent = intent;
+        intent.status = "succeeded".into();
+        intent.amount = amount;
+        psp.save(intent.clone());
         record(psp, "capture", &intent, amount, key, "succeeded");
         (200, json!({ "id": format!("ch_{}", oms_clock::monotonic_ulid()), "payment_intent": intent.id, "amount": amount }))
-    })
+    }).await
 }
 
 async fn void(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -390,12 +381,13 @@ async fn void(State(s): State<Sandbox>, Path(id): Path<String>, headers: HeaderM
                 &format!("payment_intent is {}", intent.status),
             );
         }
-        if let Some(stored) = psp.intents.get_mut(&id) {
-            stored.status = "canceled";
-        }
+        let mut canceled = intent.clone();
+        canceled.status = "canceled".into();
+        psp.save(canceled);
         record(psp, "void", &intent, intent.amount, key, "succeeded");
         (200, json!({ "id": intent.id, "status": "canceled" }))
     })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -424,12 +416,12 @@ async fn refund(State(s): State<Sandbox>, headers: HeaderMap, body: Json<RefundB
         if amount <= 0 || intent.refunded + amount > intent.amount {
             return error(400, "amount_invalid", "refund exceeds what was captured");
         }
-        if let Some(stored) = psp.intents.get_mut(&intent.id) {
-            stored.refunded += amount;
-        }
+        let mut refunded = intent.clone();
+        refunded.refunded += amount;
+        psp.save(refunded);
         record(psp, "refund", &intent, amount, key, "succeeded");
         (200, json!({ "id": format!("re_{}", oms_clock::monotonic_ulid()), "payment_intent": intent.id, "amount": amount }))
-    })
+    }).await
 }
 
 #[derive(Deserialize)]

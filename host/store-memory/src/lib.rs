@@ -170,19 +170,29 @@ impl Orders for MemoryStore {
                 );
                 return Ok(IdempotencyBegin::Fresh);
             };
-            Ok(if held.hash != hash {
-                IdempotencyBegin::Mismatch
-            } else if let Some((status, body)) = &held.response {
-                IdempotencyBegin::Replay {
-                    status: *status,
-                    body: body.clone(),
-                }
-            } else if held.in_flight && held.created_at < now - stale_after_ms {
-                held.created_at = now;
-                IdempotencyBegin::Fresh
-            } else {
-                IdempotencyBegin::InFlight
-            })
+            Ok(
+                if held.created_at <= now - oms_store::IDEMPOTENCY_KEY_TTL_MS {
+                    *held = Idempotency {
+                        hash: hash.to_owned(),
+                        in_flight: true,
+                        response: None,
+                        created_at: now,
+                    };
+                    IdempotencyBegin::Fresh
+                } else if held.hash != hash {
+                    IdempotencyBegin::Mismatch
+                } else if let Some((status, body)) = &held.response {
+                    IdempotencyBegin::Replay {
+                        status: *status,
+                        body: body.clone(),
+                    }
+                } else if held.in_flight && held.created_at < now - stale_after_ms {
+                    held.created_at = now;
+                    IdempotencyBegin::Fresh
+                } else {
+                    IdempotencyBegin::InFlight
+                },
+            )
         })
     }
 
@@ -194,6 +204,22 @@ impl Orders for MemoryStore {
             t.idempotency.remove(&k);
         }
         Ok(())
+    }
+
+    async fn prune_idempotency_keys(&self, before: i64, limit: i64) -> Result<u64> {
+        self.check("prune_idempotency_keys")?;
+        let mut t = self.tables();
+        let old: Vec<Key> = t
+            .idempotency
+            .iter()
+            .filter(|(_, i)| i.created_at < before)
+            .map(|(k, _)| k.clone())
+            .take(usize::try_from(limit).unwrap_or(0))
+            .collect();
+        for k in &old {
+            t.idempotency.remove(k);
+        }
+        Ok(old.len() as u64)
     }
 
     async fn create_order(&self, new: &NewOrder) -> Result<()> {

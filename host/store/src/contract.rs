@@ -34,11 +34,18 @@ pub trait Database: Send + Sync {
     fn set_commands_in_outbox(&self, on: bool);
 }
 
+/// How long an idempotency key holds (from its first use): 24 hours, as
+/// at card processors. After that the key is free again, whatever request
+/// used it, and the row is pruned.
+pub const IDEMPOTENCY_KEY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// Orders, their history, payments and idempotency keys.
 #[async_trait]
 pub trait Orders: Send + Sync {
     /// Takes an idempotency key for a request. A key left `in_flight` by a
-    /// crashed request for longer than `stale_after_ms` may be taken over.
+    /// crashed request for longer than `stale_after_ms` may be taken over;
+    /// a key first used [`IDEMPOTENCY_KEY_TTL_MS`] or more before `now` has
+    /// expired and is taken as new.
     async fn begin_idempotent(
         &self,
         tenant: &TenantId,
@@ -49,6 +56,9 @@ pub trait Orders: Send + Sync {
     ) -> Result<IdempotencyBegin>;
     /// Frees a key whose request failed before anything was stored.
     async fn abandon_idempotent(&self, tenant: &TenantId, key: &str) -> Result<()>;
+    /// Deletes up to `limit` idempotency keys first used before `before`;
+    /// how many.
+    async fn prune_idempotency_keys(&self, before: i64, limit: i64) -> Result<u64>;
     /// Stores a new order, its first saga command and events, and completes
     /// its idempotency key, all in one transaction.
     async fn create_order(&self, new: &NewOrder) -> Result<()>;

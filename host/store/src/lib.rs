@@ -25,8 +25,9 @@ mod transition;
 pub use access::{ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord};
 pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
 pub use contract::{
-    ApiKeys, Canaries, Database, Inventory, Operators, Orders, Outbox, PluginTelemetry,
-    PluginUploads, PluginVersions, Reconciliation, Recordings, SagaLog, Store, TenantConfigs,
+    ApiKeys, Canaries, Database, IDEMPOTENCY_KEY_TTL_MS, Inventory, Operators, Orders, Outbox,
+    PluginTelemetry, PluginUploads, PluginVersions, Reconciliation, Recordings, SagaLog, Store,
+    TenantConfigs,
 };
 pub use counted::{DbCounts, db_counts};
 pub use inventory::{InventoryOp, StockLevel};

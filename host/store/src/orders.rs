@@ -166,7 +166,27 @@ impl crate::contract::Orders for SqlStore {
             .bind(key)
             .fetch_one(crate::counted::stmt(&mut *tx))
             .await?;
-            let outcome = if stored_hash != hash {
+            let outcome = if created_at <= now - crate::contract::IDEMPOTENCY_KEY_TTL_MS {
+                // Expired: the key starts over for this request (unless a
+                // concurrent request took it over first).
+                let taken = sqlx::query(
+                    "UPDATE idempotency_keys SET request_hash = $3, state = 'in_flight',
+                            response_status = NULL, response_body = NULL, created_at = $4
+                     WHERE tenant_id = $1 AND idem_key = $2 AND created_at = $5",
+                )
+                .bind(tenant.as_str())
+                .bind(key)
+                .bind(hash)
+                .bind(now)
+                .bind(created_at)
+                .execute(crate::counted::stmt(&mut *tx))
+                .await?;
+                if taken.rows_affected() == 1 {
+                    IdempotencyBegin::Fresh
+                } else {
+                    IdempotencyBegin::InFlight
+                }
+            } else if stored_hash != hash {
                 IdempotencyBegin::Mismatch
             } else if let (Some(status), Some(body)) = (status, body) {
                 IdempotencyBegin::Replay {
@@ -205,6 +225,27 @@ impl crate::contract::Orders for SqlStore {
                 .await?;
         });
         Ok(())
+    }
+
+    async fn prune_idempotency_keys(&self, before: i64, limit: i64) -> Result<u64> {
+        let sql = match &self.backend {
+            crate::Backend::Sqlite { .. } => {
+                "DELETE FROM idempotency_keys WHERE rowid IN
+                 (SELECT rowid FROM idempotency_keys WHERE created_at < $1 LIMIT $2)"
+            }
+            crate::Backend::Postgres(_) => {
+                "DELETE FROM idempotency_keys WHERE ctid IN
+                 (SELECT ctid FROM idempotency_keys WHERE created_at < $1 LIMIT $2)"
+            }
+        };
+        on_pool!(self, write, |pool| {
+            Ok(sqlx::query(sql)
+                .bind(before)
+                .bind(limit)
+                .execute(crate::counted::auto(pool))
+                .await?
+                .rows_affected())
+        })
     }
 
     async fn create_order(&self, new: &NewOrder) -> Result<()> {

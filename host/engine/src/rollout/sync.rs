@@ -71,12 +71,30 @@ pub(crate) async fn run_sync(p: Arc<Platform>) {
             if let Err(e) = p.store.prune_plugin_logs(before).await {
                 tracing::warn!(error = %e, "pruning old plugin log lines failed");
             }
+            prune_idempotency_keys(&p).await;
         }
         if round.is_multiple_of(KEY_USE_EVERY)
             && let Err(e) = p.flush_key_use().await
         {
             crate::metrics::Metrics::inc(&p.metrics.key_use_write_failures_total);
             tracing::warn!(error = %e, "recording API keys' last use failed; kept for the next round");
+        }
+    }
+}
+
+/// Idempotency keys older than their 24 hours, deleted in bounded batches
+/// (a backlog is worked off over several rounds, never in one long delete).
+async fn prune_idempotency_keys(p: &Platform) {
+    const BATCH: i64 = 10_000;
+    let before = oms_clock::now_ms() - oms_store::IDEMPOTENCY_KEY_TTL_MS;
+    for _ in 0..10 {
+        match p.store.prune_idempotency_keys(before, BATCH).await {
+            Ok(n) if n as i64 == BATCH => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning expired idempotency keys failed");
+                return;
+            }
         }
     }
 }

@@ -170,7 +170,11 @@ pub(crate) async fn run_compensation(
             } else {
                 PaymentOp::Refund
             };
-            let (result, extras) = pay(p, cx, op).await;
+            let probe = match admit(p, cx) {
+                Ok(probe) => probe,
+                Err(postponed) => return *postponed,
+            };
+            let (result, extras) = pay(p, cx, op, probe).await;
             let event = match result {
                 Ok(_) => SagaEvent::CompensationSucceeded { compensation },
                 Err(failure) => SagaEvent::CompensationFailed {

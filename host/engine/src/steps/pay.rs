@@ -2,13 +2,49 @@
 //! an adapter that cannot answer is a transient failure, retried.
 
 use super::*;
+use oms_saga::breaker::{Admission, CallResult};
+
+/// The provider a tenant's payment plugin calls, as its breaker knows it.
+fn provider(grant: &oms_plugin_host::http::HttpGrant) -> String {
+    grant.allowed_origins.join(" ")
+}
+
+/// Asks the tenant's payment circuit breaker whether to call now: `Ok` with
+/// whether this call is the probe, or the postponement to record instead.
+pub(super) fn admit(p: &Platform, cx: &Context<'_>) -> Result<bool, Box<Outcome>> {
+    let tp = cx.tenant.plugin(oms_plugin_host::Slot::PaymentProvider);
+    let provider = provider(&tp.http_grant());
+    let now = oms_clock::now_ms();
+    match p.breakers.admit(cx.tenant.id.as_str(), &provider, now) {
+        Admission::Call => Ok(false),
+        Admission::Probe => Ok(true),
+        Admission::WaitUntil(until) => {
+            metrics::counter!("oms_saga_steps_postponed_total", "tenant" => cx.tenant.id.to_string())
+                .increment(1);
+            // Back a little after the breaker may let a probe through, spread
+            // out so the waiting sagas do not all come back at once.
+            let wait = (until - now).max(1) as u64;
+            let delay_ms = wait + oms_clock::jitter_ms(wait.clamp(100, 1_000));
+            Err(Box::new(Outcome {
+                event: SagaEvent::Postponed {
+                    delay_ms,
+                    reason: format!("PAYMENT_CIRCUIT_OPEN: {provider} is failing; not called"),
+                },
+                extras: Extras::default(),
+            }))
+        }
+    }
+}
 
 /// Calls the payment plugin. The idempotency key is fixed per order and
-/// operation, so a retry after a timeout can never charge twice.
+/// operation, so a retry after a timeout can never charge twice. `probe`:
+/// the breaker let this call through to find out whether the provider is
+/// back.
 pub(super) async fn pay(
     p: &Platform,
     cx: &Context<'_>,
     op: PaymentOp,
+    probe: bool,
 ) -> (Result<String, Failure>, Extras) {
     let tp = cx.tenant.plugin(oms_plugin_host::Slot::PaymentProvider);
     let (plugin, canary) = tp.for_order(cx.order_id.as_str());
@@ -23,6 +59,7 @@ pub(super) async fn pay(
         provider_reference: cx.state.payment_reference.clone(),
     };
     let grant = tp.http_grant();
+    let provider = provider(&grant);
     let called = p
         .plugins
         .pay(
@@ -36,6 +73,28 @@ pub(super) async fn pay(
         )
         .await;
     use payment::exports::oms::plugin::provider::PaymentError;
+    // An answer, approving or declining, says the provider is up; only what
+    // a retry might cure says it is down.
+    let health = match &called {
+        Ok(c) => match &c.value {
+            Ok(_) | Err(PaymentError::Declined(_)) => Some(CallResult::Answered),
+            Err(PaymentError::Transient(_)) => Some(CallResult::Transient),
+        },
+        Err(PluginError::Timeout) => Some(CallResult::Transient),
+        // The plugin's own fault, not the provider's.
+        Err(_) => None,
+    };
+    if let Some(health) = health {
+        let now = oms_clock::now_ms();
+        p.breakers.record(
+            cx.tenant.id.as_str(),
+            &provider,
+            health,
+            cx.order_id.as_str(),
+            probe,
+            now,
+        );
+    }
     let (result, detail) = match called {
         Ok(c) => {
             let d = detail(&c, &version);
@@ -105,7 +164,11 @@ pub(super) async fn pay(
 }
 
 pub(super) async fn pay_step(p: &Platform, cx: &Context<'_>, step: Step, op: PaymentOp) -> Outcome {
-    let (result, extras) = pay(p, cx, op).await;
+    let probe = match admit(p, cx) {
+        Ok(probe) => probe,
+        Err(postponed) => return *postponed,
+    };
+    let (result, extras) = pay(p, cx, op, probe).await;
     match result {
         Ok(reference) => {
             let provider_reference = (step == Step::AuthorizePayment).then_some(reference);
