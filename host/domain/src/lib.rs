@@ -7,7 +7,12 @@
 pub mod validate;
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
+
+/// Free-form key/values a client attaches to an order or a line (its own
+/// references, a gift note): bounded, see [`validate::METADATA_MAX_KEYS`].
+pub type Metadata = BTreeMap<String, String>;
 
 /// Why a value was refused, pointing at the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -201,6 +206,11 @@ pub struct LineItem {
     pub quantity: u32,
     /// Minor units.
     pub unit_price: i64,
+    /// The product's name as the customer saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: Metadata,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,15 +231,40 @@ pub struct OrderDraft {
     pub items: Vec<LineItem>,
     pub shipping_address: Address,
     pub payment_token: String,
+    /// Absent: the shipping address is the billing address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_address: Option<Address>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: Metadata,
+    /// Minor units, each at least 0 (absent in orders stored before them: 0).
+    #[serde(default)]
+    pub shipping_amount: i64,
+    #[serde(default)]
+    pub tax_amount: i64,
+    #[serde(default)]
+    pub discount_amount: i64,
 }
 
 impl OrderDraft {
-    pub fn total(&self) -> Option<Money> {
+    /// The lines' sum: quantity × unit price; `None` on overflow.
+    pub fn subtotal(&self) -> Option<Money> {
         self.items
             .iter()
             .try_fold(Money::new(0, self.currency), |acc, item| {
                 acc.checked_mul_add(item.quantity, item.unit_price)
             })
+    }
+
+    /// What the customer pays: subtotal + shipping + tax − discount. `None`
+    /// on overflow or when the discount exceeds the rest (never negative).
+    pub fn total(&self) -> Option<Money> {
+        let minor = self
+            .subtotal()?
+            .minor
+            .checked_add(self.shipping_amount)?
+            .checked_add(self.tax_amount)?
+            .checked_sub(self.discount_amount)?;
+        (minor >= 0).then_some(Money::new(minor, self.currency))
     }
 }
 
@@ -323,6 +358,8 @@ mod tests {
             sku: Sku("A".into()),
             quantity,
             unit_price,
+            name: None,
+            metadata: Metadata::new(),
         };
         let mut draft = OrderDraft {
             customer_id: "c".into(),
@@ -335,8 +372,25 @@ mod tests {
                 country: "US".into(),
             },
             payment_token: "tok_visa".into(),
+            billing_address: None,
+            metadata: Metadata::new(),
+            shipping_amount: 0,
+            tax_amount: 0,
+            discount_amount: 0,
         };
         assert_eq!(draft.total(), Some(Money::new(5998, usd)));
+        draft.shipping_amount = 500;
+        draft.tax_amount = 480;
+        draft.discount_amount = 1000;
+        assert_eq!(draft.subtotal(), Some(Money::new(5998, usd)));
+        assert_eq!(draft.total(), Some(Money::new(5978, usd)));
+        draft.discount_amount = 6979;
+        assert_eq!(draft.total(), None, "a discount beyond the rest");
+        draft.discount_amount = 6978;
+        assert_eq!(draft.total(), Some(Money::new(0, usd)));
+        draft.tax_amount = i64::MAX;
+        assert_eq!(draft.total(), None);
+        draft.tax_amount = 0;
         draft.items.push(item(u32::MAX, i64::MAX));
         assert_eq!(draft.total(), None);
         assert!(Currency::parse("XXX").is_none());

@@ -26,9 +26,11 @@ pub struct BreakerPolicy {
 impl Default for BreakerPolicy {
     fn default() -> Self {
         Self {
-            failing_orders_to_open: 3,
-            open_ms: 2_000,
-            max_open_ms: 60_000,
+            failing_orders_to_open: 5,
+            open_ms: 1_000,
+            // Short: a probe is one request, and a provider that is back
+            // should not wait long for it.
+            max_open_ms: 10_000,
             probe_timeout_ms: 10_000,
         }
     }

@@ -37,6 +37,31 @@ pub(crate) fn fulfillment_status() -> Object {
     )
 }
 
+/// Bounded key/values of text: the order's or a line's `metadata`.
+pub(crate) fn metadata() -> Object {
+    use oms_domain::validate::{METADATA_KEY_MAX, METADATA_MAX_KEYS, METADATA_VALUE_MAX};
+    let key = Object::builder()
+        .schema_type(SchemaType::Type(Type::String))
+        .pattern(Some(format!("^[A-Za-z0-9_.-]{{1,{METADATA_KEY_MAX}}}$")));
+    let value = Object::builder()
+        .schema_type(SchemaType::Type(Type::String))
+        .max_length(Some(METADATA_VALUE_MAX))
+        .pattern(Some(TEXT));
+    Object::builder()
+        .schema_type(SchemaType::Type(Type::Object))
+        .max_properties(Some(METADATA_MAX_KEYS))
+        .property_names(Some(key))
+        .additional_properties(Some(value))
+        .description(Some(format!(
+            "At most {METADATA_MAX_KEYS} keys of 1 to {METADATA_KEY_MAX} of A-Z a-z 0-9 _ . -, \
+             each a text of at most {METADATA_VALUE_MAX} characters"
+        )))
+        .build()
+}
+
+/// Not blank, no control characters.
+const TEXT: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+
 pub(crate) fn saga_state() -> Object {
     let all = oms_saga::SagaStatus::ALL.map(|s| s.as_str());
     one_of(&all, "where the order's saga stands")
@@ -76,6 +101,17 @@ pub struct LineItem {
     /// Minor units (cents): an integer, never a decimal.
     #[schema(minimum = 0, example = 1999)]
     pub unit_price: i64,
+    /// The product's name as the customer saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 200,
+        example = "Widget, blue",
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = metadata)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -139,6 +175,22 @@ pub struct OrderRequest {
     pub items: Vec<LineItem>,
     pub shipping_address: Address,
     pub payment_method: PaymentMethod,
+    /// Absent: the shipping address is also the billing address.
+    pub billing_address: Option<Address>,
+    #[schema(schema_with = metadata)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Minor units, default 0.
+    #[schema(minimum = 0, example = 500)]
+    pub shipping_amount: Option<i64>,
+    /// Minor units, default 0.
+    #[schema(minimum = 0, example = 320)]
+    pub tax_amount: Option<i64>,
+    /// Minor units, default 0; at most the lines, shipping and tax together.
+    #[schema(minimum = 0, example = 0)]
+    pub discount_amount: Option<i64>,
+    /// If given, must equal Σ quantity × unitPrice + shippingAmount +
+    /// taxAmount − discountAmount (422 `TOTAL_MISMATCH` otherwise).
+    pub total_amount: Option<i64>,
 }
 
 /// The order's saga: its steps, those done and those undone.
@@ -163,12 +215,21 @@ pub struct Order {
     pub payment_status: String,
     #[schema(schema_with = fulfillment_status)]
     pub fulfillment_status: String,
-    /// Minor units.
+    /// Minor units: subtotalAmount + shippingAmount + taxAmount − discountAmount.
     pub total_amount: i64,
+    /// Σ quantity × unitPrice.
+    pub subtotal_amount: i64,
+    pub shipping_amount: i64,
+    pub tax_amount: i64,
+    pub discount_amount: i64,
     pub currency: String,
     pub customer_id: String,
     pub items: Vec<LineItem>,
     pub shipping_address: Address,
+    /// The shipping address unless the order named another.
+    pub billing_address: Address,
+    #[schema(schema_with = metadata)]
+    pub metadata: std::collections::BTreeMap<String, String>,
     #[schema(schema_with = saga_state)]
     pub saga_state: String,
     pub saga: SagaSummary,
