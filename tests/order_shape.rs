@@ -119,4 +119,71 @@ async fn a_full_order_is_kept_shown_and_charged_exactly(kind: Kind) {
     assert_eq!(support::load::all_orders(&api).await.len(), before);
 }
 
-on_both_backends!(a_full_order_is_kept_shown_and_charged_exactly);
+/// Order numbers as clients see them: each tenant's orders numbered 1, 2,
+/// 3, … in the order they were accepted; many placed at once get distinct
+/// consecutive numbers; an idempotent replay is the same order with the
+/// same number; another tenant counts on its own.
+async fn orders_are_numbered_per_tenant(kind: Kind) {
+    let db = Db::new(kind).await;
+    let srv = Server::start(&db).await;
+    let (acme, globex) = (srv.api("acme"), srv.api("globex"));
+    let first = acme
+        .place(&support::order("c-n", "WIDGET-1", 1, "tok_visa"))
+        .await;
+    let first = acme.get(&format!("/orders/{first}")).await.body;
+    assert_eq!(first["orderNumber"], 1, "{first}");
+    let other = globex
+        .place(&support::order("c-n", "SPROCKET-9", 1, "tok_visa"))
+        .await;
+    assert_eq!(
+        globex.get(&format!("/orders/{other}")).await.body["orderNumber"],
+        1
+    );
+
+    let mut placing = Vec::new();
+    for n in 0..24 {
+        let api = acme.clone();
+        placing.push(tokio::spawn(async move {
+            let body = support::order(&format!("c-n{n}"), "WIDGET-1", 1, "tok_visa");
+            let r = api
+                .send(
+                    reqwest::Method::POST,
+                    "/orders",
+                    Some(&body),
+                    &[("Idempotency-Key", &format!("num-{n}"))],
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            (
+                r.body["id"].as_str().unwrap().to_string(),
+                r.body["orderNumber"].as_i64().unwrap(),
+            )
+        }));
+    }
+    let mut numbers = Vec::new();
+    for p in placing {
+        numbers.push(p.await.unwrap());
+    }
+    let mut sorted: Vec<i64> = numbers.iter().map(|(_, n)| *n).collect();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (2..26).collect::<Vec<i64>>());
+    // A replay answers the same order with its number.
+    let body = support::order("c-n0", "WIDGET-1", 1, "tok_visa");
+    let again = acme
+        .send(
+            reqwest::Method::POST,
+            "/orders",
+            Some(&body),
+            &[("Idempotency-Key", "num-0")],
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["id"], numbers[0].0.as_str());
+    assert_eq!(again.body["orderNumber"], numbers[0].1);
+}
+
+on_both_backends!(
+    a_full_order_is_kept_shown_and_charged_exactly,
+    orders_are_numbered_per_tenant
+);

@@ -110,6 +110,7 @@ async fn new_order(store: &dyn Store, customer: &str, created_at: i64, total: i6
         created_at,
         updated_at: created_at,
         trace_parent: None,
+        order_number: None,
     };
     let mut t = effects(&id, 0, None);
     t.events = vec![("order.created".into(), json!({ "n": 1 }))];
@@ -391,6 +392,7 @@ async fn idempotency_keys_replay_refuse_and_recover(under: Under) {
         created_at: 1,
         updated_at: 1,
         trace_parent: None,
+        order_number: None,
     };
     let new = NewOrder {
         record,
@@ -796,7 +798,37 @@ async fn concurrent_writes_are_each_all_or_nothing(under: Under) {
 // Plugin versions are kept by the SQL stores only.
 on_both_backends!(concurrent_registrations_of_one_plugin_agree_on_its_version);
 
+/// Order numbers: consecutive per tenant from 1, tenants apart, and
+/// allocations made at once (several tasks; on PostgreSQL the same as from
+/// several hosts) never overlap nor leave a gap.
+async fn order_numbers_are_consecutive_per_tenant_and_never_repeat(under: Under) {
+    let (store, _db) = store(under).await;
+    let acme = tenant();
+    let globex = TenantId::parse("globex").unwrap();
+    assert_eq!(store.allocate_order_numbers(&acme, 1).await.unwrap(), 1);
+    assert_eq!(store.allocate_order_numbers(&acme, 3).await.unwrap(), 2);
+    assert_eq!(store.allocate_order_numbers(&globex, 1).await.unwrap(), 1);
+    assert_eq!(store.allocate_order_numbers(&acme, 1).await.unwrap(), 5);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (store, acme) = (store.clone(), acme.clone());
+        tasks.push(tokio::spawn(async move {
+            let count = 1 + (i % 3) as i64;
+            let first = store.allocate_order_numbers(&acme, count).await.unwrap();
+            (first..first + count).collect::<Vec<i64>>()
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.extend(t.await.unwrap());
+    }
+    got.sort_unstable();
+    let expected: Vec<i64> = (6..6 + got.len() as i64).collect();
+    assert_eq!(got, expected);
+}
+
 on_every_store!(
+    order_numbers_are_consecutive_per_tenant_and_never_repeat,
     order_round_trips_with_gapless_history,
     a_consumed_command_cannot_be_applied_twice,
     a_stale_version_is_refused_and_leaves_nothing,

@@ -279,6 +279,29 @@ pub async fn check_books(
         }
     }
 
+    // Numbers: every order has one, none shared within a tenant (also
+    // across kills and restarts).
+    let mut numbers: HashSet<(String, i64)> = HashSet::new();
+    for (t, o) in &orders {
+        let n = o["orderNumber"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no orderNumber: {o}"));
+        assert!(
+            numbers.insert((t.clone(), n)),
+            "{t} order number {n} given twice"
+        );
+    }
+    // Amounts: the provider was asked for each order's total, no other sum.
+    let totals: HashMap<&str, &Value> = orders
+        .iter()
+        .map(|(_, o)| (o["id"].as_str().unwrap(), &o["totalAmount"]))
+        .collect();
+    for e in ledger["data"].as_array().unwrap() {
+        if let Some(total) = e["order_id"].as_str().and_then(|id| totals.get(id)) {
+            assert_eq!(&e["amount"], *total, "{e}");
+        }
+    }
+
     // Stock: what is reserved is exactly what confirmed orders hold.
     let mut held: BTreeMap<(String, String), i64> = BTreeMap::new();
     for (t, o) in &orders {

@@ -45,6 +45,9 @@ pub fn order_json(r: &OrderRecord) -> Result<Value, StoreError> {
         "createdAt": iso(r.created_at),
         "updatedAt": iso(r.updated_at),
     });
+    if let Some(number) = r.order_number {
+        v["orderNumber"] = json!(number);
+    }
     if let Some(violations) = r.violations.as_deref() {
         v["violations"] = oms_store::json("order violations", violations)?;
     }
@@ -124,6 +127,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             trace_parent: None,
+            order_number: None,
         }
     }
 

@@ -8,6 +8,7 @@
 mod breakers;
 mod commit;
 mod effects;
+mod order_numbers;
 pub use transport::topics::{
     SAGA_COMMAND, TOPIC_FULFILMENT, TOPIC_NOTIFICATIONS, TOPIC_ORDER_EVENTS, TOPIC_SAGA_COMMANDS,
     TOPIC_SAGA_COMMANDS_DLQ,
@@ -53,6 +54,8 @@ pub struct Platform {
     pub(crate) recorder: recorder::Recorder,
     /// A circuit breaker per tenant and payment provider.
     pub(crate) breakers: breakers::Breakers,
+    /// Each tenant's order numbers.
+    pub(crate) order_numbers: Arc<order_numbers::OrderNumbers>,
     /// The bootstrap operator's token (`OMS_ADMIN_TOKEN`), an admin; named
     /// operators are in the database.
     pub admin_token: Option<String>,
@@ -92,6 +95,7 @@ impl Platform {
             runner: runner::Runner::default(),
             recorder: recorder::Recorder::default(),
             breakers: breakers::Breakers::default(),
+            order_numbers: Arc::default(),
             admin_token: admin_token.filter(|t| !t.is_empty()),
             tenant_options,
             key_use: Default::default(),

@@ -128,6 +128,7 @@ pub(crate) async fn create(
 ) -> Result<Accepted, OrderError> {
     let id = oms_clock::new_order_id();
     let total = draft.total().ok_or(OrderError::TotalOverflow)?;
+    let number = p.order_numbers.next(&p.store, &tenant.id).await?;
     let deadline = now + i64::try_from(tenant.deadline.as_millis()).unwrap_or(i64::MAX / 2);
     let (state, actions) = saga::start(tenant.definition.clone(), tenant.limits, deadline);
     let draft_json =
@@ -155,8 +156,10 @@ pub(crate) async fn create(
         // The API request's trace (the client's, if it sent one): every step
         // of this order's saga continues it.
         trace_parent: oms_trace::current(),
+        order_number: Some(number),
     };
     let summary = json!({
+        "orderNumber": number,
         "customerId": draft.customer_id,
         "totalAmount": total.minor,
         "currency": draft.currency.code(),

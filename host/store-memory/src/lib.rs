@@ -58,6 +58,8 @@ struct Tables {
     events: HashMap<Key, Vec<OrderEventRecord>>,
     payments: HashMap<Key, Vec<PaymentRecord>>,
     idempotency: HashMap<Key, Idempotency>,
+    /// The last order number handed out, per tenant.
+    order_numbers: HashMap<String, i64>,
     commands: BTreeMap<String, CommandRecord>,
     /// Oldest first.
     outbox: Vec<Queued>,
@@ -220,6 +222,14 @@ impl Orders for MemoryStore {
             t.idempotency.remove(k);
         }
         Ok(old.len() as u64)
+    }
+
+    async fn allocate_order_numbers(&self, tenant: &TenantId, count: i64) -> Result<i64> {
+        self.check("allocate_order_numbers")?;
+        let mut t = self.tables();
+        let last = t.order_numbers.entry(tenant.to_string()).or_insert(0);
+        *last += count;
+        Ok(*last - count + 1)
     }
 
     async fn create_order(&self, new: &NewOrder) -> Result<()> {

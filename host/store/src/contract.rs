@@ -59,6 +59,9 @@ pub trait Orders: Send + Sync {
     /// Deletes up to `limit` idempotency keys first used before `before`;
     /// how many.
     async fn prune_idempotency_keys(&self, before: i64, limit: i64) -> Result<u64>;
+    /// Hands out `count` (≥ 1) consecutive order numbers of `tenant`, the
+    /// first of them returned; numbers are never handed out twice.
+    async fn allocate_order_numbers(&self, tenant: &TenantId, count: i64) -> Result<i64>;
     /// Stores a new order, its first saga command and events, and completes
     /// its idempotency key, all in one transaction.
     async fn create_order(&self, new: &NewOrder) -> Result<()>;

@@ -29,6 +29,9 @@ pub struct OrderRecord {
     /// The W3C traceparent the order was placed in (its saga's steps
     /// continue that trace); `None` when no trace was exported.
     pub trace_parent: Option<String>,
+    /// The tenant's sequential number for it (`None` for orders placed
+    /// before numbers existed).
+    pub order_number: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -103,7 +106,7 @@ impl OrderFilter<'_> {
 /// The columns of `orders` (the group-commit writer's rows follow this order).
 pub(crate) const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, total_minor, status, payment_status, \
     fulfillment_status, draft, violations, cancellation_reason, shipment, saga_state, saga_status, \
-    version, event_seq, created_at, updated_at, trace_parent";
+    version, event_seq, created_at, updated_at, trace_parent, order_number";
 
 /// Completes a new order's idempotency key inside `$tx`, with the answer
 /// stored for replays.
@@ -245,6 +248,21 @@ impl crate::contract::Orders for SqlStore {
                 .execute(crate::counted::auto(pool))
                 .await?
                 .rows_affected())
+        })
+    }
+
+    async fn allocate_order_numbers(&self, tenant: &TenantId, count: i64) -> Result<i64> {
+        on_pool!(self, write, |pool| {
+            let (last,): (i64,) = sqlx::query_as(
+                "INSERT INTO order_numbers (tenant_id, last) VALUES ($1, $2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET last = order_numbers.last + excluded.last
+                 RETURNING last",
+            )
+            .bind(tenant.as_str())
+            .bind(count)
+            .fetch_one(crate::counted::auto(pool))
+            .await?;
+            Ok(last - count + 1)
         })
     }
 

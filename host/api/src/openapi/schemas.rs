@@ -209,6 +209,10 @@ pub struct SagaSummary {
 pub struct Order {
     #[schema(example = "ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D")]
     pub id: String,
+    /// The tenant's number for it: 1, 2, 3, … in the order orders were
+    /// accepted (absent on orders placed before numbers existed).
+    #[schema(nullable = false, minimum = 1, example = 1042)]
+    pub order_number: Option<i64>,
     #[schema(schema_with = order_status)]
     pub status: String,
     #[schema(schema_with = payment_status)]

@@ -15,6 +15,7 @@ pub(super) enum Value<'a> {
     Text(&'a str),
     TextOrNull(Option<&'a str>),
     Int(i64),
+    IntOrNull(Option<i64>),
 }
 
 /// `INSERT INTO table (columns) VALUES (…), (…)`: `rows` rows of `width`
@@ -112,6 +113,7 @@ macro_rules! bind_rows {
                 Value::Text(s) => $q.bind(*s),
                 Value::TextOrNull(s) => $q.bind(*s),
                 Value::Int(i) => $q.bind(*i),
+                Value::IntOrNull(i) => $q.bind(*i),
             };
         }
     };
@@ -221,7 +223,7 @@ pub(super) use insert_rows;
 
 /// A new order's row, column by column as [`ORDER_COLUMNS`] names them.
 pub(super) fn order_values(new: &NewOrder) -> Vec<Value<'_>> {
-    use Value::{Int, Text, TextOrNull};
+    use Value::{Int, IntOrNull, Text, TextOrNull};
     let r = &new.record;
     vec![
         Text(&r.tenant_id),
@@ -243,5 +245,6 @@ pub(super) fn order_values(new: &NewOrder) -> Vec<Value<'_>> {
         Int(r.created_at),
         Int(r.updated_at),
         TextOrNull(r.trace_parent.as_deref()),
+        IntOrNull(r.order_number),
     ]
 }
