@@ -316,6 +316,31 @@ async fn cancel_refunds_and_releases_shipping_is_final(kind: Kind) {
         json!(["refund-payment", "release-inventory"])
     );
     assert_eq!(reserved(&api, "GADGET-7").await, 0);
+    // The warehouse, asked to fulfil, was told to stop, once, before the refund.
+    let events = api.get(&format!("/orders/{id}/events")).await.body;
+    let kinds: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    let stop = kinds
+        .iter()
+        .position(|k| *k == "fulfilment.cancel_requested");
+    let refund = kinds.iter().position(|k| *k == "compensation.succeeded");
+    assert!(stop.is_some() && stop < refund, "{kinds:?}");
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "fulfilment.cancel_requested")
+            .count(),
+        1
+    );
+    let stop = &events["data"][stop.unwrap()];
+    assert_eq!(
+        stop["data"]["reason"], "CANCELLED_BY_CLIENT: changed my mind",
+        "{stop}"
+    );
     // Cancelling again is harmless.
     assert_eq!(
         api.post(&format!("/orders/{id}/cancel"), &json!({}))

@@ -115,15 +115,36 @@ impl Phase {
 fn replay(events: &[Value]) -> Result<Phase, String> {
     let mut phase = None;
     let mut cancel_pending = false;
+    // The warehouse was asked to fulfil, and (once) told to stop.
+    let (mut fulfilment_requested, mut stop_sent) = (false, false);
     for (i, e) in events.iter().enumerate() {
         let kind = e["type"].as_str().unwrap_or_default();
         if e["sequence"].as_i64() != Some(i as i64 + 1) {
             return Err(format!("history has a gap at {i}: {e}"));
         }
+        if kind == "step.succeeded" && e["data"]["step"] == "request-fulfilment" {
+            fulfilment_requested = true;
+        }
         let next = match (phase, kind) {
             (None, "order.created") => Phase::Running,
             (Some(Phase::Running), "step.succeeded" | "step.failed" | "step.rejected") => {
                 Phase::Running
+            }
+            // A payment call not made while the provider's breaker is open.
+            (Some(p @ (Phase::Running | Phase::Undoing)), "step.postponed") => p,
+            (Some(Phase::Running | Phase::Undoing), "fulfilment.cancel_requested")
+                if fulfilment_requested && cancel_pending && !stop_sent =>
+            {
+                stop_sent = true;
+                Phase::Undoing
+            }
+            (Some(Phase::Running | Phase::Undoing), "order.cancelled")
+                if fulfilment_requested && !stop_sent =>
+            {
+                return Err(format!(
+                    "cancelled after fulfilment was requested, the warehouse never told (event {})",
+                    i + 1
+                ));
             }
             (Some(Phase::Running), "cancel.requested") if !cancel_pending => {
                 cancel_pending = true;

@@ -238,6 +238,18 @@ pub(crate) fn transition(
                     data,
                 ));
             }
+            Action::CancelFulfilment { reason } => {
+                let data = json!({ "reason": reason });
+                events.push(("fulfilment.cancel_requested".into(), data.clone()));
+                outbox.push(message(
+                    TOPIC_FULFILMENT,
+                    "fulfilment.cancel_requested",
+                    tenant,
+                    order,
+                    now,
+                    data,
+                ));
+            }
             Action::Handover { stage, shipment } => {
                 let (status, event_type) = match stage {
                     Handover::Delivered => (OrderStatus::Delivered, "order.delivered"),

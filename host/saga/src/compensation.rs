@@ -79,10 +79,22 @@ pub(super) fn begin_compensation(
     } else {
         notify
     };
+    // The warehouse was asked to fulfil; it hears first that it must not.
+    let stop =
+        state
+            .completed
+            .contains(&Step::RequestFulfilment)
+            .then(|| Action::CancelFulfilment {
+                reason: state
+                    .ending
+                    .as_ref()
+                    .map(Ending::reason)
+                    .unwrap_or_default(),
+            });
     state.pending = plan;
     state.attempt = 1;
     state.status = SagaStatus::Compensating;
-    match state.pending.first() {
+    let (state, actions) = match state.pending.first() {
         Some(&compensation) => (
             state,
             vec![Action::RunCompensation {
@@ -92,7 +104,8 @@ pub(super) fn begin_compensation(
             }],
         ),
         None => finish_compensation(state),
-    }
+    };
+    (state, stop.into_iter().chain(actions).collect())
 }
 
 pub(super) fn finish_compensation(mut state: SagaState) -> (SagaState, Vec<Action>) {

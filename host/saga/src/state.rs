@@ -230,6 +230,10 @@ pub enum Action {
     },
     /// The saga reached `status`; the order's status follows from it.
     Finish { status: SagaStatus },
+    /// Fulfilment was requested and the saga now turns back: the warehouse
+    /// must be told to stop (the goods have not left: a cancel after
+    /// shipment is refused).
+    CancelFulfilment { reason: String },
     /// The goods moved on after the saga completed: the order becomes
     /// shipped (its stock leaves on-hand and reserved) or delivered.
     Handover {

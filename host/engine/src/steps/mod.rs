@@ -170,11 +170,9 @@ pub(crate) async fn run_compensation(
             } else {
                 PaymentOp::Refund
             };
-            let probe = match admit(p, cx) {
-                Ok(probe) => probe,
-                Err(postponed) => return *postponed,
-            };
-            let (result, extras) = pay(p, cx, op, probe).await;
+            // Not held by the breaker: undoing money keeps its own backoff
+            // and budget, and what it cannot undo goes to an operator.
+            let (result, extras) = pay(p, cx, op, None).await;
             let event = match result {
                 Ok(_) => SagaEvent::CompensationSucceeded { compensation },
                 Err(failure) => SagaEvent::CompensationFailed {

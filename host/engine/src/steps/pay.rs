@@ -37,14 +37,14 @@ pub(super) fn admit(p: &Platform, cx: &Context<'_>) -> Result<bool, Box<Outcome>
 }
 
 /// Calls the payment plugin. The idempotency key is fixed per order and
-/// operation, so a retry after a timeout can never charge twice. `probe`:
-/// the breaker let this call through to find out whether the provider is
-/// back.
+/// operation, so a retry after a timeout can never charge twice. `breaker`:
+/// for a forward step, which the breaker admitted, whether as its probe;
+/// `None` for a compensation, which the breaker neither holds nor hears of.
 pub(super) async fn pay(
     p: &Platform,
     cx: &Context<'_>,
     op: PaymentOp,
-    probe: bool,
+    breaker: Option<bool>,
 ) -> (Result<String, Failure>, Extras) {
     let tp = cx.tenant.plugin(oms_plugin_host::Slot::PaymentProvider);
     let (plugin, canary) = tp.for_order(cx.order_id.as_str());
@@ -84,7 +84,7 @@ pub(super) async fn pay(
         // The plugin's own fault, not the provider's.
         Err(_) => None,
     };
-    if let Some(health) = health {
+    if let (Some(health), Some(probe)) = (health, breaker) {
         let now = oms_clock::now_ms();
         p.breakers.record(
             cx.tenant.id.as_str(),
@@ -168,7 +168,7 @@ pub(super) async fn pay_step(p: &Platform, cx: &Context<'_>, step: Step, op: Pay
         Ok(probe) => probe,
         Err(postponed) => return *postponed,
     };
-    let (result, extras) = pay(p, cx, op, probe).await;
+    let (result, extras) = pay(p, cx, op, Some(probe)).await;
     match result {
         Ok(reference) => {
             let provider_reference = (step == Step::AuthorizePayment).then_some(reference);

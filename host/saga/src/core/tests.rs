@@ -359,13 +359,19 @@ fn cancel_of_a_confirmed_order_refunds_and_releases() {
     )
     .expect("legal");
     assert_eq!(state.pending, vec![RefundPayment, ReleaseInventory]);
+    // The warehouse, asked to fulfil, is told to stop before anything is undone.
     assert_eq!(
         actions,
-        vec![Action::RunCompensation {
-            compensation: RefundPayment,
-            attempt: 1,
-            delay_ms: 0
-        }]
+        vec![
+            Action::CancelFulfilment {
+                reason: "CANCELLED_BY_CLIENT: changed mind".into()
+            },
+            Action::RunCompensation {
+                compensation: RefundPayment,
+                attempt: 1,
+                delay_ms: 0
+            }
+        ]
     );
     let (state, _) = apply(
         &state,
@@ -820,4 +826,21 @@ fn nothing_running_cannot_be_postponed() {
     let (done, _) = run(acme(), &through(&acme(), RequestFulfilment));
     assert_eq!(done.status, SagaStatus::Completed);
     assert!(apply(&done, &postponed(10), NOW).is_err());
+}
+
+#[test]
+fn only_a_saga_that_requested_fulfilment_tells_the_warehouse_to_stop() {
+    let mut events = through(&acme(), CapturePayment);
+    events.push(SagaEvent::StepFailed {
+        step: RequestFulfilment,
+        failure: permanent(),
+        plan: compensate(vec![RefundPayment, ReleaseInventory]),
+    });
+    let (_, actions) = run(acme(), &events);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::CancelFulfilment { .. })),
+        "{actions:?}"
+    );
 }
