@@ -243,6 +243,12 @@ fn endpoints(order_id: &str) -> Vec<(reqwest::Method, String, &'static str, Opti
             Some(json!({ "carrier": "ups", "trackingNumber": "1Z" })),
         ),
         (M::POST, o("/delivery"), "orders:write", Some(json!({}))),
+        (
+            M::POST,
+            o("/fulfilment"),
+            "fulfilment:write",
+            Some(json!({ "decision": "accepted" })),
+        ),
         (M::GET, "/inventory/WIDGET-1".into(), "inventory:read", None),
         (
             M::PUT,
@@ -283,13 +289,14 @@ fn endpoints(order_id: &str) -> Vec<(reqwest::Method, String, &'static str, Opti
     ]
 }
 
-const SCOPES: [&str; 6] = [
+const SCOPES: [&str; 7] = [
     "orders:read",
     "orders:write",
     "inventory:read",
     "inventory:write",
     "plugins:read",
     "plugins:write",
+    "fulfilment:write",
 ];
 
 async fn every_endpoint_needs_its_scope_and_keys_rotate_and_revoke(kind: Kind) {
@@ -343,7 +350,7 @@ async fn every_endpoint_needs_its_scope_and_keys_rotate_and_revoke(kind: Kind) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["scopes"].as_array().unwrap().len() == 6 && k["createdBy"] == "bootstrap-admin")
+        .find(|k| k["scopes"].as_array().unwrap().len() == 7 && k["createdBy"] == "bootstrap-admin")
         .unwrap()["id"]
         .as_str()
         .unwrap()

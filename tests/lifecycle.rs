@@ -1,7 +1,9 @@
 //! The order lifecycle under concurrency, checked against a model.
 //!
 //! Many clients place orders and hit each with a random interleaving of
-//! cancels (repeated), shipments and deliveries while its saga runs with
+//! cancels (repeated), shipments and deliveries (and, for a tenant whose
+//! warehouse answers, acceptances and rejections racing its deadline and
+//! the cancels) while its saga runs with
 //! tokens that succeed, decline or fail transiently, on stock that runs out.
 //! Afterwards every order must be explained by one legal run of the lifecycle
 //! (`support::lifecycle`): its history, status, every answer its clients got,
@@ -17,10 +19,12 @@ mod support;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use support::admin::{Admin, manifest};
 use support::lifecycle::{Answer, Ask, Books, Placed};
-use support::{Db, Kind, Server, order};
+use support::{Api, Db, Kind, Server, order};
 use tokio::sync::Semaphore;
 
 /// What one client does to one order, drawn from the seed.
@@ -48,11 +52,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn draw(rng: &mut StdRng, n: usize) -> Script {
-    let tenant = if rng.random_bool(0.5) {
-        "acme"
-    } else {
-        "globex"
-    };
+    let tenant = ["acme", "globex", ANSWERING][rng.random_range(0..3)];
     let token = match rng.random_range(0..100) {
         0..60 => "tok_visa",
         60..80 => "tok_flaky",
@@ -66,7 +66,14 @@ fn draw(rng: &mut StdRng, n: usize) -> Script {
     };
     let burst = rng.random_bool(0.35);
     let mut asks = Vec::new();
-    for (ask, max) in [(Ask::Cancel, 3), (Ask::Ship, 2), (Ask::Deliver, 2)] {
+    let answers = if tenant == ANSWERING { 2 } else { 1 };
+    for (ask, max) in [
+        (Ask::Cancel, 3),
+        (Ask::Ship, 2),
+        (Ask::Deliver, 2),
+        (Ask::Accept, answers),
+        (Ask::Reject, answers - 1),
+    ] {
         for _ in 0..rng.random_range(0..=max) {
             let timing = if burst && rng.random_bool(0.8) {
                 Timing::Burst
@@ -100,6 +107,30 @@ impl Drop for SeedOnFailure {
 }
 
 const SKU: &str = "MODEL-1";
+/// A tenant like acme whose warehouse answers within [`ANSWER_MS`].
+const ANSWERING: &str = "initech";
+const ANSWER_MS: u64 = 1_500;
+
+/// Each tenant's API with a key of every scope, `ANSWERING` created first.
+async fn tenants(srv: &Server) -> BTreeMap<&'static str, Api> {
+    let admin = Admin::new(&srv.url);
+    let mut m = manifest(ANSWERING);
+    m["fulfilment"] = serde_json::json!({ "decision_timeout_ms": ANSWER_MS });
+    let created = admin.post("/tenants", &m).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let scopes = [
+        "orders:read",
+        "orders:write",
+        "inventory:read",
+        "inventory:write",
+        "fulfilment:write",
+    ];
+    let mut apis = BTreeMap::new();
+    for t in ["acme", "globex", ANSWERING] {
+        apis.insert(t, Api::new(&srv.url, t, &admin.key(t, &scopes).await));
+    }
+    apis
+}
 
 async fn random_interleavings_leave_one_legal_history(kind: Kind) {
     let seed = env_u64("OMS_MODEL_SEED").unwrap_or_else(rand::random);
@@ -115,15 +146,16 @@ async fn random_interleavings_leave_one_legal_history(kind: Kind) {
     let wanted: u32 = scripts.iter().map(|s| s.quantity.min(3)).sum();
     let stock = i64::from(wanted) * 3 / 4;
     let mut books = Books::new(seed);
-    for tenant in ["acme", "globex"] {
-        books.stock(&srv.api(tenant), SKU, stock).await;
+    let apis = tenants(&srv).await;
+    for api in apis.values() {
+        books.stock(api, SKU, stock).await;
     }
 
     // Many clients at once; each order's requests race each other and the saga.
     let clients = Arc::new(Semaphore::new(16));
     let mut tasks = Vec::new();
     for script in scripts {
-        let api = srv.api(script.tenant);
+        let api = apis[script.tenant].clone();
         let clients = clients.clone();
         tasks.push(tokio::spawn(async move {
             let body = order(&script.customer, SKU, script.quantity, script.token);

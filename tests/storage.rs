@@ -280,21 +280,35 @@ async fn reservations_are_conditional_and_all_or_nothing(under: Under) {
 async fn shipping_consumes_reserved_stock(under: Under) {
     let (store, _db) = store(under).await;
     set(&*store, "A", "main", 10).await.unwrap();
+    set(&*store, "B", "main", 4).await.unwrap();
     let id = new_order(&*store, "c1", 1_000, 500).await;
     let mut t = effects(&id, 0, None);
-    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 3)]));
+    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 3), ("B".into(), 2)]));
     let v = store.commit_transition(&t).await.unwrap();
+    // A first shipment takes line A; B stays held.
     let mut ship = effects(&id, v, None);
-    ship.inventory = Some(InventoryOp::Consume);
+    ship.inventory = Some(InventoryOp::Consume(vec!["A".into()]));
     let v = store.commit_transition(&ship).await.unwrap();
     assert_eq!(stock(&*store, "A").await, vec![("main".into(), 7, 0)]);
+    assert_eq!(stock(&*store, "B").await, vec![("main".into(), 4, 2)]);
+    let mut ship = effects(&id, v, None);
+    ship.inventory = Some(InventoryOp::Consume(vec!["B".into()]));
+    let v = store.commit_transition(&ship).await.unwrap();
+    assert_eq!(stock(&*store, "B").await, vec![("main".into(), 2, 0)]);
     // Nothing is held any more, so a late release gives nothing back.
     let mut release = effects(&id, v, None);
     release.inventory = Some(InventoryOp::Release);
     store.commit_transition(&release).await.unwrap();
     assert_eq!(stock(&*store, "A").await, vec![("main".into(), 7, 0)]);
+    assert_eq!(stock(&*store, "B").await, vec![("main".into(), 2, 0)]);
     let held = store.reservations(&tenant(), &id).await.unwrap();
-    assert_eq!(held, vec![("A".into(), "consumed".into(), 3)]);
+    assert_eq!(
+        held,
+        vec![
+            ("A".into(), "consumed".into(), 3),
+            ("B".into(), "consumed".into(), 2)
+        ]
+    );
 }
 
 async fn concurrent_reservations_never_oversell(under: Under) {

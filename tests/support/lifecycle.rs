@@ -8,7 +8,12 @@
 //! `order.cancelled` or `order.confirmed`; a confirmed order may take one
 //! `cancel.requested` (then compensations and `order.cancelled`) **or** one
 //! `order.shipped`, then one `order.delivered`. Nothing follows
-//! `order.cancelled`, `order.rejected` or `order.delivered`.
+//! `order.cancelled`, `order.rejected` or `order.delivered`. Where the
+//! tenant's warehouse answers, the saga waits after the fulfilment request
+//! (`fulfilment.awaiting_decision`) and nothing runs until one of: the
+//! warehouse's `fulfilment.accepted` (then `order.confirmed`), its
+//! `fulfilment.rejected`, `fulfilment.deadline_passed` or a
+//! `cancel.requested` (each then undoing to `order.cancelled`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use super::{Api, Server};
@@ -22,6 +27,9 @@ pub enum Ask {
     Cancel,
     Ship,
     Deliver,
+    /// The warehouse accepts (or rejects) the fulfilment request.
+    Accept,
+    Reject,
 }
 
 /// What a request was answered.
@@ -40,6 +48,11 @@ pub async fn send(api: &Api, id: &str, ask: Ask) -> Answer {
             json!({ "carrier": "UPS", "trackingNumber": "1Z999" }),
         ),
         Ask::Deliver => ("delivery", json!({})),
+        Ask::Accept => ("fulfilment", json!({ "decision": "accepted" })),
+        Ask::Reject => (
+            "fulfilment",
+            json!({ "decision": "rejected", "reason": "model" }),
+        ),
     };
     let r = api.post(&format!("/orders/{id}/{path}"), &body).await;
     Answer {
@@ -84,6 +97,8 @@ pub struct Books {
     seed: u64,
     pub placed: Vec<Placed>,
     stock: Vec<(Api, String, i64)>,
+    /// Each tenant's API, from [`Books::stock`].
+    apis: BTreeMap<String, Api>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +132,10 @@ fn replay(events: &[Value]) -> Result<Phase, String> {
     let mut cancel_pending = false;
     // The warehouse was asked to fulfil, and (once) told to stop.
     let (mut fulfilment_requested, mut stop_sent) = (false, false);
+    // Its answer, where the tenant waits for one: waiting now, answered
+    // yes, answered no or not in time.
+    let (mut waits, mut waiting, mut accepted, mut refused, mut timed_out) =
+        (false, false, false, false, false);
     for (i, e) in events.iter().enumerate() {
         let kind = e["type"].as_str().unwrap_or_default();
         if e["sequence"].as_i64() != Some(i as i64 + 1) {
@@ -127,19 +146,42 @@ fn replay(events: &[Value]) -> Result<Phase, String> {
         }
         let next = match (phase, kind) {
             (None, "order.created") => Phase::Running,
-            (Some(Phase::Running), "step.succeeded" | "step.failed" | "step.rejected") => {
+            (Some(Phase::Running), "step.succeeded" | "step.failed" | "step.rejected")
+                if !waiting =>
+            {
                 Phase::Running
+            }
+            (Some(Phase::Running), "fulfilment.awaiting_decision")
+                if fulfilment_requested && !waits =>
+            {
+                (waits, waiting) = (true, true);
+                Phase::Running
+            }
+            (Some(Phase::Running), "fulfilment.accepted") if waiting => {
+                (waiting, accepted) = (false, true);
+                Phase::Running
+            }
+            (Some(Phase::Running), "fulfilment.rejected") if waiting => {
+                (waiting, refused) = (false, true);
+                Phase::Undoing
+            }
+            (Some(Phase::Running), "fulfilment.deadline_passed") if waiting => {
+                (waiting, timed_out) = (false, true);
+                Phase::Undoing
             }
             // A payment call not made while the provider's breaker is open.
             (Some(p @ (Phase::Running | Phase::Undoing)), "step.postponed") => p,
             (Some(Phase::Running | Phase::Undoing), "fulfilment.cancel_requested")
-                if fulfilment_requested && cancel_pending && !stop_sent =>
+                if fulfilment_requested
+                    && (cancel_pending || timed_out)
+                    && !stop_sent
+                    && !refused =>
             {
                 stop_sent = true;
                 Phase::Undoing
             }
             (Some(Phase::Running | Phase::Undoing), "order.cancelled")
-                if fulfilment_requested && !stop_sent =>
+                if fulfilment_requested && !stop_sent && !refused =>
             {
                 return Err(format!(
                     "cancelled after fulfilment was requested, the warehouse never told (event {})",
@@ -148,6 +190,8 @@ fn replay(events: &[Value]) -> Result<Phase, String> {
             }
             (Some(Phase::Running), "cancel.requested") if !cancel_pending => {
                 cancel_pending = true;
+                // A cancel while waiting undoes at once.
+                waiting = false;
                 Phase::Running
             }
             (Some(Phase::Confirmed), "cancel.requested") if !cancel_pending => {
@@ -158,7 +202,11 @@ fn replay(events: &[Value]) -> Result<Phase, String> {
                 Some(Phase::Running | Phase::Undoing),
                 "compensation.succeeded" | "compensation.failed" | "notification.sent",
             ) => Phase::Undoing,
-            (Some(Phase::Running), "order.confirmed") if !cancel_pending => Phase::Confirmed,
+            (Some(Phase::Running), "order.confirmed")
+                if !cancel_pending && !waiting && (accepted || !waits) =>
+            {
+                Phase::Confirmed
+            }
             (Some(Phase::Confirmed), "order.shipped") => Phase::Shipped,
             (Some(Phase::Shipped), "order.delivered") => Phase::Delivered,
             (Some(Phase::Running | Phase::Undoing), "order.cancelled") => Phase::Cancelled,
@@ -176,6 +224,7 @@ impl Books {
             seed,
             placed: Vec::new(),
             stock: Vec::new(),
+            apis: BTreeMap::new(),
         }
     }
 
@@ -191,16 +240,14 @@ impl Books {
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
         self.stock.push((api.clone(), sku.to_string(), on_hand));
+        self.apis.insert(api.tenant.clone(), api.clone());
     }
 
     /// Waits for every saga to finish, then checks each order against the
     /// model, the provider's ledger and the stock. Panics listing every
     /// order that no legal run explains, with the seed.
     pub async fn check(&self, srv: &Server) {
-        let apis: BTreeMap<&str, Api> = ["acme", "globex"]
-            .into_iter()
-            .map(|t| (t, srv.api(t)))
-            .collect();
+        let apis = &self.apis;
         for p in &self.placed {
             until_settled(&apis[p.tenant.as_str()], &p.id).await;
         }
@@ -304,6 +351,9 @@ fn check_order(
             (Ask::Ship, 409, Some("ORDER_NOT_SHIPPABLE")) => true,
             (Ask::Deliver, 200, _) => phase == Phase::Delivered,
             (Ask::Deliver, 409, Some("ORDER_NOT_DELIVERABLE")) => true,
+            (Ask::Accept, 200, _) => count("fulfilment.accepted") == 1,
+            (Ask::Reject, 200, _) => count("fulfilment.rejected") == 1 && phase == Phase::Cancelled,
+            (Ask::Accept | Ask::Reject, 409, Some("FULFILMENT_NOT_AWAITED")) => true,
             _ => false,
         };
         if !fits {
@@ -318,6 +368,14 @@ fn check_order(
     };
     if ok(Ask::Ship, 200) != count("order.shipped") {
         return Err("shipments acknowledged differ from shipments recorded".into());
+    }
+    for (ask, kind) in [
+        (Ask::Accept, "fulfilment.accepted"),
+        (Ask::Reject, "fulfilment.rejected"),
+    ] {
+        if count(kind) > 0 && ok(ask, 200) == 0 {
+            return Err(format!("{kind} recorded, no warehouse was told"));
+        }
     }
     if ok(Ask::Deliver, 200) != count("order.delivered") {
         return Err("deliveries acknowledged differ from deliveries recorded".into());

@@ -36,7 +36,8 @@ scopes!(
     InventoryRead,
     InventoryWrite,
     PluginsRead,
-    PluginsWrite
+    PluginsWrite,
+    FulfilmentWrite
 );
 
 /// The tenant a request acts for, proven by an API key with scope `S`.

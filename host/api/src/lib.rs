@@ -7,6 +7,7 @@ mod canary;
 mod console;
 mod edges;
 mod error;
+mod fulfilment;
 mod inventory;
 pub mod metrics;
 pub mod openapi;
@@ -18,6 +19,7 @@ mod plugins;
 mod reconciliation;
 mod sagas;
 mod tenants;
+mod tracking;
 
 pub use auth::{BOOTSTRAP, Role};
 pub use error::ApiError;
@@ -87,6 +89,8 @@ fn annotated_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(orders::events))
         .routes(routes!(orders::payments))
         .routes(routes!(orders::cancel))
+        .routes(routes!(fulfilment::decide))
+        .routes(routes!(tracking::tracking))
         .routes(routes!(orders::ship))
         .routes(routes!(orders::deliver))
         .routes(routes!(inventory::put, inventory::show))

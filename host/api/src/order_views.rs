@@ -18,6 +18,18 @@ pub(crate) fn iso(ms: i64) -> String {
 pub fn order_json(r: &OrderRecord) -> Result<Value, StoreError> {
     let draft: Option<OrderDraft> = Some(oms_store::json("order draft", &r.draft)?);
     let saga: Option<SagaState> = Some(oms_store::json("saga state", &r.saga_state)?);
+    // The warehouse's answer, for tenants whose warehouse gives one.
+    let fulfilment = saga.as_ref().and_then(|s| {
+        let decision = s.fulfilment_decision.as_ref();
+        (s.awaiting_fulfilment_until.is_some() || decision.is_some()).then(|| {
+            json!({
+                "answerBy": s.awaiting_fulfilment_until.map(iso),
+                "decision": decision.map(|d| if d.accepted { "accepted" } else { "rejected" }),
+                "reason": decision.and_then(|d| d.reason.clone()),
+                "estimatedDelivery": decision.and_then(|d| d.estimated_delivery.clone()),
+            })
+        })
+    });
     let mut v = json!({
         "id": r.id,
         "status": r.status,
@@ -50,6 +62,9 @@ pub fn order_json(r: &OrderRecord) -> Result<Value, StoreError> {
     }
     if let Some(violations) = r.violations.as_deref() {
         v["violations"] = oms_store::json("order violations", violations)?;
+    }
+    if let Some(f) = fulfilment {
+        v["fulfilment"] = f;
     }
     if let Some(reason) = &r.cancellation_reason {
         v["cancellationReason"] = json!(reason);

@@ -340,12 +340,13 @@ pub async fn cancel(
 }
 
 #[utoipa::path(post, path = "/orders/{id}/shipments", tag = "orders", operation_id = "shipOrder",
-    summary = "Record that a confirmed order has shipped",
+    summary = "Record a shipment of some or all of a confirmed order's lines",
+    description = "Whole lines by SKU (`items`; absent: every line not shipped yet). Each line ships once; its held stock leaves on-hand and reserved. The order is `PARTIALLY_SHIPPED` until every line has, then `SHIPPED`. `GET /orders/{id}/tracking` lists the shipments.",
     security(("tenantId" = [], "tenantKey" = ["orders:write"])), params(("id" = String, Path, description = "The order id, e.g. `ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D`.")),
     request_body(content = crate::openapi::schemas::ShipmentRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Shipped.", body = crate::openapi::schemas::Order),
-        (status = 409, description = "The order is not ready to ship (or was cancelled).", body = crate::openapi::schemas::Error),
+        (status = 200, description = "Recorded: the order as it now stands.", body = crate::openapi::schemas::Order),
+        (status = 409, description = "The order is not ready to ship (not confirmed, being cancelled, shipped) or a line is not the order's or has shipped (`ORDER_NOT_SHIPPABLE`).", body = crate::openapi::schemas::Error),
     ))]
 pub async fn ship(
     State(p): State<AppState>,
@@ -369,7 +370,15 @@ pub async fn ship(
         field("carrier", request.carrier)?,
         field("trackingNumber", request.tracking_number)?,
     );
-    let record = orders::ship(&p, &tenant, &id, carrier, tracking)
+    let items = match request.items {
+        None => Vec::new(),
+        Some(lines) if lines.is_empty() || lines.len() > 100 => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", "items must list 1 to 100 lines (or be left out: every line not shipped yet)")
+                .with_details(json!({ "errors": [{ "field": "/items", "code": "INVALID", "message": "must list 1 to 100 lines" }] })));
+        }
+        Some(lines) => lines.into_iter().map(|l| l.sku).collect(),
+    };
+    let record = orders::ship(&p, &tenant, &id, carrier, tracking, items)
         .await
         .map_err(|e| match e {
             OrderError::WrongState(m) => {

@@ -306,6 +306,8 @@ wire_enum!(
         Confirmed = "CONFIRMED",
         Rejected = "REJECTED",
         Cancelled = "CANCELLED",
+        // Some of its lines have shipped, not all.
+        PartiallyShipped = "PARTIALLY_SHIPPED",
         Shipped = "SHIPPED",
         Delivered = "DELIVERED",
         // Its saga is stuck: an operator must retry or resolve it.
@@ -330,6 +332,11 @@ wire_enum!(
     FulfillmentStatus {
         None = "NONE",
         Requested = "REQUESTED",
+        // The warehouse said it will fulfil (tenants whose warehouse answers).
+        Accepted = "ACCEPTED",
+        // The warehouse said it will not; the order is undone.
+        Rejected = "REJECTED",
+        PartiallyShipped = "PARTIALLY_SHIPPED",
         Shipped = "SHIPPED",
         Delivered = "DELIVERED",
         Cancelled = "CANCELLED",

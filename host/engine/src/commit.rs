@@ -99,6 +99,9 @@ pub(crate) async fn commit(
                 return Committed::Unchanged;
             }
             Ok((next, actions)) => {
+                // A command that finds nothing to do (a fulfilment timer after
+                // the warehouse answered) is only consumed: no history entry.
+                let idle = actions.is_empty() && next == *state;
                 let mut data = serde_json::to_value(&outcome.event)
                     .expect("a saga event serialises: plain data with string keys");
                 if let Value::Object(m) = &mut data {
@@ -115,6 +118,15 @@ pub(crate) async fn commit(
                     outcome.extras.clone(),
                     now,
                 );
+                let t = if idle {
+                    Transition {
+                        events: vec![],
+                        patch: Default::default(),
+                        ..t
+                    }
+                } else {
+                    t
+                };
                 counted = counters(p, state, &next, &actions);
                 finished = actions.iter().find_map(|a| match a {
                     Action::Finish { status } => Some(*status),

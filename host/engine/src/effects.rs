@@ -29,9 +29,7 @@ pub(crate) fn message(
     data: Value,
 ) -> OutboxMessage {
     let id = format!("evt_{}", oms_clock::monotonic_ulid());
-    let occurred_at = chrono::DateTime::from_timestamp_millis(now)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default();
+    let occurred_at = rfc3339(now);
     let payload = json!({
         "eventId": id,
         "type": event_type,
@@ -48,6 +46,13 @@ pub(crate) fn message(
         payload,
         available_at: None,
     }
+}
+
+/// Epoch ms as RFC 3339 (UTC), as every timestamp in messages and views.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
 }
 
 /// How long a command this host is about to run itself (it owns the order)
@@ -95,6 +100,14 @@ pub(crate) fn carry_commands(t: &mut Transition, grace_ms: i64) {
 pub(crate) fn command(action: &Action, now: i64) -> NewCommand {
     let delay = match action {
         Action::RunStep { delay_ms, .. } | Action::RunCompensation { delay_ms, .. } => *delay_ms,
+        // A deadline is a moment, not a retry: no jitter.
+        Action::AwaitFulfilment { until } => {
+            return NewCommand {
+                id: format!("cmd_{}", oms_clock::monotonic_ulid()),
+                action: serde_json::to_string(action).expect("a saga action serialises"),
+                available_at: *until,
+            };
+        }
         _ => 0,
     };
     // Full jitter: anywhere between now and the policy's delay, so retries of
@@ -138,15 +151,24 @@ pub fn fulfillment_status(state: &SagaState) -> FulfillmentStatus {
     match state.handover {
         Handover::Delivered => return FulfillmentStatus::Delivered,
         Handover::Shipped => return FulfillmentStatus::Shipped,
+        Handover::PartiallyShipped => return FulfillmentStatus::PartiallyShipped,
         Handover::NotShipped => {}
     }
+    let rejected = state
+        .fulfilment_decision
+        .as_ref()
+        .is_some_and(|d| !d.accepted);
     if !state.completed.contains(&Step::RequestFulfilment) {
         FulfillmentStatus::None
+    } else if rejected {
+        FulfillmentStatus::Rejected
     } else if matches!(
         state.status,
         SagaStatus::Compensating | SagaStatus::Cancelled
     ) {
         FulfillmentStatus::Cancelled
+    } else if state.fulfilment_decision.is_some() {
+        FulfillmentStatus::Accepted
     } else {
         FulfillmentStatus::Requested
     }
@@ -186,6 +208,13 @@ pub(crate) fn transition(
         match action {
             Action::RunStep { .. } | Action::RunCompensation { .. } => {
                 commands.push(command(action, now))
+            }
+            Action::AwaitFulfilment { until } => {
+                commands.push(command(action, now));
+                events.push((
+                    "fulfilment.awaiting_decision".into(),
+                    json!({ "answerBy": rfc3339(*until) }),
+                ));
             }
             Action::Notify { recipients, reason } => {
                 let data = json!({ "recipients": recipients, "reason": reason });
@@ -253,6 +282,9 @@ pub(crate) fn transition(
             Action::Handover { stage, shipment } => {
                 let (status, event_type) = match stage {
                     Handover::Delivered => (OrderStatus::Delivered, "order.delivered"),
+                    // Each shipment is an `order.shipped`; its status says
+                    // whether lines remain.
+                    Handover::PartiallyShipped => (OrderStatus::PartiallyShipped, "order.shipped"),
                     _ => (OrderStatus::Shipped, "order.shipped"),
                 };
                 patch.status = Some(status.as_str().into());
@@ -261,8 +293,8 @@ pub(crate) fn transition(
                         serde_json::to_string(s)
                             .expect("a shipment serialises: plain strings and numbers"),
                     );
-                    // The goods leave on-hand and reserved stock.
-                    inventory = Some(InventoryOp::Consume);
+                    // The shipment's lines leave on-hand and reserved stock.
+                    inventory = Some(InventoryOp::Consume(s.items.clone()));
                 }
                 let data = json!({ "status": status.as_str(), "shipment": shipment });
                 // The history entry (the saga event's) reads like the message.

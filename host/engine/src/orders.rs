@@ -1,4 +1,5 @@
-//! Order commands from the API: place, cancel, ship, deliver.
+//! Order commands from the API: place, cancel, the warehouse's answer,
+//! ship, deliver.
 
 use super::Platform;
 use super::commit::{Committed, LoadedOrder, commit, load_order};
@@ -9,7 +10,7 @@ use super::steps::Outcome;
 use crate::tenants::Tenant;
 use crate::transport::topics::TOPIC_ORDER_EVENTS;
 use oms_domain::{FulfillmentStatus, OrderDraft, OrderId, OrderStatus, PaymentStatus};
-use oms_saga::{self as saga, SagaEvent, Shipment};
+use oms_saga::{self as saga, FulfilmentDecision, SagaEvent, Shipment};
 use oms_store::CommandRecord;
 use oms_store::{IdempotencyBegin, NewOrder, OrderRecord, StoreError};
 use serde_json::json;
@@ -239,7 +240,7 @@ pub async fn cancel(
     id: &OrderId,
     reason: String,
 ) -> Result<(), OrderError> {
-    let event = SagaEvent::CancelRequested { reason };
+    let event = |_: &LoadedOrder| SagaEvent::CancelRequested { reason };
     apply_from_api(p, tenant, id, event)
         .await
         .map_err(|refused| match refused {
@@ -248,19 +249,49 @@ pub async fn cancel(
         })
 }
 
-/// Records that the goods left: CONFIRMED → SHIPPED.
+/// Records that some lines left (`items`, SKUs; empty: all not shipped
+/// yet): CONFIRMED → PARTIALLY_SHIPPED → SHIPPED.
 pub async fn ship(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,
     carrier: String,
     tracking: String,
+    items: Vec<String>,
 ) -> Result<OrderRecord, OrderError> {
     let shipment = Shipment {
         carrier,
         tracking_number: tracking,
+        items,
+        shipped_at: oms_clock::now_ms(),
     };
-    handover(p, tenant, id, SagaEvent::Shipped { shipment }).await
+    handover(p, tenant, id, |order: &LoadedOrder| SagaEvent::Shipped {
+        shipment: shipment.clone(),
+        order_items: order
+            .draft
+            .items
+            .iter()
+            .map(|l| l.sku.to_string())
+            .collect(),
+    })
+    .await
+}
+
+/// The warehouse's answer to the fulfilment request: acceptance confirms
+/// the order, a rejection undoes it. Refused ([`OrderError::WrongState`])
+/// unless the saga waits for it; the same answer again changes nothing.
+pub async fn decide_fulfilment(
+    p: &Platform,
+    tenant: &Tenant,
+    id: &OrderId,
+    decision: FulfilmentDecision,
+) -> Result<OrderRecord, OrderError> {
+    handover(p, tenant, id, |_: &LoadedOrder| {
+        SagaEvent::FulfilmentDecided {
+            decision: decision.clone(),
+        }
+    })
+    .await
 }
 
 /// Records that the goods arrived: SHIPPED → DELIVERED.
@@ -269,14 +300,14 @@ pub async fn deliver(
     tenant: &Tenant,
     id: &OrderId,
 ) -> Result<OrderRecord, OrderError> {
-    handover(p, tenant, id, SagaEvent::Delivered).await
+    handover(p, tenant, id, |_: &LoadedOrder| SagaEvent::Delivered).await
 }
 
 async fn handover(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,
-    event: SagaEvent,
+    event: impl FnOnce(&LoadedOrder) -> SagaEvent,
 ) -> Result<OrderRecord, OrderError> {
     apply_from_api(p, tenant, id, event)
         .await
@@ -300,7 +331,7 @@ async fn apply_from_api(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,
-    event: SagaEvent,
+    event: impl FnOnce(&LoadedOrder) -> SagaEvent,
 ) -> Result<(), Refusal> {
     let order = p
         .store
@@ -308,6 +339,8 @@ async fn apply_from_api(
         .await
         .map_err(|e| Refusal::Error(e.into()))?;
     let loaded = load_order(order).map_err(|e| Refusal::Error(e.into()))?;
+    // Built from the order as read: only from what never changes (its lines).
+    let event = event(&loaded);
     let outcome = Outcome {
         event,
         extras: Extras::default(),
@@ -332,7 +365,7 @@ pub async fn operate(
     id: &OrderId,
     event: SagaEvent,
 ) -> Result<(), OrderError> {
-    apply_from_api(p, tenant, id, event)
+    apply_from_api(p, tenant, id, |_: &LoadedOrder| event)
         .await
         .map_err(|refused| match refused {
             Refusal::Illegal(why) => OrderError::WrongState(why.detail),

@@ -315,6 +315,7 @@ pub(crate) async fn process(
     let step_label = match &action {
         Action::RunStep { step, .. } => step.to_string(),
         Action::RunCompensation { compensation, .. } => compensation.to_string(),
+        Action::AwaitFulfilment { .. } => "fulfilment-deadline".into(),
         _ => String::new(),
     };
     // A span per attempt of a step, in the order's trace: continued from
@@ -403,6 +404,11 @@ async fn run_command(
                 }
             }
         }
+        // The warehouse's time to answer is up (unless it answered already).
+        Action::AwaitFulfilment { .. } => Outcome {
+            event: SagaEvent::FulfilmentDeadlinePassed,
+            extras: Extras::default(),
+        },
         other => {
             tracing::error!(command = %cmd.id, action = ?other, "action is not a command");
             return (false, None);

@@ -79,18 +79,17 @@ pub(super) fn begin_compensation(
     } else {
         notify
     };
-    // The warehouse was asked to fulfil; it hears first that it must not.
-    let stop =
-        state
-            .completed
-            .contains(&Step::RequestFulfilment)
-            .then(|| Action::CancelFulfilment {
-                reason: state
-                    .ending
-                    .as_ref()
-                    .map(Ending::reason)
-                    .unwrap_or_default(),
-            });
+    // The warehouse was asked to fulfil (and did not refuse); it hears
+    // first that it must not.
+    let asked = state.completed.contains(&Step::RequestFulfilment)
+        && !super::fulfilment::is_rejection(&state);
+    let stop = asked.then(|| Action::CancelFulfilment {
+        reason: state
+            .ending
+            .as_ref()
+            .map(Ending::reason)
+            .unwrap_or_default(),
+    });
     state.pending = plan;
     state.attempt = 1;
     state.status = SagaStatus::Compensating;

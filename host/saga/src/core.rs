@@ -7,11 +7,12 @@
 
 use super::compensation::{begin_compensation, compensation_delay, finish_compensation};
 pub use super::compensation::{required_compensations, resolve_plan};
+use super::fulfilment;
 use super::handover;
 use super::operator;
 pub use super::state::{
-    Action, Ending, Failure, Handover, IllegalTransition, Limits, Plan, SagaEvent, SagaState,
-    SagaStatus, Shipment,
+    Action, Ending, Failure, FulfilmentDecision, Handover, IllegalTransition, Limits, Plan,
+    SagaEvent, SagaState, SagaStatus, Shipment,
 };
 use super::step::{Compensation, SagaDefinition, Step};
 
@@ -37,6 +38,9 @@ pub fn start(
         payment_reference: None,
         deadline_at,
         handover: Handover::NotShipped,
+        shipments: Vec::new(),
+        awaiting_fulfilment_until: None,
+        fulfilment_decision: None,
         resolution: None,
     };
     (
@@ -81,6 +85,11 @@ pub fn apply(
                     None,
                     vec![],
                 ));
+            }
+            if *step == Step::RequestFulfilment
+                && let Some(ms) = next.limits.fulfilment_decision_ms
+            {
+                return Ok(fulfilment::await_answer(next, now, ms));
             }
             next.position += 1;
             next.attempt = 1;
@@ -217,6 +226,12 @@ pub fn apply(
             ))
         }
         SagaEvent::CancelRequested { reason } => match state.status {
+            SagaStatus::Running if state.awaiting_fulfilment_until.is_some() => {
+                let ending = Ending::CancelledByClient {
+                    reason: reason.clone(),
+                };
+                Ok(fulfilment::stop_waiting(next, ending))
+            }
             SagaStatus::Running if state.cancel_requested.is_none() => {
                 // The running step finishes first; its outcome then turns the saga around.
                 next.cancel_requested = Some(reason.clone());
@@ -250,12 +265,17 @@ pub fn apply(
                 "an operator resolved the order's saga",
             )),
         },
-        SagaEvent::Shipped { shipment } => {
-            handover::ship(state, next, shipment).map_err(|detail| illegal(state, event, detail))
-        }
+        SagaEvent::Shipped {
+            shipment,
+            order_items,
+        } => handover::ship(state, next, shipment, order_items)
+            .map_err(|detail| illegal(state, event, detail)),
         SagaEvent::Delivered => {
             handover::deliver(state, next).map_err(|detail| illegal(state, event, detail))
         }
+        SagaEvent::FulfilmentDecided { decision } => fulfilment::decide(state, next, decision)
+            .map_err(|detail| illegal(state, event, detail)),
+        SagaEvent::FulfilmentDeadlinePassed => Ok(fulfilment::deadline_passed(state, next, now)),
         SagaEvent::OperatorRetry { .. } => {
             operator::retry(state, next).map_err(|detail| illegal(state, event, detail))
         }
@@ -360,6 +380,10 @@ fn expect_compensation(
 }
 
 #[cfg(test)]
+mod fulfilment_tests;
+#[cfg(test)]
 mod operator_tests;
+#[cfg(test)]
+mod shipment_tests;
 #[cfg(test)]
 mod tests;

@@ -4,14 +4,15 @@
 pub mod breaker;
 pub mod compensation;
 pub mod core;
+pub mod fulfilment;
 pub mod handover;
 pub mod operator;
 pub mod state;
 pub mod step;
 
 pub use self::core::{
-    Action, Ending, Failure, IllegalTransition, Limits, Plan, SagaEvent, SagaState, SagaStatus,
-    apply, resolve_plan, start,
+    Action, Ending, Failure, FulfilmentDecision, IllegalTransition, Limits, Plan, SagaEvent,
+    SagaState, SagaStatus, apply, resolve_plan, start,
 };
 pub use compensation::default_plan;
 pub use handover::{Handover, Shipment};

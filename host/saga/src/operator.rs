@@ -4,7 +4,7 @@
 //! saga's state does not allow it, so of two operators acting on one order
 //! at once, the second is refused rather than acting twice.
 
-use super::state::{Action, SagaState, SagaStatus};
+use super::state::{Action, Ending, SagaState, SagaStatus};
 
 fn status_of(state: &SagaState) -> &'static str {
     state.status.as_str()
@@ -41,6 +41,12 @@ pub(super) fn compensate(
     reason: &str,
 ) -> Result<(SagaState, Vec<Action>), String> {
     match state.status {
+        SagaStatus::Running if state.awaiting_fulfilment_until.is_some() => {
+            let ending = Ending::CancelledByClient {
+                reason: format!("stopped by an operator: {reason}"),
+            };
+            Ok(super::fulfilment::stop_waiting(next, ending))
+        }
         SagaStatus::Running if state.cancel_requested.is_none() => {
             next.cancel_requested = Some(format!("stopped by an operator: {reason}"));
             Ok((next, vec![]))

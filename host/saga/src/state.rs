@@ -62,6 +62,12 @@ pub struct Limits {
     pub max_compensation_attempts: u32,
     pub compensation_base_delay_ms: u64,
     pub compensation_max_delay_ms: u64,
+    /// How long the warehouse has to accept or reject a fulfilment request;
+    /// `None`: the tenant's warehouse does not answer, and the order is
+    /// confirmed once the request is sent. (Absent from states stored
+    /// before it existed: `None`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment_decision_ms: Option<u64>,
 }
 
 impl Default for Limits {
@@ -71,6 +77,7 @@ impl Default for Limits {
             max_compensation_attempts: 8,
             compensation_base_delay_ms: 200,
             compensation_max_delay_ms: 10_000,
+            fulfilment_decision_ms: None,
         }
     }
 }
@@ -159,13 +166,26 @@ pub enum SagaEvent {
     CancelRequested {
         reason: String,
     },
-    /// The goods left the warehouse (from the API). Legal only on a
-    /// completed saga whose goods have not left yet.
+    /// Some or all of the goods left the warehouse (from the API). Legal
+    /// only on a completed saga with lines not shipped yet; `order_items`
+    /// are the order's SKUs (from the order, which never changes).
+    #[serde(rename_all = "camelCase")]
     Shipped {
         shipment: Shipment,
+        #[serde(default)]
+        order_items: Vec<String>,
     },
     /// The goods reached the customer (from the API). Legal only once shipped.
     Delivered,
+    /// The warehouse answered the fulfilment request (from the API).
+    /// Legal only while the saga waits for it; repeating the same
+    /// acceptance changes nothing.
+    FulfilmentDecided {
+        decision: FulfilmentDecision,
+    },
+    /// The warehouse's time to answer ran out (the timer command of
+    /// [`Action::AwaitFulfilment`]). Harmless once it answered.
+    FulfilmentDeadlinePassed,
     /// An operator runs a stuck saga's failed compensation again, now.
     OperatorRetry {
         operator: String,
@@ -202,6 +222,9 @@ impl SagaEvent {
             Self::CancelRequested { .. } => "cancel.requested",
             Self::Shipped { .. } => "order.shipped",
             Self::Delivered => "order.delivered",
+            Self::FulfilmentDecided { decision } if decision.accepted => "fulfilment.accepted",
+            Self::FulfilmentDecided { .. } => "fulfilment.rejected",
+            Self::FulfilmentDeadlinePassed => "fulfilment.deadline_passed",
             Self::OperatorRetry { .. } => "operator.retry",
             Self::OperatorCompensate { .. } => "operator.compensate",
             Self::OperatorResolve { .. } => "operator.resolve",
@@ -230,6 +253,9 @@ pub enum Action {
     },
     /// The saga reached `status`; the order's status follows from it.
     Finish { status: SagaStatus },
+    /// Fulfilment was requested and the warehouse must answer by `until`
+    /// (epoch ms): a timer that reports [`SagaEvent::FulfilmentDeadlinePassed`].
+    AwaitFulfilment { until: i64 },
     /// Fulfilment was requested and the saga now turns back: the warehouse
     /// must be told to stop (the goods have not left: a cancel after
     /// shipment is refused).
@@ -270,6 +296,16 @@ pub struct SagaState {
     /// (Absent from states stored before it existed: not shipped.)
     #[serde(default)]
     pub handover: Handover,
+    /// The shipments so far, in the order they left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shipments: Vec<Shipment>,
+    /// Epoch ms by which the warehouse must answer the fulfilment request;
+    /// set while the saga waits for that answer (nothing else runs then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_fulfilment_until: Option<i64>,
+    /// The warehouse's answer, once given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment_decision: Option<FulfilmentDecision>,
     /// How an operator settled the saga (RESOLVED), in their words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
@@ -289,6 +325,8 @@ pub struct IllegalTransition {
 pub enum Handover {
     #[default]
     NotShipped,
+    /// Some lines have shipped, not all.
+    PartiallyShipped,
     Shipped,
     Delivered,
 }
@@ -297,10 +335,23 @@ impl Handover {
     pub fn past_tense(&self) -> &'static str {
         match self {
             Self::NotShipped => "not shipped",
+            Self::PartiallyShipped => "partly shipped",
             Self::Shipped => "shipped",
             Self::Delivered => "been delivered",
         }
     }
+}
+
+/// A warehouse's answer to a fulfilment request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FulfilmentDecision {
+    pub accepted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// As the warehouse gave it (RFC 3339 date or date-time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_delivery: Option<String>,
 }
 
 /// The carrier's record of a shipment, as the client sent it.
@@ -309,11 +360,21 @@ impl Handover {
 pub struct Shipment {
     pub carrier: String,
     pub tracking_number: String,
+    /// The SKUs of the order's lines in it (whole lines). Asked for empty:
+    /// every line not shipped yet; recorded, always the lines. (Absent from
+    /// shipments recorded before lines existed: the whole order.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<String>,
+    /// Epoch ms, when it was recorded.
+    #[serde(default)]
+    pub shipped_at: i64,
 }
 
 impl SagaState {
+    /// The forward step now running; none while the saga waits for the
+    /// warehouse's answer.
     pub fn current_step(&self) -> Option<Step> {
-        (self.status == SagaStatus::Running)
+        (self.status == SagaStatus::Running && self.awaiting_fulfilment_until.is_none())
             .then(|| self.definition.steps().get(self.position).copied())
             .flatten()
     }

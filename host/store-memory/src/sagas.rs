@@ -184,13 +184,18 @@ fn apply_inventory(
                 });
             }
         }
-        InventoryOp::Release | InventoryOp::Consume => {
-            let consume = *op == InventoryOp::Consume;
-            for r in tables
-                .reservations
-                .iter_mut()
-                .filter(|r| r.tenant == tenant && r.order == order && r.state == "held")
-            {
+        InventoryOp::Release | InventoryOp::Consume(_) => {
+            let only = match op {
+                InventoryOp::Consume(skus) => Some(skus),
+                _ => None,
+            };
+            let consume = only.is_some();
+            for r in tables.reservations.iter_mut().filter(|r| {
+                r.tenant == tenant
+                    && r.order == order
+                    && r.state == "held"
+                    && only.is_none_or(|skus| skus.contains(&r.sku))
+            }) {
                 let k = (r.tenant.clone(), r.sku.clone(), r.warehouse.clone());
                 let level = tables
                     .inventory

@@ -13,8 +13,9 @@ pub enum InventoryOp {
     Reserve(Vec<(String, i64)>),
     /// Give back what the order holds.
     Release,
-    /// Ship: what the order holds leaves on-hand and reserved.
-    Consume,
+    /// Ship these SKUs: what the order holds of them leaves on-hand and
+    /// reserved (the rest stays held).
+    Consume(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -83,8 +84,12 @@ macro_rules! apply_inventory {
                     }
                 }
             }
-            op @ ($crate::InventoryOp::Release | $crate::InventoryOp::Consume) => {
-                let consume = matches!(op, $crate::InventoryOp::Consume);
+            op @ ($crate::InventoryOp::Release | $crate::InventoryOp::Consume(_)) => {
+                let only = match op {
+                    $crate::InventoryOp::Consume(skus) => Some(skus),
+                    _ => None,
+                };
+                let consume = only.is_some();
                 let held: Vec<(String, String, i64)> = sqlx::query_as(
                     "SELECT sku, warehouse_id, quantity FROM reservations
                      WHERE tenant_id = $1 AND order_id = $2 AND state = 'held'
@@ -95,6 +100,9 @@ macro_rules! apply_inventory {
                 .fetch_all(crate::counted::stmt(&mut *$tx))
                 .await?;
                 for (sku, warehouse, quantity) in held {
+                    if only.is_some_and(|skus| !skus.contains(&sku)) {
+                        continue;
+                    }
                     let sql = if consume {
                         "UPDATE inventory SET reserved = reserved - $4, on_hand = on_hand - $4, updated_at = $5
                          WHERE tenant_id = $1 AND sku = $2 AND warehouse_id = $3 AND reserved >= $4"

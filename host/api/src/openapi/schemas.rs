@@ -246,6 +246,21 @@ pub struct Order {
     pub cancellation_reason: Option<String>,
     #[schema(nullable = false)]
     pub shipment: Option<Value>,
+    /// The warehouse's answer to the fulfilment request, for tenants whose
+    /// warehouse answers; absent otherwise.
+    #[schema(nullable = false)]
+    pub fulfilment: Option<FulfilmentView>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FulfilmentView {
+    /// While the saga waits: when it stops waiting and undoes the order.
+    pub answer_by: Option<String>,
+    /// `accepted` or `rejected` once the warehouse answered.
+    pub decision: Option<FulfilmentAnswer>,
+    pub reason: Option<String>,
+    pub estimated_delivery: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -302,8 +317,12 @@ pub struct CancelRequest {
 
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = json!({ "carrier": "ups", "trackingNumber": "1Z999AA10123456784" }))]
+#[schema(example = json!({ "carrier": "ups", "trackingNumber": "1Z999AA10123456784", "items": [{ "sku": "WIDGET-1" }] }))]
 pub struct ShipmentRequest {
+    /// The order's lines in this shipment, whole lines by SKU; absent: every
+    /// line not shipped yet.
+    #[schema(min_items = 1, max_items = 100)]
+    pub items: Option<Vec<ShipmentLine>>,
     #[schema(
         min_length = 1,
         max_length = 200,
@@ -316,6 +335,65 @@ pub struct ShipmentRequest {
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     pub tracking_number: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ShipmentLine {
+    #[schema(pattern = r"^[!-~]{1,64}$")]
+    pub sku: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackedShipment {
+    /// 1 for the first shipment of the order, 2 for the next, …
+    pub number: u32,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub items: Vec<TrackedLine>,
+    pub shipped_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TrackedLine {
+    pub sku: String,
+    pub quantity: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tracking {
+    pub order_id: String,
+    #[schema(schema_with = order_status)]
+    pub status: String,
+    #[schema(schema_with = fulfillment_status)]
+    pub fulfillment_status: String,
+    /// As the warehouse gave it when it accepted.
+    pub estimated_delivery: Option<String>,
+    pub shipments: Vec<TrackedShipment>,
+    /// Lines not shipped yet.
+    pub not_shipped: Vec<TrackedLine>,
+    pub delivered: bool,
+}
+
+/// The warehouse's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FulfilmentAnswer {
+    Accepted,
+    Rejected,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({ "decision": "accepted", "estimatedDelivery": "2026-12-09" }))]
+pub struct FulfilmentDecisionRequest {
+    pub decision: FulfilmentAnswer,
+    /// Why (for a rejection, shown as the order's cancellation reason); at most 500 characters.
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+    /// An RFC 3339 date (`2026-12-09`) or date-time.
+    pub estimated_delivery: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

@@ -70,11 +70,13 @@ pub fn decode(m: &OwnedMessage) -> Result<CommandRecord, Poison> {
         .map_err(|err| Poison::new("UNDECODABLE", format!("action: {err}")))?;
     if !matches!(
         action,
-        oms_saga::Action::RunStep { .. } | oms_saga::Action::RunCompensation { .. }
+        oms_saga::Action::RunStep { .. }
+            | oms_saga::Action::RunCompensation { .. }
+            | oms_saga::Action::AwaitFulfilment { .. }
     ) {
         return Err(Poison::new(
             "UNKNOWN_TYPE",
-            "the action is not a step or a compensation",
+            "the action is not a step, a compensation or a timer",
         ));
     }
     Ok(CommandRecord {

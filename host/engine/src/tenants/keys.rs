@@ -15,17 +15,19 @@ wire_enum!(
         InventoryWrite = "inventory:write",
         PluginsRead = "plugins:read",
         PluginsWrite = "plugins:write",
+        FulfilmentWrite = "fulfilment:write",
     }
 );
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::OrdersRead,
         Scope::OrdersWrite,
         Scope::InventoryRead,
         Scope::InventoryWrite,
         Scope::PluginsRead,
         Scope::PluginsWrite,
+        Scope::FulfilmentWrite,
     ];
 
     /// Parses a stored or requested list (space- or comma-separated).

@@ -33,6 +33,8 @@ pub struct TenantSpec {
     fraud: FraudSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default, skip_serializing_if = "FulfilmentSection::is_default")]
+    fulfilment: FulfilmentSection,
     pub plugins: BTreeMap<String, PluginSection>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     demo_stock: Vec<StockSeed>,
@@ -98,6 +100,27 @@ fn default_rps() -> u32 {
 fn default_burst() -> u32 {
     40_000
 }
+
+/// How the tenant's warehouse takes fulfilment requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct FulfilmentSection {
+    /// When set, the saga waits this long for the warehouse to accept or
+    /// reject (`POST /api/v1/orders/{id}/fulfilment`); no answer in time
+    /// undoes the order. Unset: the order is confirmed once the request is
+    /// sent. From 1,000 ms to 30 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decision_timeout_ms: Option<u64>,
+}
+
+impl FulfilmentSection {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The bounds of `fulfilment.decision_timeout_ms`.
+const DECISION_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1_000..=30 * 24 * 3_600_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +272,19 @@ pub(super) fn build_tenant(
             .saga
             .compensation_max_delay_ms
             .unwrap_or(defaults.compensation_max_delay_ms),
+        fulfilment_decision_ms: match m.fulfilment.decision_timeout_ms {
+            Some(ms) if !DECISION_TIMEOUT_MS.contains(&ms) => {
+                return Err(bad(
+                    "fulfilment.decision_timeout_ms",
+                    format!(
+                        "fulfilment.decision_timeout_ms must be from {} to {} (30 days)",
+                        DECISION_TIMEOUT_MS.start(),
+                        DECISION_TIMEOUT_MS.end()
+                    ),
+                ));
+            }
+            other => other,
+        },
     };
 
     let substitute = |s: &str| match &options.sandbox_psp_url {

@@ -555,7 +555,10 @@ fn ship() -> SagaEvent {
         shipment: Shipment {
             carrier: "UPS".into(),
             tracking_number: "1Z".into(),
+            items: vec![],
+            shipped_at: NOW,
         },
+        order_items: vec!["WIDGET-1".into()],
     }
 }
 

@@ -123,7 +123,7 @@ impl super::SqlStore {
 fn lock_order(write: &Write) -> (u8, Vec<String>) {
     match &write.effects().inventory {
         None => (0, Vec::new()),
-        Some(InventoryOp::Release | InventoryOp::Consume) => (1, Vec::new()),
+        Some(InventoryOp::Release | InventoryOp::Consume(_)) => (1, Vec::new()),
         Some(InventoryOp::Reserve(lines)) => {
             let mut skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
             skus.sort();
