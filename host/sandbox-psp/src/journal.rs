@@ -35,6 +35,14 @@ pub(crate) enum Change {
         body: Value,
     },
     Ledger(LedgerEntry),
+    /// How often `tok_flaky` was tried under an idempotency key: kept, so a
+    /// restart does not make it fail twice more (a saga's retry budget
+    /// counts every attempt).
+    Attempts {
+        account: String,
+        key: String,
+        count: u32,
+    },
 }
 
 pub(crate) struct Journal {

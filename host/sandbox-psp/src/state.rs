@@ -68,6 +68,13 @@ impl Psp {
                 self.replies.insert((account, key), ((status, body), 0));
             }
             Change::Ledger(e) => self.ledger.push(e),
+            Change::Attempts {
+                account,
+                key,
+                count,
+            } => {
+                self.attempts.insert((account, key), count);
+            }
         }
     }
 
@@ -89,6 +96,17 @@ impl Psp {
                 }),
         );
         out.extend(self.ledger.iter().cloned().map(Change::Ledger));
+        let mut attempts: Vec<_> = self.attempts.iter().collect();
+        attempts.sort();
+        out.extend(
+            attempts
+                .into_iter()
+                .map(|((account, key), count)| Change::Attempts {
+                    account: account.clone(),
+                    key: key.clone(),
+                    count: *count,
+                }),
+        );
         out
     }
 }
@@ -133,7 +151,13 @@ pub(crate) fn flaky(psp: &mut Psp, token: &str, caller: &Caller) -> bool {
     let scoped = (caller.account.clone(), caller.key.clone());
     let n = psp.attempts.entry(scoped).or_insert(0);
     *n += 1;
-    *n <= 2
+    let count = *n;
+    psp.pending.push(Change::Attempts {
+        account: caller.account.clone(),
+        key: caller.key.clone(),
+        count,
+    });
+    count <= 2
 }
 
 pub(crate) fn intent_json(i: &Intent) -> Value {

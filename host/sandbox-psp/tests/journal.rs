@@ -113,3 +113,23 @@ async fn a_torn_last_line_is_dropped_and_a_torn_middle_refused() {
         .expect("a damaged journal is refused");
     assert!(err.to_string().contains("line 1"), "{err}");
 }
+
+/// `tok_flaky` fails the first two attempts of each operation, counted
+/// across restarts: a saga whose provider restarted between its attempts
+/// must not see two more failures than the card promises (a budget of four
+/// attempts at a void would otherwise run out and leave the saga STUCK).
+#[tokio::test]
+async fn a_flaky_cards_attempts_are_counted_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = serve(Sandbox::open(dir.path()).unwrap()).await;
+    let auth = json!({"amount": 900, "currency": "USD", "payment_method": "tok_flaky",
+                      "metadata": {"order_id": "ord_f"}});
+    let (status, _, _) = post(&url, "/v1/payment_intents", "f:authorize", auth.clone()).await;
+    assert_eq!(status, 503, "first attempt");
+    let url = serve(Sandbox::open(dir.path()).unwrap()).await;
+    let (status, _, _) = post(&url, "/v1/payment_intents", "f:authorize", auth.clone()).await;
+    assert_eq!(status, 503, "second attempt, after a restart");
+    let url = serve(Sandbox::open(dir.path()).unwrap()).await;
+    let (status, intent, _) = post(&url, "/v1/payment_intents", "f:authorize", auth).await;
+    assert_eq!(status, 200, "third attempt succeeds: {intent}");
+}
