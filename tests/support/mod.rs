@@ -7,6 +7,7 @@ pub mod broker;
 pub mod forge;
 pub mod lifecycle;
 pub mod load;
+pub mod stores;
 
 use serde_json::{Value, json};
 use std::path::PathBuf;

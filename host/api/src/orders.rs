@@ -52,6 +52,21 @@ pub(crate) fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     Ok(id)
 }
 
+/// The tenant's order `raw` names; another tenant's, or none, is `404`.
+pub(crate) async fn tenant_order(
+    p: &AppState,
+    tenant: &TenantId,
+    raw: &str,
+) -> Result<(OrderId, OrderRecord), ApiError> {
+    let id = order_id(raw)?;
+    let record = p
+        .store
+        .order(tenant, &id)
+        .await
+        .map_err(|e| order_error(e.into()))?;
+    Ok((id, record))
+}
+
 fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
@@ -147,12 +162,7 @@ pub async fn show(
     Key(tenant, _): Key<OrdersRead>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = order_id(&id)?;
-    let record = p
-        .store
-        .order(&tenant.id, &id)
-        .await
-        .map_err(|e| order_error(e.into()))?;
+    let (_, record) = tenant_order(&p, &tenant.id, &id).await?;
     Ok(Json(order_json(&record).map_err(ApiError::store)?))
 }
 
@@ -266,11 +276,7 @@ pub async fn events(
     Key(tenant, _): Key<OrdersRead>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = order_id(&id)?;
-    p.store
-        .order(&tenant.id, &id)
-        .await
-        .map_err(|e| order_error(e.into()))?;
+    let (id, _) = tenant_order(&p, &tenant.id, &id).await?;
     let events = p
         .store
         .order_events(&tenant.id, &id)
@@ -289,11 +295,7 @@ pub async fn payments(
     Key(tenant, _): Key<OrdersRead>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = order_id(&id)?;
-    p.store
-        .order(&tenant.id, &id)
-        .await
-        .map_err(|e| order_error(e.into()))?;
+    let (id, _) = tenant_order(&p, &tenant.id, &id).await?;
     let payments = p
         .store
         .payments(&tenant.id, &id)

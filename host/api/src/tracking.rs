@@ -3,7 +3,7 @@
 
 use super::auth::{Key, OrdersRead};
 use super::order_views::iso;
-use super::orders::{order_error, order_id};
+use super::orders::tenant_order;
 use super::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -73,11 +73,6 @@ pub async fn tracking(
     Key(tenant, _): Key<OrdersRead>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = order_id(&id)?;
-    let record = p
-        .store
-        .order(&tenant.id, &id)
-        .await
-        .map_err(|e| order_error(e.into()))?;
+    let (_, record) = tenant_order(&p, &tenant.id, &id).await?;
     Ok(Json(tracking_json(&record).map_err(ApiError::store)?))
 }

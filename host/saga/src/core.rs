@@ -382,7 +382,13 @@ fn expect_compensation(
 #[cfg(test)]
 mod fulfilment_tests;
 #[cfg(test)]
+mod handover_tests;
+#[cfg(test)]
 mod operator_tests;
+#[cfg(test)]
+mod postpone_tests;
+#[cfg(test)]
+mod refusal_tests;
 #[cfg(test)]
 mod shipment_tests;
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! The storage contract for stock: reservations are conditional and all or
+//! nothing, never oversold under concurrency, and shipping consumes what a
+//! shipment's lines hold. On SQLite, PostgreSQL and the in-memory store.
+// Tests draw their own seeds and ids; the clock rule is for product code.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod support;
+
+use oms_store::{InventoryOp, StoreError};
+use support::stores::*;
+
+async fn reservations_are_conditional_and_all_or_nothing(under: Under) {
+    let (store, _db) = store(under).await;
+    set(&*store, "A", "east", 5).await.unwrap();
+    set(&*store, "A", "west", 3).await.unwrap();
+    set(&*store, "B", "east", 1).await.unwrap();
+    let id = new_order(&*store, "c1", 1_000, 500).await;
+
+    // B is short: nothing at all is reserved, A included.
+    let mut t = effects(&id, 0, None);
+    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 4), ("B".into(), 2)]));
+    assert!(
+        matches!(store.commit_transition(&t).await, Err(StoreError::InsufficientStock { sku }) if sku == "B")
+    );
+    assert_eq!(
+        stock(&*store, "A").await,
+        vec![("east".into(), 5, 0), ("west".into(), 3, 0)]
+    );
+
+    // A line is served from one warehouse with enough stock.
+    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 4), ("B".into(), 1)]));
+    let v = store.commit_transition(&t).await.unwrap();
+    assert_eq!(
+        stock(&*store, "A").await,
+        vec![("east".into(), 5, 4), ("west".into(), 3, 0)]
+    );
+    // Reserving again for the same order is a no-op.
+    let mut again = effects(&id, v, None);
+    again.inventory = t.inventory.clone();
+    let v = store.commit_transition(&again).await.unwrap();
+    assert_eq!(stock(&*store, "B").await, vec![("east".into(), 1, 1)]);
+    // On-hand may not drop below what is reserved.
+    assert!(matches!(
+        set(&*store, "A", "east", 3).await,
+        Err(StoreError::InsufficientStock { .. })
+    ));
+
+    let mut release = effects(&id, v, None);
+    release.inventory = Some(InventoryOp::Release);
+    let v = store.commit_transition(&release).await.unwrap();
+    let mut twice = effects(&id, v, None);
+    twice.inventory = Some(InventoryOp::Release);
+    store.commit_transition(&twice).await.unwrap();
+    assert_eq!(
+        stock(&*store, "A").await,
+        vec![("east".into(), 5, 0), ("west".into(), 3, 0)]
+    );
+    assert_eq!(stock(&*store, "B").await, vec![("east".into(), 1, 0)]);
+}
+
+async fn shipping_consumes_reserved_stock(under: Under) {
+    let (store, _db) = store(under).await;
+    set(&*store, "A", "main", 10).await.unwrap();
+    set(&*store, "B", "main", 4).await.unwrap();
+    let id = new_order(&*store, "c1", 1_000, 500).await;
+    let mut t = effects(&id, 0, None);
+    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 3), ("B".into(), 2)]));
+    let v = store.commit_transition(&t).await.unwrap();
+    // A first shipment takes line A; B stays held.
+    let mut ship = effects(&id, v, None);
+    ship.inventory = Some(InventoryOp::Consume(vec!["A".into()]));
+    let v = store.commit_transition(&ship).await.unwrap();
+    assert_eq!(stock(&*store, "A").await, vec![("main".into(), 7, 0)]);
+    assert_eq!(stock(&*store, "B").await, vec![("main".into(), 4, 2)]);
+    let mut ship = effects(&id, v, None);
+    ship.inventory = Some(InventoryOp::Consume(vec!["B".into()]));
+    let v = store.commit_transition(&ship).await.unwrap();
+    assert_eq!(stock(&*store, "B").await, vec![("main".into(), 2, 0)]);
+    // Nothing is held any more, so a late release gives nothing back.
+    let mut release = effects(&id, v, None);
+    release.inventory = Some(InventoryOp::Release);
+    store.commit_transition(&release).await.unwrap();
+    assert_eq!(stock(&*store, "A").await, vec![("main".into(), 7, 0)]);
+    assert_eq!(stock(&*store, "B").await, vec![("main".into(), 2, 0)]);
+    let held = store.reservations(&tenant(), &id).await.unwrap();
+    assert_eq!(
+        held,
+        vec![
+            ("A".into(), "consumed".into(), 3),
+            ("B".into(), "consumed".into(), 2)
+        ]
+    );
+}
+
+async fn concurrent_reservations_never_oversell(under: Under) {
+    let (store, _db) = store(under).await;
+    set(&*store, "HOT", "main", 10).await.unwrap();
+    let mut orders = Vec::new();
+    for i in 0..40 {
+        orders.push(new_order(&*store, &format!("c{i}"), 1_000, 100).await);
+    }
+    let tasks: Vec<_> = orders
+        .into_iter()
+        .map(|id| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut t = effects(&id, 0, None);
+                t.inventory = Some(InventoryOp::Reserve(vec![("HOT".into(), 1)]));
+                store.commit_transition(&t).await
+            })
+        })
+        .collect();
+    let mut reserved = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => reserved += 1,
+            Err(StoreError::InsufficientStock { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(reserved, 10);
+    assert_eq!(stock(&*store, "HOT").await, vec![("main".into(), 10, 10)]);
+}
+
+on_every_store!(
+    reservations_are_conditional_and_all_or_nothing,
+    shipping_consumes_reserved_stock,
+    concurrent_reservations_never_oversell,
+);
