@@ -13,42 +13,8 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::admin::{Admin, manifest};
+use support::admin::{Admin, answering_tenant, manifest};
 use support::{Api, Db, Kind, Server, order, stock_totals};
-
-/// A tenant like acme (with its demo stock, and 10 more WIDGET-1 in
-/// `east`) whose warehouse answers within `decision_ms`; its client API and
-/// its warehouse's API (a key with `fulfilment:write` only).
-async fn answering_tenant(srv: &Server, id: &str, decision_ms: u64) -> (Api, Api) {
-    let admin = Admin::new(&srv.url);
-    let mut m = manifest(id);
-    m["fulfilment"] = json!({ "decision_timeout_ms": decision_ms });
-    let created = admin.post("/tenants", &m).await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let client = admin
-        .key(
-            id,
-            &[
-                "orders:read",
-                "orders:write",
-                "inventory:read",
-                "inventory:write",
-            ],
-        )
-        .await;
-    let warehouse = admin.key(id, &["fulfilment:write"]).await;
-    let api = Api::new(&srv.url, id, &client);
-    let put = api
-        .send(
-            reqwest::Method::PUT,
-            "/inventory/WIDGET-1",
-            Some(&json!({ "warehouseId": "east", "onHand": 10 })),
-            &[],
-        )
-        .await;
-    assert_eq!(put.status, 200, "{}", put.body);
-    (api, Api::new(&srv.url, id, &warehouse))
-}
 
 /// Waits until the order's saga waits for the warehouse.
 async fn until_awaiting(api: &Api, id: &str) -> Value {

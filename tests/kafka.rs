@@ -4,7 +4,8 @@
 //! a broker outage during which orders are still taken and after which
 //! every saga finishes and every event arrives, nothing applied twice; and
 //! poison command messages going to the dead-letter topic, listed and
-//! replayed with `oms dlq`.
+//! replayed with `oms dlq`; a warehouse's deadline carried as a delayed
+//! command.
 // Tests draw their own seeds and ids; the clock rule is for product code.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -141,6 +142,58 @@ async fn order_events_are_published_to_kafka_with_keys_and_headers() {
         let confirmed = types.iter().position(|t| *t == "order.confirmed").unwrap();
         assert!(created < confirmed, "{types:?}");
     }
+}
+
+/// A warehouse that answers, over Kafka: the deadline is a saga command
+/// carried through the broker like any delayed step, so it fires and the
+/// order is undone (and the warehouse told); an answer in time confirms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouses_deadline_fires_through_kafka() {
+    let broker = Broker::start();
+    let psp = Psp::start().await;
+    let db = Db::new(Kind::Postgres).await;
+    let srv = kafka_host(&db, &broker, &psp).await;
+    // One warehouse with ten minutes to answer (it answers), one with a second.
+    let (api, warehouse) = support::admin::answering_tenant(&srv, "initech", 600_000).await;
+    let (quick, _) = support::admin::answering_tenant(&srv, "hooli", 1_000).await;
+    let silent = quick
+        .place(&order("c-silent", "WIDGET-1", 1, "tok_visa"))
+        .await;
+    let answered = api
+        .place(&order("c-answered", "WIDGET-1", 1, "tok_visa"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = warehouse
+            .post(
+                &format!("/orders/{answered}/fulfilment"),
+                &serde_json::json!({ "decision": "accepted" }),
+            )
+            .await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(
+            r.body["error"]["code"], "FULFILMENT_NOT_AWAITED",
+            "{}",
+            r.body
+        );
+        assert!(Instant::now() < deadline, "never awaited: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(api.settle(&answered).await["status"], "CONFIRMED");
+    let done = quick.settle(&silent).await;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    assert_eq!(done["paymentStatus"], "REFUNDED", "{done}");
+    let events = quick.get(&format!("/orders/{silent}/events")).await.body;
+    let kinds: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"fulfilment.deadline_passed"), "{kinds:?}");
+    assert!(kinds.contains(&"fulfilment.cancel_requested"), "{kinds:?}");
 }
 
 /// With the broker down, orders are still accepted and answered and the

@@ -1,8 +1,8 @@
 //! The operator API as tests call it: a token, JSON in, [`Response`] out;
 //! and manifests made from the demo ones.
 
-use super::{ADMIN_TOKEN, Response};
-use serde_json::Value;
+use super::{ADMIN_TOKEN, Api, Response, Server};
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// Generous: only a broken sync takes this long.
@@ -98,4 +98,38 @@ pub fn manifest(id: &str) -> Value {
     obj.insert("name".into(), format!("Tenant {id}").into());
     obj.remove("dev_api_keys");
     m
+}
+
+/// A tenant like acme (with its demo stock, and 10 more WIDGET-1 in
+/// `east`) whose warehouse answers within `decision_ms`; its client API and
+/// its warehouse's API (a key with `fulfilment:write` only).
+pub async fn answering_tenant(srv: &Server, id: &str, decision_ms: u64) -> (Api, Api) {
+    let admin = Admin::new(&srv.url);
+    let mut m = manifest(id);
+    m["fulfilment"] = json!({ "decision_timeout_ms": decision_ms });
+    let created = admin.post("/tenants", &m).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let client = admin
+        .key(
+            id,
+            &[
+                "orders:read",
+                "orders:write",
+                "inventory:read",
+                "inventory:write",
+            ],
+        )
+        .await;
+    let warehouse = admin.key(id, &["fulfilment:write"]).await;
+    let api = Api::new(&srv.url, id, &client);
+    let put = api
+        .send(
+            reqwest::Method::PUT,
+            "/inventory/WIDGET-1",
+            Some(&json!({ "warehouseId": "east", "onHand": 10 })),
+            &[],
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    (api, Api::new(&srv.url, id, &warehouse))
 }
