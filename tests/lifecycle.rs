@@ -1,7 +1,8 @@
 //! The order lifecycle under concurrency, checked against a model.
 //!
 //! Many clients place orders and hit each with a random interleaving of
-//! cancels (repeated), shipments and deliveries (and, for a tenant whose
+//! cancels (repeated), shipments (of all lines, or of one line of orders
+//! that have two) and deliveries (and, for a tenant whose
 //! warehouse answers, acceptances and rejections racing its deadline and
 //! the cancels) while its saga runs with
 //! tokens that succeed, decline or fail transiently, on stock that runs out.
@@ -32,6 +33,8 @@ use tokio::sync::Semaphore;
 struct Script {
     tenant: &'static str,
     quantity: u32,
+    /// A second line (of [`SKU2`]), shipped on its own or with the rest.
+    second: Option<u32>,
     token: &'static str,
     customer: String,
     /// Requests fired at the order, each after its own delay.
@@ -64,6 +67,7 @@ fn draw(rng: &mut StdRng, n: usize) -> Script {
     } else {
         rng.random_range(1..=3)
     };
+    let second = rng.random_bool(0.3).then(|| rng.random_range(1..=2));
     let burst = rng.random_bool(0.35);
     let mut asks = Vec::new();
     let answers = if tenant == ANSWERING { 2 } else { 1 };
@@ -73,6 +77,7 @@ fn draw(rng: &mut StdRng, n: usize) -> Script {
         (Ask::Deliver, 2),
         (Ask::Accept, answers),
         (Ask::Reject, answers - 1),
+        (Ask::ShipLine(SKU), if second.is_some() { 2 } else { 0 }),
     ] {
         for _ in 0..rng.random_range(0..=max) {
             let timing = if burst && rng.random_bool(0.8) {
@@ -86,6 +91,7 @@ fn draw(rng: &mut StdRng, n: usize) -> Script {
     Script {
         tenant,
         quantity,
+        second,
         token,
         customer: format!("model-{n}"),
         asks,
@@ -107,6 +113,7 @@ impl Drop for SeedOnFailure {
 }
 
 const SKU: &str = "MODEL-1";
+const SKU2: &str = "MODEL-2";
 /// A tenant like acme whose warehouse answers within [`ANSWER_MS`].
 const ANSWERING: &str = "initech";
 const ANSWER_MS: u64 = 1_500;
@@ -147,8 +154,10 @@ async fn random_interleavings_leave_one_legal_history(kind: Kind) {
     let stock = i64::from(wanted) * 3 / 4;
     let mut books = Books::new(seed);
     let apis = tenants(&srv).await;
+    let wanted2: u32 = scripts.iter().filter_map(|s| s.second).sum();
     for api in apis.values() {
         books.stock(api, SKU, stock).await;
+        books.stock(api, SKU2, i64::from(wanted2) * 3 / 4).await;
     }
 
     // Many clients at once; each order's requests race each other and the saga.
@@ -158,7 +167,15 @@ async fn random_interleavings_leave_one_legal_history(kind: Kind) {
         let api = apis[script.tenant].clone();
         let clients = clients.clone();
         tasks.push(tokio::spawn(async move {
-            let body = order(&script.customer, SKU, script.quantity, script.token);
+            let mut body = order(&script.customer, SKU, script.quantity, script.token);
+            let mut lines = vec![(SKU.to_string(), i64::from(script.quantity))];
+            if let Some(q) = script.second {
+                body["items"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({ "sku": SKU2, "quantity": q, "unitPrice": 700 }));
+                lines.push((SKU2.to_string(), i64::from(q)));
+            }
             let id = {
                 let _client = clients.acquire().await.unwrap();
                 api.place(&body).await
@@ -181,8 +198,7 @@ async fn random_interleavings_leave_one_legal_history(kind: Kind) {
             Placed {
                 tenant: script.tenant.to_string(),
                 id,
-                sku: SKU.to_string(),
-                quantity: i64::from(script.quantity),
+                lines,
                 answers,
             }
         }));
@@ -218,8 +234,7 @@ async fn cancel_ship_and_deliver_at_once(kind: Kind) {
             Placed {
                 tenant: "acme".into(),
                 id,
-                sku: SKU.into(),
-                quantity: 1,
+                lines: vec![(SKU.into(), 1)],
                 answers: vec![c, s, d],
             }
         }));
@@ -257,8 +272,7 @@ async fn parallel_cancels_are_all_accepted(kind: Kind) {
         books.placed.push(Placed {
             tenant: "acme".into(),
             id,
-            sku: SKU.into(),
-            quantity: 1,
+            lines: vec![(SKU.into(), 1)],
             answers,
         });
     }

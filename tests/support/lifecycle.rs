@@ -6,8 +6,9 @@
 //! `order.created`, then the saga (`step.*`, at most one `cancel.requested`,
 //! `compensation.*`, `notification.sent`), ending `order.rejected`,
 //! `order.cancelled` or `order.confirmed`; a confirmed order may take one
-//! `cancel.requested` (then compensations and `order.cancelled`) **or** one
-//! `order.shipped`, then one `order.delivered`. Nothing follows
+//! `cancel.requested` (then compensations and `order.cancelled`) **or**
+//! shipments (`order.shipped`, each of lines not shipped before; the order
+//! `PARTIALLY_SHIPPED` until all have), then one `order.delivered`. Nothing follows
 //! `order.cancelled`, `order.rejected` or `order.delivered`. Where the
 //! tenant's warehouse answers, the saga waits after the fulfilment request
 //! (`fulfilment.awaiting_decision`) and nothing runs until one of: the
@@ -25,7 +26,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ask {
     Cancel,
+    /// Every line not shipped yet.
     Ship,
+    /// Only this line (its SKU).
+    ShipLine(&'static str),
     Deliver,
     /// The warehouse accepts (or rejects) the fulfilment request.
     Accept,
@@ -46,6 +50,10 @@ pub async fn send(api: &Api, id: &str, ask: Ask) -> Answer {
         Ask::Ship => (
             "shipments",
             json!({ "carrier": "UPS", "trackingNumber": "1Z999" }),
+        ),
+        Ask::ShipLine(sku) => (
+            "shipments",
+            json!({ "carrier": "DHL", "trackingNumber": "JD01", "items": [{ "sku": sku }] }),
         ),
         Ask::Deliver => ("delivery", json!({})),
         Ask::Accept => ("fulfilment", json!({ "decision": "accepted" })),
@@ -87,8 +95,8 @@ pub async fn until_settled(api: &Api, id: &str) {
 pub struct Placed {
     pub tenant: String,
     pub id: String,
-    pub sku: String,
-    pub quantity: i64,
+    /// Its lines: SKU and quantity.
+    pub lines: Vec<(String, i64)>,
     pub answers: Vec<Answer>,
 }
 
@@ -106,6 +114,7 @@ enum Phase {
     Running,
     Undoing,
     Confirmed,
+    PartlyShipped,
     Shipped,
     Delivered,
     Cancelled,
@@ -117,6 +126,7 @@ impl Phase {
         match self {
             Self::Running | Self::Undoing => "PENDING",
             Self::Confirmed => "CONFIRMED",
+            Self::PartlyShipped => "PARTIALLY_SHIPPED",
             Self::Shipped => "SHIPPED",
             Self::Delivered => "DELIVERED",
             Self::Cancelled => "CANCELLED",
@@ -207,7 +217,13 @@ fn replay(events: &[Value]) -> Result<Phase, String> {
             {
                 Phase::Confirmed
             }
-            (Some(Phase::Confirmed), "order.shipped") => Phase::Shipped,
+            (Some(Phase::Confirmed | Phase::PartlyShipped), "order.shipped") => {
+                if e["data"]["status"] == "PARTIALLY_SHIPPED" {
+                    Phase::PartlyShipped
+                } else {
+                    Phase::Shipped
+                }
+            }
             (Some(Phase::Shipped), "order.delivered") => Phase::Delivered,
             (Some(Phase::Running | Phase::Undoing), "order.cancelled") => Phase::Cancelled,
             (Some(Phase::Running | Phase::Undoing), "order.rejected") => Phase::Rejected,
@@ -269,12 +285,20 @@ impl Books {
             let events = api.get(&format!("/orders/{}/events", p.id)).await.body;
             let events = events["data"].as_array().cloned().unwrap_or_default();
             let ops = ledger.get(&p.id).cloned().unwrap_or_default();
-            let key = (p.tenant.clone(), p.sku.clone());
             match check_order(p, &order, &events, &ops) {
-                Ok(Phase::Shipped | Phase::Delivered) => {
-                    *shipped.entry(key).or_default() += p.quantity
+                Ok(Phase::Confirmed | Phase::PartlyShipped | Phase::Shipped | Phase::Delivered) => {
+                    // Each line left with the shipment that named it, or is still held.
+                    let left = shipped_lines(&events);
+                    for (sku, quantity) in &p.lines {
+                        let key = (p.tenant.clone(), sku.clone());
+                        let book = if left.contains(sku) {
+                            &mut shipped
+                        } else {
+                            &mut held
+                        };
+                        *book.entry(key).or_default() += quantity;
+                    }
                 }
-                Ok(Phase::Confirmed) => *held.entry(key).or_default() += p.quantity,
                 Ok(_) => {}
                 Err(why) => problems.push(format!(
                     "{} {}: {why}\n    answers: {:?}\n    history: {:?}\n    ledger: {ops:?}",
@@ -323,6 +347,21 @@ impl Books {
     }
 }
 
+/// The SKUs the order's shipments carried, from its history.
+fn shipped_lines(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "order.shipped")
+        .flat_map(|e| {
+            e["data"]["shipment"]["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|sku| sku.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// One order: its history is a legal run, its fields, answers and payments
 /// agree with where that run ended.
 fn check_order(
@@ -344,11 +383,18 @@ fn check_order(
         let fits = match (a.ask, a.status, code) {
             (_, s, _) if s >= 500 => false,
             (Ask::Cancel, 202, _) => matches!(phase, Phase::Cancelled | Phase::Rejected),
-            (Ask::Cancel, 409, Some("ORDER_NOT_CANCELLABLE")) => {
-                matches!(phase, Phase::Shipped | Phase::Delivered | Phase::Rejected)
-            }
+            (Ask::Cancel, 409, Some("ORDER_NOT_CANCELLABLE")) => matches!(
+                phase,
+                Phase::PartlyShipped | Phase::Shipped | Phase::Delivered | Phase::Rejected
+            ),
             (Ask::Ship, 200, _) => matches!(phase, Phase::Shipped | Phase::Delivered),
-            (Ask::Ship, 409, Some("ORDER_NOT_SHIPPABLE")) => true,
+            (Ask::ShipLine(_), 200, _) => {
+                matches!(
+                    phase,
+                    Phase::PartlyShipped | Phase::Shipped | Phase::Delivered
+                )
+            }
+            (Ask::Ship | Ask::ShipLine(_), 409, Some("ORDER_NOT_SHIPPABLE")) => true,
             (Ask::Deliver, 200, _) => phase == Phase::Delivered,
             (Ask::Deliver, 409, Some("ORDER_NOT_DELIVERABLE")) => true,
             (Ask::Accept, 200, _) => count("fulfilment.accepted") == 1,
@@ -366,7 +412,12 @@ fn check_order(
             .filter(|a| a.ask == ask && a.status == status)
             .count()
     };
-    if ok(Ask::Ship, 200) != count("order.shipped") {
+    let shipments_told: usize = p
+        .answers
+        .iter()
+        .filter(|a| matches!(a.ask, Ask::Ship | Ask::ShipLine(_)) && a.status == 200)
+        .count();
+    if shipments_told != count("order.shipped") {
         return Err("shipments acknowledged differ from shipments recorded".into());
     }
     for (ask, kind) in [
@@ -388,13 +439,36 @@ fn check_order(
     let fulfilment = order["fulfillmentStatus"].as_str().unwrap_or_default();
     let has_shipment = order.get("shipment").is_some_and(|s| !s.is_null());
     match phase {
-        Phase::Shipped | Phase::Delivered if fulfilment != phase.status() || !has_shipment => {
+        Phase::PartlyShipped | Phase::Shipped | Phase::Delivered
+            if fulfilment != phase.status() || !has_shipment =>
+        {
             return Err(format!("fulfillment {fulfilment}, shipment {has_shipment}"));
         }
         Phase::Confirmed | Phase::Cancelled | Phase::Rejected if has_shipment => {
             return Err("a shipment on an order whose goods never left".into());
         }
         _ => {}
+    }
+
+    // Lines: each shipped once; all of them once the order is shipped.
+    let left = shipped_lines(events);
+    let mut once = left.clone();
+    once.sort();
+    once.dedup();
+    if once.len() != left.len() {
+        return Err(format!("a line shipped twice: {left:?}"));
+    }
+    let (all, some) = (
+        p.lines.iter().all(|(sku, _)| left.contains(sku)),
+        p.lines.iter().any(|(sku, _)| left.contains(sku)),
+    );
+    let lines_fit = match phase {
+        Phase::Shipped | Phase::Delivered => all,
+        Phase::PartlyShipped => some && !all,
+        _ => !some,
+    };
+    if !lines_fit {
+        return Err(format!("shipped lines {left:?} do not fit {phase:?}"));
     }
 
     // Money, against the provider's own ledger.
@@ -414,7 +488,7 @@ fn check_order(
     }
     let payment = order["paymentStatus"].as_str().unwrap_or_default();
     let money_ok = match phase {
-        Phase::Confirmed | Phase::Shipped | Phase::Delivered => {
+        Phase::Confirmed | Phase::PartlyShipped | Phase::Shipped | Phase::Delivered => {
             (auth, capture, void, refund) == (1, 1, 0, 0) && payment == "CAPTURED"
         }
         Phase::Rejected => ops.is_empty() && payment == "NONE",
