@@ -56,6 +56,11 @@ pub struct Platform {
     pub(crate) breakers: breakers::Breakers,
     /// Each tenant's order numbers.
     pub(crate) order_numbers: Arc<order_numbers::OrderNumbers>,
+    /// Held while this host changes what a slot runs: by an operator's
+    /// change (written, then applied here) and by the sync (read, then
+    /// applied), so a sync that read the database before a change cannot
+    /// apply what it read after the change was applied.
+    pub(crate) rollout: tokio::sync::Mutex<()>,
     /// The bootstrap operator's token (`OMS_ADMIN_TOKEN`), an admin; named
     /// operators are in the database.
     pub admin_token: Option<String>,
@@ -96,6 +101,7 @@ impl Platform {
             recorder: recorder::Recorder::default(),
             breakers: breakers::Breakers::default(),
             order_numbers: Arc::default(),
+            rollout: tokio::sync::Mutex::new(()),
             admin_token: admin_token.filter(|t| !t.is_empty()),
             tenant_options,
             key_use: Default::default(),

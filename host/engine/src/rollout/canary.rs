@@ -48,6 +48,7 @@ pub(super) async fn judge(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOp
     let Some(reason) = verdict(c, &window) else {
         return Ok(());
     };
+    let _rollout = p.rollout.lock().await;
     if p.store
         .end_canary(
             c,
@@ -69,6 +70,7 @@ pub(super) async fn judge(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOp
 
 /// Starts a canary of `c.version` for the slot, replacing any running one.
 pub async fn start_canary(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOpError> {
+    let _rollout = p.rollout.lock().await;
     let record = p.store.start_canary(c).await?;
     if let (Some(tenant), Some(slot)) = (p.tenants.get(&c.tenant_id), Slot::parse(&c.slot)) {
         apply_canary(p, &tenant, slot, &record, Some(c)).await?;
@@ -85,6 +87,7 @@ pub async fn end_canary(
     promote: bool,
     actor: &str,
 ) -> Result<ActivationRecord, PluginOpError> {
+    let _rollout = p.rollout.lock().await;
     let c = p
         .store
         .canary(&tenant.id, slot.as_str())

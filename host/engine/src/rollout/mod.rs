@@ -127,6 +127,7 @@ async fn switch(
         action,
         only_if_unset: false,
     };
+    let _rollout = p.rollout.lock().await;
     let record = p
         .store
         .activate_plugin(&tenant.id, slot.as_str(), &change, oms_clock::now_ms())
@@ -148,6 +149,7 @@ pub async fn shadow(
     version: Option<i64>,
     actor: &str,
 ) -> Result<ActivationRecord, PluginOpError> {
+    let _rollout = p.rollout.lock().await;
     let record = p
         .store
         .set_shadow(
@@ -194,6 +196,7 @@ pub async fn register_components(
     actor: &str,
 ) -> Result<(), PluginOpError> {
     let now = oms_clock::now_ms();
+    let _rollout = p.rollout.lock().await;
     for slot in Slot::ALL {
         let tp = tenant.plugin(slot);
         let (record, _) = p

@@ -16,6 +16,9 @@ const SYNC_EVERY: Duration = Duration::from_millis(250);
 /// Makes every tenant's running components match the activations and
 /// canaries tables, and rolls back any canary past its thresholds.
 pub async fn sync(p: &Platform) -> Result<(), PluginOpError> {
+    // What is read and what is applied from it, with no change made here
+    // in between (see `Platform::rollout`).
+    let rollout = p.rollout.lock().await;
     let canaries = p.store.canaries().await?;
     for record in p.store.activations().await? {
         let (Some(tenant), Some(slot)) =
@@ -29,6 +32,7 @@ pub async fn sync(p: &Platform) -> Result<(), PluginOpError> {
         apply_canary(p, &tenant, slot, &record, canary).await?;
         apply(p, &tenant, slot, &record).await?;
     }
+    drop(rollout);
     for canary in &canaries {
         judge(p, canary).await?;
     }
