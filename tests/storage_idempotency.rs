@@ -56,26 +56,8 @@ async fn idempotency_keys_replay_refuse_and_recover(under: Under) {
     // Completed with the order, in the same transaction.
     let id = oms_clock::new_order_id();
     let record = OrderRecord {
-        tenant_id: "acme".into(),
-        id: id.to_string(),
-        customer_id: "c".into(),
-        currency: "USD".into(),
-        total_minor: 1,
-        status: "PENDING".into(),
-        payment_status: "NONE".into(),
-        fulfillment_status: "NONE".into(),
-        draft: "{}".into(),
-        violations: None,
-        cancellation_reason: None,
-        shipment: None,
-        saga_state: "{}".into(),
-        saga_status: "RUNNING".into(),
-        version: 0,
         event_seq: 0,
-        created_at: 1,
-        updated_at: 1,
-        trace_parent: None,
-        order_number: None,
+        ..order_record(&id, "c", 1, 1)
     };
     let new = NewOrder {
         record,

@@ -84,10 +84,10 @@ pub fn command(id: &str, at: i64) -> NewCommand {
     }
 }
 
-/// A new order with one history event and one command `cmd-<n>`.
-pub async fn new_order(store: &dyn Store, customer: &str, created_at: i64, total: i64) -> OrderId {
-    let id = oms_clock::new_order_id();
-    let record = OrderRecord {
+/// An order row as a new order's is written (acme, USD, `PENDING`, one
+/// history event).
+pub fn order_record(id: &OrderId, customer: &str, created_at: i64, total: i64) -> OrderRecord {
+    OrderRecord {
         tenant_id: "acme".into(),
         id: id.to_string(),
         customer_id: customer.into(),
@@ -108,7 +108,13 @@ pub async fn new_order(store: &dyn Store, customer: &str, created_at: i64, total
         updated_at: created_at,
         trace_parent: None,
         order_number: None,
-    };
+    }
+}
+
+/// A new order with one history event and one command `cmd-<n>`.
+pub async fn new_order(store: &dyn Store, customer: &str, created_at: i64, total: i64) -> OrderId {
+    let id = oms_clock::new_order_id();
+    let record = order_record(&id, customer, created_at, total);
     let mut t = effects(&id, 0, None);
     t.events = vec![("order.created".into(), json!({ "n": 1 }))];
     t.commands = vec![command(&format!("cmd-{id}"), created_at)];
