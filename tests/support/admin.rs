@@ -104,9 +104,19 @@ pub fn manifest(id: &str) -> Value {
 /// `east`) whose warehouse answers within `decision_ms`; its client API and
 /// its warehouse's API (a key with `fulfilment:write` only).
 pub async fn answering_tenant(srv: &Server, id: &str, decision_ms: u64) -> (Api, Api) {
+    let fulfilment = json!({ "decision_timeout_ms": decision_ms });
+    tenant_with(srv, id, &[("fulfilment", fulfilment)]).await
+}
+
+/// A tenant like acme (with its demo stock, and 10 more WIDGET-1 in
+/// `east`) with these manifest sections set; its client API and its
+/// warehouse's API (a key with `fulfilment:write` only).
+pub async fn tenant_with(srv: &Server, id: &str, sections: &[(&str, Value)]) -> (Api, Api) {
     let admin = Admin::new(&srv.url);
     let mut m = manifest(id);
-    m["fulfilment"] = json!({ "decision_timeout_ms": decision_ms });
+    for (name, section) in sections {
+        m[*name] = section.clone();
+    }
     let created = admin.post("/tenants", &m).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let client = admin

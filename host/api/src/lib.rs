@@ -17,6 +17,7 @@ mod order_views;
 mod orders;
 mod plugins;
 mod reconciliation;
+mod returns;
 mod sagas;
 mod tenants;
 mod tracking;
@@ -91,6 +92,10 @@ fn annotated_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(orders::cancel))
         .routes(routes!(fulfilment::decide))
         .routes(routes!(tracking::tracking))
+        .routes(routes!(returns::open, returns::list))
+        .routes(routes!(returns::show))
+        .routes(routes!(returns::receive))
+        .routes(routes!(returns::cancel_lines))
         .routes(routes!(orders::ship))
         .routes(routes!(orders::deliver))
         .routes(routes!(inventory::put, inventory::show))

@@ -47,6 +47,9 @@ pub fn order_json(r: &OrderRecord) -> Result<Value, StoreError> {
         "billingAddress": draft.as_ref().map(|d| json!(d.billing_address.as_ref().unwrap_or(&d.shipping_address))),
         "metadata": draft.as_ref().map(|d| json!(d.metadata)),
         "sagaState": r.saga_status,
+        "cancelledLines": saga.as_ref().map(|s| json!(s.cancelled_items)),
+        "refunds": saga.as_ref().map(|s| s.refunds.iter().map(oms_engine::returns::refund_view).collect::<Vec<_>>()),
+        "refundedAmount": saga.as_ref().map(|s| s.refunded_in_part()),
         "saga": saga.map(|s| json!({
             "steps": s.definition.steps(),
             "completed": s.completed,

@@ -323,6 +323,8 @@ wire_enum!(
         Authorized = "AUTHORIZED",
         Captured = "CAPTURED",
         Voided = "VOIDED",
+        // Some of the capture went back (a return, cancelled lines).
+        PartiallyRefunded = "PARTIALLY_REFUNDED",
         Refunded = "REFUNDED",
         Failed = "FAILED",
     }

@@ -108,6 +108,8 @@ pub(crate) async fn commit(
                     .expect("a saga event serialises: plain data with string keys");
                 if let Value::Object(m) = &mut data {
                     m.insert("attempt".into(), json!(state.attempt));
+                    // The order's own lines and amounts: in the order already.
+                    m.remove("book");
                 }
                 let t = effects::transition(
                     &tenant.id,

@@ -2,7 +2,9 @@
 //! transition writes: order patch, history, commands, outbox messages.
 
 use oms_domain::{FulfillmentStatus, OrderId, OrderStatus, PaymentStatus, TenantId};
-use oms_saga::{Action, Compensation, Ending, Handover, SagaState, SagaStatus, Step};
+use oms_saga::{
+    Action, Compensation, Ending, Handover, RefundStatus, ReturnStatus, SagaState, SagaStatus, Step,
+};
 use oms_store::{InventoryOp, NewCommand, OrderPatch, OutboxMessage, PaymentRecord, Transition};
 use serde_json::{Value, json};
 
@@ -99,7 +101,9 @@ pub(crate) fn carry_commands(t: &mut Transition, grace_ms: i64) {
 
 pub(crate) fn command(action: &Action, now: i64) -> NewCommand {
     let delay = match action {
-        Action::RunStep { delay_ms, .. } | Action::RunCompensation { delay_ms, .. } => *delay_ms,
+        Action::RunStep { delay_ms, .. }
+        | Action::RunCompensation { delay_ms, .. }
+        | Action::RunRefund { delay_ms, .. } => *delay_ms,
         // A deadline is a moment, not a retry: no jitter.
         Action::AwaitFulfilment { until } => {
             return NewCommand {
@@ -126,8 +130,13 @@ pub(crate) fn command(action: &Action, now: i64) -> NewCommand {
 }
 
 pub fn payment_status(state: &SagaState) -> PaymentStatus {
-    if state.compensated.contains(&Compensation::RefundPayment) {
+    let in_part = state.refunded_in_part();
+    // Refunded whole by a cancel, or in parts that add up to the total.
+    let whole = in_part > 0 && state.refunds.iter().any(|r| in_part >= r.order_total);
+    if state.compensated.contains(&Compensation::RefundPayment) || whole {
         PaymentStatus::Refunded
+    } else if in_part > 0 {
+        PaymentStatus::PartiallyRefunded
     } else if state.compensated.contains(&Compensation::VoidPayment) {
         PaymentStatus::Voided
     } else if state.completed.contains(&Step::CapturePayment) {
@@ -206,8 +215,82 @@ pub(crate) fn transition(
     };
     for action in actions {
         match action {
-            Action::RunStep { .. } | Action::RunCompensation { .. } => {
+            Action::RunStep { .. } | Action::RunCompensation { .. } | Action::RunRefund { .. } => {
                 commands.push(command(action, now))
+            }
+            Action::Restock {
+                return_id,
+                warehouse_id,
+                lines,
+            } => {
+                inventory = Some(InventoryOp::Restock {
+                    warehouse: warehouse_id.clone(),
+                    lines: lines.clone(),
+                });
+                events.push((
+                    "return.restocked".into(),
+                    json!({ "returnId": return_id, "warehouseId": warehouse_id, "items": lines.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q})).collect::<Vec<_>>() }),
+                ));
+            }
+            Action::CancelLines { items, reason } => {
+                inventory = Some(InventoryOp::ReleaseLines(items.clone()));
+                if state.handover == Handover::Shipped {
+                    // What is left of the order has all shipped.
+                    patch.status = Some(OrderStatus::Shipped.as_str().into());
+                }
+                let data = json!({ "items": items, "reason": reason });
+                outbox.push(message(
+                    TOPIC_ORDER_EVENTS,
+                    "order.lines_cancelled",
+                    tenant,
+                    order,
+                    now,
+                    data.clone(),
+                ));
+                // The warehouse must not ship them.
+                outbox.push(message(
+                    TOPIC_FULFILMENT,
+                    "fulfilment.lines_cancelled",
+                    tenant,
+                    order,
+                    now,
+                    data,
+                ));
+            }
+            Action::ReturnChanged { return_id } => {
+                if let Some(r) = state.returns.iter().find(|r| &r.id == return_id) {
+                    let event_type = match r.status {
+                        ReturnStatus::Requested => "return.requested",
+                        ReturnStatus::Refunding => "return.received",
+                        ReturnStatus::Refunded => "return.refunded",
+                        ReturnStatus::RefundFailed => "return.refund_failed",
+                    };
+                    outbox.push(message(
+                        TOPIC_ORDER_EVENTS,
+                        event_type,
+                        tenant,
+                        order,
+                        now,
+                        crate::returns::view(r, state),
+                    ));
+                }
+            }
+            Action::RefundChanged { refund_id } => {
+                if let Some(r) = state.refunds.iter().find(|r| &r.id == refund_id) {
+                    let event_type = match r.status {
+                        RefundStatus::Succeeded => "payment.refunded",
+                        RefundStatus::Failed => "payment.refund_failed",
+                        RefundStatus::Pending => "payment.refund_pending",
+                    };
+                    outbox.push(message(
+                        TOPIC_ORDER_EVENTS,
+                        event_type,
+                        tenant,
+                        order,
+                        now,
+                        json!({ "refund": r, "paymentStatus": payment_status(state).as_str() }),
+                    ));
+                }
             }
             Action::AwaitFulfilment { until } => {
                 commands.push(command(action, now));

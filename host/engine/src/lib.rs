@@ -21,6 +21,7 @@ mod reconcile;
 mod recorder;
 pub use reconcile::{Expected, Reconciled, differences, expected, reconcile_due};
 pub mod relay;
+pub mod returns;
 pub mod rollout;
 mod runner;
 mod steps;

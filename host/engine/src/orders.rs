@@ -265,7 +265,7 @@ pub async fn ship(
         items,
         shipped_at: oms_clock::now_ms(),
     };
-    handover(p, tenant, id, |order: &LoadedOrder| SagaEvent::Shipped {
+    apply_to_saga(p, tenant, id, |order: &LoadedOrder| SagaEvent::Shipped {
         shipment: shipment.clone(),
         order_items: order
             .draft
@@ -286,7 +286,7 @@ pub async fn decide_fulfilment(
     id: &OrderId,
     decision: FulfilmentDecision,
 ) -> Result<OrderRecord, OrderError> {
-    handover(p, tenant, id, |_: &LoadedOrder| {
+    apply_to_saga(p, tenant, id, |_: &LoadedOrder| {
         SagaEvent::FulfilmentDecided {
             decision: decision.clone(),
         }
@@ -300,10 +300,12 @@ pub async fn deliver(
     tenant: &Tenant,
     id: &OrderId,
 ) -> Result<OrderRecord, OrderError> {
-    handover(p, tenant, id, |_: &LoadedOrder| SagaEvent::Delivered).await
+    apply_to_saga(p, tenant, id, |_: &LoadedOrder| SagaEvent::Delivered).await
 }
 
-async fn handover(
+/// Applies a client's event, built from the order as read, to its saga;
+/// the order as it then stands. A refusal is [`OrderError::WrongState`].
+pub(crate) async fn apply_to_saga(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,

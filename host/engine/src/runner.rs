@@ -316,6 +316,7 @@ pub(crate) async fn process(
         Action::RunStep { step, .. } => step.to_string(),
         Action::RunCompensation { compensation, .. } => compensation.to_string(),
         Action::AwaitFulfilment { .. } => "fulfilment-deadline".into(),
+        Action::RunRefund { .. } => "partial-refund".into(),
         _ => String::new(),
     };
     // A span per attempt of a step, in the order's trace: continued from
@@ -402,6 +403,24 @@ async fn run_command(
                         extras: Extras::default(),
                     }
                 }
+            }
+        }
+        Action::RunRefund { refund_id, .. } => {
+            match tokio::time::timeout(tenant.step_timeout, steps::run_refund(p, &cx, &refund_id))
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome {
+                    event: SagaEvent::RefundFailed {
+                        refund_id,
+                        failure: Failure {
+                            code: "STEP_TIMEOUT".into(),
+                            message: "the refund timed out".into(),
+                            transient: true,
+                        },
+                    },
+                    extras: Extras::default(),
+                },
             }
         }
         // The warehouse's time to answer is up (unless it answered already).

@@ -10,6 +10,7 @@ pub use super::compensation::{required_compensations, resolve_plan};
 use super::fulfilment;
 use super::handover;
 use super::operator;
+use super::returns;
 pub use super::state::{
     Action, Ending, Failure, FulfilmentDecision, Handover, IllegalTransition, Limits, Plan,
     SagaEvent, SagaState, SagaStatus, Shipment,
@@ -41,6 +42,9 @@ pub fn start(
         shipments: Vec::new(),
         awaiting_fulfilment_until: None,
         fulfilment_decision: None,
+        returns: Vec::new(),
+        refunds: Vec::new(),
+        cancelled_items: Vec::new(),
         resolution: None,
     };
     (
@@ -285,6 +289,36 @@ pub fn apply(
             operator::resolve(state, next, reason).map_err(|detail| illegal(state, event, detail))
         }
         SagaEvent::Postponed { delay_ms, .. } => postpone(state, event, next, *delay_ms, now),
+        SagaEvent::ReturnRequested {
+            return_id,
+            items,
+            reason,
+            book,
+        } => returns::request(state, next, return_id, items, reason, book, now)
+            .map_err(|detail| illegal(state, event, detail)),
+        SagaEvent::ReturnReceived {
+            return_id,
+            items,
+            warehouse_id,
+            book,
+        } => returns::receive(state, next, return_id, items, warehouse_id, book, now)
+            .map_err(|detail| illegal(state, event, detail)),
+        SagaEvent::LinesCancelled {
+            refund_id,
+            items,
+            reason,
+            book,
+        } => returns::cancel_lines(state, next, refund_id, items, reason, book)
+            .map_err(|detail| illegal(state, event, detail)),
+        SagaEvent::RefundSucceeded {
+            refund_id,
+            provider_reference,
+        } => returns::refund_outcome(state, next, refund_id, Ok(provider_reference))
+            .map_err(|detail| illegal(state, event, detail)),
+        SagaEvent::RefundFailed { refund_id, failure } => {
+            returns::refund_outcome(state, next, refund_id, Err(failure))
+                .map_err(|detail| illegal(state, event, detail))
+        }
     }
 }
 
@@ -389,6 +423,8 @@ mod operator_tests;
 mod postpone_tests;
 #[cfg(test)]
 mod refusal_tests;
+#[cfg(test)]
+mod returns_tests;
 #[cfg(test)]
 mod shipment_tests;
 #[cfg(test)]

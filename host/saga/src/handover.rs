@@ -67,6 +67,13 @@ pub(super) fn ship(
     {
         return Err(not_ready(state, "shipped"));
     }
+    // Lines cancelled before they shipped never will.
+    let order_items: Vec<String> = order_items
+        .iter()
+        .filter(|sku| !state.cancelled_items.contains(sku))
+        .cloned()
+        .collect();
+    let order_items = order_items.as_slice();
     let shipped = shipped_items(state, order_items);
     let items: Vec<String> = if shipment.items.is_empty() {
         order_items
@@ -79,6 +86,9 @@ pub(super) fn ship(
     } else {
         let mut seen = BTreeSet::new();
         for sku in &shipment.items {
+            if state.cancelled_items.contains(sku) {
+                return Err(format!("{sku} was cancelled"));
+            }
             if !order_items.contains(sku) {
                 return Err(format!("{sku} is not a line of this order"));
             }

@@ -7,6 +7,7 @@ pub mod core;
 pub mod fulfilment;
 pub mod handover;
 pub mod operator;
+pub mod returns;
 pub mod state;
 pub mod step;
 
@@ -16,4 +17,8 @@ pub use self::core::{
 };
 pub use compensation::default_plan;
 pub use handover::{Handover, Shipment};
+pub use returns::{
+    BookLine, Condition, OrderBook, ReceivedLine, Refund, RefundStatus, Return, ReturnLine,
+    ReturnPolicy, ReturnStatus,
+};
 pub use step::{Compensation, SagaDefinition, Step};

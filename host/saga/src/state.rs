@@ -3,6 +3,7 @@
 //! transitions are `core::apply`, undoing is `compensation`, shipping and
 //! delivery are `handover`.
 
+use super::returns::{OrderBook, ReceivedLine, Refund, Return, ReturnLine, ReturnPolicy};
 use super::step::{Compensation, SagaDefinition, Step};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,10 @@ pub struct Limits {
     /// before it existed: `None`.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fulfilment_decision_ms: Option<u64>,
+    /// The tenant's terms for returns. (Absent from states stored before
+    /// returns existed: the defaults.)
+    #[serde(default)]
+    pub returns: ReturnPolicy,
 }
 
 impl Default for Limits {
@@ -78,6 +83,7 @@ impl Default for Limits {
             compensation_base_delay_ms: 200,
             compensation_max_delay_ms: 10_000,
             fulfilment_decision_ms: None,
+            returns: ReturnPolicy::default(),
         }
     }
 }
@@ -186,6 +192,43 @@ pub enum SagaEvent {
     /// The warehouse's time to answer ran out (the timer command of
     /// [`Action::AwaitFulfilment`]). Harmless once it answered.
     FulfilmentDeadlinePassed,
+    /// A client opens a return of shipped goods (from the API; the id is
+    /// made there). `book` is the order's money per line.
+    #[serde(rename_all = "camelCase")]
+    ReturnRequested {
+        return_id: String,
+        items: Vec<ReturnLine>,
+        reason: String,
+        book: OrderBook,
+    },
+    /// The warehouse received a return's goods (from the API).
+    #[serde(rename_all = "camelCase")]
+    ReturnReceived {
+        return_id: String,
+        items: Vec<ReceivedLine>,
+        warehouse_id: String,
+        book: OrderBook,
+    },
+    /// A client cancels some lines of a confirmed order before they ship
+    /// (from the API; `refund_id` made there).
+    #[serde(rename_all = "camelCase")]
+    LinesCancelled {
+        refund_id: String,
+        items: Vec<String>,
+        reason: String,
+        book: OrderBook,
+    },
+    /// A partial refund ([`Action::RunRefund`]) went through.
+    #[serde(rename_all = "camelCase")]
+    RefundSucceeded {
+        refund_id: String,
+        provider_reference: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    RefundFailed {
+        refund_id: String,
+        failure: Failure,
+    },
     /// An operator runs a stuck saga's failed compensation again, now.
     OperatorRetry {
         operator: String,
@@ -229,6 +272,11 @@ impl SagaEvent {
             Self::OperatorCompensate { .. } => "operator.compensate",
             Self::OperatorResolve { .. } => "operator.resolve",
             Self::Postponed { .. } => "step.postponed",
+            Self::ReturnRequested { .. } => "return.requested",
+            Self::ReturnReceived { .. } => "return.received",
+            Self::LinesCancelled { .. } => "order.lines_cancelled",
+            Self::RefundSucceeded { .. } => "refund.succeeded",
+            Self::RefundFailed { .. } => "refund.failed",
         }
     }
 }
@@ -266,6 +314,30 @@ pub enum Action {
         stage: Handover,
         shipment: Option<Shipment>,
     },
+    /// A partial refund (of a return or of cancelled lines) to make, a
+    /// command like a compensation.
+    #[serde(rename_all = "camelCase")]
+    RunRefund {
+        refund_id: String,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    /// A return's sellable goods go back on hand in `warehouse_id`.
+    #[serde(rename_all = "camelCase")]
+    Restock {
+        return_id: String,
+        warehouse_id: String,
+        lines: Vec<(String, i64)>,
+    },
+    /// These lines will not ship: their stock is released and the
+    /// warehouse told.
+    CancelLines { items: Vec<String>, reason: String },
+    /// A return changed: announce it as it now is.
+    #[serde(rename_all = "camelCase")]
+    ReturnChanged { return_id: String },
+    /// A partial refund changed: announce it as it now is.
+    #[serde(rename_all = "camelCase")]
+    RefundChanged { refund_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +378,15 @@ pub struct SagaState {
     /// The warehouse's answer, once given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fulfilment_decision: Option<FulfilmentDecision>,
+    /// Returns, in the order they were opened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returns: Vec<Return>,
+    /// Partial refunds (returns, cancelled lines), in the order they began.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<Refund>,
+    /// SKUs of lines cancelled before they shipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancelled_items: Vec<String>,
     /// How an operator settled the saga (RESOLVED), in their words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,

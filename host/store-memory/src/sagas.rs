@@ -184,12 +184,18 @@ fn apply_inventory(
                 });
             }
         }
-        InventoryOp::Release | InventoryOp::Consume(_) => {
-            let only = match op {
-                InventoryOp::Consume(skus) => Some(skus),
-                _ => None,
+        InventoryOp::Restock { warehouse, lines } => {
+            for (sku, quantity) in lines {
+                let k = (tenant.to_owned(), sku.clone(), warehouse.clone());
+                tables.inventory.entry(k).or_insert((0, 0)).0 += quantity;
+            }
+        }
+        InventoryOp::Release | InventoryOp::Consume(_) | InventoryOp::ReleaseLines(_) => {
+            let (only, consume) = match op {
+                InventoryOp::Consume(skus) => (Some(skus), true),
+                InventoryOp::ReleaseLines(skus) => (Some(skus), false),
+                _ => (None, false),
             };
-            let consume = only.is_some();
             for r in tables.reservations.iter_mut().filter(|r| {
                 r.tenant == tenant
                     && r.order == order

@@ -16,6 +16,15 @@ pub enum InventoryOp {
     /// Ship these SKUs: what the order holds of them leaves on-hand and
     /// reserved (the rest stays held).
     Consume(Vec<String>),
+    /// Give back what the order holds of these SKUs only (lines cancelled
+    /// before they shipped; the rest stays held).
+    ReleaseLines(Vec<String>),
+    /// Put returned goods back on hand in `warehouse` (made known there
+    /// if it held none of a SKU before).
+    Restock {
+        warehouse: String,
+        lines: Vec<(String, i64)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -84,12 +93,31 @@ macro_rules! apply_inventory {
                     }
                 }
             }
-            op @ ($crate::InventoryOp::Release | $crate::InventoryOp::Consume(_)) => {
-                let only = match op {
-                    $crate::InventoryOp::Consume(skus) => Some(skus),
-                    _ => None,
+            $crate::InventoryOp::Restock { warehouse, lines } => {
+                for (sku, quantity) in lines {
+                    sqlx::query(
+                        "INSERT INTO inventory (tenant_id, sku, warehouse_id, on_hand, reserved, updated_at)
+                         VALUES ($1, $2, $3, $4, 0, $5)
+                         ON CONFLICT (tenant_id, sku, warehouse_id)
+                         DO UPDATE SET on_hand = inventory.on_hand + $4, updated_at = $5",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(sku)
+                    .bind(warehouse)
+                    .bind(*quantity)
+                    .bind(now)
+                    .execute(crate::counted::stmt(&mut *$tx))
+                    .await?;
+                }
+            }
+            op @ ($crate::InventoryOp::Release
+            | $crate::InventoryOp::Consume(_)
+            | $crate::InventoryOp::ReleaseLines(_)) => {
+                let (only, consume) = match op {
+                    $crate::InventoryOp::Consume(skus) => (Some(skus), true),
+                    $crate::InventoryOp::ReleaseLines(skus) => (Some(skus), false),
+                    _ => (None, false),
                 };
-                let consume = only.is_some();
                 let held: Vec<(String, String, i64)> = sqlx::query_as(
                     "SELECT sku, warehouse_id, quantity FROM reservations
                      WHERE tenant_id = $1 AND order_id = $2 AND state = 'held'

@@ -6,6 +6,7 @@
 //! (`host/api/openapi.json`) and a test fails when the two differ.
 
 pub mod admin_schemas;
+pub mod return_schemas;
 pub mod schemas;
 pub mod views;
 

@@ -250,6 +250,13 @@ pub struct Order {
     /// warehouse answers; absent otherwise.
     #[schema(nullable = false)]
     pub fulfilment: Option<FulfilmentView>,
+    /// SKUs of lines cancelled before they shipped.
+    pub cancelled_lines: Vec<String>,
+    /// Parts of the capture going back (returns, cancelled lines), in the
+    /// order they began; a cancel of the whole order refunds the rest.
+    pub refunds: Vec<super::return_schemas::PartialRefund>,
+    /// Σ of the partial refunds that succeeded, minor units.
+    pub refunded_amount: i64,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -73,6 +73,7 @@ pub fn decode(m: &OwnedMessage) -> Result<CommandRecord, Poison> {
         oms_saga::Action::RunStep { .. }
             | oms_saga::Action::RunCompensation { .. }
             | oms_saga::Action::AwaitFulfilment { .. }
+            | oms_saga::Action::RunRefund { .. }
     ) {
         return Err(Poison::new(
             "UNKNOWN_TYPE",

@@ -164,6 +164,13 @@ pub(crate) async fn run_compensation(
                 ..Extras::default()
             },
         },
+        // Partial refunds gave back everything there was.
+        Compensation::RefundPayment if cx.order.total_minor - cx.state.refunds_committed() <= 0 => {
+            Outcome {
+                event: SagaEvent::CompensationSucceeded { compensation },
+                extras: Extras::default(),
+            }
+        }
         Compensation::VoidPayment | Compensation::RefundPayment => {
             let op = if compensation == Compensation::VoidPayment {
                 PaymentOp::Void
@@ -183,4 +190,38 @@ pub(crate) async fn run_compensation(
             Outcome { event, extras }
         }
     }
+}
+
+/// Makes a partial refund (a return's, or cancelled lines'), with its own
+/// idempotency key, so a retry never refunds twice. Like a compensation,
+/// not held by the breaker.
+pub(crate) async fn run_refund(p: &Platform, cx: &Context<'_>, refund_id: &str) -> Outcome {
+    let Some(refund) = cx.state.refunds.iter().find(|r| r.id == refund_id) else {
+        // The saga refuses the outcome too; recorded as illegal there.
+        return Outcome {
+            event: SagaEvent::RefundFailed {
+                refund_id: refund_id.to_string(),
+                failure: Failure {
+                    code: "NO_SUCH_REFUND".into(),
+                    message: format!("the order has no refund {refund_id}"),
+                    transient: false,
+                },
+            },
+            extras: Extras::default(),
+        };
+    };
+    let key = format!("{}:refund:{}", cx.order_id, refund_id);
+    let (result, mut extras) = pay_amount(p, cx, PaymentOp::Refund, None, refund.amount, key).await;
+    extras.detail.insert("amount".into(), json!(refund.amount));
+    let event = match result {
+        Ok(reference) => SagaEvent::RefundSucceeded {
+            refund_id: refund_id.to_string(),
+            provider_reference: reference,
+        },
+        Err(failure) => SagaEvent::RefundFailed {
+            refund_id: refund_id.to_string(),
+            failure,
+        },
+    };
+    Outcome { event, extras }
 }

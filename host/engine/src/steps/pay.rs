@@ -46,14 +46,32 @@ pub(super) async fn pay(
     op: PaymentOp,
     breaker: Option<bool>,
 ) -> (Result<String, Failure>, Extras) {
+    let amount = match op {
+        // What partial refunds (returns, cancelled lines) have not already
+        // given back or are giving back.
+        PaymentOp::Refund => cx.order.total_minor - cx.state.refunds_committed(),
+        _ => cx.order.total_minor,
+    };
+    let key = format!("{}:{}", cx.order_id, op.as_str());
+    pay_amount(p, cx, op, breaker, amount, key).await
+}
+
+/// [`pay`] for `amount` under the idempotency key `key`.
+pub(super) async fn pay_amount(
+    p: &Platform,
+    cx: &Context<'_>,
+    op: PaymentOp,
+    breaker: Option<bool>,
+    amount: i64,
+    key: String,
+) -> (Result<String, Failure>, Extras) {
     let tp = cx.tenant.plugin(oms_plugin_host::Slot::PaymentProvider);
     let (plugin, canary) = tp.for_order(cx.order_id.as_str());
     let version = plugin.version().to_string();
-    let key = format!("{}:{}", cx.order_id, op.as_str());
     let request = payment::exports::oms::plugin::provider::PaymentRequest {
         order_id: cx.order_id.to_string(),
         idempotency_key: key.clone(),
-        amount: cx.order.total_minor,
+        amount,
         currency: cx.draft.currency.code().to_string(),
         token: cx.draft.payment_token.clone(),
         provider_reference: cx.state.payment_reference.clone(),
@@ -138,7 +156,7 @@ pub(super) async fn pay(
     let record = PaymentRecord {
         id: format!("pay_{}", oms_clock::monotonic_ulid()),
         op: op.as_str().into(),
-        amount: cx.order.total_minor,
+        amount,
         currency: cx.draft.currency.code().into(),
         status: if result.is_ok() {
             "succeeded"

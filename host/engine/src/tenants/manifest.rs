@@ -35,6 +35,8 @@ pub struct TenantSpec {
     limits: LimitsSection,
     #[serde(default, skip_serializing_if = "FulfilmentSection::is_default")]
     fulfilment: FulfilmentSection,
+    #[serde(default, skip_serializing_if = "ReturnsSection::is_default")]
+    returns: ReturnsSection,
     pub plugins: BTreeMap<String, PluginSection>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     demo_stock: Vec<StockSeed>,
@@ -116,6 +118,63 @@ struct FulfilmentSection {
 impl FulfilmentSection {
     fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+}
+
+/// The tenant's terms for returns, fixed for each order when it is placed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReturnsSection {
+    /// Days after the last shipment during which a return may be opened
+    /// (1 to 365); unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    window_days: Option<u32>,
+    /// Percent of a received return's value kept as a restocking fee (0 to 100; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restocking_fee_percent: Option<u8>,
+    /// Percent of a damaged item's value refunded (0 to 100; default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    damaged_refund_percent: Option<u8>,
+}
+
+impl ReturnsSection {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn policy(&self) -> Result<ReturnPolicy, (String, String)> {
+        if let Some(days) = self.window_days
+            && !(1..=365).contains(&days)
+        {
+            return Err((
+                "returns.window_days".into(),
+                "returns.window_days must be from 1 to 365".into(),
+            ));
+        }
+        for (field, value) in [
+            (
+                "returns.restocking_fee_percent",
+                self.restocking_fee_percent,
+            ),
+            (
+                "returns.damaged_refund_percent",
+                self.damaged_refund_percent,
+            ),
+        ] {
+            if value.is_some_and(|v| v > 100) {
+                return Err((field.into(), format!("{field} must be from 0 to 100")));
+            }
+        }
+        let defaults = ReturnPolicy::default();
+        Ok(ReturnPolicy {
+            window_days: self.window_days,
+            restocking_fee_percent: self
+                .restocking_fee_percent
+                .unwrap_or(defaults.restocking_fee_percent),
+            damaged_refund_percent: self
+                .damaged_refund_percent
+                .unwrap_or(defaults.damaged_refund_percent),
+        })
     }
 }
 
@@ -285,6 +344,10 @@ pub(super) fn build_tenant(
             }
             other => other,
         },
+        returns: m
+            .returns
+            .policy()
+            .map_err(|(field, message)| bad(&field, message))?,
     };
 
     let substitute = |s: &str| match &options.sandbox_psp_url {

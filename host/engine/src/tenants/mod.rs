@@ -7,7 +7,7 @@
 use oms_domain::{Sku, TenantId, WarehouseId};
 use oms_plugin_host::http::HttpGrant;
 use oms_plugin_host::{CallLimits, LoadError, Plugin, PluginHost, Slot};
-use oms_saga::{Limits, SagaDefinition, Step};
+use oms_saga::{Limits, ReturnPolicy, SagaDefinition, Step};
 use oms_store::CanaryRecord;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -123,8 +123,10 @@ impl super::SqlStore {
 fn lock_order(write: &Write) -> (u8, Vec<String>) {
     match &write.effects().inventory {
         None => (0, Vec::new()),
-        Some(InventoryOp::Release | InventoryOp::Consume(_)) => (1, Vec::new()),
-        Some(InventoryOp::Reserve(lines)) => {
+        Some(InventoryOp::Release | InventoryOp::Consume(_) | InventoryOp::ReleaseLines(_)) => {
+            (1, Vec::new())
+        }
+        Some(InventoryOp::Reserve(lines) | InventoryOp::Restock { lines, .. }) => {
             let mut skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
             skus.sort();
             (2, skus)
