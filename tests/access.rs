@@ -249,6 +249,34 @@ fn endpoints(order_id: &str) -> Vec<(reqwest::Method, String, &'static str, Opti
             "fulfilment:write",
             Some(json!({ "decision": "accepted" })),
         ),
+        (M::GET, o("/tracking"), "orders:read", None),
+        (
+            M::POST,
+            o("/returns"),
+            "orders:write",
+            Some(json!({ "items": [{ "sku": "WIDGET-1", "quantity": 1 }], "reason": "test" })),
+        ),
+        (M::GET, o("/returns"), "orders:read", None),
+        (
+            M::GET,
+            o("/returns/ret_01J0000000000000000000000"),
+            "orders:read",
+            None,
+        ),
+        (
+            M::POST,
+            o("/returns/ret_01J0000000000000000000000/receive"),
+            "fulfilment:write",
+            Some(
+                json!({ "warehouseId": "east", "items": [{ "sku": "WIDGET-1", "quantity": 1, "condition": "sellable" }] }),
+            ),
+        ),
+        (
+            M::POST,
+            o("/line-cancellations"),
+            "orders:write",
+            Some(json!({ "items": [{ "sku": "WIDGET-1" }] })),
+        ),
         (M::GET, "/inventory/WIDGET-1".into(), "inventory:read", None),
         (
             M::PUT,

@@ -10,7 +10,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::admin::tenant_with;
+use support::admin::{Admin, manifest, tenant_with};
 use support::{Api, Db, Kind, Server, stock_totals};
 
 /// WIDGET-1 × 2 at 1000 and GADGET-7 × 1 at 3000; shipping 700, tax 500,
@@ -243,6 +243,30 @@ async fn a_return_is_received_restocked_and_refunded(kind: Kind) {
         )
         .await;
     assert_eq!(code(&r), (404, Some("NOT_FOUND")));
+
+    // The manifest's bounds, each named.
+    for (section, field) in [
+        (json!({ "window_days": 0 }), "returns.window_days"),
+        (
+            json!({ "restocking_fee_percent": 101 }),
+            "returns.restocking_fee_percent",
+        ),
+        (
+            json!({ "damaged_refund_percent": 200 }),
+            "returns.damaged_refund_percent",
+        ),
+        (json!({ "window": 3 }), "window"),
+    ] {
+        let mut m = manifest("badreturns");
+        m["returns"] = section.clone();
+        let refused = Admin::new(&srv.url).post("/tenants", &m).await;
+        assert_eq!(refused.status, 422, "{section}: {}", refused.body);
+        assert!(
+            refused.body.to_string().contains(field),
+            "{section}: {}",
+            refused.body
+        );
+    }
 }
 
 /// On-hand and reserved WIDGET-1 in `west`.
