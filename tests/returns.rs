@@ -379,7 +379,130 @@ async fn lines_cancelled_before_shipment_are_released_and_refunded(kind: Kind) {
     assert_eq!(code(&r), (409, Some("LINES_NOT_CANCELLABLE")));
 }
 
+/// A refund the provider will not make fails after the tenant's attempts
+/// and waits for an operator, whose retry makes it once; a client retrying
+/// with its `Idempotency-Key` gets what its first request made.
+async fn failed_refunds_wait_for_an_operator_and_keys_make_one_return(kind: Kind) {
+    let db = Db::new(kind).await;
+    let srv = Server::start(&db).await;
+    let quick = json!({ "max_compensation_attempts": 2, "compensation_base_delay_ms": 10, "compensation_max_delay_ms": 20 });
+    let (api, warehouse) = tenant_with(&srv, "refundfail", &[("saga", quick)]).await;
+    let id = api.place(&two_lines("c-key")).await;
+    assert_eq!(api.settle(&id).await["status"], "CONFIRMED");
+    ship_all(&api, &id).await;
+    let returns = format!("/orders/{id}/returns");
+
+    // Eight clients send one return with one key at once: one return, one answer.
+    let body = json!({ "items": [{ "sku": "GADGET-7", "quantity": 1 }], "reason": "broken" });
+    let sends: Vec<_> = (0..8)
+        .map(|_| {
+            let (api, returns, body) = (api.clone(), returns.clone(), body.clone());
+            tokio::spawn(async move {
+                api.send(
+                    reqwest::Method::POST,
+                    &returns,
+                    Some(&body),
+                    &[("idempotency-key", "k-1")],
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for send in sends {
+        answers.push(send.await.unwrap());
+    }
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one return for one key");
+    let replays = answers
+        .iter()
+        .filter(|r| r.headers.get("idempotent-replayed").is_some())
+        .count();
+    assert_eq!(replays, 7, "all but the first are replays");
+    assert_eq!(
+        api.get(&returns).await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let other = json!({ "items": [{ "sku": "WIDGET-1", "quantity": 1 }], "reason": "broken" });
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &returns,
+            Some(&other),
+            &[("idempotency-key", "k-1")],
+        )
+        .await;
+    assert_eq!(
+        code(&r),
+        (422, Some("IDEMPOTENCY_KEY_REUSED")),
+        "{}",
+        r.body
+    );
+    let rid = ids.into_iter().next().unwrap();
+
+    // The provider refuses refunds for now.
+    let outage = |ops: Value| {
+        let url = format!("{}/v1/outage", srv.psp_url);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(oms_sandbox_psp::DEFAULT_OPERATOR_KEY)
+                .json(&json!({ "operations": ops }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(outage(json!(["refund"])).await, 200);
+    let got = json!({ "warehouseId": "east", "items": [{ "sku": "GADGET-7", "quantity": 1, "condition": "sellable" }] });
+    let r = warehouse
+        .post(&format!("{returns}/{rid}/receive"), &got)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let failed = until(&api, &format!("{returns}/{rid}"), |b| {
+        b["status"] == "REFUND_FAILED"
+    })
+    .await;
+    assert_eq!(failed["refund"]["status"], "FAILED");
+    assert_eq!(failed["refund"]["attempts"], 2);
+    assert!(refunds_at_provider(&srv, &id).await.is_empty());
+    assert_eq!(
+        api.get(&format!("/orders/{id}")).await.body["paymentStatus"],
+        "CAPTURED"
+    );
+
+    // The outage is over; an operator retries, once; a second retry has nothing to do.
+    assert_eq!(outage(json!([])).await, 200);
+    let admin = Admin::new(&srv.url);
+    let retry = format!("/tenants/refundfail/orders/{id}/saga/retry");
+    let r = admin.post(&retry, &json!({})).await;
+    assert!(r.status < 300, "{}", r.body);
+    let done = until(&api, &format!("{returns}/{rid}"), |b| {
+        b["status"] == "REFUNDED"
+    })
+    .await;
+    assert_eq!(done["refund"]["status"], "SUCCEEDED");
+    let again = admin.post(&retry, &json!({})).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    // 2700 back, exactly once.
+    assert_eq!(
+        refunds_at_provider(&srv, &id).await,
+        vec![(2700, format!("{id}:refund:{rid}"))]
+    );
+}
+
 on_both_backends!(
     a_return_is_received_restocked_and_refunded,
-    lines_cancelled_before_shipment_are_released_and_refunded
+    lines_cancelled_before_shipment_are_released_and_refunded,
+    failed_refunds_wait_for_an_operator_and_keys_make_one_return
 );

@@ -109,13 +109,19 @@ pub async fn answering_tenant(srv: &Server, id: &str, decision_ms: u64) -> (Api,
 }
 
 /// A tenant like acme (with its demo stock, and 10 more WIDGET-1 in
-/// `east`) with these manifest sections set; its client API and its
+/// `east`) with these manifest sections set (or amended); its client API and its
 /// warehouse's API (a key with `fulfilment:write` only).
 pub async fn tenant_with(srv: &Server, id: &str, sections: &[(&str, Value)]) -> (Api, Api) {
     let admin = Admin::new(&srv.url);
     let mut m = manifest(id);
+    // A section the manifest has already is amended, key by key.
     for (name, section) in sections {
-        m[*name] = section.clone();
+        match (m.get_mut(*name), section) {
+            (Some(Value::Object(have)), Value::Object(set)) => {
+                have.extend(set.clone());
+            }
+            _ => m[*name] = section.clone(),
+        }
     }
     let created = admin.post("/tenants", &m).await;
     assert_eq!(created.status, 201, "{}", created.body);

@@ -45,6 +45,25 @@ pub(crate) fn order_error(e: OrderError) -> ApiError {
     }
 }
 
+/// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible ASCII
+/// characters, else `400 INVALID_IDEMPOTENCY_KEY`.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(|k| Some(k.to_string()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_IDEMPOTENCY_KEY",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
 /// The order a request is about; named on every line logged within it.
 pub(crate) fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     let id = OrderId::parse(raw).ok_or_else(|| ApiError::not_found("order"))?;
@@ -112,25 +131,11 @@ pub async fn create(
         ApiError::new(status, code, format!("the order was not accepted: {first}"))
             .with_details(json!({ "errors": problems.errors }))
     })?;
-    let idempotency = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "INVALID_IDEMPOTENCY_KEY",
-                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                    )
-                })?;
-            // serde_json sorts object keys, so equal bodies hash equal however they were laid out.
-            let hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
-            Some((key.to_string(), hash))
-        }
-    };
+    let idempotency = idempotency_key(&headers)?.map(|key| {
+        // serde_json sorts object keys, so equal bodies hash equal however they were laid out.
+        let hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+        (key, hash)
+    });
     let placed = orders::place(&p, &tenant, draft, idempotency, |r| {
         order_json(r).map(|v| v.to_string())
     })

@@ -7,7 +7,7 @@
 //! never refund more than was captured.
 
 use super::auth::{FulfilmentWrite, Key, OrdersRead, OrdersWrite};
-use super::orders::{history_json, order_error, order_json, tenant_order};
+use super::orders::{history_json, idempotency_key, order_error, order_json, tenant_order};
 use super::{ApiError, AppState, no_control, stated_reason, typed_body};
 use crate::openapi::return_schemas::{
     ItemCondition, LineCancellationRequest, ReceiveRequest, ReturnRequest,
@@ -15,7 +15,7 @@ use crate::openapi::return_schemas::{
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use oms_engine::orders::OrderError;
 use oms_engine::returns;
@@ -80,14 +80,58 @@ fn refused(code: &'static str) -> impl Fn(OrderError) -> ApiError {
 }
 
 const ORDER_ID: &str = "The order id, e.g. `ord_01JD5V7Q1M7G3Y8K5T0N6B2C4D`.";
+const IDEMPOTENCY: &str = "1 to 255 visible ASCII characters. The same key on the same order with the same request answers what the first made (`Idempotent-Replayed: true`), made once; with another request `422 IDEMPOTENCY_KEY_REUSED`. Kept with the order, for as long as it exists.";
+
+/// What a request with an `Idempotency-Key` finds of an earlier one with
+/// the same key: nothing yet, the same request (answered again), or another
+/// request under that key.
+enum Earlier {
+    None,
+    Same,
+    Other,
+}
+
+fn reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
+        "this Idempotency-Key was used on this order with a different request",
+    )
+}
+
+fn replayed(status: StatusCode, body: Value) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    r
+}
+
+/// The return `rid` as an earlier request with the same key left it.
+fn earlier_return(state: &SagaState, rid: &str, items: &[ReturnLine], reason: &str) -> Earlier {
+    match state.returns.iter().find(|r| r.id == rid) {
+        None => Earlier::None,
+        Some(r) if r.items == items && r.reason == reason => Earlier::Same,
+        Some(_) => Earlier::Other,
+    }
+}
+
+/// The line cancellation `id` as an earlier request with the same key left it.
+fn earlier_cancellation(state: &SagaState, id: &str, items: &[String]) -> Earlier {
+    match state.refunds.iter().find(|r| r.id == id) {
+        None => Earlier::None,
+        Some(r) if r.items == items => Earlier::Same,
+        Some(_) => Earlier::Other,
+    }
+}
 
 #[utoipa::path(post, path = "/orders/{id}/returns", tag = "orders", operation_id = "openReturn",
     summary = "Open a return of shipped units",
     description = "Units of lines that have shipped, at most what was ordered less what other returns hold, within the tenant's return window (`returns.window_days`, from the last shipment). Nothing is refunded until the warehouse receives the goods (`POST /orders/{id}/returns/{returnId}/receive`).",
-    security(("tenantId" = [], "tenantKey" = ["orders:write"])), params(("id" = String, Path, description = ORDER_ID)),
+    security(("tenantId" = [], "tenantKey" = ["orders:write"])),
+    params(("id" = String, Path, description = ORDER_ID), ("Idempotency-Key" = Option<String>, Header, description = IDEMPOTENCY)),
     request_body(content = ReturnRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Opened.", body = crate::openapi::return_schemas::Return,
+        (status = 201, description = "Opened (or, with `Idempotent-Replayed: true`, opened before by a request with this key).", body = crate::openapi::return_schemas::Return,
             headers(("Location" = String, description = "The return's URL."))),
         (status = 409, description = "Not returnable: not shipped, more units than are left to return, a line not the order's, or the window has closed (`RETURN_NOT_ALLOWED`).", body = crate::openapi::schemas::Error),
     ))]
@@ -95,9 +139,11 @@ pub async fn open(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersWrite>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (id, _) = tenant_order(&p, &tenant.id, &id).await?;
+    let key = idempotency_key(&headers)?;
+    let (id, record) = tenant_order(&p, &tenant.id, &id).await?;
     let request: ReturnRequest = typed_body(&body)?;
     lines(&request.items)?;
     let mut items = Vec::with_capacity(request.items.len());
@@ -114,9 +160,34 @@ pub async fn open(
     if reason.chars().count() > 500 {
         return Err(invalid("/reason", "must be at most 500 characters"));
     }
-    let (record, return_id) = returns::request(&p, &tenant, &id, items, reason)
-        .await
-        .map_err(refused("RETURN_NOT_ALLOWED"))?;
+    let rid = returns::id_for("ret", &tenant.id, &id, key.as_deref());
+    // The same key again: what the first request made, made once.
+    let replay = |record: &OrderRecord| -> Result<Option<Response>, ApiError> {
+        match earlier_return(&saga(record)?, &rid, &items, &reason) {
+            Earlier::None => Ok(None),
+            Earlier::Same => Ok(Some(replayed(StatusCode::CREATED, one(record, &rid)?))),
+            Earlier::Other => Err(reused()),
+        }
+    };
+    if key.is_some()
+        && let Some(r) = replay(&record)?
+    {
+        return Ok(r);
+    }
+    let outcome =
+        returns::request(&p, &tenant, &id, rid.clone(), items.clone(), reason.clone()).await;
+    let (record, return_id) = match outcome {
+        Ok(made) => made,
+        // Another request with this key made it meanwhile.
+        Err(OrderError::WrongState(m)) if key.is_some() => {
+            let (_, now) = tenant_order(&p, &tenant.id, id.as_str()).await?;
+            return match replay(&now)? {
+                Some(r) => Ok(r),
+                None => Err(ApiError::new(StatusCode::CONFLICT, "RETURN_NOT_ALLOWED", m)),
+            };
+        }
+        Err(e) => return Err(refused("RETURN_NOT_ALLOWED")(e)),
+    };
     let location = format!("/api/v1/orders/{id}/returns/{return_id}");
     Ok((
         StatusCode::CREATED,
@@ -217,19 +288,22 @@ pub async fn receive(
 #[utoipa::path(post, path = "/orders/{id}/line-cancellations", tag = "orders", operation_id = "cancelLines",
     summary = "Cancel some lines of a confirmed order before they ship",
     description = "Whole lines by SKU. Their stock is released, the warehouse is told not to ship them (`fulfilment.lines_cancelled`), and their share of the total (tax and discount spread over the lines by value; shipping stays) is refunded through the tenant's payment plugin (`refunds` on the order, `/payments`). Cancelling every line left is cancelling the order: use `POST /orders/{id}/cancel`.",
-    security(("tenantId" = [], "tenantKey" = ["orders:write"])), params(("id" = String, Path, description = ORDER_ID)),
+    security(("tenantId" = [], "tenantKey" = ["orders:write"])),
+    params(("id" = String, Path, description = ORDER_ID), ("Idempotency-Key" = Option<String>, Header, description = IDEMPOTENCY)),
     request_body(content = LineCancellationRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Cancelled; the order as it now stands, its refund on its way.", body = crate::openapi::schemas::Order),
+        (status = 200, description = "Cancelled; the order as it now stands, its refund on its way (with `Idempotent-Replayed: true`: cancelled before by a request with this key).", body = crate::openapi::schemas::Order),
         (status = 409, description = "Not confirmed yet, a line shipped or cancelled before or not the order's, or every line left (`LINES_NOT_CANCELLABLE`).", body = crate::openapi::schemas::Error),
     ))]
 pub async fn cancel_lines(
     State(p): State<AppState>,
     Key(tenant, _): Key<OrdersWrite>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let (id, _) = tenant_order(&p, &tenant.id, &id).await?;
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let (id, record) = tenant_order(&p, &tenant.id, &id).await?;
     let request: LineCancellationRequest = typed_body(&body)?;
     lines(&request.items)?;
     let mut items = Vec::with_capacity(request.items.len());
@@ -243,8 +317,35 @@ pub async fn cancel_lines(
         .chars()
         .take(500)
         .collect();
-    let record = returns::cancel_lines(&p, &tenant, &id, items, reason)
-        .await
-        .map_err(refused("LINES_NOT_CANCELLABLE"))?;
-    Ok(Json(order_json(&record).map_err(ApiError::store)?))
+    let lcx = returns::id_for("lcx", &tenant.id, &id, key.as_deref());
+    let replay = |record: &OrderRecord| -> Result<Option<Response>, ApiError> {
+        match earlier_cancellation(&saga(record)?, &lcx, &items) {
+            Earlier::None => Ok(None),
+            Earlier::Same => Ok(Some(replayed(
+                StatusCode::OK,
+                order_json(record).map_err(ApiError::store)?,
+            ))),
+            Earlier::Other => Err(reused()),
+        }
+    };
+    if key.is_some()
+        && let Some(r) = replay(&record)?
+    {
+        return Ok(r);
+    }
+    match returns::cancel_lines(&p, &tenant, &id, lcx.clone(), items.clone(), reason).await {
+        Ok(record) => Ok(Json(order_json(&record).map_err(ApiError::store)?).into_response()),
+        Err(OrderError::WrongState(m)) if key.is_some() => {
+            let (_, now) = tenant_order(&p, &tenant.id, id.as_str()).await?;
+            match replay(&now)? {
+                Some(r) => Ok(r),
+                None => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "LINES_NOT_CANCELLABLE",
+                    m,
+                )),
+            }
+        }
+        Err(e) => Err(refused("LINES_NOT_CANCELLABLE")(e)),
+    }
 }

@@ -6,10 +6,11 @@ use super::Platform;
 use super::orders::{OrderError, apply_to_saga};
 use crate::effects::rfc3339;
 use crate::tenants::Tenant;
-use oms_domain::{OrderDraft, OrderId};
+use oms_domain::{OrderDraft, OrderId, TenantId};
 use oms_saga::{OrderBook, ReceivedLine, Refund, Return, ReturnLine, SagaEvent, SagaState};
 use oms_store::OrderRecord;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 /// The order's money per line, from the order (which never changes).
 pub fn book(order: &OrderRecord, draft: &OrderDraft) -> OrderBook {
@@ -24,6 +25,23 @@ pub fn book(order: &OrderRecord, draft: &OrderDraft) -> OrderBook {
         draft.discount_amount,
         order.total_minor,
     )
+}
+
+/// The id of a new return (`ret`) or line cancellation (`lcx`). With the
+/// client's `Idempotency-Key` it is the key's (a digest of tenant, order and
+/// key, shaped like the others), so a retried request names what the first
+/// one made, and the saga, which refuses an id twice, makes it once: the
+/// idempotency lives in the order's own transaction.
+pub fn id_for(prefix: &str, tenant: &TenantId, order: &OrderId, key: Option<&str>) -> String {
+    match key {
+        None => format!("{prefix}_{}", oms_clock::monotonic_ulid()),
+        Some(key) => {
+            let digest = Sha256::digest(format!("{tenant}\n{order}\n{prefix}\n{key}"));
+            let mut bits = [0u8; 16];
+            bits.copy_from_slice(&digest[..16]);
+            format!("{prefix}_{}", ulid::Ulid::from(u128::from_be_bytes(bits)))
+        }
+    }
 }
 
 /// A return as clients and messages see it.
@@ -63,10 +81,10 @@ pub async fn request(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,
+    return_id: String,
     items: Vec<ReturnLine>,
     reason: String,
 ) -> Result<(OrderRecord, String), OrderError> {
-    let return_id = format!("ret_{}", oms_clock::monotonic_ulid());
     let rid = return_id.clone();
     let record = apply_to_saga(p, tenant, id, move |order| SagaEvent::ReturnRequested {
         return_id: rid,
@@ -103,10 +121,10 @@ pub async fn cancel_lines(
     p: &Platform,
     tenant: &Tenant,
     id: &OrderId,
+    refund_id: String,
     items: Vec<String>,
     reason: String,
 ) -> Result<OrderRecord, OrderError> {
-    let refund_id = format!("lcx_{}", oms_clock::monotonic_ulid());
     apply_to_saga(p, tenant, id, move |order| SagaEvent::LinesCancelled {
         refund_id,
         items,

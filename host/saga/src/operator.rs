@@ -4,7 +4,32 @@
 //! saga's state does not allow it, so of two operators acting on one order
 //! at once, the second is refused rather than acting twice.
 
+use super::returns::{RefundStatus, ReturnStatus};
 use super::state::{Action, Ending, SagaState, SagaStatus};
+
+/// A partial refund that failed (declined, or out of attempts) is made
+/// again now with a fresh budget; its return is refunding again.
+fn retry_refund(mut next: SagaState, at: usize) -> (SagaState, Vec<Action>) {
+    let r = &mut next.refunds[at];
+    r.status = RefundStatus::Pending;
+    r.attempt = 1;
+    let id = r.id.clone();
+    let mut actions = vec![
+        Action::RunRefund {
+            refund_id: id.clone(),
+            attempt: 1,
+            delay_ms: 0,
+        },
+        Action::RefundChanged {
+            refund_id: id.clone(),
+        },
+    ];
+    if let Some(ret) = next.returns.iter_mut().find(|x| x.id == id) {
+        ret.status = ReturnStatus::Refunding;
+        actions.push(Action::ReturnChanged { return_id: id });
+    }
+    (next, actions)
+}
 
 fn status_of(state: &SagaState) -> &'static str {
     state.status.as_str()
@@ -16,9 +41,17 @@ pub(super) fn retry(
     state: &SagaState,
     mut next: SagaState,
 ) -> Result<(SagaState, Vec<Action>), String> {
+    if state.status != SagaStatus::Stuck
+        && let Some(at) = state
+            .refunds
+            .iter()
+            .position(|r| r.status == RefundStatus::Failed)
+    {
+        return Ok(retry_refund(next, at));
+    }
     let (SagaStatus::Stuck, Some(&compensation)) = (state.status, state.pending.first()) else {
         return Err(format!(
-            "only a stuck saga is retried; this one is {}",
+            "only a stuck saga or a failed refund is retried; this one is {} with none failed",
             status_of(state)
         ));
     };

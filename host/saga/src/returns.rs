@@ -476,6 +476,9 @@ pub(super) fn cancel_lines(
     if items.is_empty() {
         return Err("name at least one line to cancel".into());
     }
+    if state.refunds.iter().any(|r| r.id == refund_id) {
+        return Err(format!("line cancellation {refund_id} exists already"));
+    }
     let open: Vec<&String> = skus
         .iter()
         .filter(|s| !shipped.contains(*s) && !state.cancelled_items.contains(*s))

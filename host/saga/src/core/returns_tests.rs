@@ -297,6 +297,24 @@ fn a_refund_retries_transient_failures_then_goes_to_an_operator() {
     );
     // A failed refund does not count against what may still go back.
     assert_eq!(state.refunds_committed(), 0);
+    // An operator makes it again, once, with a fresh budget.
+    let retry = SagaEvent::OperatorRetry {
+        operator: "ops".into(),
+    };
+    let (state, actions) = apply(&state, &retry, NOW).expect("retried");
+    assert_eq!(state.refunds[0].status, RefundStatus::Pending);
+    assert_eq!(state.refunds[0].attempt, 1);
+    assert_eq!(state.returns[0].status, ReturnStatus::Refunding);
+    assert_eq!(refund_of(&actions).as_deref(), Some("ret_1"));
+    assert_eq!(state.refunds_committed(), 500);
+    let err = apply(&state, &retry, NOW).expect_err("nothing failed now");
+    assert!(err.detail.contains("failed refund"), "{}", err.detail);
+    let ok = SagaEvent::RefundSucceeded {
+        refund_id: "ret_1".into(),
+        provider_reference: "re_9".into(),
+    };
+    let (state, _) = apply(&state, &ok, NOW).expect("refunded");
+    assert_eq!(state.returns[0].status, ReturnStatus::Refunded);
 }
 
 #[test]
