@@ -277,6 +277,33 @@ fn endpoints(order_id: &str) -> Vec<(reqwest::Method, String, &'static str, Opti
             "orders:write",
             Some(json!({ "items": [{ "sku": "WIDGET-1" }] })),
         ),
+        (
+            M::POST,
+            "/webhooks".into(),
+            "webhooks:write",
+            Some(json!({ "url": "https://hooks.example.com/oms", "eventTypes": ["*"] })),
+        ),
+        (M::GET, "/webhooks".into(), "webhooks:read", None),
+        (M::GET, "/webhooks/we_x".into(), "webhooks:read", None),
+        (M::DELETE, "/webhooks/we_x".into(), "webhooks:write", None),
+        (
+            M::POST,
+            "/webhooks/we_x/enable".into(),
+            "webhooks:write",
+            Some(json!({})),
+        ),
+        (
+            M::GET,
+            "/webhooks/we_x/deliveries".into(),
+            "webhooks:read",
+            None,
+        ),
+        (
+            M::POST,
+            "/webhooks/we_x/deliveries/whd_x/redeliver".into(),
+            "webhooks:write",
+            Some(json!({})),
+        ),
         (M::GET, "/inventory/WIDGET-1".into(), "inventory:read", None),
         (
             M::PUT,
@@ -317,7 +344,7 @@ fn endpoints(order_id: &str) -> Vec<(reqwest::Method, String, &'static str, Opti
     ]
 }
 
-const SCOPES: [&str; 7] = [
+const SCOPES: [&str; 9] = [
     "orders:read",
     "orders:write",
     "inventory:read",
@@ -325,6 +352,8 @@ const SCOPES: [&str; 7] = [
     "plugins:read",
     "plugins:write",
     "fulfilment:write",
+    "webhooks:read",
+    "webhooks:write",
 ];
 
 async fn every_endpoint_needs_its_scope_and_keys_rotate_and_revoke(kind: Kind) {
@@ -378,7 +407,10 @@ async fn every_endpoint_needs_its_scope_and_keys_rotate_and_revoke(kind: Kind) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["scopes"].as_array().unwrap().len() == 7 && k["createdBy"] == "bootstrap-admin")
+        .find(|k| {
+            k["scopes"].as_array().unwrap().len() == SCOPES.len()
+                && k["createdBy"] == "bootstrap-admin"
+        })
         .unwrap()["id"]
         .as_str()
         .unwrap()

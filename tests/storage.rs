@@ -132,7 +132,7 @@ async fn outbox_is_claimed_in_order_and_removed_once_published(under: Under) {
         assert_eq!(ids(&other), Vec::<String>::new());
         store.release(other).await.unwrap();
     }
-    store.complete(first).await.unwrap();
+    store.complete(first, now).await.unwrap();
     assert_eq!(store.unpublished_count().await.unwrap(), 2);
     let rest = store.claim_outbox(now, 10).await.unwrap();
     assert_eq!(ids(&rest), vec!["m2"]);
@@ -140,7 +140,7 @@ async fn outbox_is_claimed_in_order_and_removed_once_published(under: Under) {
     // Released unpublished: offered again.
     let again = store.claim_outbox(now, 10).await.unwrap();
     assert_eq!(ids(&again), vec!["m2"]);
-    store.complete(again).await.unwrap();
+    store.complete(again, now).await.unwrap();
     assert_eq!(
         store.next_outbox_due(now).await.unwrap(),
         Some(now + 60_000)
@@ -155,7 +155,7 @@ async fn outbox_is_claimed_in_order_and_removed_once_published(under: Under) {
     );
     let due = store.claim_outbox(now + 60_000, 10).await.unwrap();
     assert_eq!(ids(&due), vec!["later"]);
-    store.complete(due).await.unwrap();
+    store.complete(due, now).await.unwrap();
     assert_eq!(store.unpublished_count().await.unwrap(), 0);
 }
 

@@ -37,7 +37,9 @@ scopes!(
     InventoryWrite,
     PluginsRead,
     PluginsWrite,
-    FulfilmentWrite
+    FulfilmentWrite,
+    WebhooksRead,
+    WebhooksWrite
 );
 
 /// The tenant a request acts for, proven by an API key with scope `S`.

@@ -21,6 +21,7 @@ mod returns;
 mod sagas;
 mod tenants;
 mod tracking;
+mod webhooks;
 
 pub use auth::{BOOTSTRAP, Role};
 pub use error::ApiError;
@@ -96,6 +97,11 @@ fn annotated_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(returns::show))
         .routes(routes!(returns::receive))
         .routes(routes!(returns::cancel_lines))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::show, webhooks::delete))
+        .routes(routes!(webhooks::enable))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::redeliver))
         .routes(routes!(orders::ship))
         .routes(routes!(orders::deliver))
         .routes(routes!(inventory::put, inventory::show))

@@ -27,6 +27,7 @@ mod runner;
 mod steps;
 pub mod tenants;
 pub mod transport;
+pub mod webhooks;
 
 #[cfg(test)]
 mod tests;
@@ -78,6 +79,11 @@ pub struct Platform {
     pub(crate) stopped: tokio::sync::Notify,
     /// This process, as the database's per-host rows name it.
     pub host_id: String,
+    /// How webhooks are delivered (the defaults unless the binary set them
+    /// before starting the background work).
+    webhook_options: std::sync::OnceLock<webhooks::Options>,
+    /// Poked after the relay wrote webhook deliveries.
+    pub(crate) webhook_wake: Notify,
 }
 
 impl Platform {
@@ -110,7 +116,19 @@ impl Platform {
             stopping: Default::default(),
             stopped: Default::default(),
             host_id: format!("host_{}", oms_clock::monotonic_ulid()),
+            webhook_options: std::sync::OnceLock::new(),
+            webhook_wake: Notify::new(),
         })
+    }
+
+    /// Sets how webhooks are delivered; once, before the background work
+    /// starts (later: refused, the options in force returned).
+    pub fn configure_webhooks(&self, options: webhooks::Options) -> Result<(), webhooks::Options> {
+        self.webhook_options.set(options)
+    }
+
+    pub fn webhook_options(&self) -> webhooks::Options {
+        self.webhook_options.get().copied().unwrap_or_default()
     }
 
     /// Notes that API key `id` was used now (written to the database in
@@ -152,6 +170,7 @@ impl Platform {
         vec![
             saga,
             tokio::spawn(relay::run(self.clone())),
+            tokio::spawn(webhooks::run(self.clone())),
             tokio::spawn(rollout::run_sync(self.clone())),
             tokio::spawn(recorder::run(self.clone())),
             tokio::spawn(reconcile::run(self.clone())),

@@ -42,7 +42,7 @@ pub(crate) async fn flush(p: &Platform) -> Result<usize, FlushError> {
             }
             return Err(FlushError::Transport(e.to_string()));
         }
-        p.store.complete(claim).await?;
+        p.store.complete(claim, oms_clock::now_ms()).await?;
         p.metrics
             .outbox_published_total
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -87,11 +87,13 @@ pub(crate) async fn run(p: Arc<Platform>) {
                         );
                         failures = 0;
                     }
-                    match p.store.complete(claim).await {
+                    match p.store.complete(claim, oms_clock::now_ms()).await {
                         Ok(()) => {
                             p.metrics
                                 .outbox_published_total
                                 .fetch_add(n as u64, Ordering::Relaxed);
+                            // Their webhook deliveries, if any, are due now.
+                            p.webhook_wake.notify_one();
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "removing published outbox messages failed; they will be published again")

@@ -141,6 +141,25 @@ struct ServeArgs {
     /// /admin/v1; named operators are made with `oms operator create`.
     #[arg(long, env = "OMS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Non-public addresses tenants' webhooks may reach: `loopback`,
+    /// `private` (comma-separated). Default: none, only public addresses.
+    #[arg(long, default_value = "", env = "OMS_WEBHOOKS_ALLOW")]
+    webhooks_allow: String,
+    /// A failed webhook delivery is tried again after about this long,
+    /// doubling each time (at most an hour apart).
+    #[arg(long, default_value_t = 10_000, env = "OMS_WEBHOOK_RETRY_BASE_MS")]
+    webhook_retry_base_ms: u64,
+    /// A webhook delivery not made this long after its event is given up on
+    /// (three days).
+    #[arg(long, default_value_t = 259_200_000, env = "OMS_WEBHOOK_GIVE_UP_MS")]
+    webhook_give_up_ms: i64,
+    /// An endpoint whose every delivery failed this long is disabled (three days).
+    #[arg(
+        long,
+        default_value_t = 259_200_000,
+        env = "OMS_WEBHOOK_DISABLE_AFTER_MS"
+    )]
+    webhook_disable_after_ms: i64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -323,6 +342,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.admin_token.clone(),
         transport,
     );
+    let allow = oms_engine::webhooks::Allow::parse(&args.webhooks_allow)
+        .map_err(|e| anyhow::anyhow!("--webhooks-allow: {e}"))?;
+    let webhooks = oms_engine::webhooks::Options {
+        allow,
+        retry_base_ms: args.webhook_retry_base_ms,
+        give_up_after_ms: args.webhook_give_up_ms,
+        disable_after_ms: args.webhook_disable_after_ms,
+    };
+    if platform.configure_webhooks(webhooks).is_err() {
+        anyhow::bail!("the webhook options were set twice");
+    }
     // Tenants live in the database; the manifest files are imported into it
     // (new tenants created, changed files applied, unchanged ones left to
     // what operators did through the API), then every tenant is built.

@@ -21,7 +21,7 @@ impl Outbox for MemoryStore {
         Ok(OutboxClaim::detached(records))
     }
 
-    async fn complete(&self, claim: OutboxClaim) -> Result<()> {
+    async fn complete(&self, claim: OutboxClaim, _now: i64) -> Result<()> {
         self.check("complete")?;
         let ids: HashSet<&str> = claim.records.iter().map(|r| r.id.as_str()).collect();
         self.tables()

@@ -1,5 +1,5 @@
 //! The areas this store does not keep: plugin versions and their rollouts,
-//! reconciliation, tenants, keys, operators and plugin telemetry. Reads find nothing stored;
+//! reconciliation, tenants, keys, operators, plugin telemetry and webhooks. Reads find nothing stored;
 //! writes are refused.
 
 use super::MemoryStore;
@@ -325,5 +325,75 @@ impl oms_store::PluginTelemetry for MemoryStore {
 
     async fn prune_plugin_logs(&self, _before: i64) -> Result<u64> {
         Ok(0)
+    }
+}
+
+#[async_trait]
+impl oms_store::Webhooks for MemoryStore {
+    async fn create_webhook(&self, _e: &oms_store::WebhookEndpoint) -> Result<()> {
+        Err(StoreError::Unsupported("webhooks"))
+    }
+
+    async fn webhooks(&self, _tenant: &TenantId) -> Result<Vec<oms_store::WebhookEndpoint>> {
+        Ok(Vec::new())
+    }
+
+    async fn webhook(&self, _tenant: &TenantId, _id: &str) -> Result<oms_store::WebhookEndpoint> {
+        Err(StoreError::NotFound)
+    }
+
+    async fn delete_webhook(&self, _tenant: &TenantId, _id: &str) -> Result<()> {
+        Err(StoreError::NotFound)
+    }
+
+    async fn set_webhook_status(
+        &self,
+        _tenant: &TenantId,
+        _id: &str,
+        _status: &str,
+        _reason: Option<&str>,
+        _now: i64,
+    ) -> Result<oms_store::WebhookEndpoint> {
+        Err(StoreError::NotFound)
+    }
+
+    async fn due_deliveries(
+        &self,
+        _now: i64,
+        _limit: i64,
+    ) -> Result<Vec<oms_store::WebhookDelivery>> {
+        Ok(Vec::new())
+    }
+
+    async fn lease_delivery(&self, _id: &str, _seen_due: i64, _until: i64) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn record_attempt(
+        &self,
+        _d: &oms_store::WebhookDelivery,
+        _a: &oms_store::Attempt,
+        _now: i64,
+    ) -> Result<()> {
+        Err(StoreError::Unsupported("webhooks"))
+    }
+
+    async fn deliveries(
+        &self,
+        _tenant: &TenantId,
+        _endpoint: &str,
+        _limit: i64,
+    ) -> Result<Vec<oms_store::WebhookDelivery>> {
+        Ok(Vec::new())
+    }
+
+    async fn redeliver(
+        &self,
+        _tenant: &TenantId,
+        _endpoint: &str,
+        _id: &str,
+        _now: i64,
+    ) -> Result<()> {
+        Err(StoreError::NotFound)
     }
 }

@@ -131,8 +131,9 @@ pub trait SagaLog: Send + Sync {
 pub trait Outbox: Send + Sync {
     /// Claims up to `limit` messages due at `now`, oldest first.
     async fn claim_outbox(&self, now: i64, limit: i64) -> Result<OutboxClaim>;
-    /// The claimed messages are published: deletes them.
-    async fn complete(&self, claim: OutboxClaim) -> Result<()>;
+    /// The claimed messages are published: deletes them, and writes each
+    /// one's webhook deliveries (due at `now`) in the same transaction.
+    async fn complete(&self, claim: OutboxClaim, now: i64) -> Result<()>;
     /// Gives the claimed messages back unpublished, at once (dropping the
     /// claim does too, but only when its connection is next used).
     async fn release(&self, claim: OutboxClaim) -> Result<()>;
@@ -458,6 +459,7 @@ pub trait Store:
     + ApiKeys
     + Operators
     + PluginTelemetry
+    + crate::webhooks::Webhooks
 {
 }
 
@@ -476,5 +478,6 @@ impl<T> Store for T where
         + ApiKeys
         + Operators
         + PluginTelemetry
+        + crate::webhooks::Webhooks
 {
 }

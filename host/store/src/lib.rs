@@ -21,6 +21,7 @@ mod reconciliation;
 mod recorded;
 mod tenants;
 mod transition;
+mod webhooks;
 
 pub use access::{ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord};
 pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
@@ -45,6 +46,7 @@ pub use reconciliation::{Mismatch, Unreconciled};
 pub use recorded::RecordedCall;
 pub use tenants::{TenantRecord, TenantWrite, TenantWritten};
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
+pub use webhooks::{Attempt, WebhookDelivery, WebhookEndpoint, Webhooks};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{

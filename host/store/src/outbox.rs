@@ -108,11 +108,18 @@ impl crate::contract::Outbox for SqlStore {
         }
     }
 
-    async fn complete(&self, claim: OutboxClaim) -> Result<()> {
+    async fn complete(&self, claim: OutboxClaim, now: i64) -> Result<()> {
         let ids: Vec<String> = claim.records.into_iter().map(|r| r.id).collect();
         match (claim.tx, &self.backend) {
             (Some(mut tx), _) => {
                 if !ids.is_empty() {
+                    // Each published event's webhook deliveries, in the
+                    // transaction that takes it out of the outbox.
+                    sqlx::query(&crate::webhooks::fan_out_sql(&self.backend))
+                        .bind(&ids)
+                        .bind(now)
+                        .execute(crate::counted::stmt(&mut *tx))
+                        .await?;
                     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
                         .bind(&ids)
                         .execute(crate::counted::stmt(&mut *tx))
@@ -122,8 +129,18 @@ impl crate::contract::Outbox for SqlStore {
             }
             (None, Backend::Sqlite { write, .. }) => {
                 // One statement per chunk rather than one per message: SQLite
-                // has a single writer.
+                // has a single writer. Each published event's webhook
+                // deliveries are written in the same transaction.
+                let mut tx = crate::counted::tx(write.begin().await?);
+                let fan_out = crate::webhooks::fan_out_sql(&self.backend);
                 for chunk in ids.chunks(200) {
+                    let json = serde_json::to_string(chunk)
+                        .map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+                    sqlx::query(&fan_out)
+                        .bind(json)
+                        .bind(now)
+                        .execute(crate::counted::stmt(&mut *tx))
+                        .await?;
                     let placeholders: Vec<String> =
                         (1..=chunk.len()).map(|i| format!("${i}")).collect();
                     let sql = format!(
@@ -134,8 +151,9 @@ impl crate::contract::Outbox for SqlStore {
                     for id in chunk {
                         query = query.bind(id);
                     }
-                    query.execute(crate::counted::auto(write)).await?;
+                    query.execute(crate::counted::stmt(&mut *tx)).await?;
                 }
+                tx.commit().await?;
             }
             (None, Backend::Postgres(_)) => {}
         }

@@ -26,7 +26,8 @@ pub struct OperatorRequest {
 pub struct KeyRequest {
     pub name: String,
     /// Any of `orders:read`, `orders:write`, `inventory:read`,
-    /// `inventory:write`, `plugins:read`, `plugins:write`.
+    /// `inventory:write`, `plugins:read`, `plugins:write`, `fulfilment:write`,
+    /// `webhooks:read`, `webhooks:write`.
     pub scopes: Vec<String>,
 }
 

@@ -9,6 +9,7 @@ pub mod admin_schemas;
 pub mod return_schemas;
 pub mod schemas;
 pub mod views;
+pub mod webhook_schemas;
 
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -29,6 +30,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
     tags(
         (name = "orders", description = "Placing, reading, cancelling and fulfilling orders."),
         (name = "inventory", description = "Stock per SKU and warehouse."),
+        (name = "webhooks", description = "A tenant's endpoints for its events, signed and delivered from the outbox."),
         (name = "plugins", description = "A tenant's own components: upload, versions, calls."),
         (name = "tenants", description = "Operators: tenants and their API keys."),
         (name = "rollouts", description = "Operators: activating, shadowing and canarying components."),

@@ -16,11 +16,13 @@ wire_enum!(
         PluginsRead = "plugins:read",
         PluginsWrite = "plugins:write",
         FulfilmentWrite = "fulfilment:write",
+        WebhooksRead = "webhooks:read",
+        WebhooksWrite = "webhooks:write",
     }
 );
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 9] = [
         Scope::OrdersRead,
         Scope::OrdersWrite,
         Scope::InventoryRead,
@@ -28,6 +30,8 @@ impl Scope {
         Scope::PluginsRead,
         Scope::PluginsWrite,
         Scope::FulfilmentWrite,
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
     ];
 
     /// Parses a stored or requested list (space- or comma-separated).
