@@ -234,6 +234,24 @@ async fn deliveries_follow_the_outbox_once_and_in_order(kind: Kind) {
         Err(StoreError::NotFound)
     ));
 
+    // Pruning takes finished deliveries of old events only.
+    assert_eq!(store.prune_deliveries(1_000, 100).await.unwrap(), 0);
+    let before = store.deliveries(&acme, "we_some", 100).await.unwrap();
+    assert_eq!(
+        store.prune_deliveries(10_000, 100).await.unwrap(),
+        1,
+        "the one delivered"
+    );
+    assert_eq!(
+        store.deliveries(&acme, "we_all", 100).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store.deliveries(&acme, "we_some", 100).await.unwrap(),
+        before,
+        "pending stays"
+    );
+
     // Disabled, none is due; enabled again, they are.
     store
         .set_webhook_status(&acme, "we_all", "disabled", Some("failing"), 8_000)

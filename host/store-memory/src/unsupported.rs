@@ -387,6 +387,10 @@ impl oms_store::Webhooks for MemoryStore {
         Ok(Vec::new())
     }
 
+    async fn prune_deliveries(&self, _before: i64, _limit: i64) -> Result<u64> {
+        Ok(0)
+    }
+
     async fn redeliver(
         &self,
         _tenant: &TenantId,

@@ -122,6 +122,9 @@ pub trait Webhooks: Send + Sync {
         endpoint: &str,
         limit: i64,
     ) -> Result<Vec<WebhookDelivery>>;
+    /// Deletes up to `limit` finished deliveries (delivered or given up)
+    /// of events older than `before`; how many.
+    async fn prune_deliveries(&self, before: i64, limit: i64) -> Result<u64>;
     /// Sends a delivery again now (pending, whatever it was).
     async fn redeliver(&self, tenant: &TenantId, endpoint: &str, id: &str, now: i64) -> Result<()>;
 }
@@ -332,6 +335,21 @@ impl Webhooks for SqlStore {
             .bind(limit)
             .fetch_all(crate::counted::stmt(pool))
             .await?)
+        })
+    }
+
+    async fn prune_deliveries(&self, before: i64, limit: i64) -> Result<u64> {
+        on_pool!(self, write, |pool| {
+            let r = sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE id IN (
+                     SELECT id FROM webhook_deliveries
+                     WHERE status <> 'pending' AND created_at < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(limit)
+            .execute(crate::counted::auto(pool))
+            .await?;
+            Ok(r.rows_affected())
         })
     }
 

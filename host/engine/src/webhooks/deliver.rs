@@ -25,6 +25,10 @@ const LEASE_MS: i64 = 30_000;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries sent at once by one host.
 const BATCH: i64 = 32;
+/// Finished deliveries are kept in the log this long (then pruned).
+const KEEP_MS: i64 = 30 * DAY_MS;
+/// How often each host prunes the log.
+const PRUNE_EVERY_MS: i64 = 10 * 60_000;
 
 /// How webhooks are delivered; the operator's (`oms serve --webhooks-allow …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +96,19 @@ pub(crate) async fn run(p: Arc<Platform>) {
             return;
         }
     };
+    let mut pruned_at = 0;
     loop {
         let now = oms_clock::now_ms();
+        if now - pruned_at >= PRUNE_EVERY_MS {
+            pruned_at = now;
+            match p.store.prune_deliveries(now - KEEP_MS, 10_000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "old webhook deliveries pruned"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning webhook deliveries failed; next round tries again")
+                }
+            }
+        }
         let due = match p.store.due_deliveries(now, BATCH).await {
             Ok(due) => due,
             Err(e) => {
