@@ -10,6 +10,7 @@ pub use super::compensation::{required_compensations, resolve_plan};
 use super::fulfilment;
 use super::handover;
 use super::operator;
+use super::refunds;
 use super::returns;
 pub use super::state::{
     Action, Ending, Failure, FulfilmentDecision, Handover, IllegalTransition, Limits, Plan,
@@ -308,15 +309,15 @@ pub fn apply(
             items,
             reason,
             book,
-        } => returns::cancel_lines(state, next, refund_id, items, reason, book)
+        } => refunds::cancel_lines(state, next, refund_id, items, reason, book)
             .map_err(|detail| illegal(state, event, detail)),
         SagaEvent::RefundSucceeded {
             refund_id,
             provider_reference,
-        } => returns::refund_outcome(state, next, refund_id, Ok(provider_reference))
+        } => refunds::refund_outcome(state, next, refund_id, Ok(provider_reference))
             .map_err(|detail| illegal(state, event, detail)),
         SagaEvent::RefundFailed { refund_id, failure } => {
-            returns::refund_outcome(state, next, refund_id, Err(failure))
+            refunds::refund_outcome(state, next, refund_id, Err(failure))
                 .map_err(|detail| illegal(state, event, detail))
         }
     }

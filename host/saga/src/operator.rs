@@ -4,7 +4,8 @@
 //! saga's state does not allow it, so of two operators acting on one order
 //! at once, the second is refused rather than acting twice.
 
-use super::returns::{RefundStatus, ReturnStatus};
+use super::refunds::RefundStatus;
+use super::returns::ReturnStatus;
 use super::state::{Action, Ending, SagaState, SagaStatus};
 
 /// A partial refund that failed (declined, or out of attempts) is made

@@ -3,7 +3,9 @@
 //! transitions are `core::apply`, undoing is `compensation`, shipping and
 //! delivery are `handover`.
 
-use super::returns::{OrderBook, ReceivedLine, Refund, Return, ReturnLine, ReturnPolicy};
+use super::book::OrderBook;
+use super::refunds::Refund;
+use super::returns::{ReceivedLine, Return, ReturnLine, ReturnPolicy};
 use super::step::{Compensation, SagaDefinition, Step};
 use serde::{Deserialize, Serialize};
 

@@ -3,6 +3,8 @@
 //! most once, and refunds retried, finished or handed to an operator.
 
 use super::*;
+use crate::book::*;
+use crate::refunds::*;
 use crate::returns::*;
 use Step::*;
 
