@@ -122,8 +122,49 @@ async fn concurrent_reservations_never_oversell(under: Under) {
     assert_eq!(stock(&*store, "HOT").await, vec![("main".into(), 10, 10)]);
 }
 
+/// Lines cancelled before shipment give back only what the order holds of
+/// them; returned goods go back on hand, in a warehouse new to the SKU too.
+async fn cancelled_lines_release_and_returns_restock(under: Under) {
+    let (store, _db) = store(under).await;
+    set(&*store, "A", "main", 10).await.unwrap();
+    set(&*store, "B", "main", 4).await.unwrap();
+    let id = new_order(&*store, "c1", 1_000, 500).await;
+    let mut t = effects(&id, 0, None);
+    t.inventory = Some(InventoryOp::Reserve(vec![("A".into(), 3), ("B".into(), 2)]));
+    let v = store.commit_transition(&t).await.unwrap();
+    let mut cancel = effects(&id, v, None);
+    cancel.inventory = Some(InventoryOp::ReleaseLines(vec!["B".into()]));
+    let v = store.commit_transition(&cancel).await.unwrap();
+    assert_eq!(stock(&*store, "A").await, vec![("main".into(), 10, 3)]);
+    assert_eq!(stock(&*store, "B").await, vec![("main".into(), 4, 0)]);
+    // Again (a redelivered command would not get here, but it must hold):
+    // nothing more is released.
+    let mut again = effects(&id, v, None);
+    again.inventory = Some(InventoryOp::ReleaseLines(vec!["B".into()]));
+    let v = store.commit_transition(&again).await.unwrap();
+    assert_eq!(stock(&*store, "B").await, vec![("main".into(), 4, 0)]);
+    // A ships; two come back, one to a warehouse that never held A.
+    let mut ship = effects(&id, v, None);
+    ship.inventory = Some(InventoryOp::Consume(vec!["A".into()]));
+    let v = store.commit_transition(&ship).await.unwrap();
+    assert_eq!(stock(&*store, "A").await, vec![("main".into(), 7, 0)]);
+    for (warehouse, v) in [("main", v), ("returns", v + 1)] {
+        let mut back = effects(&id, v, None);
+        back.inventory = Some(InventoryOp::Restock {
+            warehouse: warehouse.into(),
+            lines: vec![("A".into(), 1)],
+        });
+        store.commit_transition(&back).await.unwrap();
+    }
+    assert_eq!(
+        stock(&*store, "A").await,
+        vec![("main".into(), 8, 0), ("returns".into(), 1, 0)]
+    );
+}
+
 on_every_store!(
     reservations_are_conditional_and_all_or_nothing,
     shipping_consumes_reserved_stock,
+    cancelled_lines_release_and_returns_restock,
     concurrent_reservations_never_oversell,
 );

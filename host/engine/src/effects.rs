@@ -288,7 +288,11 @@ pub(crate) fn transition(
                         tenant,
                         order,
                         now,
-                        json!({ "refund": r, "paymentStatus": payment_status(state).as_str() }),
+                        json!({
+                            "amount": r.amount,
+                            "refund": r,
+                            "paymentStatus": payment_status(state).as_str(),
+                        }),
                     ));
                 }
             }
@@ -396,6 +400,33 @@ pub(crate) fn transition(
                 ));
             }
         }
+    }
+    // A payment the provider made is an event of its own; a partial refund
+    // announces itself when it finishes (`RefundChanged`).
+    if let Some(pay) = extras.payment.as_ref().filter(|p| p.status == "succeeded")
+        && events
+            .first()
+            .is_some_and(|(kind, _)| kind != "refund.succeeded")
+    {
+        let event_type = match pay.op.as_str() {
+            "authorize" => "payment.authorized",
+            "capture" => "payment.captured",
+            "void" => "payment.voided",
+            _ => "payment.refunded",
+        };
+        outbox.push(message(
+            TOPIC_ORDER_EVENTS,
+            event_type,
+            tenant,
+            order,
+            now,
+            json!({
+                "amount": pay.amount,
+                "currency": pay.currency,
+                "providerReference": pay.provider_reference,
+                "paymentStatus": payment_status(state).as_str(),
+            }),
+        ));
     }
     Transition {
         tenant: tenant.clone(),
