@@ -207,6 +207,11 @@ async fn events_arrive_signed_in_order_through_an_outage(kind: Kind) {
         e["time"].is_string() && e["data"]["status"] == "CONFIRMED",
         "{e}"
     );
+    let paid = first
+        .iter()
+        .find(|e| e["type"] == "payment.captured")
+        .unwrap();
+    assert_eq!(paid["data"]["amount"], 1999, "{paid}");
 
     // The receiver is down: deliveries fail and are tried again, in order.
     rx.down.store(true, Ordering::SeqCst);
@@ -248,11 +253,25 @@ async fn events_arrive_signed_in_order_through_an_outage(kind: Kind) {
         rx.bad.lock().unwrap()
     );
 
-    // In order per order; every event of every order at least once.
+    // In order per order (placed, paid, sent to the warehouse, confirmed);
+    // every event of every order at least once.
     for (id, types) in per_order(&rx.events()) {
-        let created = types.iter().position(|t| t == "order.created");
-        let confirmed = types.iter().position(|t| t == "order.confirmed");
-        assert!(created.is_some() && created < confirmed, "{id}: {types:?}");
+        let at = |kind: &str| types.iter().position(|t| t == kind);
+        let (created, authorized, captured, requested, confirmed) = (
+            at("order.created"),
+            at("payment.authorized"),
+            at("payment.captured"),
+            at("fulfilment.requested"),
+            at("order.confirmed"),
+        );
+        assert!(
+            created.is_some()
+                && created < authorized
+                && authorized < captured
+                && captured < requested
+                && requested < confirmed,
+            "{id}: {types:?}"
+        );
         let history = api.get(&format!("/orders/{id}/events")).await.body;
         for kind in ["order.created", "order.confirmed"] {
             assert!(history.to_string().contains(kind));
