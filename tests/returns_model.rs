@@ -21,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::admin::tenant_with;
@@ -113,6 +114,8 @@ enum Done {
         q: i64,
         status: u16,
         rid: Option<String>,
+        /// When it was sent, on [`tick`]'s clock.
+        sent: u64,
     },
     Receive {
         order: usize,
@@ -127,7 +130,17 @@ enum Done {
     ShipGadget {
         order: usize,
         status: u16,
+        /// When its answer came, on [`tick`]'s clock.
+        answered: u64,
     },
+}
+
+/// A clock shared by the clients: what was answered before another
+/// request was sent happened before it.
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+fn tick() -> u64 {
+    TICKS.fetch_add(1, Ordering::SeqCst)
 }
 
 async fn storm(
@@ -154,6 +167,7 @@ async fn storm(
                 };
                 let q = rng.random_range(1..=o.quantity(sku) + 1);
                 let body = json!({ "items": [{ "sku": sku, "quantity": q }], "reason": "model" });
+                let sent = tick();
                 let r = api.post(&format!("/orders/{id}/returns"), &body).await;
                 assert!(matches!(r.status, 201 | 409), "open: {}", r.body);
                 let rid = r.body["id"].as_str().map(str::to_owned);
@@ -169,6 +183,7 @@ async fn storm(
                     q,
                     status: r.status,
                     rid,
+                    sent,
                 });
             }
             45..80 => {
@@ -224,10 +239,12 @@ async fn storm(
             _ => {
                 let body = json!({ "carrier": "UPS", "trackingNumber": "1Z", "items": [{ "sku": "GADGET-7" }] });
                 let r = api.post(&format!("/orders/{id}/shipments"), &body).await;
+                let answered = tick();
                 assert!(matches!(r.status, 200 | 409), "ship: {}", r.body);
                 done.push(Done::ShipGadget {
                     order,
                     status: r.status,
+                    answered,
                 });
             }
         }
@@ -346,7 +363,7 @@ async fn random_returns_and_cancellations_leave_one_legal_history(kind: Kind) {
             .any(|d| matches!(d, Done::CancelGadget { order, status: 200 } if *order == n));
         let shipped_late = log
             .iter()
-            .any(|d| matches!(d, Done::ShipGadget { order, status: 200 } if *order == n));
+            .any(|d| matches!(d, Done::ShipGadget { order, status: 200, .. } if *order == n));
         let gadget_shipped = o.gadget_shipped_first || shipped_late;
         let ctx = format!("order {} ({n}): {order}\n{returns}", o.id);
         // A line ships or is cancelled, never both, and each at most once.
@@ -357,7 +374,8 @@ async fn random_returns_and_cancellations_leave_one_legal_history(kind: Kind) {
             "{ctx}"
         );
         assert!(
-            count(&|d| matches!(d, Done::ShipGadget { order, status: 200 } if *order == n)) <= 1,
+            count(&|d| matches!(d, Done::ShipGadget { order, status: 200, .. } if *order == n))
+                <= 1,
             "{ctx}"
         );
         for d in &log {
@@ -368,7 +386,9 @@ async fn random_returns_and_cancellations_leave_one_legal_history(kind: Kind) {
                         "a refused line cancellation with the line open: {ctx}"
                     )
                 }
-                Done::ShipGadget { order, status: 409 } if *order == n => {
+                Done::ShipGadget {
+                    order, status: 409, ..
+                } if *order == n => {
                     assert!(
                         gadget_shipped || cancelled,
                         "a refused shipment of an open line: {ctx}"
@@ -477,11 +497,18 @@ async fn random_returns_and_cancellations_leave_one_legal_history(kind: Kind) {
                 sku,
                 q,
                 status: 409,
+                sent,
                 ..
             } = d
             {
                 let room = o.quantity(sku) - held_max.get(sku).copied().unwrap_or(0);
-                let shipped = sku == "WIDGET-1" || gadget_shipped;
+                // Shipped before the request was sent (a shipment answered
+                // later may have committed after the refusal).
+                let shipped = sku == "WIDGET-1"
+                    || o.gadget_shipped_first
+                    || log.iter().any(|x| {
+                        matches!(x, Done::ShipGadget { order, status: 200, answered } if *order == n && answered < sent)
+                    });
                 assert!(
                     !shipped || *q > room,
                     "a return of {q} {sku} refused with room for {room}: {ctx}"
@@ -522,7 +549,7 @@ async fn random_returns_and_cancellations_leave_one_legal_history(kind: Kind) {
         .enumerate()
         .filter(|(n, o)| {
             !o.gadget_shipped_first
-                && !log.iter().any(|d| matches!(d, Done::CancelGadget { order, status: 200 } | Done::ShipGadget { order, status: 200 } if order == n))
+                && !log.iter().any(|d| matches!(d, Done::CancelGadget { order, status: 200 } | Done::ShipGadget { order, status: 200, .. } if order == n))
         })
         .map(|(_, o)| o.g)
         .sum();
@@ -533,7 +560,7 @@ async fn random_returns_and_cancellations_leave_one_legal_history(kind: Kind) {
             o.gadget_shipped_first
                 || log
                     .iter()
-                    .any(|d| matches!(d, Done::ShipGadget { order, status: 200 } if order == n))
+                    .any(|d| matches!(d, Done::ShipGadget { order, status: 200, .. } if order == n))
         })
         .map(|(_, o)| o.g)
         .sum();
