@@ -69,22 +69,21 @@ async fn deliveries_follow_the_outbox_once_and_in_order(kind: Kind) {
     let store = oms_store::SqlStore::connect(&db.url).await.unwrap();
     let acme = tenant();
     store
-        .create_webhook(&endpoint("acme", "we_all", "*"))
+        .create_webhook(&endpoint("acme", "we_all", "*"), 16)
         .await
         .unwrap();
     store
-        .create_webhook(&endpoint(
-            "acme",
-            "we_some",
-            "order.confirmed,order.cancelled",
-        ))
+        .create_webhook(
+            &endpoint("acme", "we_some", "order.confirmed,order.cancelled"),
+            16,
+        )
         .await
         .unwrap();
     let mut off = endpoint("acme", "we_off", "*");
     off.status = "disabled".into();
-    store.create_webhook(&off).await.unwrap();
+    store.create_webhook(&off, 16).await.unwrap();
     store
-        .create_webhook(&endpoint("globex", "we_theirs", "*"))
+        .create_webhook(&endpoint("globex", "we_theirs", "*"), 16)
         .await
         .unwrap();
     assert_eq!(store.webhooks(&acme).await.unwrap().len(), 3);
@@ -298,4 +297,38 @@ async fn deliveries_follow_the_outbox_once_and_in_order(kind: Kind) {
     ));
 }
 
-on_both_backends!(deliveries_follow_the_outbox_once_and_in_order);
+/// A tenant's endpoints are bounded, also when many are created at once.
+async fn endpoints_stay_within_their_bound_under_concurrent_creation(kind: Kind) {
+    let db = Db::new(kind).await;
+    let store = std::sync::Arc::new(oms_store::SqlStore::connect(&db.url).await.unwrap());
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_webhook(&endpoint("acme", &format!("we_{i}"), "*"), 16)
+                    .await
+            })
+        })
+        .collect();
+    let (mut made, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => made += 1,
+            Err(StoreError::QuotaExceeded(_)) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((made, refused), (16, 8));
+    assert_eq!(store.webhooks(&tenant()).await.unwrap().len(), 16);
+    // Another tenant has its own bound.
+    store
+        .create_webhook(&endpoint("globex", "we_g", "*"), 16)
+        .await
+        .unwrap();
+}
+
+on_both_backends!(
+    deliveries_follow_the_outbox_once_and_in_order,
+    endpoints_stay_within_their_bound_under_concurrent_creation
+);

@@ -330,7 +330,7 @@ impl oms_store::PluginTelemetry for MemoryStore {
 
 #[async_trait]
 impl oms_store::Webhooks for MemoryStore {
-    async fn create_webhook(&self, _e: &oms_store::WebhookEndpoint) -> Result<()> {
+    async fn create_webhook(&self, _e: &oms_store::WebhookEndpoint, _max: i64) -> Result<()> {
         Err(StoreError::Unsupported("webhooks"))
     }
 

@@ -92,7 +92,9 @@ const DELIVERY: &str = "id, tenant_id, endpoint_id, event_id, order_id, event_ty
 /// Endpoints and deliveries.
 #[async_trait]
 pub trait Webhooks: Send + Sync {
-    async fn create_webhook(&self, e: &WebhookEndpoint) -> Result<()>;
+    /// Adds an endpoint unless its tenant has `max` already
+    /// (`QuotaExceeded`); of concurrent creations past it, none gets in.
+    async fn create_webhook(&self, e: &WebhookEndpoint, max: i64) -> Result<()>;
     async fn webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookEndpoint>>;
     /// `NotFound` for another tenant's.
     async fn webhook(&self, tenant: &TenantId, id: &str) -> Result<WebhookEndpoint>;
@@ -131,25 +133,54 @@ pub trait Webhooks: Send + Sync {
 
 #[async_trait]
 impl Webhooks for SqlStore {
-    async fn create_webhook(&self, e: &WebhookEndpoint) -> Result<()> {
-        on_pool!(self, write, |pool| {
-            sqlx::query(&format!(
-                "INSERT INTO webhook_endpoints ({ENDPOINT}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ))
-            .bind(&e.tenant_id)
-            .bind(&e.id)
-            .bind(&e.url)
-            .bind(&e.event_types)
-            .bind(&e.secret)
-            .bind(&e.description)
-            .bind(&e.status)
-            .bind(&e.disabled_reason)
-            .bind(e.failing_since)
-            .bind(e.created_at)
-            .bind(e.updated_at)
-            .execute(crate::counted::auto(pool))
-            .await?;
-        });
+    async fn create_webhook(&self, e: &WebhookEndpoint, max: i64) -> Result<()> {
+        // Counted and inserted in one statement, with the tenant's
+        // creations taking turns: SQLite has one writer; on PostgreSQL a
+        // lock per tenant for the transaction.
+        let insert = format!(
+            "INSERT INTO webhook_endpoints ({ENDPOINT})
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+             WHERE (SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = $1) < $12"
+        );
+        macro_rules! run {
+            ($tx:ident) => {{
+                let r = sqlx::query(&insert)
+                    .bind(&e.tenant_id)
+                    .bind(&e.id)
+                    .bind(&e.url)
+                    .bind(&e.event_types)
+                    .bind(&e.secret)
+                    .bind(&e.description)
+                    .bind(&e.status)
+                    .bind(&e.disabled_reason)
+                    .bind(e.failing_since)
+                    .bind(e.created_at)
+                    .bind(e.updated_at)
+                    .bind(max)
+                    .execute(crate::counted::stmt(&mut *$tx))
+                    .await?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::QuotaExceeded(format!(
+                        "a tenant has at most {max} webhook endpoints"
+                    )));
+                }
+                $tx.commit().await?;
+            }};
+        }
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut tx = crate::counted::tx(pool.begin().await?);
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("webhooks:{}", e.tenant_id))
+                    .execute(crate::counted::stmt(&mut *tx))
+                    .await?;
+                run!(tx);
+            }
+            Backend::Sqlite { write, .. } => {
+                let mut tx = crate::counted::tx(write.begin().await?);
+                run!(tx);
+            }
+        }
         Ok(())
     }
 

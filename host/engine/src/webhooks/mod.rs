@@ -81,9 +81,6 @@ pub async fn register(
     let parsed = check_url(url)?;
     guard::check_target(&parsed, p.webhook_options().allow).await?;
     let types = check_types(types)?;
-    if p.store.webhooks(tenant).await?.len() >= MAX_ENDPOINTS {
-        return Err(WebhookError::TooMany);
-    }
     let now = oms_clock::now_ms();
     let endpoint = WebhookEndpoint {
         tenant_id: tenant.to_string(),
@@ -98,7 +95,14 @@ pub async fn register(
         created_at: now,
         updated_at: now,
     };
-    p.store.create_webhook(&endpoint).await?;
+    match p
+        .store
+        .create_webhook(&endpoint, MAX_ENDPOINTS as i64)
+        .await
+    {
+        Err(StoreError::QuotaExceeded(_)) => return Err(WebhookError::TooMany),
+        other => other?,
+    }
     Ok(endpoint)
 }
 
