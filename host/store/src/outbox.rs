@@ -5,9 +5,8 @@
 //!
 //! Several hosts may relay at once on PostgreSQL: each claims a batch with
 //! `FOR UPDATE SKIP LOCKED`, and keeps of it only each order's unbroken run
-//! from its oldest unpublished message (across topics), so one order's
-//! messages are never published, nor its webhook deliveries written, out of
-//! order by two relays racing.
+//! from its oldest unpublished message, so one order's messages are never
+//! published out of order by two relays racing.
 
 use super::{Backend, Result, SqlStore};
 use async_trait::async_trait;
@@ -224,17 +223,15 @@ impl OutboxListener {
     }
 }
 
-/// Of the claimed `records`, the ids to publish now: per order, the
+/// Of the claimed `records`, the ids to publish now: per (topic, order), the
 /// claimed messages from the head of `queue` (all due messages of those
-/// orders, oldest first) up to the first one someone else holds. Per order,
-/// not per topic: completing a run also writes its webhook deliveries,
-/// which must follow the order's events across topics in order.
+/// orders, oldest first) up to the first one someone else holds.
 fn unbroken_runs(records: &[OutboxRecord], queue: &[(String, String, String)]) -> HashSet<String> {
     let claimed: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    let mut blocked: HashSet<&str> = HashSet::new();
+    let mut blocked: HashSet<(&str, &str)> = HashSet::new();
     let mut keep = HashSet::new();
-    for (id, _topic, order) in queue {
-        let stream = order.as_str();
+    for (id, topic, order) in queue {
+        let stream = (topic.as_str(), order.as_str());
         if blocked.contains(&stream) {
             continue;
         }
