@@ -297,6 +297,54 @@ async fn deliveries_follow_the_outbox_once_and_in_order(kind: Kind) {
     ));
 }
 
+/// An event published before an earlier event of its order (relays publish
+/// topics independently) waits for it: its delivery is not due while the
+/// earlier one is still in the outbox. (SQLite: a claim of a part of what
+/// is due can be completed alone there.)
+async fn a_delivery_waits_for_its_orders_earlier_events(kind: Kind) {
+    if kind != Kind::Sqlite {
+        return;
+    }
+    let db = Db::new(kind).await;
+    let sql = oms_store::SqlStore::connect(&db.url).await.unwrap();
+    let store: &dyn Store = &sql;
+    store
+        .create_webhook(&endpoint("acme", "we_all", "*"), 16)
+        .await
+        .unwrap();
+    let id = new_order(store, "c1", 1_000, 500).await;
+    let mut t = effects(&id, 0, None);
+    t.outbox = ["order.created", "order.confirmed"]
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| OutboxMessage {
+            id: format!("evt_{id}_{i}"),
+            topic: "oms.order-events.v1".into(),
+            event_type: ty.to_string(),
+            payload: json!({ "i": i }),
+            available_at: None,
+        })
+        .collect();
+    store.commit_transition(&t).await.unwrap();
+    let claim = store.claim_outbox(2_000, 100).await.unwrap();
+    let (first, later): (Vec<_>, Vec<_>) = claim
+        .records
+        .into_iter()
+        .partition(|r| r.event_type == "order.created");
+    store
+        .complete(oms_store::OutboxClaim::detached(later), 2_000)
+        .await
+        .unwrap();
+    assert!(store.due_deliveries(3_000, 100).await.unwrap().is_empty());
+    store
+        .complete(oms_store::OutboxClaim::detached(first), 2_000)
+        .await
+        .unwrap();
+    let due = store.due_deliveries(3_000, 100).await.unwrap();
+    let types: Vec<&str> = due.iter().map(|d| d.event_type.as_str()).collect();
+    assert_eq!(types, vec!["order.created"]);
+}
+
 /// A tenant's endpoints are bounded, also when many are created at once.
 async fn endpoints_stay_within_their_bound_under_concurrent_creation(kind: Kind) {
     let db = Db::new(kind).await;
@@ -330,5 +378,6 @@ async fn endpoints_stay_within_their_bound_under_concurrent_creation(kind: Kind)
 
 on_both_backends!(
     deliveries_follow_the_outbox_once_and_in_order,
+    a_delivery_waits_for_its_orders_earlier_events,
     endpoints_stay_within_their_bound_under_concurrent_creation
 );

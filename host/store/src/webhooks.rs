@@ -255,21 +255,37 @@ impl Webhooks for SqlStore {
     }
 
     async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<WebhookDelivery>> {
+        // Relays publish an order's topics independently, so an earlier event
+        // of the order may still be in the outbox, its deliveries not yet
+        // written: a delivery waits for it too.
+        let seq = match &self.backend {
+            Backend::Postgres(_) => "ob.seq",
+            Backend::Sqlite { .. } => "ob.rowid",
+        };
+        let sql = format!(
+            "SELECT {} FROM webhook_deliveries d
+             JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id AND e.status = 'enabled'
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x
+                   WHERE x.tenant_id = d.tenant_id AND x.endpoint_id = d.endpoint_id AND x.order_id = d.order_id
+                     AND x.status = 'pending' AND x.outbox_seq < d.outbox_seq)
+               AND NOT EXISTS (SELECT 1 FROM outbox ob
+                   WHERE ob.order_id = d.order_id AND ob.published_at IS NULL
+                     AND ob.tenant_id = d.tenant_id AND {seq} < d.outbox_seq
+                     AND ob.topic IN ('oms.order-events.v1', 'oms.fulfilment-requests.v1'))
+             ORDER BY d.next_attempt_at, d.outbox_seq LIMIT $2",
+            DELIVERY
+                .split(", ")
+                .map(|c| format!("d.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as(&format!(
-                "SELECT {} FROM webhook_deliveries d
-                 JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id AND e.status = 'enabled'
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x
-                       WHERE x.tenant_id = d.tenant_id AND x.endpoint_id = d.endpoint_id AND x.order_id = d.order_id
-                         AND x.status = 'pending' AND x.outbox_seq < d.outbox_seq)
-                 ORDER BY d.next_attempt_at, d.outbox_seq LIMIT $2",
-                DELIVERY.split(", ").map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ")
-            ))
-            .bind(now)
-            .bind(limit)
-            .fetch_all(crate::counted::stmt(pool))
-            .await?)
+            Ok(sqlx::query_as(&sql)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(crate::counted::stmt(pool))
+                .await?)
         })
     }
 
