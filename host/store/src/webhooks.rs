@@ -68,12 +68,17 @@ pub enum Attempt {
 /// The statement that writes the deliveries of the outbox messages `$1`
 /// (ids) at `$2` (now); `seq` is the outbox's order column.
 pub(crate) fn fan_out_sql(backend: &Backend) -> String {
-    let (ids, seq, found) = match backend {
-        Backend::Postgres(_) => ("o.id = ANY($1)", "o.seq", "strpos"),
+    // The deliveries' order: PostgreSQL's outbox sequence never goes back;
+    // SQLite reuses row ids once the outbox has emptied, so there each
+    // statement's rows come after every delivery written before (its one
+    // relay completes in the outbox's order).
+    let (ids, seq, found, order) = match backend {
+        Backend::Postgres(_) => ("o.id = ANY($1)", "o.seq", "strpos", ""),
         Backend::Sqlite { .. } => (
             "o.id IN (SELECT value FROM json_each($1))",
-            "o.rowid",
+            "(SELECT COALESCE(MAX(outbox_seq), 0) FROM webhook_deliveries) + o.rowid",
             "instr",
+            " ORDER BY o.rowid",
         ),
     };
     format!(
@@ -81,7 +86,7 @@ pub(crate) fn fan_out_sql(backend: &Backend) -> String {
          SELECT 'whd_' || e.id || '_' || o.id, o.tenant_id, e.id, o.id, o.order_id, o.event_type, o.payload, {seq}, 'pending', 0, $2, $2
          FROM outbox o JOIN webhook_endpoints e ON e.tenant_id = o.tenant_id AND e.status = 'enabled'
          WHERE {ids} AND o.topic IN ('oms.order-events.v1', 'oms.fulfilment-requests.v1')
-           AND (e.event_types = '*' OR {found}(',' || e.event_types || ',', ',' || o.event_type || ',') > 0)
+           AND (e.event_types = '*' OR {found}(',' || e.event_types || ',', ',' || o.event_type || ',') > 0){order}
          ON CONFLICT (endpoint_id, event_id) DO NOTHING"
     )
 }
@@ -255,12 +260,18 @@ impl Webhooks for SqlStore {
     }
 
     async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<WebhookDelivery>> {
-        // Relays publish an order's topics independently, so an earlier event
-        // of the order may still be in the outbox, its deliveries not yet
-        // written: a delivery waits for it too.
-        let seq = match &self.backend {
-            Backend::Postgres(_) => "ob.seq",
-            Backend::Sqlite { .. } => "ob.rowid",
+        // On PostgreSQL several relays publish an order's topics
+        // independently, so an earlier event of the order may still be in the
+        // outbox, its deliveries not yet written: a delivery waits for it too.
+        // (SQLite's one relay completes in the outbox's order.)
+        let earlier = match &self.backend {
+            Backend::Postgres(_) => {
+                "AND NOT EXISTS (SELECT 1 FROM outbox ob
+                   WHERE ob.order_id = d.order_id AND ob.published_at IS NULL
+                     AND ob.tenant_id = d.tenant_id AND ob.seq < d.outbox_seq
+                     AND ob.topic IN ('oms.order-events.v1', 'oms.fulfilment-requests.v1'))"
+            }
+            Backend::Sqlite { .. } => "",
         };
         let sql = format!(
             "SELECT {} FROM webhook_deliveries d
@@ -269,10 +280,7 @@ impl Webhooks for SqlStore {
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x
                    WHERE x.tenant_id = d.tenant_id AND x.endpoint_id = d.endpoint_id AND x.order_id = d.order_id
                      AND x.status = 'pending' AND x.outbox_seq < d.outbox_seq)
-               AND NOT EXISTS (SELECT 1 FROM outbox ob
-                   WHERE ob.order_id = d.order_id AND ob.published_at IS NULL
-                     AND ob.tenant_id = d.tenant_id AND {seq} < d.outbox_seq
-                     AND ob.topic IN ('oms.order-events.v1', 'oms.fulfilment-requests.v1'))
+               {earlier}
              ORDER BY d.next_attempt_at, d.outbox_seq LIMIT $2",
             DELIVERY
                 .split(", ")
