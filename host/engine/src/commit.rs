@@ -49,9 +49,10 @@ pub(crate) fn load(order: OrderRecord) -> Result<Loaded, StoreError> {
     })
 }
 
-/// The next command of a saga, due now, which the task that just committed
-/// it carries out itself: the row is already durable, and the task knows the
-/// order's new state (a stale copy is caught by the version check).
+/// The next command of a saga, which the task that just committed it may
+/// carry out itself (at once if it is due now): the row is already durable,
+/// and the task knows the order's new state (a stale copy is caught by the
+/// version check).
 pub(crate) struct Followup {
     pub(crate) command: CommandRecord,
     pub(crate) loaded: Loaded,
@@ -204,10 +205,10 @@ pub(crate) async fn commit(
                     p.outbox_wake.notify_one();
                 }
                 let follow = match (next_state, t.commands.as_slice()) {
-                    // Only the runner chains; the API leaves new work to the dispatcher.
-                    (Some(state), [c])
-                        if consumes.is_some() && c.available_at <= oms_clock::now_ms() =>
-                    {
+                    // Only the runner chains; the API leaves new work to the
+                    // dispatcher. A delayed command too: the chain decides
+                    // whether to wait for it (see `runner::chain`).
+                    (Some(state), [c]) if consumes.is_some() => {
                         let mut order = loaded.order;
                         patched(&mut order, &t, version);
                         let command = CommandRecord {

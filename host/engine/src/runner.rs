@@ -28,6 +28,10 @@ const TENANT_CONCURRENCY: usize = CONCURRENCY / 4;
 const SWEEP: Duration = Duration::from_millis(50);
 /// How long a command that could not be committed waits before another try.
 const RETRY_AFTER_MS: i64 = 1_000;
+/// How long a rescued saga's chain waits for its next command (a retry's
+/// backoff): well under the 15 s after which an overdue command is rescued,
+/// so no other host takes it meanwhile.
+const RESCUE_WAITS_MS: i64 = 10_000;
 /// How long a finished command's id is remembered, so a sweep read before
 /// it finished does not hand it out again.
 const TOMBSTONE_MS: i64 = 10_000;
@@ -142,16 +146,9 @@ async fn chain(
     mode: Mode,
     held: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 ) {
-    let (share, permit) = match held {
+    let mut slots = match held {
         Some((share, permit)) => (Ok(share), Ok(permit)),
-        None => (
-            p.runner
-                .tenant_permits
-                .of(&first.tenant_id)
-                .acquire_owned()
-                .await,
-            p.runner.permits.clone().acquire_owned().await,
-        ),
+        None => slots(p, &first.tenant_id).await,
     };
     let order = first.order_id.clone();
     let (mut current, mut preloaded) = (first, preloaded);
@@ -164,34 +161,69 @@ async fn chain(
             continue;
         }
         failures = 0;
-        let mut f = p.runner.lock();
-        f.commands.remove(&current.id);
-        if mode == Mode::Dispatched {
-            // The dispatcher's bookkeeping (it prunes these as it sweeps).
-            let now = oms_clock::now_ms();
-            if done {
-                f.not_before.remove(&current.id);
-                f.finished.insert(current.id.clone(), now);
-            } else {
-                f.not_before
-                    .insert(current.id.clone(), now + RETRY_AFTER_MS);
+        let next = {
+            let mut f = p.runner.lock();
+            f.commands.remove(&current.id);
+            if mode == Mode::Dispatched {
+                // The dispatcher's bookkeeping (it prunes these as it sweeps).
+                let now = oms_clock::now_ms();
+                if done {
+                    f.not_before.remove(&current.id);
+                    f.finished.insert(current.id.clone(), now);
+                } else {
+                    f.not_before
+                        .insert(current.id.clone(), now + RETRY_AFTER_MS);
+                }
             }
-        }
-        match follow {
-            // With Kafka, only while this host holds the order's partition;
-            // otherwise the command's message reaches its owner.
-            Some(next) if mode == Mode::Rescued || p.transport.owns(&order) => {
-                let next = *next;
-                f.commands.insert(next.command.id.clone());
-                current = next.command;
-                preloaded = Some(next.loaded);
+            match follow {
+                Some(next) if goes_on(p, mode, &order, next.command.available_at) => {
+                    f.commands.insert(next.command.id.clone());
+                    Some(*next)
+                }
+                _ => None,
             }
-            _ => break,
+        };
+        let Some(next) = next else { break };
+        let wait = next.command.available_at - oms_clock::now_ms();
+        if wait > 0 {
+            // Waiting holds no slot another saga could use.
+            drop(slots);
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            slots = self::slots(p, &next.command.tenant_id).await;
+            // Read afresh: the order may have changed meanwhile (a cancel).
+            preloaded = None;
+        } else {
+            preloaded = Some(next.loaded);
         }
+        current = next.command;
     }
     p.runner.lock().orders.remove(&order);
-    drop(permit);
-    drop(share);
+    drop(slots);
+}
+
+type Slot = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>;
+
+/// The tenant's share of the runner, then a runner slot (in that order, so
+/// a tenant whose steps are slow waits on its own share holding no slot).
+async fn slots(p: &Platform, tenant: &str) -> (Slot, Slot) {
+    let share = p.runner.tenant_permits.of(tenant).acquire_owned().await;
+    (share, p.runner.permits.clone().acquire_owned().await)
+}
+
+/// Whether a chain goes on to its saga's next command, due at `due`.
+/// Delivered or dispatched: only one due now, and with Kafka only while this
+/// host holds the order's partition (otherwise the command's message reaches
+/// its owner; a delayed one is published when due). Rescued: its partition
+/// may have no live owner, so nobody else runs the command before it is
+/// overdue too; the chain waits for it (a retry's backoff) rather than leave
+/// each retry to another rescue, unless it is further off than the rescue
+/// looks back (a fulfilment deadline), where a later rescue finds it.
+fn goes_on(p: &Platform, mode: Mode, order: &str, due: i64) -> bool {
+    let wait = due - oms_clock::now_ms();
+    match mode {
+        Mode::Rescued => wait <= RESCUE_WAITS_MS,
+        Mode::Dispatched | Mode::Delivered => wait <= 0 && p.transport.owns(order),
+    }
 }
 
 /// Kafka mode: carries out a command delivered by the consumer group, and

@@ -101,6 +101,45 @@ async fn a_delivered_command_is_retried_in_place_until_the_store_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_chain_leaves_a_delayed_retry_to_its_message() {
+    let h = Harness::new().await;
+    // The provider answers 503 to a flaky card's first two attempts.
+    let id = h.place("c1", "GADGET-7", 1, "tok_flaky").await;
+    let cmd = h.command(&id).await;
+    deliver(&h.p, cmd, false).await;
+    let order = h.order(&id).await;
+    assert_eq!(order.saga_status, "RUNNING");
+    let retry = h.command(&id).await;
+    assert!(retry.action.contains("authorize-payment"), "{retry:?}");
+    assert!(runner::idle(&h.p), "nothing waits in this process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescued_saga_waits_out_its_own_retries() {
+    // A rescued command's partition may have no live owner (a dead host's,
+    // under a broker that does not hand it on): were each retry left to its
+    // message, every one would wait for a rescue of its own, 15 s overdue.
+    let h = Harness::new().await;
+    let id = h.place("c1", "GADGET-7", 1, "tok_flaky").await;
+    let cmd = h.command(&id).await;
+    deliver(&h.p, cmd, true).await;
+    let order = h.order(&id).await;
+    assert_eq!(
+        (order.saga_status.as_str(), order.status.as_str()),
+        ("COMPLETED", "CONFIRMED"),
+        "{:?}",
+        h.history(&id).await
+    );
+    let history = h.history(&id).await;
+    assert_eq!(
+        history.iter().filter(|e| *e == "step.failed").count(),
+        4,
+        "two failed attempts each to authorize and to capture: {history:?}"
+    );
+    assert_eq!(h.store.pending_commands().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_lost_a_race_is_decided_again_on_the_winning_state() {
     let h = Harness::new().await;
     let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
