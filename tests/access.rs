@@ -304,6 +304,12 @@ fn endpoints(order_id: &str) -> Vec<(reqwest::Method, String, &'static str, Opti
             "webhooks:write",
             Some(json!({})),
         ),
+        (
+            M::GET,
+            "/steps/loyalty-points/state/customer:c-1".into(),
+            "steps:read",
+            None,
+        ),
         (M::GET, "/inventory/WIDGET-1".into(), "inventory:read", None),
         (
             M::PUT,
@@ -344,7 +350,7 @@ fn endpoints(order_id: &str) -> Vec<(reqwest::Method, String, &'static str, Opti
     ]
 }
 
-const SCOPES: [&str; 9] = [
+const SCOPES: [&str; 10] = [
     "orders:read",
     "orders:write",
     "inventory:read",
@@ -354,6 +360,7 @@ const SCOPES: [&str; 9] = [
     "fulfilment:write",
     "webhooks:read",
     "webhooks:write",
+    "steps:read",
 ];
 
 async fn every_endpoint_needs_its_scope_and_keys_rotate_and_revoke(kind: Kind) {

@@ -12,6 +12,7 @@ const PLUGINS: &[&str] = &[
     "fraud-rules",
     "payment-sandbox",
     "compensation-default",
+    "loyalty-points",
 ];
 /// Built and copied to OUT_DIR for the containment tests, not embedded.
 const HOSTILE: &[&str] = &[

@@ -329,5 +329,32 @@ pub async fn check_books(
             "{tenant}/{sku}: reserved drifted"
         );
     }
+    // Loyalty points (acme's own step, after capture): each confirmed
+    // order's customer holds its points exactly once; an order that turned
+    // back holds none (never awarded, or taken back). The load's customers
+    // are one to an order.
+    for (t, o) in &orders {
+        if t != "acme" {
+            continue;
+        }
+        let customer = o["customerId"].as_str().unwrap();
+        let expected = match o["status"].as_str() {
+            Some("CONFIRMED") => o["totalAmount"].as_i64().unwrap() / 100,
+            _ => 0,
+        };
+        let r = apis["acme"]
+            .get(&format!("/steps/loyalty-points/state/customer:{customer}"))
+            .await;
+        let held = match r.status {
+            200 => r.body["value"].as_str().unwrap().parse::<i64>().unwrap(),
+            404 => 0,
+            other => panic!("reading {customer}'s points: {other} {}", r.body),
+        };
+        assert_eq!(
+            held, expected,
+            "{customer}'s points for order {} ({})",
+            o["id"], o["status"]
+        );
+    }
     orders
 }

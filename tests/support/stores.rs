@@ -71,6 +71,7 @@ pub fn effects(order: &OrderId, version: i64, consumes: Option<String>) -> Trans
         commands: vec![],
         outbox: vec![],
         payment: None,
+        step_state: vec![],
         now: 1_000,
         trace_parent: None,
     }

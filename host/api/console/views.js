@@ -3,7 +3,7 @@
 "use strict";
 
 const SLOTS = ["guardrail", "fraud-check", "payment-provider", "compensation-policy"];
-const SCOPES = ["orders:read", "orders:write", "inventory:read", "inventory:write", "plugins:read", "plugins:write", "fulfilment:write", "webhooks:read", "webhooks:write"];
+const SCOPES = ["orders:read", "orders:write", "inventory:read", "inventory:write", "plugins:read", "plugins:write", "fulfilment:write", "webhooks:read", "webhooks:write", "steps:read"];
 const ORDER_STATUSES = ["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED", "DELIVERED", "REQUIRES_ATTENTION", "RESOLVED"];
 const SAGA_STATES = ["RUNNING", "COMPENSATING", "COMPLETED", "REJECTED", "CANCELLED", "STUCK", "RESOLVED"];
 const FINAL = ["COMPLETED", "REJECTED", "CANCELLED", "RESOLVED"];

@@ -39,7 +39,8 @@ scopes!(
     PluginsWrite,
     FulfilmentWrite,
     WebhooksRead,
-    WebhooksWrite
+    WebhooksWrite,
+    StepsRead
 );
 
 /// The tenant a request acts for, proven by an API key with scope `S`.

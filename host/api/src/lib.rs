@@ -19,6 +19,7 @@ mod plugins;
 mod reconciliation;
 mod returns;
 mod sagas;
+mod steps;
 mod tenants;
 mod tracking;
 mod webhooks;
@@ -102,6 +103,7 @@ fn annotated_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::enable))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::redeliver))
+        .routes(routes!(steps::state))
         .routes(routes!(orders::ship))
         .routes(routes!(orders::deliver))
         .routes(routes!(inventory::put, inventory::show))

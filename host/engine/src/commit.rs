@@ -153,6 +153,7 @@ pub(crate) async fn commit(
                     commands: vec![],
                     outbox: vec![],
                     payment: None,
+                    step_state: vec![],
                     now,
                     trace_parent: oms_trace::current(),
                 };

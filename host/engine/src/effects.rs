@@ -19,6 +19,8 @@ pub(crate) struct Extras {
     pub payment: Option<PaymentRecord>,
     pub violations: Option<String>,
     pub outbox: Vec<OutboxMessage>,
+    /// A tenant-defined step's state writes, committed with the outcome.
+    pub step_state: Vec<oms_store::StepStateWrite>,
 }
 
 /// The versioned envelope of every public message.
@@ -439,6 +441,7 @@ pub(crate) fn transition(
         commands,
         outbox,
         payment: extras.payment,
+        step_state: extras.step_state,
         now,
         // Decided within a step's span (or the API request's): its messages
         // continue that trace.

@@ -7,6 +7,7 @@
 
 use super::PluginError;
 use super::bindings::{fraud, guardrail, payment, policy};
+use super::invoke::StepAnswer;
 
 /// Violations one guardrail answer may list.
 pub const MAX_VIOLATIONS: usize = 100;
@@ -131,6 +132,16 @@ pub fn policy(
         )));
     }
     Ok(())
+}
+
+/// A custom step's output or error. Its state writes are bounded as they
+/// are made (`step_state`), not here.
+pub fn step(answer: &StepAnswer<String>, limit: usize) -> Result<(), PluginError> {
+    let size = 1 + match &answer.result {
+        Ok(output) => string(output),
+        Err(e) => string(&e.code) + string(&e.message) + 1,
+    };
+    sized(size, limit)
 }
 
 #[cfg(test)]

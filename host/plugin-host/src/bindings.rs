@@ -43,3 +43,16 @@ pub mod policy {
 }
 
 pub use guardrail::oms::plugin::types::{Address, LineItem, Order};
+
+/// A tenant-defined saga step: `custom-step`, with the host's `step-state`
+/// and `outbound-http`.
+pub mod step {
+    wasmtime::component::bindgen!({
+        world: "saga-step",
+        path: "../../wit",
+        with: {
+            "oms:plugin/types": super::guardrail::oms::plugin::types,
+            "oms:plugin/outbound-http": super::payment::oms::plugin::outbound_http,
+        },
+    });
+}

@@ -39,6 +39,11 @@ pub const BUILTINS: &[Builtin] = &[
         slot: Slot::CompensationPolicy,
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/compensation_default.wasm")),
     },
+    Builtin {
+        name: "loyalty-points",
+        slot: Slot::SagaStep,
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/loyalty_points.wasm")),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Builtin> {

@@ -6,13 +6,15 @@
 pub use super::bindings::reconciliation::exports::oms::plugin::payment_status::{
     PaymentState, ProviderPayment, RetrieveError,
 };
-use super::bindings::{self, fraud, guardrail, payment, policy};
+use super::bindings::{self, fraud, guardrail, payment, policy, step};
 use super::http::HttpGrant;
+use super::step_state::{CallStepState, StateOp};
 use super::{
     CallLimits, CallState, CallStats, Called, EPOCH_TICK, Plugin, PluginError, PluginHost, Pre,
     answers, log, shape,
 };
 use oms_domain::wire_enum;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -28,7 +30,7 @@ impl PluginHost {
         tenant: &str,
         plugin: &Arc<Plugin>,
         limits: CallLimits,
-        http: Option<HttpGrant>,
+        grants: Grants,
         check: fn(&R, usize) -> Result<(), PluginError>,
         f: F,
     ) -> Result<Called<R>, PluginError>
@@ -75,7 +77,13 @@ impl PluginHost {
         // streams block on the Tokio runtime, which a runtime thread may not
         // do (Tokio panics). That panic is caught, the call run again on the
         // blocking pool, and the version marked to go there from now on.
-        let inline = http.is_none() && !plugin.threaded() && !needs_own_thread(&limits);
+        //
+        // A custom step reads its state from the database while it runs,
+        // so it always runs on the blocking pool.
+        let inline = grants.http.is_none()
+            && grants.step_state.is_none()
+            && !plugin.threaded()
+            && !needs_own_thread(&limits);
         let (result, stats) = if inline {
             let sliced = CallLimits {
                 fuel: limits.fuel.min(INLINE_FUEL),
@@ -83,7 +91,7 @@ impl PluginHost {
             };
             let _entered = span.enter();
             let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_call(&self.engine, plugin, sliced, None, &f)
+                run_call(&self.engine, plugin, sliced, Grants::default(), &f)
             }));
             match attempt {
                 Ok((Err(PluginError::OutOfFuel), stats)) if limits.fuel > INLINE_FUEL => {
@@ -111,7 +119,7 @@ impl PluginHost {
                 let inside = span.clone();
                 tokio::task::spawn_blocking(move || {
                     let _entered = inside.enter();
-                    run_call(&engine, &running, limits, http, &f)
+                    run_call(&engine, &running, limits, grants, &f)
                 })
                 .await
                 .map_err(|e| PluginError::Unavailable(e.to_string()))?
@@ -152,7 +160,7 @@ impl PluginHost {
             tenant,
             plugin,
             limits,
-            None,
+            Grants::default(),
             answers::guardrail,
             move |store, plugin| match &plugin.pre {
                 Pre::Guardrail(pre) => {
@@ -181,7 +189,7 @@ impl PluginHost {
             tenant,
             plugin,
             limits,
-            None,
+            Grants::default(),
             answers::fraud,
             move |store, plugin| match &plugin.pre {
                 Pre::Fraud(pre) => {
@@ -215,7 +223,7 @@ impl PluginHost {
             tenant,
             plugin,
             limits,
-            Some(grant),
+            Grants::http(grant),
             answers::payment,
             move |store, plugin| match &plugin.pre {
                 Pre::Payment { operations, .. } => {
@@ -263,7 +271,7 @@ impl PluginHost {
             tenant,
             plugin,
             limits,
-            Some(grant),
+            Grants::http(grant),
             answers::payment_status,
             move |store, plugin| match &plugin.pre {
                 Pre::Payment {
@@ -286,6 +294,59 @@ impl PluginHost {
         .map(Some)
     }
 
+    /// Runs a custom step's `run` (its output) or `compensate` (nothing),
+    /// with `state` as its view of the step's state and `grant` its
+    /// network. The state writes come back with the answer; a call that
+    /// fails returns none.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn step(
+        &self,
+        tenant: &str,
+        plugin: &Arc<Plugin>,
+        limits: CallLimits,
+        grant: Option<HttpGrant>,
+        state: CallStepState,
+        which: StepCall,
+        order: bindings::Order,
+        context: step::exports::oms::plugin::custom_step::StepContext,
+        settings: Vec<(String, String)>,
+    ) -> Result<Called<StepAnswer<String>>, PluginError> {
+        self.call(
+            tenant,
+            plugin,
+            limits,
+            Grants {
+                http: grant,
+                step_state: Some(state),
+            },
+            answers::step,
+            move |store, plugin| match &plugin.pre {
+                Pre::Step(pre) => {
+                    let instance = pre.instantiate(&mut *store)?;
+                    ready(store);
+                    let exports = instance.oms_plugin_custom_step();
+                    let result = match &which {
+                        StepCall::Run => {
+                            exports.call_run(&mut *store, &order, &context, &settings)?
+                        }
+                        StepCall::Compensate(output) => exports
+                            .call_compensate(&mut *store, &order, &context, output, &settings)?
+                            .map(|()| String::new()),
+                    };
+                    let writes = store
+                        .data_mut()
+                        .step_state
+                        .take()
+                        .map(CallStepState::into_writes)
+                        .unwrap_or_default();
+                    Ok(StepAnswer { result, writes })
+                }
+                _ => Err(wasmtime::Error::msg("not a saga step")),
+            },
+        )
+        .await
+    }
+
     pub async fn decide(
         &self,
         tenant: &str,
@@ -299,7 +360,7 @@ impl PluginHost {
             tenant,
             plugin,
             limits,
-            None,
+            Grants::default(),
             answers::policy,
             move |store, plugin| match &plugin.pre {
                 Pre::Policy(pre) => {
@@ -317,6 +378,37 @@ impl PluginHost {
         )
         .await
     }
+}
+
+/// What a call is given beyond its arguments.
+#[derive(Default)]
+pub(super) struct Grants {
+    pub http: Option<HttpGrant>,
+    pub step_state: Option<CallStepState>,
+}
+
+impl Grants {
+    fn http(grant: HttpGrant) -> Self {
+        Self {
+            http: Some(grant),
+            step_state: None,
+        }
+    }
+}
+
+/// A custom step's answer and the state writes its call made (to commit
+/// with the saga transition that records the answer).
+#[derive(Debug)]
+pub struct StepAnswer<T> {
+    pub result: Result<T, step::exports::oms::plugin::custom_step::StepError>,
+    pub writes: BTreeMap<String, StateOp>,
+}
+
+/// Which of a custom step's exports to call.
+pub enum StepCall {
+    Run,
+    /// With what `run` returned.
+    Compensate(String),
 }
 
 wire_enum!(
@@ -348,7 +440,7 @@ pub(super) fn run_call<R, F>(
     engine: &Engine,
     plugin: &Plugin,
     limits: CallLimits,
-    http: Option<HttpGrant>,
+    grants: Grants,
     f: &F,
 ) -> (Result<R, PluginError>, CallStats)
 where
@@ -371,7 +463,8 @@ where
             .memories(shape::LIMITS.memories as usize)
             .tables(shape::LIMITS.tables as usize)
             .build(),
-        http,
+        http: grants.http,
+        step_state: grants.step_state,
         ready: None,
     };
     let mut store = Store::new(engine, state);

@@ -17,9 +17,12 @@ pub mod shape;
 pub mod shares;
 mod slot;
 pub mod stats;
+pub mod step_state;
+#[cfg(test)]
+mod step_tests;
 mod upload;
 
-use bindings::{fraud, guardrail, payment, policy, reconciliation};
+use bindings::{fraud, guardrail, payment, policy, reconciliation, step};
 use http::HttpGrant;
 use sha2::{Digest, Sha256};
 pub use slot::{CallLimits, MAX_MEMORY_BYTES, Slot};
@@ -154,6 +157,7 @@ enum Pre {
         status: Option<reconciliation::PaymentReconciliationIndices>,
     },
     Policy(policy::CompensationPolicyPre<CallState>),
+    Step(step::SagaStepPre<CallState>),
 }
 
 /// A checked, compiled and pre-instantiated component.
@@ -191,6 +195,8 @@ pub struct CallState {
     table: ResourceTable,
     limits: StoreLimits,
     http: Option<HttpGrant>,
+    /// A custom step's state (its calls only).
+    step_state: Option<step_state::CallStepState>,
     /// When the instance was ready and the guest's own work began.
     ready: Option<std::time::Instant>,
 }
@@ -222,6 +228,35 @@ impl payment::oms::plugin::outbound_http::Host for CallState {
 }
 
 impl guardrail::oms::plugin::types::Host for CallState {}
+
+impl step::oms::plugin::step_state::Host for CallState {
+    fn get(&mut self, key: String) -> Result<Option<String>, StateError> {
+        self.step_state()?.get(&key)
+    }
+
+    fn put(&mut self, key: String, value: String) -> Result<(), StateError> {
+        self.step_state()?.put(&key, value)
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), StateError> {
+        self.step_state()?.delete(&key)
+    }
+
+    fn increment(&mut self, key: String, delta: i64) -> Result<i64, StateError> {
+        self.step_state()?.increment(&key, delta)
+    }
+}
+
+use step::oms::plugin::step_state::StateError;
+
+impl CallState {
+    fn step_state(&mut self) -> Result<&mut step_state::CallStepState, StateError> {
+        // Only a saga-step's calls link it; a step call always brings one.
+        self.step_state
+            .as_mut()
+            .ok_or_else(|| StateError::Unavailable("no step state in this call".into()))
+    }
+}
 
 pub struct PluginHost {
     engine: Engine,
@@ -307,6 +342,8 @@ impl PluginHost {
         let unavailable = |e: wasmtime::Error| PluginError::Unavailable(e.to_string());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(unavailable)?;
         payment::PaymentOperations::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(unavailable)?;
+        step::oms::plugin::step_state::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(unavailable)?;
 
         // The epoch clock: deadlines are counted in its ticks. A weak handle,
@@ -458,6 +495,7 @@ impl PluginHost {
             Slot::CompensationPolicy => {
                 Pre::Policy(policy::CompensationPolicyPre::new(instance_pre).map_err(mismatch)?)
             }
+            Slot::SagaStep => Pre::Step(step::SagaStepPre::new(instance_pre).map_err(mismatch)?),
         };
         Ok(Arc::new(Plugin {
             slot,
@@ -470,7 +508,7 @@ impl PluginHost {
     }
 }
 
-pub use invoke::{PaymentOp, PaymentState, ProviderPayment, RetrieveError};
+pub use invoke::{PaymentOp, PaymentState, ProviderPayment, RetrieveError, StepAnswer, StepCall};
 
 fn exports_payment_status(component: &Component, engine: &Engine) -> bool {
     component

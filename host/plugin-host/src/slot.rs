@@ -11,6 +11,8 @@ wire_enum!(
         FraudCheck = "fraud-check",
         PaymentProvider = "payment-provider",
         CompensationPolicy = "compensation-policy",
+        // A step of the tenant's own; a tenant has one per step it defines.
+        SagaStep = "saga-step",
     }
 );
 
@@ -35,6 +37,8 @@ const PLUMBING: &[&str] = &[
 ];
 
 impl Slot {
+    /// The slots every tenant fills, one component each (a `saga-step` is
+    /// filled once per step the tenant defines).
     pub const ALL: [Slot; 4] = [
         Slot::Guardrail,
         Slot::FraudCheck,
@@ -44,13 +48,20 @@ impl Slot {
 
     pub(super) fn allows_import(&self, name: &str) -> bool {
         PLUMBING.iter().any(|p| name.starts_with(p))
-            || (*self == Slot::PaymentProvider && name.starts_with("oms:plugin/outbound-http@"))
+            || (matches!(self, Slot::PaymentProvider | Slot::SagaStep)
+                && name.starts_with("oms:plugin/outbound-http@"))
+            || (*self == Slot::SagaStep && name.starts_with("oms:plugin/step-state@"))
+    }
+
+    /// Whether the slot's calls may reach the network (never replayable).
+    pub fn has_network(&self) -> bool {
+        matches!(self, Slot::PaymentProvider | Slot::SagaStep)
     }
 
     /// What a tenant gets unless its manifest says otherwise.
     pub fn default_limits(&self) -> CallLimits {
         match self {
-            Slot::PaymentProvider => CallLimits {
+            Slot::PaymentProvider | Slot::SagaStep => CallLimits {
                 fuel: 200_000_000,
                 timeout: Duration::from_secs(10),
                 memory_bytes: 32 << 20,
@@ -74,7 +85,7 @@ impl Slot {
     /// memory than the defaults).
     pub fn max_limits(&self) -> CallLimits {
         match self {
-            Slot::PaymentProvider => CallLimits {
+            Slot::PaymentProvider | Slot::SagaStep => CallLimits {
                 fuel: 2_000_000_000,
                 timeout: Duration::from_secs(30),
                 memory_bytes: MAX_MEMORY_BYTES,

@@ -63,12 +63,13 @@ impl PluginHost {
             &self.engine,
             plugin,
             *limits,
-            None,
+            super::invoke::Grants::default(),
             &move |store: &mut wasmtime::Store<super::CallState>, _: &Plugin| match &running.pre {
                 Pre::Guardrail(pre) => pre.instantiate(&mut *store).map(drop),
                 Pre::Fraud(pre) => pre.instantiate(&mut *store).map(drop),
                 Pre::Payment { operations, .. } => operations.instantiate(&mut *store).map(drop),
                 Pre::Policy(pre) => pre.instantiate(&mut *store).map(drop),
+                Pre::Step(pre) => pre.instantiate(&mut *store).map(drop),
             },
         );
         result.map_err(|e| LoadError::CannotInstantiate(format!("under the slot's limits: {e}")))

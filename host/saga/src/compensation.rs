@@ -22,6 +22,46 @@ pub fn default_plan(state: &SagaState, failure: &Failure) -> Plan {
     }
 }
 
+/// A tenant-defined step's own retry policy, from its manifest section: the
+/// tenant's compensation policy speaks only of built-in steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepRetry {
+    /// Attempts at the step in all (the saga's `max_step_attempts` is still
+    /// the ceiling).
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl Default for StepRetry {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay_ms: 200,
+            max_delay_ms: 10_000,
+        }
+    }
+}
+
+/// The plan for a failed tenant-defined step: retried with doubling
+/// backoff while it is transient and attempts remain, else undo in reverse.
+pub fn step_plan(state: &SagaState, failure: &Failure, retry: &StepRetry) -> Plan {
+    if failure.transient && state.attempt < retry.max_attempts {
+        let shift = state.attempt.saturating_sub(1).min(30);
+        Plan::Retry {
+            delay_ms: retry
+                .base_delay_ms
+                .saturating_mul(1u64 << shift)
+                .min(retry.max_delay_ms),
+        }
+    } else {
+        Plan::Compensate {
+            actions: required_compensations(&state.completed),
+            notify: vec!["customer".into()],
+        }
+    }
+}
+
 /// Compensations that completed steps require, in reverse order of completion.
 pub fn required_compensations(completed: &[Step]) -> Vec<Compensation> {
     let captured = completed.contains(&Step::CapturePayment);
@@ -32,25 +72,41 @@ pub fn required_compensations(completed: &[Step]) -> Vec<Compensation> {
             Step::CapturePayment => Some(Compensation::RefundPayment),
             Step::AuthorizePayment if !captured => Some(Compensation::VoidPayment),
             Step::ReserveInventory => Some(Compensation::ReleaseInventory),
+            Step::Custom(name) => Some(Compensation::Custom(*name)),
             _ => None,
         })
         .collect()
 }
 
-/// Checks a policy's proposed compensations: it may reorder them, but must undo
-/// exactly what holds money or stock. Returns the plan to run and whether the
-/// proposal was overridden.
+/// Checks a policy's proposed compensations: it may reorder the built-in
+/// ones, but must undo exactly what holds money or stock. A tenant-defined
+/// step's compensation keeps its place in the reverse order (the policy's
+/// interface names only built-in ones), and the built-in ones fill the
+/// other places in the order the policy gave. Returns the plan to run and
+/// whether the proposal was overridden.
 pub fn resolve_plan(completed: &[Step], proposed: &[Compensation]) -> (Vec<Compensation>, bool) {
     let required = required_compensations(completed);
-    let same_set = proposed.len() == required.len()
-        && required
+    let builtin: Vec<Compensation> = required
+        .iter()
+        .copied()
+        .filter(|c| !matches!(c, Compensation::Custom(_)))
+        .collect();
+    let same_set = proposed.len() == builtin.len()
+        && builtin
             .iter()
             .all(|c| proposed.iter().filter(|p| *p == c).count() == 1);
-    if same_set {
-        (proposed.to_vec(), false)
-    } else {
-        (required, true)
+    if !same_set {
+        return (required, true);
     }
+    let mut proposed = proposed.iter().copied();
+    let plan = required
+        .iter()
+        .map(|c| match c {
+            Compensation::Custom(_) => *c,
+            _ => proposed.next().unwrap_or(*c),
+        })
+        .collect();
+    (plan, false)
 }
 
 pub(super) fn compensation_delay(limits: &Limits, attempt: u32) -> u64 {

@@ -46,6 +46,7 @@ pub fn start(
         returns: Vec::new(),
         refunds: Vec::new(),
         cancelled_items: Vec::new(),
+        outputs: Vec::new(),
         resolution: None,
     };
     (
@@ -77,11 +78,15 @@ pub fn apply(
         SagaEvent::StepSucceeded {
             step,
             provider_reference,
+            output,
         } => {
             expect_step(state, event, *step)?;
             next.completed.push(*step);
             if *step == Step::AuthorizePayment {
                 next.payment_reference.clone_from(provider_reference);
+            }
+            if let (Some(_), Some(output)) = (step.custom(), output) {
+                next.outputs.push((*step, output.clone()));
             }
             if let Some(reason) = next.cancel_requested.clone() {
                 return Ok(begin_compensation(
@@ -414,6 +419,8 @@ fn expect_compensation(
     }
 }
 
+#[cfg(test)]
+mod custom_step_tests;
 #[cfg(test)]
 mod fulfilment_tests;
 #[cfg(test)]

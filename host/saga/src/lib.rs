@@ -12,14 +12,15 @@ pub mod refunds;
 pub mod returns;
 pub mod state;
 pub mod step;
+pub mod step_name;
 
 pub use self::core::{
     Action, Ending, Failure, FulfilmentDecision, IllegalTransition, Limits, Plan, SagaEvent,
     SagaState, SagaStatus, apply, resolve_plan, start,
 };
 pub use book::{BookLine, OrderBook};
-pub use compensation::default_plan;
+pub use compensation::{StepRetry, default_plan, step_plan};
 pub use handover::{Handover, Shipment};
 pub use refunds::{Refund, RefundStatus};
 pub use returns::{Condition, ReceivedLine, Return, ReturnLine, ReturnPolicy, ReturnStatus};
-pub use step::{Compensation, SagaDefinition, Step};
+pub use step::{Compensation, SagaDefinition, Step, StepName};

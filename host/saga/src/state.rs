@@ -153,6 +153,9 @@ pub enum SagaEvent {
     StepSucceeded {
         step: Step,
         provider_reference: Option<String>,
+        /// A tenant-defined step's output, kept for its compensation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
     },
     StepRejected {
         step: Step,
@@ -389,6 +392,10 @@ pub struct SagaState {
     /// SKUs of lines cancelled before they shipped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cancelled_items: Vec<String>,
+    /// What each completed tenant-defined step returned, handed to its
+    /// compensation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<(Step, String)>,
     /// How an operator settled the saga (RESOLVED), in their words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
@@ -454,6 +461,14 @@ pub struct Shipment {
 }
 
 impl SagaState {
+    /// What the tenant-defined step `step` returned when it completed.
+    pub fn output_of(&self, step: Step) -> Option<&str> {
+        self.outputs
+            .iter()
+            .find(|(s, _)| *s == step)
+            .map(|(_, o)| o.as_str())
+    }
+
     /// The forward step now running; none while the saga waits for the
     /// warehouse's answer.
     pub fn current_step(&self) -> Option<Step> {

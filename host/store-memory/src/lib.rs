@@ -67,6 +67,8 @@ struct Tables {
     inventory: BTreeMap<(String, String, String), (i64, i64)>,
     reservations: Vec<Reservation>,
     recorded: Vec<RecordedCall>,
+    /// (tenant, step, key) → (value, updated at)
+    step_state: BTreeMap<(String, String, String), (String, i64)>,
 }
 
 #[derive(Default)]

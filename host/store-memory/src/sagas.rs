@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use oms_domain::{OrderId, TenantId};
 use oms_store::{
     CommandRecord, InventoryOp, OrderEventRecord, OutboxRecord, PaymentRecord, Result, SagaLog,
-    StoreError, Transition,
+    StepStateOp, StepStateRecord, StepStates, StoreError, Transition,
 };
 use std::sync::atomic::Ordering;
 
@@ -135,6 +135,50 @@ pub(crate) fn write_effects(tables: &mut Tables, t: &Transition, first_seq: i64)
         let mut row: PaymentRecord = p.clone();
         row.at = t.now;
         tables.payments.entry(k).or_default().push(row);
+    }
+    for w in &t.step_state {
+        let k = (t.tenant.to_string(), w.step.clone(), w.key.clone());
+        match &w.op {
+            StepStateOp::Put(v) => {
+                tables.step_state.insert(k, (v.clone(), t.now));
+            }
+            StepStateOp::Delete => {
+                tables.step_state.remove(&k);
+            }
+            // As SQLite does: a value that is not an integer counts as 0.
+            StepStateOp::Add(delta) => {
+                let before = tables
+                    .step_state
+                    .get(&k)
+                    .and_then(|(v, _)| v.parse::<i64>().ok())
+                    .unwrap_or(0);
+                let sum = before.saturating_add(*delta).to_string();
+                tables.step_state.insert(k, (sum, t.now));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StepStates for MemoryStore {
+    async fn step_state(
+        &self,
+        tenant: &TenantId,
+        step: &str,
+        key: &str,
+    ) -> Result<Option<StepStateRecord>> {
+        self.check("step_state")?;
+        let k = (tenant.to_string(), step.to_string(), key.to_string());
+        Ok(self
+            .tables()
+            .step_state
+            .get(&k)
+            .map(|(value, at)| StepStateRecord {
+                step: step.to_string(),
+                key: key.to_string(),
+                value: value.clone(),
+                updated_at: *at,
+            }))
     }
 }
 

@@ -460,6 +460,7 @@ pub trait Store:
     + Operators
     + PluginTelemetry
     + crate::webhooks::Webhooks
+    + crate::step_state::StepStates
 {
 }
 
@@ -479,5 +480,6 @@ impl<T> Store for T where
         + Operators
         + PluginTelemetry
         + crate::webhooks::Webhooks
+        + crate::step_state::StepStates
 {
 }

@@ -19,6 +19,7 @@ mod plugin_upload;
 mod plugins;
 mod reconciliation;
 mod recorded;
+mod step_state;
 mod tenants;
 mod transition;
 mod webhooks;
@@ -44,6 +45,7 @@ pub use plugins::{
 };
 pub use reconciliation::{Mismatch, Unreconciled};
 pub use recorded::RecordedCall;
+pub use step_state::{StepStateOp, StepStateRecord, StepStateWrite, StepStates};
 pub use tenants::{TenantRecord, TenantWrite, TenantWritten};
 pub use transition::{CommandRecord, NewCommand, OrderPatch, Transition};
 pub use webhooks::{Attempt, WebhookDelivery, WebhookEndpoint, Webhooks};

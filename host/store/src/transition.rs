@@ -80,6 +80,8 @@ pub struct Transition {
     pub commands: Vec<NewCommand>,
     pub outbox: Vec<OutboxMessage>,
     pub payment: Option<PaymentRecord>,
+    /// A tenant-defined step's state writes (its call's, when it succeeded).
+    pub step_state: Vec<crate::StepStateWrite>,
     pub now: i64,
     /// The W3C traceparent the transition was decided in: its outbox
     /// messages carry it to the transport.
@@ -145,6 +147,7 @@ macro_rules! write_effects {
                 .execute(crate::counted::stmt(&mut *$tx))
                 .await?;
         }
+        crate::step_state::write_step_state!($tx, t);
     }};
 }
 pub(crate) use write_effects;

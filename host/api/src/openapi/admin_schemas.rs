@@ -27,7 +27,7 @@ pub struct KeyRequest {
     pub name: String,
     /// Any of `orders:read`, `orders:write`, `inventory:read`,
     /// `inventory:write`, `plugins:read`, `plugins:write`, `fulfilment:write`,
-    /// `webhooks:read`, `webhooks:write`.
+    /// `webhooks:read`, `webhooks:write`, `steps:read`.
     pub scopes: Vec<String>,
 }
 

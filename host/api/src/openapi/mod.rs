@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
         (name = "orders", description = "Placing, reading, cancelling and fulfilling orders."),
         (name = "inventory", description = "Stock per SKU and warehouse."),
         (name = "webhooks", description = "A tenant's endpoints for its events, signed and delivered from the outbox."),
+        (name = "steps", description = "The state a tenant's own saga steps keep."),
         (name = "plugins", description = "A tenant's own components: upload, versions, calls."),
         (name = "tenants", description = "Operators: tenants and their API keys."),
         (name = "rollouts", description = "Operators: activating, shadowing and canarying components."),

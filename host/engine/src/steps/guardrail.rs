@@ -57,6 +57,7 @@ pub(super) async fn validate_with(
                     event: SagaEvent::StepSucceeded {
                         step,
                         provider_reference: None,
+                        output: None,
                     },
                     extras,
                 },

@@ -88,6 +88,7 @@ fn failed_detail(error: &PluginError, version: &str) -> serde_json::Map<String, 
     m
 }
 
+mod custom;
 mod guardrail;
 mod on_failure;
 mod pay;
@@ -117,6 +118,7 @@ pub(crate) async fn run_step(p: &Platform, cx: &Context<'_>, step: Step) -> Outc
                 event: SagaEvent::StepSucceeded {
                     step,
                     provider_reference: None,
+                    output: None,
                 },
                 extras,
             }
@@ -144,10 +146,12 @@ pub(crate) async fn run_step(p: &Platform, cx: &Context<'_>, step: Step) -> Outc
                 event: SagaEvent::StepSucceeded {
                     step,
                     provider_reference: None,
+                    output: None,
                 },
                 extras,
             }
         }
+        Step::Custom(name) => custom::run(p, cx, name).await,
     }
 }
 
@@ -189,6 +193,7 @@ pub(crate) async fn run_compensation(
             };
             Outcome { event, extras }
         }
+        Compensation::Custom(name) => custom::compensate(p, cx, name).await,
     }
 }
 

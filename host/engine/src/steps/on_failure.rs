@@ -32,16 +32,23 @@ pub(super) async fn plan(
     use policy::exports::oms::plugin::policy as wit;
     let tp = cx.tenant.plugin(oms_plugin_host::Slot::CompensationPolicy);
     let (plugin, canary) = tp.for_order(cx.order_id.as_str());
+    // The policy's interface names the built-in steps only: a tenant's own
+    // step is retried under its own policy (`custom::run`), and left out of
+    // what the policy sees completed.
     let to_wit = |s: Step| match s {
-        Step::Validate => wit::Step::Validate,
-        Step::FraudCheck => wit::Step::FraudCheck,
-        Step::ReserveInventory => wit::Step::ReserveInventory,
-        Step::AuthorizePayment => wit::Step::AuthorizePayment,
-        Step::CapturePayment => wit::Step::CapturePayment,
-        Step::RequestFulfilment => wit::Step::RequestFulfilment,
+        Step::Validate => Some(wit::Step::Validate),
+        Step::FraudCheck => Some(wit::Step::FraudCheck),
+        Step::ReserveInventory => Some(wit::Step::ReserveInventory),
+        Step::AuthorizePayment => Some(wit::Step::AuthorizePayment),
+        Step::CapturePayment => Some(wit::Step::CapturePayment),
+        Step::RequestFulfilment => Some(wit::Step::RequestFulfilment),
+        Step::Custom(_) => None,
+    };
+    let Some(failed) = to_wit(step) else {
+        return oms_saga::default_plan(cx.state, failure);
     };
     let wit_failure = wit::Failure {
-        step: to_wit(step),
+        step: failed,
         code: failure.code.clone(),
         message: failure.message.clone(),
         transient: failure.transient,
@@ -52,7 +59,12 @@ pub(super) async fn plan(
         customer_id: cx.draft.customer_id.clone(),
         total_amount: cx.order.total_minor,
         currency: cx.draft.currency.code().into(),
-        completed: cx.state.completed.iter().map(|s| to_wit(*s)).collect(),
+        completed: cx
+            .state
+            .completed
+            .iter()
+            .filter_map(|s| to_wit(*s))
+            .collect(),
     };
     let called = p
         .plugins

@@ -194,6 +194,7 @@ pub(super) async fn pay_step(p: &Platform, cx: &Context<'_>, step: Step, op: Pay
                 event: SagaEvent::StepSucceeded {
                     step,
                     provider_reference,
+                    output: None,
                 },
                 extras,
             }

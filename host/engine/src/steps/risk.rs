@@ -119,6 +119,7 @@ pub(super) async fn fraud_with(
             SagaEvent::StepSucceeded {
                 step,
                 provider_reference: None,
+                output: None,
             }
         }
         (Decision::Review, ReviewAction::Reject) => SagaEvent::StepRejected {

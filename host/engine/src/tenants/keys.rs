@@ -18,11 +18,12 @@ wire_enum!(
         FulfilmentWrite = "fulfilment:write",
         WebhooksRead = "webhooks:read",
         WebhooksWrite = "webhooks:write",
+        StepsRead = "steps:read",
     }
 );
 
 impl Scope {
-    pub const ALL: [Scope; 9] = [
+    pub const ALL: [Scope; 10] = [
         Scope::OrdersRead,
         Scope::OrdersWrite,
         Scope::InventoryRead,
@@ -32,6 +33,7 @@ impl Scope {
         Scope::FulfilmentWrite,
         Scope::WebhooksRead,
         Scope::WebhooksWrite,
+        Scope::StepsRead,
     ];
 
     /// Parses a stored or requested list (space- or comma-separated).

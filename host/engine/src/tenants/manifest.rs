@@ -38,6 +38,9 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "ReturnsSection::is_default")]
     returns: ReturnsSection,
     pub plugins: BTreeMap<String, PluginSection>,
+    /// Steps of the tenant's own, each placed by naming it in `saga.steps`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, super::steps::StepSection>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     demo_stock: Vec<StockSeed>,
 }
@@ -207,24 +210,24 @@ pub struct PluginSection {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    allowed_origins: Vec<String>,
+    pub(super) allowed_origins: Vec<String>,
     /// Limits for this slot; each defaults to the platform's default and may
     /// be set up to the platform's maximum (`Slot::max_limits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    fuel: Option<u64>,
+    pub(super) fuel: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    timeout_ms: Option<u64>,
+    pub(super) timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    memory_mb: Option<usize>,
+    pub(super) memory_mb: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    output_kb: Option<usize>,
+    pub(super) output_kb: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    log_kb: Option<usize>,
+    pub(super) log_kb: Option<usize>,
     /// Record every call (input, version, verdict, fuel) for `oms plugin
     /// replay`. Guardrail and fraud-check only: payment calls have side
     /// effects and carry credentials.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    record_calls: bool,
+    pub(super) record_calls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -419,6 +422,8 @@ pub(super) fn build_tenant(
             format!("no plugin for the {missing} slot"),
         ));
     }
+    let steps = super::steps::build(&m.id, &definition, &m.steps, host, &substitute)
+        .map_err(|e| e.into_tenant_error(source))?;
 
     let per_second = std::num::NonZeroU32::new(m.limits.requests_per_second).ok_or_else(|| {
         bad(
@@ -466,6 +471,7 @@ pub(super) fn build_tenant(
         deadline: Duration::from_millis(m.saga.deadline_ms),
         fraud_review: m.fraud.review,
         plugins,
+        steps,
         demo_stock,
         limiter,
     })
@@ -478,21 +484,6 @@ pub(super) fn call_limits(
     section: &PluginSection,
 ) -> Result<CallLimits, (&'static str, String)> {
     let (default, max) = (slot.default_limits(), slot.max_limits());
-    fn pick<T: Copy + PartialOrd + std::fmt::Debug>(
-        name: &'static str,
-        set: Option<T>,
-        default: T,
-        max: T,
-    ) -> Result<T, (&'static str, String)> {
-        match set {
-            Some(v) if v > max => Err((
-                name,
-                format!("{name} = {v:?} is above the platform maximum of {max:?}"),
-            )),
-            Some(v) => Ok(v),
-            None => Ok(default),
-        }
-    }
     Ok(CallLimits {
         fuel: pick("fuel", section.fuel, default.fuel, max.fuel)?,
         timeout: pick(
@@ -521,4 +512,22 @@ pub(super) fn call_limits(
         )?,
         http_timeout: default.http_timeout,
     })
+}
+
+/// A manifest's setting, or the platform default when unset; never above
+/// the platform maximum.
+pub(super) fn pick<T: Copy + PartialOrd + std::fmt::Debug>(
+    name: &'static str,
+    set: Option<T>,
+    default: T,
+    max: T,
+) -> Result<T, (&'static str, String)> {
+    match set {
+        Some(v) if v > max => Err((
+            name,
+            format!("{name} = {v:?} is above the platform maximum of {max:?}"),
+        )),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
 }

@@ -47,6 +47,7 @@ pub enum TenantError {
 pub mod admin;
 pub mod keys;
 mod manifest;
+mod steps;
 pub mod sync;
 
 use keys::Keys;
@@ -54,6 +55,7 @@ use manifest::build_tenant;
 #[cfg(test)]
 use manifest::call_limits;
 pub use manifest::{PluginSection, ReviewAction, SpecFormat, TenantSpec};
+pub use steps::{CustomStep, StepSection};
 
 /// A candidate deciding a share of orders, chosen by [`canary_bucket`].
 pub struct Canary {
@@ -163,6 +165,8 @@ pub struct Tenant {
     pub deadline: Duration,
     pub fraud_review: ReviewAction,
     plugins: HashMap<Slot, TenantPlugin>,
+    /// The tenant's own steps, by name.
+    pub steps: HashMap<oms_saga::StepName, CustomStep>,
     pub demo_stock: Vec<(Sku, WarehouseId, i64)>,
     limiter: governor::DefaultDirectRateLimiter,
 }

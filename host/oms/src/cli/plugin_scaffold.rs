@@ -145,6 +145,43 @@ impl Guest for Policy {
 export!(Policy);
 "#
         }
+        Slot::SagaStep => {
+            r#"//! A saga step of the tenant's own, placed by naming it in the manifest's
+//! `saga.steps` and configured in its `[steps.<name>]` section. Its state
+//! (`step-state`) is the tenant's and this step's alone; what a call writes
+//! is committed with the saga's transition, and only if the call succeeds.
+
+wit_bindgen::generate!({ world: "saga-step", path: "wit" });
+
+use exports::oms::plugin::custom_step::{Guest, StepContext, StepError};
+use oms::plugin::step_state;
+use oms::plugin::types::{Order, Settings};
+
+struct Step;
+
+fn state_error(e: step_state::StateError) -> StepError {
+    let transient = matches!(e, step_state::StateError::Unavailable(_));
+    StepError { code: "STATE_ERROR".into(), message: format!("{e:?}"), transient }
+}
+
+impl Guest for Step {
+    fn run(order: Order, _context: StepContext, _settings: Settings) -> Result<String, StepError> {
+        // Counts the customer's orders; the output goes to `compensate`.
+        let key = format!("orders:{}", order.customer_id);
+        let count = step_state::increment(&key, 1).map_err(state_error)?;
+        Ok(count.to_string())
+    }
+
+    fn compensate(order: Order, _context: StepContext, _output: String, _settings: Settings) -> Result<(), StepError> {
+        let key = format!("orders:{}", order.customer_id);
+        step_state::increment(&key, -1).map_err(state_error)?;
+        Ok(())
+    }
+}
+
+export!(Step);
+"#
+        }
     }
 }
 

@@ -12,6 +12,7 @@ fn ok(step: Step) -> SagaEvent {
     SagaEvent::StepSucceeded {
         step,
         provider_reference: (step == AuthorizePayment).then(|| "pi_1".to_string()),
+        output: None,
     }
 }
 

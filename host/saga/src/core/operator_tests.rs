@@ -14,6 +14,7 @@ fn stuck() -> SagaState {
         let ok = SagaEvent::StepSucceeded {
             step,
             provider_reference: None,
+            output: None,
         };
         (state, _) = apply(&state, &ok, NOW).expect("legal");
     }
@@ -122,6 +123,7 @@ fn compensating_stops_a_running_saga_once_after_its_step() {
     let ok = SagaEvent::StepSucceeded {
         step: Validate,
         provider_reference: None,
+        output: None,
     };
     let (state, _) = apply(&state, &ok, NOW).expect("legal");
     assert_eq!(state.status, SagaStatus::Cancelled);

@@ -41,6 +41,7 @@ fn confirmed(policy: ReturnPolicy) -> SagaState {
         let ok = SagaEvent::StepSucceeded {
             step,
             provider_reference: (step == AuthorizePayment).then(|| "pi_1".into()),
+            output: None,
         };
         (state, _) = apply(&state, &ok, NOW).expect("legal");
     }

@@ -26,6 +26,7 @@ pub(super) fn ok(step: Step) -> SagaEvent {
     SagaEvent::StepSucceeded {
         step,
         provider_reference,
+        output: None,
     }
 }
 

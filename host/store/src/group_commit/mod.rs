@@ -282,6 +282,8 @@ impl Task {
                             if let Some(op) = &t.inventory {
                                 apply_inventory!(tx, &t.tenant, &t.order_id, op, t.now);
                             }
+                            // Rare (custom steps only): a statement per write.
+                            crate::step_state::write_step_state!(tx, t);
                             Ok((t.expected_version + 1, last - t.events.len() as i64 + 1))
                         }
                         Write::Order(new) => {

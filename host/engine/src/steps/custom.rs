@@ -1,0 +1,199 @@
+//! A tenant-defined step and its compensation: the step's component runs
+//! with a view of its state (committed values, read through the store, and
+//! its own writes); what it writes is committed with the transition that
+//! records how the call came out, and only if it succeeded. A component
+//! that traps, runs out of budget or answers outside its contract is a
+//! transient failure, retried under the step's own policy.
+
+use super::*;
+use crate::tenants::CustomStep;
+use oms_plugin_host::StepCall;
+use oms_plugin_host::bindings::step::exports::oms::plugin::custom_step::StepContext;
+use oms_plugin_host::step_state::{CallStepState, StateOp, StateReader};
+use oms_saga::{StepName, step_plan};
+use oms_store::{StepStateOp, StepStateWrite};
+
+/// Reads the committed state of one tenant's step, from the call's thread
+/// (the blocking pool, where waiting on the runtime is allowed).
+struct Committed {
+    store: Arc<dyn oms_store::Store>,
+    tenant: TenantId,
+    step: StepName,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StateReader for Committed {
+    fn get(&self, key: &str) -> Result<Option<String>, String> {
+        self.runtime
+            .block_on(self.store.step_state(&self.tenant, self.step.as_str(), key))
+            .map(|r| r.map(|r| r.value))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// How a call of the step's component came out.
+enum Answer {
+    Done(String, Vec<StepStateWrite>),
+    Failed(Failure),
+}
+
+async fn call(
+    p: &Platform,
+    cx: &Context<'_>,
+    step: &CustomStep,
+    which: StepCall,
+    extras: &mut Extras,
+) -> Answer {
+    let state = CallStepState::new(
+        Arc::new(Committed {
+            store: p.store.clone(),
+            tenant: cx.tenant.id.clone(),
+            step: step.name,
+            runtime: tokio::runtime::Handle::current(),
+        }),
+        step.state_limits,
+    );
+    let context = StepContext {
+        step: step.name.to_string(),
+        attempt: cx.state.attempt,
+        idempotency_key: format!("{}:{}", cx.order_id, step.name),
+    };
+    let version = step.plugin.version().to_string();
+    let called = p
+        .plugins
+        .step(
+            cx.tenant.id.as_str(),
+            &step.plugin,
+            step.limits,
+            Some(step.grant.clone()),
+            state,
+            which,
+            cx.wit_order(),
+            context,
+            step.settings.clone(),
+        )
+        .await;
+    match called {
+        Ok(called) => {
+            extras.detail = detail(&called, &version);
+            let answer = called.value;
+            match answer.result {
+                Ok(output) => {
+                    extras
+                        .detail
+                        .insert("stateWrites".into(), json!(answer.writes.len()));
+                    let writes = answer
+                        .writes
+                        .into_iter()
+                        .map(|(key, op)| StepStateWrite {
+                            step: step.name.to_string(),
+                            key,
+                            op: match op {
+                                StateOp::Put(v) => StepStateOp::Put(v),
+                                StateOp::Delete => StepStateOp::Delete,
+                                StateOp::Add(d) => StepStateOp::Add(d),
+                            },
+                        })
+                        .collect();
+                    Answer::Done(output, writes)
+                }
+                // The step said no: its writes are dropped with it.
+                Err(e) => Answer::Failed(Failure {
+                    code: e.code,
+                    message: e.message,
+                    transient: e.transient,
+                }),
+            }
+        }
+        Err(e) => {
+            Metrics::inc(&p.metrics.plugin_failures_total);
+            extras.detail = failed_detail(&e, &version);
+            Answer::Failed(Failure {
+                code: e.code().into(),
+                message: e.to_string(),
+                transient: true,
+            })
+        }
+    }
+}
+
+/// The tenant's step `name` as its own configuration says, if it has one.
+fn configured<'a>(cx: &'a Context<'_>, name: StepName) -> Result<&'a CustomStep, Failure> {
+    cx.tenant.steps.get(&name).ok_or_else(|| Failure {
+        code: "STEP_NOT_CONFIGURED".into(),
+        message: format!("the tenant has no step {name} any more"),
+        transient: false,
+    })
+}
+
+pub(super) async fn run(p: &Platform, cx: &Context<'_>, name: StepName) -> Outcome {
+    let step = Step::Custom(name);
+    let mut extras = Extras::default();
+    let (answer, retry) = match configured(cx, name) {
+        Ok(custom) => (
+            call(p, cx, custom, StepCall::Run, &mut extras).await,
+            custom.retry,
+        ),
+        Err(failure) => (Answer::Failed(failure), Default::default()),
+    };
+    match answer {
+        Answer::Done(output, writes) => Outcome {
+            event: SagaEvent::StepSucceeded {
+                step,
+                provider_reference: None,
+                output: Some(output),
+            },
+            extras: Extras {
+                step_state: writes,
+                ..extras
+            },
+        },
+        Answer::Failed(failure) => {
+            tracing::info!(tenant = %cx.tenant.id, order = %cx.order_id, %step, code = %failure.code, "tenant step failed");
+            let plan = step_plan(cx.state, &failure, &retry);
+            Outcome {
+                event: SagaEvent::StepFailed {
+                    step,
+                    failure,
+                    plan,
+                },
+                extras,
+            }
+        }
+    }
+}
+
+pub(super) async fn compensate(p: &Platform, cx: &Context<'_>, name: StepName) -> Outcome {
+    let compensation = Compensation::Custom(name);
+    let mut extras = Extras::default();
+    let output = cx.state.output_of(Step::Custom(name)).unwrap_or_default();
+    let answer = match configured(cx, name) {
+        Ok(custom) => {
+            call(
+                p,
+                cx,
+                custom,
+                StepCall::Compensate(output.to_string()),
+                &mut extras,
+            )
+            .await
+        }
+        Err(failure) => Answer::Failed(failure),
+    };
+    match answer {
+        Answer::Done(_, writes) => Outcome {
+            event: SagaEvent::CompensationSucceeded { compensation },
+            extras: Extras {
+                step_state: writes,
+                ..extras
+            },
+        },
+        Answer::Failed(failure) => Outcome {
+            event: SagaEvent::CompensationFailed {
+                compensation,
+                failure,
+            },
+            extras,
+        },
+    }
+}

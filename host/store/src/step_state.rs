@@ -1,0 +1,121 @@
+//! The state of tenants' own saga steps. Written only by a saga transition
+//! ([`write_step_state`], in the transaction that records the step's or its
+//! compensation's outcome), so a step retried or cut off by a crash never
+//! applies its writes twice; read by the step's next calls and the API.
+
+use super::{Result, SqlStore, on_pool};
+use async_trait::async_trait;
+use oms_domain::TenantId;
+use serde::Serialize;
+
+/// One write of a step's call, committed with its transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepStateWrite {
+    pub step: String,
+    pub key: String,
+    pub op: StepStateOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepStateOp {
+    Put(String),
+    Delete,
+    /// Added to the decimal integer stored then (absent: 0), so concurrent
+    /// sagas' additions all count.
+    Add(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStateRecord {
+    pub step: String,
+    pub key: String,
+    pub value: String,
+    pub updated_at: i64,
+}
+
+#[async_trait]
+pub trait StepStates: Send + Sync {
+    /// The committed value of `key` in the tenant's `step` namespace.
+    async fn step_state(
+        &self,
+        tenant: &TenantId,
+        step: &str,
+        key: &str,
+    ) -> Result<Option<StepStateRecord>>;
+}
+
+/// Applies a transition's step-state writes inside `$tx`. A macro, so the
+/// same text compiles for both backends' transaction types. An addition to
+/// a value that is not an integer fails the transaction on PostgreSQL (the
+/// step then runs again, and sees it); SQLite counts such a value as 0.
+macro_rules! write_step_state {
+    ($tx:ident, $t:expr) => {{
+        let t: &$crate::Transition = $t;
+        for w in &t.step_state {
+            match &w.op {
+                $crate::StepStateOp::Put(value) => {
+                    sqlx::query(
+                        "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (tenant_id, step, state_key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .bind(t.tenant.as_str())
+                    .bind(&w.step)
+                    .bind(&w.key)
+                    .bind(value)
+                    .bind(t.now)
+                    .execute(crate::counted::stmt(&mut *$tx))
+                    .await?;
+                }
+                $crate::StepStateOp::Add(delta) => {
+                    sqlx::query(
+                        "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (tenant_id, step, state_key) DO UPDATE
+                         SET value = CAST(CAST(step_state.value AS BIGINT) + $6 AS TEXT), updated_at = excluded.updated_at",
+                    )
+                    .bind(t.tenant.as_str())
+                    .bind(&w.step)
+                    .bind(&w.key)
+                    .bind(delta.to_string())
+                    .bind(t.now)
+                    .bind(*delta)
+                    .execute(crate::counted::stmt(&mut *$tx))
+                    .await?;
+                }
+                $crate::StepStateOp::Delete => {
+                    sqlx::query(
+                        "DELETE FROM step_state WHERE tenant_id = $1 AND step = $2 AND state_key = $3",
+                    )
+                    .bind(t.tenant.as_str())
+                    .bind(&w.step)
+                    .bind(&w.key)
+                    .execute(crate::counted::stmt(&mut *$tx))
+                    .await?;
+                }
+            }
+        }
+    }};
+}
+pub(crate) use write_step_state;
+
+#[async_trait]
+impl StepStates for SqlStore {
+    async fn step_state(
+        &self,
+        tenant: &TenantId,
+        step: &str,
+        key: &str,
+    ) -> Result<Option<StepStateRecord>> {
+        on_pool!(self, read, |pool| {
+            Ok(sqlx::query_as::<_, StepStateRecord>(
+                "SELECT step, state_key AS key, value, updated_at FROM step_state
+                 WHERE tenant_id = $1 AND step = $2 AND state_key = $3",
+            )
+            .bind(tenant.as_str())
+            .bind(step)
+            .bind(key)
+            .fetch_optional(crate::counted::stmt(pool))
+            .await?)
+        })
+    }
+}
