@@ -21,6 +21,7 @@ const HOSTILE: &[&str] = &[
     "hostile-clock",
     "hostile-fs",
     "hostile-net",
+    "hostile-step",
 ];
 const TARGET: &str = "wasm32-wasip2";
 

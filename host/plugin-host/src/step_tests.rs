@@ -116,3 +116,71 @@ async fn a_step_component_is_checked_against_its_world() {
         Some("WORLD_MISMATCH")
     );
 }
+
+/// plugins/hostile-step, from where the build script left it.
+fn hostile() -> Vec<u8> {
+    std::fs::read(format!("{}/hostile_step.wasm", builtin::ARTIFACTS_DIR)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_step_is_stopped_by_limits_and_writes_at_most_its_quota() {
+    let host = PluginHost::new().unwrap();
+    let plugin = host.load(Slot::SagaStep, &hostile()).unwrap();
+    let committed = Arc::new(Committed::default());
+    let limits = Slot::SagaStep.default_limits();
+    let quota = StateLimits::DEFAULT;
+    let run = |customer: &'static str| {
+        let mut o = order(1999);
+        o.customer_id = customer.into();
+        host.step(
+            "evil",
+            &plugin,
+            limits,
+            None,
+            CallStepState::new(committed.clone(), quota),
+            StepCall::Run,
+            o,
+            context(),
+            vec![],
+        )
+    };
+    // Budgets: fuel or the deadline, the memory cap, the output limit.
+    let looped = run("loop").await.unwrap_err();
+    assert!(
+        matches!(
+            looped,
+            super::PluginError::OutOfFuel | super::PluginError::Timeout
+        ),
+        "{looped:?}"
+    );
+    assert!(matches!(
+        run("alloc").await.unwrap_err(),
+        super::PluginError::Trap(_)
+    ));
+    assert!(matches!(
+        run("output").await.unwrap_err(),
+        super::PluginError::OutputTooLarge(_)
+    ));
+    // State: a value or key over the limit is never written; writes past
+    // the quota are refused; a million writes run out of budget (and a
+    // call that fails hands back nothing to commit); reads stop at their
+    // quota whatever the call's fate.
+    let huge = run("huge-value").await.unwrap().value;
+    assert!(huge.writes.is_empty(), "{:?}", huge.writes.keys());
+    let past = run("past-quota").await.unwrap().value;
+    assert_eq!(past.writes.len(), quota.max_writes);
+    assert!(past.writes.contains_key("k-99") && !past.writes.contains_key("k-100"));
+    let million = run("many-keys").await.unwrap_err();
+    assert!(
+        matches!(
+            million,
+            super::PluginError::OutOfFuel | super::PluginError::Timeout
+        ),
+        "{million:?}"
+    );
+    committed.reads.lock().unwrap().clear();
+    let _ = run("many-reads").await;
+    assert_eq!(committed.reads.lock().unwrap().len(), quota.max_reads);
+    // None of it reached the committed state: only a saga commit could.
+    assert!(committed.values.lock().unwrap().is_empty());
+}
