@@ -368,6 +368,30 @@ fn plugin_test_command_reports_verdicts_and_refusals() {
         (v["accepted"].as_bool(), v["code"].as_str()),
         (Some(false), Some("WORLD_MISMATCH"))
     );
+
+    // A saga step: its writes, the state they leave, and its compensation.
+    let file = dir.path().join("points.wasm");
+    std::fs::write(&file, bytes("loyalty-points")).unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, r#"{"customer:c": "5"}"#).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+        .args(["plugin", "test"])
+        .arg(&file)
+        .args(["--slot", "saga-step", "--order"])
+        .arg(&order_file)
+        .arg("--state")
+        .arg(&state)
+        .arg("--compensate")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{v}");
+    // 120 × 19.99: 2,398 points.
+    assert_eq!(v["run"]["output"], r#"{"awarded":2398,"balance":2403}"#);
+    assert_eq!(v["run"]["writes"]["customer:c"], json!({ "add": 2398 }));
+    assert_eq!(v["stateAfterRun"]["customer:c"], "2403");
+    assert_eq!(v["compensate"]["writes"]["customer:c"], json!({ "add": -2398 }));
+    assert_eq!(v["stateAfterCompensate"]["customer:c"], "5");
 }
 
 /// `oms plugin new` gives a crate that builds to a component the host accepts
@@ -380,7 +404,10 @@ fn scaffolds_build_to_accepted_components() {
         .map(|t| std::path::PathBuf::from(t).join("scaffold-test"))
         .unwrap_or_else(|_| dir.path().join("target"));
     let host = oms_plugin_host::PluginHost::new().unwrap();
-    for slot in oms_plugin_host::Slot::ALL {
+    let every = oms_plugin_host::Slot::ALL
+        .into_iter()
+        .chain([oms_plugin_host::Slot::SagaStep]);
+    for slot in every {
         let name = format!("t-{slot}");
         let crate_dir = dir.path().join(&name);
         let made = std::process::Command::new(env!("CARGO_BIN_EXE_oms"))

@@ -6,5 +6,6 @@ pub mod operator;
 pub mod plugin;
 pub mod plugin_local;
 pub mod plugin_scaffold;
+pub mod plugin_step;
 pub mod saga;
 pub mod tenant;

@@ -75,6 +75,14 @@ enum PluginCommand {
         repeat: usize,
         #[command(flatten)]
         limits: LimitArgs,
+        /// saga-step: the step's state before the call, a JSON object of
+        /// keys and values (default empty).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// saga-step: after a successful run, run its compensation with the
+        /// run's output, and show the state after each.
+        #[arg(long)]
+        compensate: bool,
     },
     /// Replay recorded production calls against a component and compare
     /// verdicts; exits 1 when any differ. The calls come from a file saved
@@ -174,9 +182,21 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         settings,
         repeat,
         limits,
+        state,
+        compensate,
     } = &args.command
     {
-        return crate::cli::plugin_local::test(file, slot, order, settings, *repeat, limits).await;
+        return crate::cli::plugin_local::test(crate::cli::plugin_local::TestArgs {
+            file,
+            slot,
+            order,
+            settings,
+            repeat: *repeat,
+            limits,
+            state: state.as_deref(),
+            compensate: *compensate,
+        })
+        .await;
     }
     if let PluginCommand::New { slot, name, dir } = &args.command {
         let slot =

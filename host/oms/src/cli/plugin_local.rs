@@ -68,15 +68,32 @@ fn load(
     }
 }
 
+/// What `oms plugin test` is asked to do.
+pub struct TestArgs<'a> {
+    pub file: &'a Path,
+    pub slot: &'a str,
+    pub order: &'a PathBuf,
+    pub settings: &'a [String],
+    pub repeat: usize,
+    pub limits: &'a LimitArgs,
+    /// A saga step's committed state (JSON object), and whether to run its
+    /// compensation after it.
+    pub state: Option<&'a Path>,
+    pub compensate: bool,
+}
+
 /// `oms plugin test FILE --slot S --order order.json`.
-pub async fn test(
-    file: &Path,
-    slot: &str,
-    order: &PathBuf,
-    settings: &[String],
-    repeat: usize,
-    limits: &LimitArgs,
-) -> anyhow::Result<()> {
+pub async fn test(args: TestArgs<'_>) -> anyhow::Result<()> {
+    let TestArgs {
+        file,
+        slot,
+        order,
+        settings,
+        repeat,
+        limits,
+        state,
+        compensate,
+    } = args;
     let slot = Slot::parse(slot).with_context(|| format!("unknown slot {slot}"))?;
     let order_json: Value = serde_json::from_slice(
         &std::fs::read(order).with_context(|| format!("reading {}", order.display()))?,
@@ -119,6 +136,21 @@ pub async fn test(
         })
         .collect::<Option<_>>()
         .context("settings are KEY=VALUE")?;
+    if slot == Slot::SagaStep {
+        let host = PluginHost::new().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plugin = load(&host, slot, file)?;
+        let run = super::plugin_step::StepRun {
+            order,
+            settings,
+            state,
+            compensate,
+            limits: limits.limits(slot)?,
+        };
+        let mut out = super::plugin_step::test(&host, &plugin, run).await?;
+        out["accepted"] = json!(true);
+        out["version"] = json!(plugin.version());
+        return print(&out);
+    }
     let input = match slot {
         Slot::Guardrail => CallInput::Guardrail { order, settings },
         Slot::FraudCheck => CallInput::FraudCheck {
@@ -130,7 +162,7 @@ pub async fn test(
             settings,
         },
         other => bail!(
-            "oms plugin test runs guardrail and fraud-check components; {other} needs a saga or a provider"
+            "oms plugin test runs guardrail, fraud-check and saga-step components; {other} needs a saga or a provider"
         ),
     };
 
