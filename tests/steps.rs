@@ -271,9 +271,8 @@ async fn a_host_killed_in_the_middle_of_the_step_awards_the_points_once(kind: Ki
     let done = api.settle(&id).await;
     assert_eq!(done["status"], "CONFIRMED", "{done}");
     assert_eq!(points(&reader, "c-kill").await, Some(19), "awarded once");
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        2,
+    assert!(
+        seen.load(Ordering::SeqCst) >= 2,
         "the step ran again after the restart"
     );
     let kinds = types(&api.get(&format!("/orders/{id}/events")).await.body);
