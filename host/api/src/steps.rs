@@ -33,7 +33,7 @@ pub struct StepStateEntry {
     ),
     responses(
         (status = 200, description = "The value.", body = StepStateEntry),
-        (status = 404, description = "`STEP_NOT_FOUND`: the tenant has no such step; `NOT_FOUND`: nothing under the key.", body = crate::openapi::schemas::ErrorBody),
+        (status = 404, description = "`STEP_NOT_FOUND`: the tenant has no such step; `NOT_FOUND`: nothing under the key.", body = crate::openapi::schemas::Error),
     ))]
 pub async fn state(
     State(p): State<AppState>,
