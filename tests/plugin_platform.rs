@@ -390,7 +390,10 @@ fn plugin_test_command_reports_verdicts_and_refusals() {
     assert_eq!(v["run"]["output"], r#"{"awarded":2398,"balance":2403}"#);
     assert_eq!(v["run"]["writes"]["customer:c"], json!({ "add": 2398 }));
     assert_eq!(v["stateAfterRun"]["customer:c"], "2403");
-    assert_eq!(v["compensate"]["writes"]["customer:c"], json!({ "add": -2398 }));
+    assert_eq!(
+        v["compensate"]["writes"]["customer:c"],
+        json!({ "add": -2398 })
+    );
     assert_eq!(v["stateAfterCompensate"]["customer:c"], "5");
 }
 
