@@ -211,6 +211,19 @@ async fn refusals_are_precise(kind: Kind) {
         (status, v["error"]["code"].as_str()),
         (404, Some("UNKNOWN_SLOT"))
     );
+    // A tenant's own steps are set in its manifest, not uploaded (yet).
+    let (status, v) = upload(
+        &srv,
+        "acme",
+        "saga-step",
+        bytes("loyalty-points"),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("UNKNOWN_SLOT"))
+    );
     // Nothing refused was stored.
     let list = srv
         .api("acme")

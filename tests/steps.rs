@@ -214,6 +214,16 @@ async fn a_step_that_fails_for_good_turns_the_saga_back_having_awarded_nothing(k
         "{}",
         r.body
     );
+    // Nor is a step a slot of plugins.
+    let mut m = support::admin::manifest("acme-slot");
+    m["plugins"]["saga-step"] = json!({ "component": "builtin:loyalty-points" });
+    let r = admin.post("/tenants", &m).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.to_string().contains("plugins.saga-step"),
+        "{}",
+        r.body
+    );
 }
 
 /// A loyalty service on loopback: the first request it gets is held open

@@ -22,7 +22,9 @@ pub(super) fn iso(ms: i64) -> String {
 }
 
 pub(super) fn slot(raw: &str) -> Result<Slot, ApiError> {
-    Slot::parse(raw).ok_or_else(|| {
+    // A tenant's own steps are set in its manifest (`[steps.<name>]`), not
+    // managed as the per-tenant slots are (yet).
+    Slot::parse(raw).filter(|s| Slot::ALL.contains(s)).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "UNKNOWN_SLOT",

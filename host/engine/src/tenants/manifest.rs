@@ -362,7 +362,14 @@ pub(super) fn build_tenant(
     for (slot_name, section) in m.plugins {
         let field = format!("plugins.{slot_name}");
         let slot = Slot::parse(&slot_name)
-            .ok_or_else(|| bad(&field, format!("unknown plugin slot `{slot_name}`")))?;
+            .filter(|s| Slot::ALL.contains(s))
+            .ok_or_else(|| match Slot::parse(&slot_name) {
+                Some(Slot::SagaStep) => bad(
+                    &field,
+                    "a step of the tenant's own goes in saga.steps and [steps.<name>]".into(),
+                ),
+                _ => bad(&field, format!("unknown plugin slot `{slot_name}`")),
+            })?;
         let bytes = components
             .remove(&slot)
             .ok_or_else(|| bad(&format!("{field}.component"), "no component".into()))?;
