@@ -290,6 +290,19 @@ fn python_guardrail() -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+fn js_guardrail() -> Vec<u8> {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let out = tmp.join("js-guardrail.wasm");
+    let status =
+        std::process::Command::new(support::workspace().join("plugins/js-guardrail/build"))
+            .arg(&out)
+            .env("OMS_TOOLS_DIR", tmp.join("tools"))
+            .status()
+            .unwrap();
+    assert!(status.success(), "building the JavaScript guardrail failed");
+    std::fs::read(out).unwrap()
+}
+
 /// Production calls are recorded with their input, version and verdict;
 /// `oms plugin replay` runs them through a candidate and reports where its
 /// verdicts differ, failing when any do.
@@ -501,5 +514,80 @@ async fn a_python_guardrail_runs_like_a_rust_one() {
     assert_eq!(
         (report["calls"].as_u64(), report["different"].as_u64()),
         (Some(5), Some(0))
+    );
+}
+
+/// A guardrail written in JavaScript (plugins/js-guardrail, built with
+/// componentize-js from the npm registry) is uploaded, activated and decides
+/// orders as the Rust one does, within the slot's default limits; `oms
+/// plugin replay` finds its verdicts the same as the Rust version's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_guardrail_runs_like_a_rust_one() {
+    let js = js_guardrail();
+    assert!(
+        js.len() > 5 << 20,
+        "a JavaScript component carries its engine"
+    );
+    let db = Db::new(Kind::Sqlite).await;
+    let srv = Server::start(&db).await;
+    let acme = srv.api("acme");
+    for q in [3, 500] {
+        let id = acme.place(&order("c", "WIDGET-1", q, "tok_visa")).await;
+        acme.settle(&id).await;
+    }
+    let (status, v) = upload(&srv, "acme", "guardrail", js.clone(), "application/wasm").await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = admin(
+        &srv,
+        "/tenants/acme/plugins/guardrail/activate",
+        Some(json!({ "version": v["version"] })),
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+
+    let ok = acme.place(&order("c", "WIDGET-1", 3, "tok_visa")).await;
+    assert_eq!(acme.settle(&ok).await["status"], "CONFIRMED");
+    assert_eq!(
+        step_detail(&acme, &ok, "validate").await["pluginVersion"],
+        short(&js).as_str()
+    );
+    let refused = acme.place(&order("c", "WIDGET-1", 500, "tok_visa")).await;
+    let done = acme.settle(&refused).await;
+    assert_eq!(done["status"], "REJECTED", "{done}");
+    assert_eq!(done["violations"][0]["code"], "MAX_QUANTITY_EXCEEDED");
+    assert_eq!(done["violations"][0]["field"], "/items/0/quantity");
+
+    // The Rust version's recorded calls and the JavaScript one's agree
+    // (recording is asynchronous: wait for all four).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acme.get("/plugins/guardrail/calls").await.body["data"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 4
+    {
+        assert!(Instant::now() < deadline, "calls not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "js.wasm", &js);
+    let (ok, report, err) = oms(&[
+        "plugin",
+        "replay",
+        file.to_str().unwrap(),
+        "--url",
+        &srv.url,
+        "--tenant",
+        "acme",
+        "--key",
+        "acme-dev-key",
+        "--slot",
+        "guardrail",
+    ]);
+    assert!(ok, "{report} {err}");
+    assert_eq!(
+        (report["calls"].as_u64(), report["different"].as_u64()),
+        (Some(4), Some(0)),
+        "{report}"
     );
 }
