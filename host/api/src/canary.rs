@@ -2,7 +2,7 @@
 //! `/admin/v1/tenants/{tenant}/plugins/{slot}/canary[/promote|/abort]`.
 
 use super::auth::{Admin, Operator};
-use super::plugins::{iso, op_error, slot, tenant, versions_json};
+use super::plugins::{iso, op_error, target, tenant, versions_json};
 use super::{ApiError, AppState, json_body};
 use axum::Json;
 use axum::body::Bytes;
@@ -56,13 +56,18 @@ pub async fn start(
     Path((t, s)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     let body = json_body(&body)?;
     let mut errors = Vec::new();
-    let default_p99_ms = tenant.plugin(slot).limits.timeout.as_millis() as i64;
+    let default_p99_ms = ops::running(&tenant, slot)
+        .map_err(op_error)?
+        .limits
+        .timeout
+        .as_millis() as i64;
     let c = CanaryRecord {
         tenant_id: tenant.id.to_string(),
-        slot: slot.to_string(),
+        slot: slot.key(),
         version: field(&body, "version", 1..=i64::MAX, None, &mut errors),
         percent: field(&body, "percent", 1..=100, None, &mut errors),
         max_failure_permille: field(&body, "maxFailurePermille", 0..=1000, Some(10), &mut errors),
@@ -97,7 +102,7 @@ pub async fn start(
         &p,
         "plugin.canary.start",
         Some(tenant.id.as_str()),
-        slot.as_str(),
+        &slot.key(),
         Some(format!("version {} at {} %", c.version, c.percent)),
     )
     .await;
@@ -114,18 +119,19 @@ pub async fn report(
     _: Operator,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     report_json(&p, &tenant, slot).await.map(Json)
 }
 
 async fn report_json(
     p: &AppState,
     tenant: &oms_engine::tenants::Tenant,
-    slot: oms_plugin_host::Slot,
+    slot: oms_engine::tenants::Target,
 ) -> Result<Value, ApiError> {
     let canary = p
         .store
-        .canary(&tenant.id, slot.as_str())
+        .canary(&tenant.id, &slot.key())
         .await
         .map_err(ApiError::unavailable)?;
     let Some(c) = canary else {
@@ -162,7 +168,8 @@ pub async fn promote(
     Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     ops::end_canary(&p, &tenant, slot, true, &op.name)
         .await
         .map_err(op_error)?;
@@ -170,7 +177,7 @@ pub async fn promote(
         &p,
         "plugin.canary.promote",
         Some(tenant.id.as_str()),
-        slot.as_str(),
+        &slot.key(),
         None,
     )
     .await;
@@ -186,7 +193,8 @@ pub async fn abort(
     Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     ops::end_canary(&p, &tenant, slot, false, &op.name)
         .await
         .map_err(op_error)?;
@@ -194,7 +202,7 @@ pub async fn abort(
         &p,
         "plugin.canary.abort",
         Some(tenant.id.as_str()),
-        slot.as_str(),
+        &slot.key(),
         None,
     )
     .await;

@@ -3,7 +3,7 @@
 //! in Kafka mode, the dead-letter topic. Read-only: any operator role.
 
 use super::auth::Operator;
-use super::plugins::{iso, logs_json, slot, stats_json, tenant};
+use super::plugins::{iso, logs_json, stats_json, target, tenant};
 use super::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -35,7 +35,8 @@ pub async fn plugin_stats(
     _: Operator,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     Ok(Json(stats_json(&p, &tenant, slot).await?))
 }
 
@@ -49,7 +50,8 @@ pub async fn plugin_logs(
     Path((t, s)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     logs_json(&p, &tenant, slot, &q).await.map(Json)
 }
 

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use oms_engine::rollout::{self as ops, PluginOpError};
-use oms_engine::tenants::Tenant;
-use oms_plugin_host::{LoadError, Slot};
+use oms_engine::tenants::{Target, Tenant};
+use oms_plugin_host::LoadError;
 use oms_store::{PluginVersionRecord, StoreError};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -21,14 +21,24 @@ pub(super) fn iso(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn slot(raw: &str) -> Result<Slot, ApiError> {
-    // A tenant's own steps are set in its manifest (`[steps.<name>]`), not
-    // managed as the per-tenant slots are (yet).
-    Slot::parse(raw).filter(|s| Slot::ALL.contains(s)).ok_or_else(|| {
+/// The slot, or the tenant's own step (`step:<name>`), a path names.
+pub(super) fn target(tenant: &Tenant, raw: &str) -> Result<Target, ApiError> {
+    tenant.find_target(raw).ok_or_else(|| {
+        let steps: Vec<String> = tenant
+            .targets()
+            .into_iter()
+            .filter(|t| matches!(t, Target::Step(_)))
+            .map(|t| t.to_string())
+            .collect();
+        let steps = if steps.is_empty() {
+            "it has no steps of its own".to_string()
+        } else {
+            format!("its own steps are {}", steps.join(", "))
+        };
         ApiError::new(
             StatusCode::NOT_FOUND,
             "UNKNOWN_SLOT",
-            format!("no slot `{raw}`; slots are guardrail, fraud-check, payment-provider, compensation-policy"),
+            format!("no slot `{raw}` for this tenant; slots are guardrail, fraud-check, payment-provider, compensation-policy; {steps}"),
         )
     })
 }
@@ -37,6 +47,9 @@ pub(super) fn op_error(e: PluginOpError) -> ApiError {
     match e {
         PluginOpError::Refused(load) => refused(&load),
         PluginOpError::UnknownVersion => ApiError::not_found("plugin version"),
+        PluginOpError::UnknownTarget(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "UNKNOWN_SLOT", e.to_string())
+        }
         PluginOpError::NothingToRollBack => {
             ApiError::new(StatusCode::CONFLICT, "NOTHING_TO_ROLL_BACK", e.to_string())
         }
@@ -74,16 +87,16 @@ fn version_json(r: &PluginVersionRecord, active: Option<i64>) -> Value {
 pub(super) async fn versions_json(
     p: &AppState,
     tenant: &Tenant,
-    slot: Slot,
+    slot: Target,
 ) -> Result<Value, ApiError> {
     let versions = p
         .store
-        .plugin_versions(&tenant.id, slot.as_str())
+        .plugin_versions(&tenant.id, &slot.key())
         .await
         .map_err(ApiError::unavailable)?;
     let active = p
         .store
-        .activation(&tenant.id, slot.as_str())
+        .activation(&tenant.id, &slot.key())
         .await
         .map_err(ApiError::unavailable)?;
     let active_version = active.as_ref().map(|a| a.active_version);
@@ -114,7 +127,7 @@ pub async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let slot = slot(&raw)?;
+    let slot = target(&tenant, &raw)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -132,7 +145,7 @@ pub async fn upload(
         .map_err(op_error)?;
     let active = p
         .store
-        .activation(&tenant.id, slot.as_str())
+        .activation(&tenant.id, &slot.key())
         .await
         .map_err(ApiError::unavailable)?
         .map(|a| a.active_version);
@@ -153,7 +166,7 @@ pub async fn tenant_versions(
     Key(tenant, _): Key<PluginsRead>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let slot = slot(&raw)?;
+    let slot = target(&tenant, &raw)?;
     Ok(Json(versions_json(&p, &tenant, slot).await?))
 }
 
@@ -167,20 +180,48 @@ pub async fn stats(
     Key(tenant, _): Key<PluginsRead>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(stats_json(&p, &tenant, slot(&raw)?).await?))
+    Ok(Json(stats_json(&p, &tenant, target(&tenant, &raw)?).await?))
 }
 
 /// A slot's call stats per version; clients' and operators' view.
-/// Every host's calls, merged per version.
+/// Every host's calls, merged per version. A step's are those of its
+/// versions among the tenant's saga-step calls.
 pub(crate) async fn stats_json(
     p: &AppState,
     tenant: &Tenant,
-    slot: Slot,
+    slot: Target,
 ) -> Result<Value, ApiError> {
-    let data = oms_engine::plugin_telemetry::stats(p, tenant.id.as_str(), slot)
+    let keep = versions_of(p, tenant, slot).await?;
+    let data: Vec<_> = oms_engine::plugin_telemetry::stats(p, tenant.id.as_str(), slot.slot())
         .await
-        .map_err(ApiError::store)?;
+        .map_err(ApiError::store)?
+        .into_iter()
+        .filter(|s| keep.as_ref().is_none_or(|k| k.contains(&s.version)))
+        .collect();
     Ok(json!({ "slot": slot, "data": data }))
+}
+
+/// For a step, the versions (digest prefixes) its calls are told by; for a
+/// slot, `None` (all its calls are its own).
+async fn versions_of(
+    p: &AppState,
+    tenant: &Tenant,
+    target: Target,
+) -> Result<Option<Vec<String>>, ApiError> {
+    if matches!(target, Target::Slot(_)) {
+        return Ok(None);
+    }
+    let versions = p
+        .store
+        .plugin_versions(&tenant.id, &target.key())
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Some(
+        versions
+            .iter()
+            .map(|v| v.digest.chars().take(12).collect())
+            .collect(),
+    ))
 }
 
 /// `GET /api/v1/plugins/{slot}/logs?limit=`: the plugin's own output, newest last.
@@ -193,7 +234,9 @@ pub async fn logs(
     Path(raw): Path<String>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    logs_json(&p, &tenant, slot(&raw)?, &q).await.map(Json)
+    logs_json(&p, &tenant, target(&tenant, &raw)?, &q)
+        .await
+        .map(Json)
 }
 
 /// A slot's latest log lines (`?limit=`), newest last; clients' and
@@ -201,16 +244,19 @@ pub async fn logs(
 pub(crate) async fn logs_json(
     p: &AppState,
     tenant: &Tenant,
-    slot: Slot,
+    slot: Target,
     q: &std::collections::HashMap<String, String>,
 ) -> Result<Value, ApiError> {
     let limit = limit(q, 100, 500)?;
-    let lines: Vec<Value> = oms_engine::plugin_telemetry::logs(p, tenant.id.as_str(), slot, limit)
-        .await
-        .map_err(ApiError::store)?
-        .into_iter()
-        .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
-        .collect();
+    let keep = versions_of(p, tenant, slot).await?;
+    let lines: Vec<Value> =
+        oms_engine::plugin_telemetry::logs(p, tenant.id.as_str(), slot.slot(), limit)
+            .await
+            .map_err(ApiError::store)?
+            .into_iter()
+            .filter(|l| keep.as_ref().is_none_or(|k| k.contains(&l.version)))
+            .map(|l| json!({ "at": iso(l.at), "version": l.version, "line": l.line }))
+            .collect();
     Ok(json!({ "slot": slot, "data": lines }))
 }
 
@@ -248,11 +294,11 @@ pub async fn calls(
     Path(raw): Path<String>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let slot = slot(&raw)?;
+    let slot = target(&tenant, &raw)?;
     let limit = limit(&q, 100, 10_000)?;
     let calls = p
         .store
-        .recorded_calls(&tenant.id, slot.as_str(), limit as i64)
+        .recorded_calls(&tenant.id, &slot.key(), limit as i64)
         .await
         .map_err(ApiError::unavailable)?;
     let data: Vec<Value> = calls
@@ -273,7 +319,7 @@ pub async fn calls(
         .collect();
     Ok(Json(json!({
         "slot": slot,
-        "recording": tenant.plugin(slot).record_calls,
+        "recording": tenant.target(slot).is_some_and(|t| t.record_calls),
         "data": data,
     })))
 }
@@ -293,7 +339,8 @@ pub async fn admin_versions(
     _: Operator,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     Ok(Json(versions_json(&p, &tenant, slot).await?))
 }
 
@@ -309,7 +356,8 @@ pub async fn activate(
     Path((t, s)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     let version = json_body(&body)?.get("version").and_then(Value::as_i64).ok_or_else(|| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", "version is required")
             .with_details(json!({ "errors": [{ "field": "/version", "code": "REQUIRED", "message": "is required" }] }))
@@ -321,7 +369,7 @@ pub async fn activate(
         &p,
         "plugin.activate",
         Some(tenant.id.as_str()),
-        slot.as_str(),
+        &slot.key(),
         Some(format!("version {version}")),
     )
     .await;
@@ -338,7 +386,8 @@ pub async fn rollback(
     Admin(op): Admin,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     let record = ops::rollback(&p, &tenant, slot, &op.name)
         .await
         .map_err(op_error)?;
@@ -346,7 +395,7 @@ pub async fn rollback(
         &p,
         "plugin.rollback",
         Some(tenant.id.as_str()),
-        slot.as_str(),
+        &slot.key(),
         Some(format!("to version {}", record.active_version)),
     )
     .await;
@@ -366,13 +415,14 @@ pub async fn set_shadow(
     Path((t, s)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
-    if !ops::shadowable(slot) {
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
+    if !ops::shadowable(&tenant, slot) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "SHADOW_NOT_SUPPORTED",
             format!(
-                "{slot} calls have side effects; only guardrail and fraud-check can run in shadow"
+                "{slot} calls have side effects; only guardrail, fraud-check and steps without allowed_origins can run in shadow"
             ),
         ));
     }
@@ -400,7 +450,7 @@ pub async fn set_shadow(
         &p,
         "plugin.shadow",
         Some(tenant.id.as_str()),
-        slot.as_str(),
+        &slot.key(),
         Some(version.map_or("cleared".into(), |v| format!("version {v}"))),
     )
     .await;
@@ -417,10 +467,11 @@ pub async fn shadow_report(
     _: Operator,
     Path((t, s)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (tenant, slot) = (tenant(&p, &t)?, slot(&s)?);
+    let tenant = tenant(&p, &t)?;
+    let slot = target(&tenant, &s)?;
     let activation = p
         .store
-        .activation(&tenant.id, slot.as_str())
+        .activation(&tenant.id, &slot.key())
         .await
         .map_err(ApiError::unavailable)?;
     let Some((version, digest)) =
@@ -430,7 +481,7 @@ pub async fn shadow_report(
     };
     let (calls, agreed, divergences) = p
         .store
-        .shadow_summary(&tenant.id, slot.as_str(), &digest[..12])
+        .shadow_summary(&tenant.id, &slot.key(), &digest[..12])
         .await
         .map_err(ApiError::unavailable)?;
     let recent: Vec<Value> = divergences

@@ -245,6 +245,13 @@ impl step::oms::plugin::step_state::Host for CallState {
     fn increment(&mut self, key: String, delta: i64) -> Result<i64, StateError> {
         self.step_state()?.increment(&key, delta)
     }
+
+    fn decrement(&mut self, key: String, amount: u64) -> Result<i64, StateError> {
+        let delta = i64::try_from(amount)
+            .map(|a| -a)
+            .map_err(|_| StateError::NotANumber(format!("{amount} is past the largest s64")))?;
+        self.step_state()?.increment(&key, delta)
+    }
 }
 
 use step::oms::plugin::step_state::StateError;

@@ -100,11 +100,25 @@ pub enum SagaAction {
     Resolve,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Slot {
-    Guardrail,
-    FraudCheck,
-    PaymentProvider,
-    CompensationPolicy,
+/// A plugin slot (`guardrail`, `fraud-check`, `payment-provider`,
+/// `compensation-policy`) or one of the tenant's own saga steps,
+/// `step:<name>` (its versions are rolled out as a slot's are).
+pub struct Slot;
+
+impl utoipa::PartialSchema for Slot {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(
+                "^(guardrail|fraud-check|payment-provider|compensation-policy|step:[a-z][a-z0-9-]{0,38}[a-z0-9])$",
+            ))
+            .description(Some(
+                "A plugin slot, or `step:<name>` for one of the tenant's own saga steps.",
+            ))
+            .examples(["guardrail", "step:loyalty-points"])
+            .into()
+    }
 }
+
+impl ToSchema for Slot {}

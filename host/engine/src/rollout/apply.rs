@@ -3,9 +3,10 @@
 //! stored, or compiled from the uploaded bytes.
 
 use super::PluginOpError;
+use super::running;
 use crate::Platform;
 use crate::metrics::Metrics;
-use crate::tenants::{Canary, Tenant};
+use crate::tenants::{Canary, Target, Tenant};
 use oms_plugin_host::{Plugin, Slot};
 use oms_store::{ActivationRecord, CanaryRecord, StoreError};
 use std::sync::Arc;
@@ -13,10 +14,11 @@ use std::sync::Arc;
 pub(super) async fn apply(
     p: &Platform,
     tenant: &Tenant,
-    slot: Slot,
+    target: Target,
     record: &ActivationRecord,
 ) -> Result<(), PluginOpError> {
-    let tp = tenant.plugin(slot);
+    let tp = running(tenant, target)?;
+    let slot = target.slot();
     if record.canary_digest.is_none() {
         tp.set_canary(None);
     }
@@ -31,7 +33,7 @@ pub(super) async fn apply(
     }
     let plugin = load_version(p, slot, &record.digest).await?;
     if tp.swap(plugin) {
-        tracing::info!(tenant = %tenant.id, %slot, version = record.active_version, digest = %&record.digest[..12], "plugin activated");
+        tracing::info!(tenant = %tenant.id, %target, version = record.active_version, digest = %&record.digest[..12], "plugin activated");
     }
     Ok(())
 }
@@ -39,14 +41,15 @@ pub(super) async fn apply(
 pub(super) async fn apply_canary(
     p: &Platform,
     tenant: &Tenant,
-    slot: Slot,
+    target: Target,
     record: &ActivationRecord,
     canary: Option<&CanaryRecord>,
 ) -> Result<(), PluginOpError> {
-    let tp = tenant.plugin(slot);
+    let tp = running(tenant, target)?;
+    let slot = target.slot();
     let (Some(c), Some(digest)) = (canary, record.canary_digest.as_ref()) else {
         if tp.canary().is_some() {
-            tracing::info!(tenant = %tenant.id, %slot, "canary ended");
+            tracing::info!(tenant = %tenant.id, %target, "canary ended");
         }
         tp.set_canary(None);
         return Ok(());
@@ -58,7 +61,7 @@ pub(super) async fn apply_canary(
         return Ok(());
     }
     let plugin = load_version(p, slot, digest).await?;
-    tracing::info!(tenant = %tenant.id, %slot, version = c.version, percent = c.percent, "canary running");
+    tracing::info!(tenant = %tenant.id, %target, version = c.version, percent = c.percent, "canary running");
     tp.set_canary(Some(Arc::new(Canary {
         plugin,
         record: c.clone(),

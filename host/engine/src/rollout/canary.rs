@@ -5,8 +5,7 @@ use super::PluginOpError;
 use super::apply::{apply, apply_canary};
 use crate::Platform;
 use crate::metrics::Metrics;
-use crate::tenants::Tenant;
-use oms_plugin_host::Slot;
+use crate::tenants::{Target, Tenant};
 use oms_store::{ActivationChange, ActivationRecord, CanaryRecord, CanaryWindow};
 
 /// Calls a canary is judged over: its latest ones, so an early bad patch
@@ -61,8 +60,10 @@ pub(super) async fn judge(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOp
     {
         Metrics::inc(&p.metrics.canary_rollbacks_total);
         tracing::warn!(tenant = %c.tenant_id, slot = %c.slot, version = c.version, %reason, "canary rolled back");
-        if let (Some(tenant), Some(slot)) = (p.tenants.get(&c.tenant_id), Slot::parse(&c.slot)) {
-            tenant.plugin(slot).set_canary(None);
+        if let Some(tenant) = p.tenants.get(&c.tenant_id)
+            && let Some(tp) = tenant.find_target(&c.slot).and_then(|t| tenant.target(t))
+        {
+            tp.set_canary(None);
         }
     }
     Ok(())
@@ -72,8 +73,10 @@ pub(super) async fn judge(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOp
 pub async fn start_canary(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOpError> {
     let _rollout = p.rollout.lock().await;
     let record = p.store.start_canary(c).await?;
-    if let (Some(tenant), Some(slot)) = (p.tenants.get(&c.tenant_id), Slot::parse(&c.slot)) {
-        apply_canary(p, &tenant, slot, &record, Some(c)).await?;
+    if let Some(tenant) = p.tenants.get(&c.tenant_id)
+        && let Some(target) = tenant.find_target(&c.slot)
+    {
+        apply_canary(p, &tenant, target, &record, Some(c)).await?;
     }
     Ok(())
 }
@@ -83,14 +86,14 @@ pub async fn start_canary(p: &Platform, c: &CanaryRecord) -> Result<(), PluginOp
 pub async fn end_canary(
     p: &Platform,
     tenant: &Tenant,
-    slot: Slot,
+    target: Target,
     promote: bool,
     actor: &str,
 ) -> Result<ActivationRecord, PluginOpError> {
     let _rollout = p.rollout.lock().await;
     let c = p
         .store
-        .canary(&tenant.id, slot.as_str())
+        .canary(&tenant.id, &target.key())
         .await?
         .ok_or(PluginOpError::NoCanary)?;
     let record = if promote {
@@ -98,7 +101,7 @@ pub async fn end_canary(
         p.store
             .activate_plugin(
                 &tenant.id,
-                slot.as_str(),
+                &target.key(),
                 &ActivationChange {
                     version: c.version,
                     actor,
@@ -113,12 +116,12 @@ pub async fn end_canary(
             .end_canary(&c, "canary_abort", actor, None, oms_clock::now_ms())
             .await?;
         p.store
-            .activation(&tenant.id, slot.as_str())
+            .activation(&tenant.id, &target.key())
             .await?
             .ok_or(PluginOpError::UnknownVersion)?
     };
-    apply_canary(p, tenant, slot, &record, None).await?;
-    apply(p, tenant, slot, &record).await?;
+    apply_canary(p, tenant, target, &record, None).await?;
+    apply(p, tenant, target, &record).await?;
     Ok(record)
 }
 

@@ -15,7 +15,7 @@ pub(crate) use sync::run_sync;
 pub use sync::sync;
 
 use super::Platform;
-use crate::tenants::Tenant;
+use crate::tenants::{Target, Tenant, TenantPlugin};
 use oms_plugin_host::{LoadError, Slot};
 use oms_store::{ActivationChange, ActivationRecord, PluginQuota, PluginVersionRecord, StoreError};
 
@@ -44,6 +44,8 @@ pub enum PluginOpError {
     Refused(#[from] LoadError),
     #[error("no such version")]
     UnknownVersion,
+    #[error("the tenant has no {0}")]
+    UnknownTarget(String),
     #[error("there is no earlier version to roll back to")]
     NothingToRollBack,
     #[error("no canary is running for this slot")]
@@ -64,19 +66,27 @@ impl From<StoreError> for PluginOpError {
     }
 }
 
+/// What runs `target` for `tenant`, if the tenant has it.
+pub fn running(tenant: &Tenant, target: Target) -> Result<&TenantPlugin, PluginOpError> {
+    tenant
+        .target(target)
+        .ok_or_else(|| PluginOpError::UnknownTarget(target.to_string()))
+}
+
 /// Checks and stores an uploaded component. `(record, false)` when these
 /// bytes were uploaded before.
 pub async fn upload(
     p: &Platform,
     tenant: &Tenant,
-    slot: Slot,
+    target: Target,
     bytes: Vec<u8>,
     actor: &str,
 ) -> Result<(PluginVersionRecord, bool), PluginOpError> {
     // Compiling is CPU-heavy: keep it off the async workers (and, with a
     // compiler process configured, out of this process).
     let host = p.plugins.clone();
-    let limits = tenant.plugin(slot).limits;
+    let limits = running(tenant, target)?.limits;
+    let slot = target.slot();
     let checked = tokio::task::spawn_blocking(move || {
         host.load_untrusted(slot, &bytes, &limits)
             .map(|plugin| (plugin, bytes))
@@ -88,7 +98,7 @@ pub async fn upload(
         .store
         .put_plugin_version_within(
             &tenant.id,
-            slot.as_str(),
+            &target.key(),
             &plugin.digest,
             &bytes,
             actor,
@@ -104,11 +114,11 @@ pub async fn upload(
 pub async fn activate(
     p: &Platform,
     tenant: &Tenant,
-    slot: Slot,
+    target: Target,
     version: i64,
     actor: &str,
 ) -> Result<ActivationRecord, PluginOpError> {
-    switch(p, tenant, slot, version, actor, "activate").await
+    switch(p, tenant, target, version, actor, "activate").await
 }
 
 /// Makes `version` the active one (recorded as `action`) and runs it here
@@ -116,11 +126,12 @@ pub async fn activate(
 async fn switch(
     p: &Platform,
     tenant: &Tenant,
-    slot: Slot,
+    target: Target,
     version: i64,
     actor: &str,
     action: &str,
 ) -> Result<ActivationRecord, PluginOpError> {
+    running(tenant, target)?;
     let change = ActivationChange {
         version,
         actor,
@@ -130,51 +141,56 @@ async fn switch(
     let _rollout = p.rollout.lock().await;
     let record = p
         .store
-        .activate_plugin(&tenant.id, slot.as_str(), &change, oms_clock::now_ms())
+        .activate_plugin(&tenant.id, &target.key(), &change, oms_clock::now_ms())
         .await?;
-    apply(p, tenant, slot, &record).await?;
+    apply(p, tenant, target, &record).await?;
     Ok(record)
 }
 
-/// Slots whose calls have no side effects, so a candidate can run beside them.
-pub fn shadowable(slot: Slot) -> bool {
-    matches!(slot, Slot::Guardrail | Slot::FraudCheck)
+/// Slots whose calls have no side effects, and steps that reach nothing
+/// outside, so a candidate can run beside them.
+pub fn shadowable(tenant: &Tenant, target: Target) -> bool {
+    match target {
+        Target::Slot(slot) => matches!(slot, Slot::Guardrail | Slot::FraudCheck),
+        Target::Step(name) => tenant.steps.get(&name).is_some_and(|s| s.shadowable()),
+    }
 }
 
 /// Runs `version` (or with `None`, nothing) in the shadow of the active one.
 pub async fn shadow(
     p: &Platform,
     tenant: &Tenant,
-    slot: Slot,
+    target: Target,
     version: Option<i64>,
     actor: &str,
 ) -> Result<ActivationRecord, PluginOpError> {
+    running(tenant, target)?;
     let _rollout = p.rollout.lock().await;
     let record = p
         .store
         .set_shadow(
             &tenant.id,
-            slot.as_str(),
+            &target.key(),
             version,
             actor,
             oms_clock::now_ms(),
         )
         .await?;
-    apply(p, tenant, slot, &record).await?;
+    apply(p, tenant, target, &record).await?;
     Ok(record)
 }
 
 pub async fn rollback(
     p: &Platform,
     tenant: &Tenant,
-    slot: Slot,
+    target: Target,
     actor: &str,
 ) -> Result<ActivationRecord, PluginOpError> {
-    let current = p.store.activation(&tenant.id, slot.as_str()).await?;
+    let current = p.store.activation(&tenant.id, &target.key()).await?;
     let previous = current
         .and_then(|a| a.previous_version)
         .ok_or(PluginOpError::NothingToRollBack)?;
-    switch(p, tenant, slot, previous, actor, "rollback").await
+    switch(p, tenant, target, previous, actor, "rollback").await
 }
 
 /// Registers each tenant's manifest components as versions, active where
@@ -187,23 +203,23 @@ pub async fn register_manifest_plugins(p: &Platform) -> Result<(), PluginOpError
 }
 
 /// Registers a tenant's manifest components as versions: active where no
-/// version is chosen yet, and for the slots in `changed` (the manifest
-/// names a new component) active now, as an activation by `actor`.
+/// version is chosen yet, and for the slots and steps in `changed` (the
+/// manifest names a new component) active now, as an activation by `actor`.
 pub async fn register_components(
     p: &Platform,
     tenant: &Tenant,
-    changed: &[Slot],
+    changed: &[Target],
     actor: &str,
 ) -> Result<(), PluginOpError> {
     let now = oms_clock::now_ms();
     let _rollout = p.rollout.lock().await;
-    for slot in Slot::ALL {
-        let tp = tenant.plugin(slot);
+    for target in tenant.targets() {
+        let tp = running(tenant, target)?;
         let (record, _) = p
             .store
             .put_plugin_version(
                 &tenant.id,
-                slot.as_str(),
+                &target.key(),
                 &tp.manifest_plugin.digest,
                 &tp.manifest_bytes,
                 actor,
@@ -214,17 +230,17 @@ pub async fn register_components(
             .store
             .activate_plugin(
                 &tenant.id,
-                slot.as_str(),
+                &target.key(),
                 &ActivationChange {
                     version: record.version,
                     actor,
                     action: "activate",
-                    only_if_unset: !changed.contains(&slot),
+                    only_if_unset: !changed.contains(&target),
                 },
                 now,
             )
             .await?;
-        apply(p, tenant, slot, &activation).await?;
+        apply(p, tenant, target, &activation).await?;
     }
     Ok(())
 }

@@ -5,7 +5,6 @@ use super::PluginOpError;
 use super::apply::{apply, apply_canary};
 use super::canary::judge;
 use crate::Platform;
-use oms_plugin_host::Slot;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,16 +20,18 @@ pub async fn sync(p: &Platform) -> Result<(), PluginOpError> {
     let rollout = p.rollout.lock().await;
     let canaries = p.store.canaries().await?;
     for record in p.store.activations().await? {
-        let (Some(tenant), Some(slot)) =
-            (p.tenants.get(&record.tenant_id), Slot::parse(&record.slot))
-        else {
+        let Some(tenant) = p.tenants.get(&record.tenant_id) else {
+            continue;
+        };
+        // A step the tenant no longer has keeps its rows, unused.
+        let Some(target) = tenant.find_target(&record.slot) else {
             continue;
         };
         let canary = canaries
             .iter()
             .find(|c| c.tenant_id == record.tenant_id && c.slot == record.slot);
-        apply_canary(p, &tenant, slot, &record, canary).await?;
-        apply(p, &tenant, slot, &record).await?;
+        apply_canary(p, &tenant, target, &record, canary).await?;
+        apply(p, &tenant, target, &record).await?;
     }
     drop(rollout);
     for canary in &canaries {

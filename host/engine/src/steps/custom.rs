@@ -4,9 +4,15 @@
 //! records how the call came out, and only if it succeeded. A component
 //! that traps, runs out of budget or answers outside its contract is a
 //! transient failure, retried under the step's own policy.
+//!
+//! A step is rolled out as a slot is: the order's canary bucket picks the
+//! canary's version (for its run and its compensation alike) while one
+//! runs; a shadow version of a step that reaches nothing outside runs on
+//! the same order and committed state, its writes dropped and its answer
+//! compared with the active one's.
 
 use super::*;
-use crate::tenants::CustomStep;
+use crate::tenants::{CustomStep, Target};
 use oms_plugin_host::StepCall;
 use oms_plugin_host::bindings::step::exports::oms::plugin::custom_step::StepContext;
 use oms_plugin_host::step_state::{CallStepState, StateOp, StateReader};
@@ -37,10 +43,28 @@ enum Answer {
     Failed(Failure),
 }
 
+impl Answer {
+    /// What a shadow's answer is compared on: the output and the writes,
+    /// or the failure's code.
+    fn verdict(&self) -> String {
+        match self {
+            Self::Done(output, writes) => {
+                let writes: Vec<String> = writes
+                    .iter()
+                    .map(|w| format!("{}={:?}", w.key, w.op))
+                    .collect();
+                format!("ok {output} [{}]", writes.join(", "))
+            }
+            Self::Failed(f) => format!("failed {}", f.code),
+        }
+    }
+}
+
 async fn call(
     p: &Platform,
     cx: &Context<'_>,
     step: &CustomStep,
+    plugin: &Arc<Plugin>,
     which: StepCall,
     extras: &mut Extras,
 ) -> Answer {
@@ -58,19 +82,19 @@ async fn call(
         attempt: cx.state.attempt,
         idempotency_key: format!("{}:{}", cx.order_id, step.name),
     };
-    let version = step.plugin.version().to_string();
+    let version = plugin.version().to_string();
     let called = p
         .plugins
         .step(
             cx.tenant.id.as_str(),
-            &step.plugin,
-            step.limits,
-            Some(step.grant.clone()),
+            plugin,
+            step.plugin.limits,
+            Some(step.plugin.http_grant()),
             state,
             which,
             cx.wit_order(),
             context,
-            step.settings.clone(),
+            step.plugin.settings.clone(),
         )
         .await;
     match called {
@@ -126,14 +150,64 @@ fn configured<'a>(cx: &'a Context<'_>, name: StepName) -> Result<&'a CustomStep,
     })
 }
 
+/// Calls the version that decides this order (the canary's, if the order
+/// falls in its share) and notes a canary's call for its thresholds.
+async fn call_for_order(
+    p: &Platform,
+    cx: &Context<'_>,
+    custom: &CustomStep,
+    which: StepCall,
+    extras: &mut Extras,
+) -> Answer {
+    let (plugin, canary) = custom.plugin.for_order(cx.order_id.as_str());
+    let answer = call(p, cx, custom, &plugin, which, extras).await;
+    if let Some(canary) = canary {
+        // A step's calls have effects: no second version runs beside it to
+        // compare, so a canary is judged on failures and latency.
+        record_canary(p, cx, &canary, extras, None).await;
+    }
+    answer
+}
+
+/// Runs the shadow version, if one is set and the step reaches nothing
+/// outside, on the same order and committed state; its writes are dropped
+/// and only whether it answered as the active version did is recorded.
+async fn shadow(p: &Platform, cx: &Context<'_>, custom: &CustomStep, active: &Answer) {
+    let Some(shadow) = custom.plugin.shadow() else {
+        return;
+    };
+    if !custom.shadowable() {
+        return;
+    }
+    let mut ignored = Extras::default();
+    let answer = call(p, cx, custom, &shadow, StepCall::Run, &mut ignored).await;
+    let (active_verdict, shadow_verdict) = (active.verdict(), answer.verdict());
+    let result = oms_store::ShadowResult {
+        order_id: cx.order_id.to_string(),
+        active_version: custom.plugin.current().version().to_string(),
+        shadow_version: shadow.version().to_string(),
+        agreed: i64::from(active_verdict == shadow_verdict),
+        active_verdict,
+        shadow_verdict,
+        at: oms_clock::now_ms(),
+    };
+    let key = Target::Step(custom.name).key();
+    if let Err(e) = p.store.record_shadow(&cx.tenant.id, &key, &result).await {
+        tracing::warn!(error = %e, "recording a step's shadow verdict failed");
+    }
+}
+
 pub(super) async fn run(p: &Platform, cx: &Context<'_>, name: StepName) -> Outcome {
     let step = Step::Custom(name);
     let mut extras = Extras::default();
     let (answer, retry) = match configured(cx, name) {
-        Ok(custom) => (
-            call(p, cx, custom, StepCall::Run, &mut extras).await,
-            custom.retry,
-        ),
+        Ok(custom) => {
+            let answer = call_for_order(p, cx, custom, StepCall::Run, &mut extras).await;
+            if !extras.detail.contains_key("canary") {
+                shadow(p, cx, custom, &answer).await;
+            }
+            (answer, custom.retry)
+        }
         Err(failure) => (Answer::Failed(failure), Default::default()),
     };
     match answer {
@@ -169,7 +243,7 @@ pub(super) async fn compensate(p: &Platform, cx: &Context<'_>, name: StepName) -
     let output = cx.state.output_of(Step::Custom(name)).unwrap_or_default();
     let answer = match configured(cx, name) {
         Ok(custom) => {
-            call(
+            call_for_order(
                 p,
                 cx,
                 custom,

@@ -5,11 +5,10 @@
 
 use super::keys::{Scope, new_secret, secret_hash};
 use super::sync::{SyncError, check, reload};
-use super::{Tenant, TenantError, TenantSpec};
+use super::{Target, Tenant, TenantError, TenantSpec};
 use crate::Platform;
 use crate::rollout::{self, PluginOpError};
 use oms_domain::TenantId;
-use oms_plugin_host::Slot;
 use oms_store::{ApiKeyRecord, NewApiKey, StoreError, TenantRecord, TenantWrite};
 use std::sync::Arc;
 
@@ -129,12 +128,12 @@ pub async fn update(
             }
             other => other.into(),
         })?;
-    let changed: Vec<Slot> = Slot::ALL
+    let before: Vec<(Target, &str)> = old.components();
+    let changed: Vec<Target> = spec
+        .components()
         .into_iter()
-        .filter(|s| {
-            let component = |m: &TenantSpec| m.plugins.get(s.as_str()).map(|x| x.component.clone());
-            component(spec) != component(&old)
-        })
+        .filter(|now| !before.contains(now))
+        .map(|(target, _)| target)
         .collect();
     let tenant = reload(p, id).await?;
     register(p, &tenant, &changed, actor).await?;
@@ -144,7 +143,7 @@ pub async fn update(
 async fn register(
     p: &Platform,
     tenant: &Tenant,
-    changed: &[Slot],
+    changed: &[Target],
     actor: &str,
 ) -> Result<(), TenantOpError> {
     rollout::register_components(p, tenant, changed, actor)

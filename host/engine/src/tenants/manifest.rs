@@ -268,6 +268,36 @@ impl TenantSpec {
         })
     }
 
+    /// Each component the manifest names, with what runs it. Sections
+    /// under a name that is no slot or step are left out here (refused,
+    /// with their field, when the tenant is built).
+    pub fn components(&self) -> Vec<(Target, &str)> {
+        let slots = self.plugins.iter().filter_map(|(name, section)| {
+            let slot = Slot::parse(name).filter(|s| Slot::ALL.contains(s))?;
+            Some((Target::Slot(slot), section.component.as_str()))
+        });
+        let steps = self.steps.iter().filter_map(|(name, section)| {
+            let name = oms_saga::StepName::parse(name).ok()?;
+            Some((Target::Step(name), section.component.as_str()))
+        });
+        slots.chain(steps).collect()
+    }
+
+    /// Names another component for `target` (e.g. a stored version's digest
+    /// in place of a file's path).
+    pub fn set_component(&mut self, target: Target, component: String) {
+        let slot = match target {
+            Target::Slot(slot) => self
+                .plugins
+                .get_mut(slot.as_str())
+                .map(|s| &mut s.component),
+            Target::Step(name) => self.steps.get_mut(name.as_str()).map(|s| &mut s.component),
+        };
+        if let Some(c) = slot {
+            *c = component;
+        }
+    }
+
     /// The JSON the database keeps (keys are kept apart, hashed).
     pub fn to_stored(&self) -> String {
         let mut kept = self.clone();
@@ -290,7 +320,7 @@ pub enum SpecFormat {
 pub(super) fn build_tenant(
     source: &str,
     m: TenantSpec,
-    components: HashMap<Slot, Vec<u8>>,
+    components: HashMap<Target, Vec<u8>>,
     host: &PluginHost,
     options: &LoadOptions,
 ) -> Result<Tenant, TenantError> {
@@ -371,7 +401,7 @@ pub(super) fn build_tenant(
                 _ => bad(&field, format!("unknown plugin slot `{slot_name}`")),
             })?;
         let bytes = components
-            .remove(&slot)
+            .remove(&Target::Slot(slot))
             .ok_or_else(|| bad(&format!("{field}.component"), "no component".into()))?;
         let plugin = host
             .load(slot, &bytes)
@@ -410,17 +440,7 @@ pub(super) fn build_tenant(
             .collect();
         plugins.insert(
             slot,
-            TenantPlugin {
-                active: RwLock::new(plugin.clone()),
-                shadow: RwLock::new(None),
-                canary: RwLock::new(None),
-                record_calls: section.record_calls,
-                manifest_plugin: plugin,
-                manifest_bytes: bytes,
-                settings,
-                limits,
-                grant,
-            },
+            TenantPlugin::new(plugin, bytes, settings, limits, grant, section.record_calls),
         );
     }
     if let Some(missing) = Slot::ALL.iter().find(|s| !plugins.contains_key(s)) {
@@ -429,8 +449,15 @@ pub(super) fn build_tenant(
             format!("no plugin for the {missing} slot"),
         ));
     }
-    let steps = super::steps::build(&m.id, &definition, &m.steps, host, &substitute)
-        .map_err(|e| e.into_tenant_error(source))?;
+    let steps = super::steps::build(
+        &m.id,
+        &definition,
+        &m.steps,
+        &mut components,
+        host,
+        &substitute,
+    )
+    .map_err(|e| e.into_tenant_error(source))?;
 
     let per_second = std::num::NonZeroU32::new(m.limits.requests_per_second).ok_or_else(|| {
         bad(

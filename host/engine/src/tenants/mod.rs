@@ -49,6 +49,7 @@ pub mod keys;
 mod manifest;
 mod steps;
 pub mod sync;
+mod target;
 
 use keys::Keys;
 use manifest::build_tenant;
@@ -56,6 +57,7 @@ use manifest::build_tenant;
 use manifest::call_limits;
 pub use manifest::{PluginSection, ReviewAction, SpecFormat, TenantSpec};
 pub use steps::{CustomStep, StepSection};
+pub use target::{STEP_PREFIX, Target};
 
 /// A candidate deciding a share of orders, chosen by [`canary_bucket`].
 pub struct Canary {
@@ -90,6 +92,29 @@ pub struct TenantPlugin {
 }
 
 impl TenantPlugin {
+    /// What a manifest sets for a slot or step: its component running, no
+    /// shadow, no canary (rollouts carry over with `Tenant::carry_over`).
+    pub fn new(
+        plugin: Arc<Plugin>,
+        bytes: Vec<u8>,
+        settings: Vec<(String, String)>,
+        limits: CallLimits,
+        grant: Option<HttpGrant>,
+        record_calls: bool,
+    ) -> Self {
+        Self {
+            active: RwLock::new(plugin.clone()),
+            shadow: RwLock::new(None),
+            canary: RwLock::new(None),
+            record_calls,
+            manifest_plugin: plugin,
+            manifest_bytes: bytes,
+            settings,
+            limits,
+            grant,
+        }
+    }
+
     /// What the slot's calls may reach: the manifest's origins, or nothing
     /// (every request refused) for a slot without any.
     pub fn http_grant(&self) -> HttpGrant {
@@ -177,6 +202,41 @@ impl Tenant {
         &self.plugins[&slot]
     }
 
+    /// What runs a slot or one of the tenant's steps; `None` for a step
+    /// it does not have (any more).
+    pub fn target(&self, target: Target) -> Option<&TenantPlugin> {
+        match target {
+            Target::Slot(slot) => self.plugins.get(&slot),
+            Target::Step(name) => self.steps.get(&name).map(|s| &s.plugin),
+        }
+    }
+
+    /// The slot or step a path or a stored row names (`guardrail`,
+    /// `step:loyalty-points`), if this tenant has it.
+    pub fn find_target(&self, raw: &str) -> Option<Target> {
+        match raw.strip_prefix(STEP_PREFIX) {
+            Some(step) => self
+                .steps
+                .keys()
+                .find(|n| n.as_str() == step)
+                .map(|n| Target::Step(*n)),
+            None => Slot::parse(raw)
+                .filter(|s| Slot::ALL.contains(s))
+                .map(Target::Slot),
+        }
+    }
+
+    /// Its four slots and its own steps, in that order.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut steps: Vec<_> = self.steps.keys().copied().collect();
+        steps.sort();
+        Slot::ALL
+            .into_iter()
+            .map(Target::Slot)
+            .chain(steps.into_iter().map(Target::Step))
+            .collect()
+    }
+
     /// Takes one request from the tenant's budget; when it is spent, how
     /// long until the next request would be admitted.
     pub fn admit(&self) -> Result<(), std::time::Duration> {
@@ -190,8 +250,8 @@ impl Tenant {
     /// shadowed and canary versions) and the rate budget from the tenant
     /// this one replaces, so a manifest change does not undo a rollout.
     fn carry_over(&self, old: &Tenant) {
-        for (slot, tp) in &self.plugins {
-            if let Some(before) = old.plugins.get(slot) {
+        for target in self.targets() {
+            if let (Some(tp), Some(before)) = (self.target(target), old.target(target)) {
                 tp.swap(before.current());
                 tp.set_shadow(before.shadow());
                 tp.set_canary(before.canary());

@@ -2,23 +2,23 @@
 //! (component, settings, limits, state quota, network, retry) and what a
 //! running tenant keeps of each.
 
-use super::TenantError;
 use super::manifest::{PluginSection, call_limits, pick};
+use super::{Target, TenantError, TenantPlugin};
 use oms_plugin_host::http::HttpGrant;
 use oms_plugin_host::step_state::StateLimits;
-use oms_plugin_host::{CallLimits, Plugin, PluginHost, Slot, builtin};
+use oms_plugin_host::{CallLimits, PluginHost, Slot};
 use oms_saga::{SagaDefinition, StepName, StepRetry};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 /// A step of the tenant's own, as its manifest describes it. The step is
 /// placed by naming it in `saga.steps`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSection {
-    /// `builtin:<name>` (e.g. `builtin:loyalty-points`): a component of the
-    /// `saga-step` world.
+    /// A component of the `saga-step` world: `builtin:<name>` (e.g.
+    /// `builtin:loyalty-points`), `sha256:<digest>` of a version uploaded
+    /// for this step, or (in a manifest file) a path to a `.wasm` file.
     pub component: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, String>,
@@ -56,15 +56,25 @@ pub struct StepSection {
     pub max_value_kb: Option<usize>,
 }
 
-/// A tenant-defined step as a running tenant keeps it.
+/// A tenant-defined step as a running tenant keeps it: its component
+/// versions (active, shadow, canary), settings, limits and grant as a
+/// slot's, and the step's own state quota and retry policy.
 pub struct CustomStep {
     pub name: StepName,
-    pub plugin: Arc<Plugin>,
-    pub settings: Vec<(String, String)>,
-    pub limits: CallLimits,
+    pub plugin: TenantPlugin,
     pub state_limits: StateLimits,
-    pub grant: HttpGrant,
     pub retry: StepRetry,
+}
+
+impl CustomStep {
+    /// A step that may run in the shadow of another: one that reaches
+    /// nothing outside (its state writes are dropped with its answer).
+    pub fn shadowable(&self) -> bool {
+        self.plugin
+            .grant
+            .as_ref()
+            .is_none_or(|g| g.allowed_origins.is_empty())
+    }
 }
 
 /// Builds each step the definition names from its section: every custom
@@ -74,6 +84,7 @@ pub(super) fn build(
     tenant: &str,
     definition: &SagaDefinition,
     sections: &BTreeMap<String, StepSection>,
+    components: &mut HashMap<Target, Vec<u8>>,
     host: &PluginHost,
     substitute: &dyn Fn(&str) -> String,
 ) -> Result<HashMap<StepName, CustomStep>, BuildError> {
@@ -95,10 +106,11 @@ pub(super) fn build(
                 format!("saga.steps names `{name}`, which needs a [steps.{name}] section"),
             )
         })?;
-        let bytes =
-            component(&section.component).map_err(|m| bad(format!("{field}.component"), m))?;
+        let bytes = components
+            .remove(&Target::Step(name))
+            .ok_or_else(|| bad(format!("{field}.component"), "no component".into()))?;
         let plugin = host
-            .load(Slot::SagaStep, bytes)
+            .load(Slot::SagaStep, &bytes)
             .map_err(|error| BuildError::Plugin {
                 step: name.to_string(),
                 error,
@@ -127,15 +139,19 @@ pub(super) fn build(
             name,
             CustomStep {
                 name,
-                plugin,
-                settings: section
-                    .settings
-                    .iter()
-                    .map(|(k, v)| (k.clone(), substitute(v)))
-                    .collect(),
-                limits,
+                plugin: TenantPlugin::new(
+                    plugin,
+                    bytes,
+                    section
+                        .settings
+                        .iter()
+                        .map(|(k, v)| (k.clone(), substitute(v)))
+                        .collect(),
+                    limits,
+                    Some(HttpGrant::new(&origins, limits.http_timeout).for_tenant(tenant)),
+                    false,
+                ),
                 state_limits,
-                grant: HttpGrant::new(&origins, limits.http_timeout).for_tenant(tenant),
                 retry,
             },
         );
@@ -172,30 +188,6 @@ impl BuildError {
                 error,
             },
         }
-    }
-}
-
-/// A step's component: a builtin for now (uploaded versions of the
-/// `saga-step` slot go through the rollout machinery, not yet built).
-fn component(name: &str) -> Result<&'static [u8], String> {
-    let Some(builtin) = name.strip_prefix("builtin:") else {
-        return Err("a step's component is `builtin:<name>`".into());
-    };
-    match builtin::find(builtin) {
-        Some(b) if b.slot == Slot::SagaStep => Ok(b.bytes),
-        Some(b) => Err(format!(
-            "builtin:{builtin} is a {} component, not a saga step",
-            b.slot
-        )),
-        None => Err(format!(
-            "no builtin saga step `{builtin}`; there are {}",
-            builtin::BUILTINS
-                .iter()
-                .filter(|b| b.slot == Slot::SagaStep)
-                .map(|b| b.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
     }
 }
 

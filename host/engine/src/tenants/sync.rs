@@ -6,7 +6,7 @@
 
 use super::keys::{DEMO_KEY_PREFIX, Keys, Scope, secret_hash};
 use super::manifest::build_tenant;
-use super::{LoadOptions, SpecFormat, Tenant, TenantError, TenantSpec, Tenants};
+use super::{LoadOptions, SpecFormat, Target, Tenant, TenantError, TenantSpec, Tenants};
 use crate::Platform;
 use crate::metrics::Metrics;
 use oms_domain::TenantId;
@@ -25,93 +25,100 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
-/// Each slot's component bytes for a manifest file: builtins and paths
-/// (relative to the file's directory).
+/// Each slot's and step's component bytes for a manifest file: builtins
+/// and paths (relative to the file's directory).
 pub fn file_components(
     file: &str,
     spec: &TenantSpec,
     base: Option<&Path>,
-) -> Result<HashMap<Slot, Vec<u8>>, TenantError> {
+) -> Result<HashMap<Target, Vec<u8>>, TenantError> {
     let mut out = HashMap::new();
-    for (slot_name, section) in &spec.plugins {
-        let Some(slot) = Slot::parse(slot_name) else {
-            continue; // refused with its field by build_tenant
-        };
-        let bytes = match builtin_bytes(file, slot_name, &section.component)? {
+    for (target, component) in spec.components() {
+        let bytes = match builtin_bytes(file, target, component)? {
             Some(b) => b,
             None => {
                 let path = base
-                    .map(|b| b.join(&section.component))
-                    .unwrap_or_else(|| PathBuf::from(&section.component));
+                    .map(|b| b.join(component))
+                    .unwrap_or_else(|| PathBuf::from(component));
                 std::fs::read(&path).map_err(|e| TenantError::Io(path, e))?
             }
         };
-        out.insert(slot, bytes);
+        out.insert(target, bytes);
     }
     Ok(out)
 }
 
 fn builtin_bytes(
     source: &str,
-    slot_name: &str,
+    target: Target,
     component: &str,
 ) -> Result<Option<Vec<u8>>, TenantError> {
     let Some(name) = component.strip_prefix("builtin:") else {
         return Ok(None);
     };
-    let b = builtin::find(name).ok_or_else(|| TenantError::Manifest {
+    let refused = |message: String| TenantError::Manifest {
         file: source.into(),
-        field: format!("plugins.{slot_name}.component"),
-        message: format!(
-            "no builtin plugin `{name}`; there are {}",
+        field: format!("{}.component", target.field()),
+        message,
+    };
+    // A step is told apart by its world (a slot's wrong builtin is refused
+    // by the component check, naming what it lacks).
+    let fits =
+        |b: &builtin::Builtin| (b.slot == Slot::SagaStep) == (target.slot() == Slot::SagaStep);
+    let b = builtin::find(name).filter(|b| fits(b)).ok_or_else(|| {
+        refused(format!(
+            "no builtin {} `{name}`; there are {}",
+            if target.slot() == Slot::SagaStep {
+                "saga step"
+            } else {
+                "plugin"
+            },
             builtin::BUILTINS
                 .iter()
+                .filter(|b| fits(b))
                 .map(|b| b.name)
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
+        ))
     })?;
     Ok(Some(b.bytes.to_vec()))
 }
 
-/// Each slot's component bytes for a stored manifest (or one sent to the
-/// admin API): builtins, and `sha256:<digest>` of a version this tenant
-/// has for the slot. Paths are refused: the database is shared by hosts
-/// that do not share files.
+/// Each slot's and step's component bytes for a stored manifest (or one
+/// sent to the admin API): builtins, and `sha256:<digest>` of a version
+/// this tenant has for that slot or step. Paths are refused: the database
+/// is shared by hosts that do not share files.
 pub async fn stored_components(
     p: &Platform,
     source: &str,
     id: &TenantId,
     spec: &TenantSpec,
-) -> Result<HashMap<Slot, Vec<u8>>, SyncError> {
+) -> Result<HashMap<Target, Vec<u8>>, SyncError> {
     let mut out = HashMap::new();
-    for (slot_name, section) in &spec.plugins {
-        let Some(slot) = Slot::parse(slot_name) else {
-            continue;
-        };
-        if let Some(bytes) = builtin_bytes(source, slot_name, &section.component)? {
-            out.insert(slot, bytes);
+    for (target, component) in spec.components() {
+        if let Some(bytes) = builtin_bytes(source, target, component)? {
+            out.insert(target, bytes);
             continue;
         }
         let refused = |message: String| TenantError::Manifest {
             file: source.into(),
-            field: format!("plugins.{slot_name}.component"),
+            field: format!("{}.component", target.field()),
             message,
         };
-        let digest = section.component.strip_prefix("sha256:").ok_or_else(|| {
+        let digest = component.strip_prefix("sha256:").ok_or_else(|| {
             refused(
                 "a component is `builtin:<name>` or `sha256:<digest>` of an uploaded version"
                     .into(),
             )
         })?;
-        let known = p.store.plugin_versions(id, slot.as_str()).await?;
+        let known = p.store.plugin_versions(id, &target.key()).await?;
         if !known.iter().any(|v| v.digest == digest) {
             return Err(refused(format!(
-                "this tenant has no {slot} version with digest {digest}"
+                "this tenant has no {target} version with digest {digest}"
             ))
             .into());
         }
-        out.insert(slot, p.store.plugin_blob(digest).await?);
+        out.insert(target, p.store.plugin_blob(digest).await?);
     }
     Ok(out)
 }
@@ -153,7 +160,7 @@ async fn build(
     p: &Platform,
     source: String,
     spec: TenantSpec,
-    components: HashMap<Slot, Vec<u8>>,
+    components: HashMap<Target, Vec<u8>>,
 ) -> Result<Tenant, TenantError> {
     let host: Arc<PluginHost> = p.plugins.clone();
     let options: LoadOptions = p.tenant_options.clone();
@@ -267,19 +274,19 @@ pub async fn import_manifests(p: &Platform, dir: Option<&Path>) -> Result<(), Sy
             }
             .into());
         }
-        for (slot_name, section) in spec.plugins.iter_mut() {
-            let Some(slot) = Slot::parse(slot_name) else {
-                continue;
-            };
-            if section.component.starts_with("builtin:") {
-                continue;
-            }
-            let bytes = &components[&slot];
+        let from_files: Vec<Target> = spec
+            .components()
+            .into_iter()
+            .filter(|(_, component)| !component.starts_with("builtin:"))
+            .map(|(target, _)| target)
+            .collect();
+        for target in from_files {
+            let bytes = &components[&target];
             let digest = hex::encode(Sha256::digest(bytes));
             p.store
-                .put_plugin_version(&built.id, slot.as_str(), &digest, bytes, "manifest", now)
+                .put_plugin_version(&built.id, &target.key(), &digest, bytes, "manifest", now)
                 .await?;
-            section.component = format!("sha256:{digest}");
+            spec.set_component(target, format!("sha256:{digest}"));
         }
         let file_digest = hex::encode(Sha256::digest(text.as_bytes()));
         let written = p
