@@ -291,16 +291,7 @@ fn python_guardrail() -> Vec<u8> {
 }
 
 fn js_guardrail() -> Vec<u8> {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let out = tmp.join("js-guardrail.wasm");
-    let status =
-        std::process::Command::new(support::workspace().join("plugins/js-guardrail/build"))
-            .arg(&out)
-            .env("OMS_TOOLS_DIR", tmp.join("tools"))
-            .status()
-            .unwrap();
-    assert!(status.success(), "building the JavaScript guardrail failed");
-    std::fs::read(out).unwrap()
+    support::js_component("js-guardrail")
 }
 
 /// Production calls are recorded with their input, version and verdict;
