@@ -300,12 +300,13 @@ async fn uploads_that_could_starve_others_are_refused(kind: Kind) {
 async fn compile_budget_and_quota_hold(kind: Kind) {
     use support::forge::{busy_body, component, module};
     let db = Db::new(kind).await;
-    // Each tenant registers one version per slot at start (4); one more fits.
+    // Acme registers one version per slot and one for its loyalty step at
+    // start (5); one more fits.
     let srv = Server::start_with_env(
         &db,
         &[
             ("OMS_COMPILE_CPU_SECONDS", "1"),
-            ("OMS_PLUGIN_QUOTA_VERSIONS", "5"),
+            ("OMS_PLUGIN_QUOTA_VERSIONS", "6"),
         ],
     )
     .await;

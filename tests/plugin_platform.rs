@@ -475,6 +475,66 @@ fn scaffolds_build_to_accepted_components() {
     }
 }
 
+/// `oms plugin new SLOT --lang js|python` gives a module whose own `build`
+/// script makes a component the host accepts for its slot (and refuses for
+/// another), for every slot; the tools are the ones the platform's own
+/// JavaScript and Python plugins are built with.
+#[test]
+fn javascript_and_python_scaffolds_build_to_accepted_components() {
+    support::js_component("js-guardrail");
+    support::python_component("python-guardrail");
+    let (componentize_js, componentize_py) = support::guest_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let host = oms_plugin_host::PluginHost::new().unwrap();
+    let every = oms_plugin_host::Slot::ALL
+        .into_iter()
+        .chain([oms_plugin_host::Slot::SagaStep]);
+    for slot in every {
+        for lang in ["js", "python"] {
+            let name = format!("t-{lang}-{slot}");
+            let module = dir.path().join(&name);
+            let made = std::process::Command::new(env!("CARGO_BIN_EXE_oms"))
+                .args([
+                    "plugin",
+                    "new",
+                    slot.as_str(),
+                    "--lang",
+                    lang,
+                    "--name",
+                    &name,
+                    "--dir",
+                ])
+                .arg(&module)
+                .output()
+                .unwrap();
+            assert!(
+                made.status.success(),
+                "{}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            let built = std::process::Command::new(module.join("build"))
+                .env("COMPONENTIZE_JS", &componentize_js)
+                .env("COMPONENTIZE_PY", &componentize_py)
+                .output()
+                .unwrap();
+            assert!(
+                built.status.success(),
+                "{lang} {slot}: {}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+            let bytes = std::fs::read(module.join(format!("{name}.wasm"))).unwrap();
+            if let Err(e) = host.load(slot, &bytes) {
+                panic!("{lang} {slot}: {e}");
+            }
+            let other = oms_plugin_host::Slot::ALL
+                .into_iter()
+                .find(|s| *s != slot)
+                .unwrap();
+            assert!(host.load(other, &bytes).is_err(), "{lang} {slot}");
+        }
+    }
+}
+
 async fn a_shadow_version_is_compared_never_acted_on(kind: Kind) {
     let (srv, _db) = server(kind).await;
     let (status, v) = upload(

@@ -278,16 +278,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 /// Builds the Python guardrail with the project's script (componentize-py
 /// from PyPI, cached under the target directory).
 fn python_guardrail() -> Vec<u8> {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let out = tmp.join("python-guardrail.wasm");
-    let status =
-        std::process::Command::new(support::workspace().join("plugins/python-guardrail/build"))
-            .arg(&out)
-            .env("OMS_TOOLS_DIR", tmp.join("tools"))
-            .status()
-            .unwrap();
-    assert!(status.success(), "building the Python guardrail failed");
-    std::fs::read(out).unwrap()
+    support::python_component("python-guardrail")
 }
 
 fn js_guardrail() -> Vec<u8> {

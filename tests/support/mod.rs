@@ -131,6 +131,30 @@ pub fn js_component(dir: &str) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// A Python plugin built by its `plugins/<dir>/build` script
+/// (componentize-py from PyPI, installed once under the target directory).
+pub fn python_component(dir: &str) -> Vec<u8> {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let out = tmp.join(format!("{dir}.wasm"));
+    let status = std::process::Command::new(workspace().join(format!("plugins/{dir}/build")))
+        .arg(&out)
+        .env("OMS_TOOLS_DIR", tmp.join("tools"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building plugins/{dir} failed");
+    std::fs::read(out).unwrap()
+}
+
+/// Where the JavaScript and Python plugins' builds install componentize-js
+/// and componentize-py: (componentize-js, componentize-py).
+pub fn guest_tools() -> (PathBuf, PathBuf) {
+    let tools = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tools");
+    (
+        tools.join("componentize-js-0.23.0/node_modules/.bin/componentize-js"),
+        tools.join("componentize-py-0.25.1/bin/componentize-py"),
+    )
+}
+
 pub fn workspace() -> PathBuf {
     // host/oms → the workspace root.
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -57,6 +57,10 @@ enum PluginCommand {
         /// Where to create it (default ./<name>).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The guest's language: a Rust crate, or a JavaScript or Python
+        /// module built with componentize-js or componentize-py.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::cli::plugin_scaffold::Lang,
     },
     /// Run a component locally under the platform's limits for its slot and
     /// print the verdict, fuel and time; with --repeat, call-cost percentiles.
@@ -198,12 +202,20 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
         })
         .await;
     }
-    if let PluginCommand::New { slot, name, dir } = &args.command {
+    if let PluginCommand::New {
+        slot,
+        name,
+        dir,
+        lang,
+    } = &args.command
+    {
         let slot =
             oms_plugin_host::Slot::parse(slot).with_context(|| format!("unknown slot {slot}"))?;
         let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
-        crate::cli::plugin_scaffold::scaffold(slot, name, &dir)?;
-        return print(&serde_json::json!({ "created": dir.display().to_string(), "slot": slot }));
+        crate::cli::plugin_scaffold::scaffold(slot, *lang, name, &dir)?;
+        return print(
+            &serde_json::json!({ "created": dir.display().to_string(), "slot": slot, "lang": format!("{lang:?}").to_lowercase() }),
+        );
     }
     if let PluginCommand::Replay {
         file,

@@ -1,5 +1,7 @@
-//! `oms plugin new SLOT`: a guest crate that builds to a component for the
-//! slot as it stands, with the WIT beside it, ready to edit.
+//! `oms plugin new SLOT [--lang rust|js|python]`: a guest that builds to a
+//! component for the slot as it stands, with the WIT beside it, ready to
+//! edit: a Rust crate (wit-bindgen), a JavaScript module (componentize-js)
+//! or a Python module (componentize-py), each with its build command.
 
 use anyhow::{Context, bail};
 use oms_plugin_host::Slot;
@@ -185,8 +187,61 @@ export!(Step);
     }
 }
 
-/// Writes a new guest crate for `slot` at `dir` (which must not exist).
-pub fn scaffold(slot: Slot, name: &str, dir: &Path) -> anyhow::Result<()> {
+/// The languages a guest can be scaffolded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Js,
+    Python,
+}
+
+fn js_source(slot: Slot) -> &'static str {
+    match slot {
+        Slot::Guardrail => include_str!("scaffold/js/guardrail.js"),
+        Slot::FraudCheck => include_str!("scaffold/js/fraud-check.js"),
+        Slot::PaymentProvider => include_str!("scaffold/js/payment-provider.js"),
+        Slot::CompensationPolicy => include_str!("scaffold/js/compensation-policy.js"),
+        Slot::SagaStep => include_str!("scaffold/js/saga-step.js"),
+    }
+}
+
+fn python_source(slot: Slot) -> &'static str {
+    match slot {
+        Slot::Guardrail => include_str!("scaffold/python/guardrail.py"),
+        Slot::FraudCheck => include_str!("scaffold/python/fraud-check.py"),
+        Slot::PaymentProvider => include_str!("scaffold/python/payment-provider.py"),
+        Slot::CompensationPolicy => include_str!("scaffold/python/compensation-policy.py"),
+        Slot::SagaStep => include_str!("scaffold/python/saga-step.py"),
+    }
+}
+
+/// componentize-js as the platform's own JavaScript plugins pin it
+/// (plugins/componentize-js/package.json).
+const JS_PACKAGE: &str = r#"{
+  "name": "NAME",
+  "private": true,
+  "description": "An OMS plugin in JavaScript, built with componentize-js by ./build. preview2-shim is named because componentize-js 0.23 imports it without declaring it.",
+  "dependencies": {
+    "@bytecodealliance/componentize-js": "0.23.0",
+    "@bytecodealliance/preview2-shim": "0.25.0"
+  }
+}
+"#;
+
+/// Writes a new guest for `slot` in `lang` at `dir` (which must not exist).
+pub fn scaffold(slot: Slot, lang: Lang, name: &str, dir: &Path) -> anyhow::Result<()> {
+    check_name(name)?;
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    match lang {
+        Lang::Rust => rust(slot, name, dir),
+        Lang::Js => js(slot, name, dir),
+        Lang::Python => python(slot, name, dir),
+    }
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
     if !name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -194,9 +249,106 @@ pub fn scaffold(slot: Slot, name: &str, dir: &Path) -> anyhow::Result<()> {
     {
         bail!("a plugin name is lower-case letters, digits and -");
     }
-    if dir.exists() {
-        bail!("{} already exists", dir.display());
+    Ok(())
+}
+
+/// What every guest's README says of trying and uploading it.
+fn usage(slot: Slot, file: &str) -> String {
+    let run = match slot {
+        Slot::Guardrail | Slot::FraudCheck | Slot::SagaStep => format!(
+            "oms plugin test {file} --slot {slot} --order order.json{}\n",
+            if slot == Slot::SagaStep {
+                " --compensate"
+            } else {
+                ""
+            }
+        ),
+        // These need a saga or a provider: try them on a local host.
+        Slot::PaymentProvider | Slot::CompensationPolicy => String::new(),
+    };
+    let upload_slot = if slot == Slot::SagaStep {
+        "step:<name>".to_string()
+    } else {
+        slot.to_string()
+    };
+    format!(
+        "{run}oms plugin upload --tenant TENANT --key KEY --slot {upload_slot} {file}\n```\n\n\
+         `wit/oms.wit` is the contract; this plugin exports the `{slot}` world. Deterministic slots get no clock,\n\
+         randomness, filesystem or network: a component importing them is refused at upload.\n"
+    )
+}
+
+fn executable(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
     }
+    Ok(())
+}
+
+fn js(slot: Slot, name: &str, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("wit"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("wit/oms.wit"), WIT)?;
+    std::fs::write(dir.join("plugin.js"), js_source(slot))?;
+    std::fs::write(dir.join("package.json"), JS_PACKAGE.replace("NAME", name))?;
+    let build = format!(
+        r#"#!/usr/bin/env bash
+# Builds plugin.js into {name}.wasm with componentize-js (installed from the
+# npm registry into node_modules on first use; $COMPONENTIZE_JS names
+# another install). Every WASI feature is disabled: the platform grants
+# none, and a component importing one is refused at upload.
+set -euo pipefail
+cd "$(dirname "$0")"
+cj="${{COMPONENTIZE_JS:-node_modules/.bin/componentize-js}}"
+if [ ! -x "$cj" ]; then
+    npm install --no-audit --no-fund --loglevel=error
+fi
+"$cj" --wit wit/oms.wit --world-name {slot} \
+    -d stdio -d random -d clocks -d http -d fetch-event \
+    -o {name}.wasm plugin.js
+"#
+    );
+    executable(&dir.join("build"), &build)?;
+    let readme = format!(
+        "# {name}\n\nAn OMS `{slot}` plugin in JavaScript.\n\n```sh\n./build\n{}",
+        usage(slot, &format!("{name}.wasm"))
+    );
+    std::fs::write(dir.join("README.md"), readme)?;
+    Ok(())
+}
+
+fn python(slot: Slot, name: &str, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("wit"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("wit/oms.wit"), WIT)?;
+    std::fs::write(dir.join("app.py"), python_source(slot))?;
+    let build = format!(
+        r#"#!/usr/bin/env bash
+# Builds app.py into {name}.wasm with componentize-py (pip install
+# componentize-py==0.25.1; $COMPONENTIZE_PY names another install). WASI
+# imports are stubbed out (--stub-wasi): the platform grants none, and the
+# interpreter's start-up already ran at build time.
+set -euo pipefail
+cd "$(dirname "$0")"
+export PYTHONDONTWRITEBYTECODE=1
+"${{COMPONENTIZE_PY:-componentize-py}}" -q -d wit -w {slot} componentize app \
+    --stub-wasi -p . -o {name}.wasm
+"#
+    );
+    executable(&dir.join("build"), &build)?;
+    let readme = format!(
+        "# {name}\n\nAn OMS `{slot}` plugin in Python.\n\n```sh\npip install componentize-py==0.25.1\n./build\n{}",
+        usage(slot, &format!("{name}.wasm"))
+    );
+    std::fs::write(dir.join("README.md"), readme)?;
+    Ok(())
+}
+
+/// A Rust crate for `slot` at `dir`.
+fn rust(slot: Slot, name: &str, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("src"))
         .with_context(|| format!("creating {}", dir.display()))?;
     std::fs::create_dir_all(dir.join("wit"))?;
