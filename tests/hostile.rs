@@ -11,8 +11,13 @@ use std::time::Instant;
 use support::{ADMIN_TOKEN, Api, Db, Kind, Server, order};
 
 async fn upload(srv: &Server, body: Vec<u8>) -> (u16, Value) {
+    upload_to(srv, "guardrail", body).await
+}
+
+/// Uploads a version of acme's `slot` (`step:<name>` for a step).
+async fn upload_to(srv: &Server, slot: &str, body: Vec<u8>) -> (u16, Value) {
     let r = reqwest::Client::new()
-        .post(format!("{}/api/v1/plugins/guardrail", srv.url))
+        .post(format!("{}/api/v1/plugins/{slot}", srv.url))
         .header("x-tenant-id", "acme")
         .bearer_auth("acme-dev-key")
         .header("content-type", "application/wasm")
@@ -242,17 +247,13 @@ async fn hostile_plugins_are_refused_or_contained(kind: Kind) {
 async fn a_hostile_step_is_contained(kind: Kind) {
     let db = Db::new(kind).await;
     let srv = Server::start(&db).await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/v1/plugins/step:loyalty-points", srv.url))
-        .header("x-tenant-id", "acme")
-        .bearer_auth("acme-dev-key")
-        .header("content-type", "application/wasm")
-        .body(support::artifact("hostile_step"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = upload_to(
+        &srv,
+        "step:loyalty-points",
+        support::artifact("hostile_step"),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
     let (status, v) = support::admin(
         &srv,
         "/tenants/acme/plugins/step:loyalty-points/activate",

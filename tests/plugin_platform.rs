@@ -481,8 +481,8 @@ fn scaffolds_build_to_accepted_components() {
 /// JavaScript and Python plugins are built with.
 #[test]
 fn javascript_and_python_scaffolds_build_to_accepted_components() {
-    support::js_component("js-guardrail");
-    support::python_component("python-guardrail");
+    support::scripted_component("js-guardrail");
+    support::scripted_component("python-guardrail");
     let (componentize_js, componentize_py) = support::guest_tools();
     let dir = tempfile::tempdir().unwrap();
     let host = oms_plugin_host::PluginHost::new().unwrap();

@@ -278,11 +278,11 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 /// Builds the Python guardrail with the project's script (componentize-py
 /// from PyPI, cached under the target directory).
 fn python_guardrail() -> Vec<u8> {
-    support::python_component("python-guardrail")
+    support::scripted_component("python-guardrail")
 }
 
 fn js_guardrail() -> Vec<u8> {
-    support::js_component("js-guardrail")
+    support::scripted_component("js-guardrail")
 }
 
 /// Production calls are recorded with their input, version and verdict;

@@ -432,7 +432,7 @@ async fn step_entry(api: &Api, id: &str) -> Value {
 }
 
 async fn a_steps_versions_roll_out_as_a_slots_do(kind: Kind) {
-    let js = support::js_component("js-loyalty-points");
+    let js = support::scripted_component("js-loyalty-points");
     let db = Db::new(kind).await;
     let srv = Server::start(&db).await;
     let api = srv.api("acme");

@@ -116,24 +116,11 @@ pub fn artifact(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A JavaScript plugin built by its `plugins/<dir>/build` script
-/// (componentize-js from the npm registry, installed once under the target
-/// directory; rebuilt only when its inputs change).
-pub fn js_component(dir: &str) -> Vec<u8> {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let out = tmp.join(format!("{dir}.wasm"));
-    let status = std::process::Command::new(workspace().join(format!("plugins/{dir}/build")))
-        .arg(&out)
-        .env("OMS_TOOLS_DIR", tmp.join("tools"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "building plugins/{dir} failed");
-    std::fs::read(out).unwrap()
-}
-
-/// A Python plugin built by its `plugins/<dir>/build` script
-/// (componentize-py from PyPI, installed once under the target directory).
-pub fn python_component(dir: &str) -> Vec<u8> {
+/// A JavaScript or Python plugin built by its `plugins/<dir>/build` script
+/// (componentize-js from the npm registry, componentize-py from PyPI,
+/// installed once under the target directory; rebuilt only when its inputs
+/// change).
+pub fn scripted_component(dir: &str) -> Vec<u8> {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let out = tmp.join(format!("{dir}.wasm"));
     let status = std::process::Command::new(workspace().join(format!("plugins/{dir}/build")))
