@@ -555,6 +555,19 @@ async fn a_steps_versions_roll_out_as_a_slots_do(kind: Kind) {
         step_entry(&api, &id).await["pluginVersion"],
         builtin.as_str()
     );
+    // The step's stats are its own versions' calls.
+    let stats = api.get(&format!("/plugins/{slot}/stats")).await.body;
+    let mut seen: Vec<&str> = stats["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["version"].as_str().unwrap())
+        .collect();
+    seen.sort();
+    let js_version = short(&js);
+    let mut both = vec![builtin.as_str(), js_version.as_str()];
+    both.sort();
+    assert_eq!(seen, both, "{stats}");
 
     // A step with allowed_origins reaches outside: it cannot be shadowed.
     let steps = json!({ "loyalty-points": {

@@ -2,7 +2,8 @@
 //! production), the same guardrail compiled natively for the ratio, and the
 //! time from activating a version a host has not compiled yet to its first
 //! answered call. Run: `cargo bench --bench plugin_calls`
-//! (set OMS_PYTHON_GUARDRAIL=path/to/python-guardrail.wasm to include the
+//! (set OMS_JS_GUARDRAIL=path/to/js-guardrail.wasm for the JavaScript one;
+//! set OMS_PYTHON_GUARDRAIL=path/to/python-guardrail.wasm to include the
 //! Python guest).
 #![allow(clippy::print_stdout)]
 
@@ -201,6 +202,12 @@ async fn main() {
         candidates.push((
             "python-guardrail".into(),
             std::fs::read(&path).expect("reading OMS_PYTHON_GUARDRAIL"),
+        ));
+    }
+    if let Ok(path) = std::env::var("OMS_JS_GUARDRAIL") {
+        candidates.push((
+            "js-guardrail".into(),
+            std::fs::read(&path).expect("reading OMS_JS_GUARDRAIL"),
         ));
     }
     for (name, bytes) in candidates {

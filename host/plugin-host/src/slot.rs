@@ -61,8 +61,22 @@ impl Slot {
     /// What a tenant gets unless its manifest says otherwise.
     pub fn default_limits(&self) -> CallLimits {
         match self {
-            Slot::PaymentProvider | Slot::SagaStep => CallLimits {
+            Slot::PaymentProvider => CallLimits {
                 fuel: 200_000_000,
+                timeout: Duration::from_secs(10),
+                memory_bytes: 32 << 20,
+                log_bytes: 16 << 10,
+                output_bytes: 64 << 10,
+                http_timeout: Duration::from_secs(5),
+            },
+            // A step waits on HTTP as a payment does (waiting burns no
+            // fuel), but its compute is a guardrail's: the JavaScript
+            // loyalty step takes 1.9M fuel, the Python scaffold 114k. A step
+            // failing transiently is retried, each attempt with this budget
+            // again, so a looping step's cost to the host is this times its
+            // attempts: 20M keeps that near a tenth of a second per attempt.
+            Slot::SagaStep => CallLimits {
+                fuel: 20_000_000,
                 timeout: Duration::from_secs(10),
                 memory_bytes: 32 << 20,
                 log_bytes: 16 << 10,
