@@ -5,7 +5,7 @@
 use super::bindings::step::exports::oms::plugin::custom_step::StepContext;
 use super::bindings::{Address, LineItem, Order};
 use super::step_state::{CallStepState, StateLimits, StateOp, StateReader};
-use super::{PluginHost, Slot, StepCall, builtin};
+use super::{CallLimits, PluginHost, Slot, StepCall, builtin};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -127,7 +127,11 @@ async fn a_hostile_step_is_stopped_by_limits_and_writes_at_most_its_quota() {
     let host = PluginHost::new().unwrap();
     let plugin = host.load(Slot::SagaStep, &hostile()).unwrap();
     let committed = Arc::new(Committed::default());
-    let limits = Slot::SagaStep.default_limits();
+    // Fuel enough that the memory cap, not the fuel, stops the bomb.
+    let limits = CallLimits {
+        fuel: 200_000_000,
+        ..Slot::SagaStep.default_limits()
+    };
     let quota = StateLimits::DEFAULT;
     let run = |customer: &'static str| {
         let mut o = order(1999);
