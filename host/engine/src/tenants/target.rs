@@ -3,6 +3,7 @@
 //! rollback, shadow, canary), kept in the store under its `key`: the slot's
 //! name, or `step:<name>`.
 
+use super::TenantSpec;
 use oms_plugin_host::Slot;
 use oms_saga::StepName;
 
@@ -54,6 +55,39 @@ impl std::fmt::Display for Target {
 impl serde::Serialize for Target {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// What a manifest names for its slots and steps.
+impl TenantSpec {
+    /// Each component the manifest names, with what runs it. Sections
+    /// under a name that is no slot or step are left out here (refused,
+    /// with their field, when the tenant is built).
+    pub fn components(&self) -> Vec<(Target, &str)> {
+        let slots = self.plugins.iter().filter_map(|(name, section)| {
+            let slot = Slot::parse(name).filter(|s| Slot::ALL.contains(s))?;
+            Some((Target::Slot(slot), section.component.as_str()))
+        });
+        let steps = self.steps.iter().filter_map(|(name, section)| {
+            let name = oms_saga::StepName::parse(name).ok()?;
+            Some((Target::Step(name), section.component.as_str()))
+        });
+        slots.chain(steps).collect()
+    }
+
+    /// Names another component for `target` (e.g. a stored version's digest
+    /// in place of a file's path).
+    pub fn set_component(&mut self, target: Target, component: String) {
+        let slot = match target {
+            Target::Slot(slot) => self
+                .plugins
+                .get_mut(slot.as_str())
+                .map(|s| &mut s.component),
+            Target::Step(name) => self.steps.get_mut(name.as_str()).map(|s| &mut s.component),
+        };
+        if let Some(c) = slot {
+            *c = component;
+        }
     }
 }
 
