@@ -10,8 +10,6 @@ mod support;
 use oms_engine::tenants::canary_bucket;
 use oms_plugin_host::builtin;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::{ADMIN_TOKEN, Api, Db, Kind, Server, admin, order, upload};
 
@@ -23,7 +21,7 @@ fn bytes(name: &str) -> Vec<u8> {
 }
 
 fn short(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))[..12].to_string()
+    support::short_digest(bytes)
 }
 
 async fn step_detail(api: &Api, id: &str, step: &str) -> Value {
@@ -257,23 +255,7 @@ async fn a_failing_or_diverging_canary_rolls_itself_back(kind: Kind) {
 
 on_both_backends!(a_failing_or_diverging_canary_rolls_itself_back);
 
-fn oms(args: &[&str]) -> (bool, Value, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oms"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
+use support::{oms_cli as oms, write_file as write};
 
 /// Builds the Python guardrail with the project's script (componentize-py
 /// from PyPI, cached under the target directory).

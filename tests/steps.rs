@@ -5,10 +5,8 @@
 //! cancel, a warehouse's refusal); a step that fails for good turns the
 //! saga back without having awarded anything; a host killed in the
 //! middle of the step awards the points exactly once after it restarts;
-//! concurrent sagas of one customer add up (model-based, seeded); and the
-//! step's component is rolled out as a slot's is, here with the same step
-//! in JavaScript (plugins/js-loyalty-points): uploaded, shadowed, run as a
-//! canary, activated, rolled back, named by digest in a manifest.
+//! concurrent sagas of one customer add up (model-based, seeded). How a
+//! step's component is rolled out: `step_rollout.rs`.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod support;
@@ -19,22 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::admin::{Admin, tenant_with};
-use support::{ADMIN_TOKEN, Api, Db, Kind, Server, admin, order};
-
-/// The customer's points as the step keeps them (absent: none).
-async fn points(api: &Api, customer: &str) -> Option<i64> {
-    let r = api
-        .get(&format!("/steps/loyalty-points/state/customer:{customer}"))
-        .await;
-    match r.status {
-        200 => Some(r.body["value"].as_str().unwrap().parse().unwrap()),
-        404 => {
-            assert_eq!(r.body["error"]["code"], "NOT_FOUND", "{}", r.body);
-            None
-        }
-        other => panic!("reading points: {other} {}", r.body),
-    }
-}
+use support::{Api, Db, Kind, Server, loyalty_points as points, order};
 
 fn types(events: &Value) -> Vec<String> {
     events["data"]
@@ -394,237 +377,10 @@ async fn concurrent_sagas_of_one_customer_add_up_to_their_outcomes(kind: Kind) {
     }
 }
 
-/// Uploads a component as a new version of `slot` (`step:<name>` for a step).
-async fn upload_to(
-    srv: &Server,
-    tenant: &str,
-    key: &str,
-    slot: &str,
-    bytes: &[u8],
-) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/v1/plugins/{slot}", srv.url))
-        .header("x-tenant-id", tenant)
-        .bearer_auth(key)
-        .header("content-type", "application/wasm")
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-fn short(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))[..12].to_string()
-}
-
-/// The loyalty step's entry in the order's history.
-async fn step_entry(api: &Api, id: &str) -> Value {
-    let events = api.get(&format!("/orders/{id}/events")).await.body;
-    events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "step.succeeded" && e["data"]["step"] == "loyalty-points")
-        .unwrap_or_else(|| panic!("no loyalty-points entry: {events}"))["data"]
-        .clone()
-}
-
-async fn a_steps_versions_roll_out_as_a_slots_do(kind: Kind) {
-    let js = support::scripted_component("js-loyalty-points");
-    let db = Db::new(kind).await;
-    let srv = Server::start(&db).await;
-    let api = srv.api("acme");
-    let slot = "step:loyalty-points";
-    let versions = api.get(&format!("/plugins/{slot}/versions")).await;
-    assert_eq!(versions.status, 200, "{}", versions.body);
-    assert_eq!(versions.body["activeVersion"], 1, "{}", versions.body);
-    let builtin = versions.body["data"][0]["digest"].as_str().unwrap()[..12].to_string();
-
-    // Checked against the saga-step world at upload; only the tenant's own steps.
-    let (status, v) = upload_to(&srv, "acme", "acme-dev-key", slot, &js).await;
-    assert_eq!(status, 201, "{v}");
-    assert_eq!(
-        (v["version"].as_i64(), v["slot"].as_str()),
-        (Some(2), Some(slot))
-    );
-    let guardrail = support::artifact("guardrail_limits");
-    let (status, v) = upload_to(&srv, "acme", "acme-dev-key", slot, &guardrail).await;
-    assert_eq!(status, 422, "{v}");
-    let (status, v) = upload_to(&srv, "acme", "acme-dev-key", "step:nope", &js).await;
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (404, Some("UNKNOWN_SLOT")),
-        "{v}"
-    );
-
-    // In shadow: both versions run the step on the same state; only the
-    // active one's points count, and the two agree.
-    let base = format!("/tenants/acme/plugins/{slot}");
-    let (status, v) = admin(
-        &srv,
-        &format!("{base}/shadow"),
-        Some(json!({ "version": 2 })),
-        ADMIN_TOKEN,
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-    let id = api
-        .place(&order("c-shadow", "WIDGET-1", 1, "tok_visa"))
-        .await;
-    assert_eq!(api.settle(&id).await["status"], "CONFIRMED");
-    assert_eq!(points(&api, "c-shadow").await, Some(19));
-    assert_eq!(
-        step_entry(&api, &id).await["pluginVersion"],
-        builtin.as_str()
-    );
-    let (_, report) = admin(&srv, &format!("{base}/shadow"), None, ADMIN_TOKEN).await;
-    assert_eq!(
-        (report["calls"].as_i64(), report["agreements"].as_i64()),
-        (Some(1), Some(1)),
-        "{report}"
-    );
-    let (status, v) = admin(
-        &srv,
-        &format!("{base}/shadow"),
-        Some(json!({ "version": null })),
-        ADMIN_TOKEN,
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-
-    // As a canary on every order, then aborted.
-    let (status, v) = admin(
-        &srv,
-        &format!("{base}/canary"),
-        Some(json!({ "version": 2, "percent": 100, "minCalls": 1000 })),
-        ADMIN_TOKEN,
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-    let id = api
-        .place(&order("c-canary", "WIDGET-1", 2, "tok_visa"))
-        .await;
-    assert_eq!(api.settle(&id).await["status"], "CONFIRMED");
-    let entry = step_entry(&api, &id).await;
-    assert_eq!(
-        (entry["pluginVersion"].as_str(), entry["canary"].as_bool()),
-        (Some(short(&js).as_str()), Some(true)),
-        "{entry}"
-    );
-    assert_eq!(points(&api, "c-canary").await, Some(39));
-    let (_, report) = admin(&srv, &format!("{base}/canary"), None, ADMIN_TOKEN).await;
-    assert_eq!(report["latest"]["calls"], 1, "{report}");
-    let (status, v) = admin(&srv, &format!("{base}/canary/abort"), None, ADMIN_TOKEN).await;
-    assert_eq!(status, 200, "{v}");
-
-    // Active: the JavaScript step awards the points and, on a cancel, its
-    // compensation takes them back.
-    let (status, v) = admin(
-        &srv,
-        &format!("{base}/activate"),
-        Some(json!({ "version": 2 })),
-        ADMIN_TOKEN,
-    )
-    .await;
-    assert_eq!((status, v["activeVersion"].as_i64()), (200, Some(2)), "{v}");
-    let id = api.place(&order("c-js", "WIDGET-1", 1, "tok_visa")).await;
-    assert_eq!(api.settle(&id).await["status"], "CONFIRMED");
-    assert_eq!(
-        step_entry(&api, &id).await["pluginVersion"],
-        short(&js).as_str()
-    );
-    assert_eq!(points(&api, "c-js").await, Some(19));
-    let r = api
-        .post(
-            &format!("/orders/{id}/cancel"),
-            &json!({ "reason": "changed my mind" }),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    assert_eq!(api.settle(&id).await["status"], "CANCELLED");
-    assert_eq!(points(&api, "c-js").await, Some(0));
-
-    // Rolled back: the builtin again.
-    let (status, v) = admin(&srv, &format!("{base}/rollback"), None, ADMIN_TOKEN).await;
-    assert_eq!((status, v["activeVersion"].as_i64()), (200, Some(1)), "{v}");
-    let id = api.place(&order("c-back", "WIDGET-1", 1, "tok_visa")).await;
-    assert_eq!(api.settle(&id).await["status"], "CONFIRMED");
-    assert_eq!(
-        step_entry(&api, &id).await["pluginVersion"],
-        builtin.as_str()
-    );
-    // The step's stats are its own versions' calls.
-    let stats = api.get(&format!("/plugins/{slot}/stats")).await.body;
-    let mut seen: Vec<&str> = stats["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["version"].as_str().unwrap())
-        .collect();
-    seen.sort();
-    let js_version = short(&js);
-    let mut both = vec![builtin.as_str(), js_version.as_str()];
-    both.sort();
-    assert_eq!(seen, both, "{stats}");
-
-    // A step with allowed_origins reaches outside: it cannot be shadowed.
-    let steps = json!({ "loyalty-points": {
-        "component": "builtin:loyalty-points",
-        "allowed_origins": ["http://127.0.0.1:9"],
-    }});
-    tenant_with(&srv, "acme-net", &[("steps", steps)]).await;
-    let (status, v) = admin(
-        &srv,
-        &format!("/tenants/acme-net/plugins/{slot}/shadow"),
-        Some(json!({ "version": 1 })),
-        ADMIN_TOKEN,
-    )
-    .await;
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (422, Some("SHADOW_NOT_SUPPORTED")),
-        "{v}"
-    );
-
-    // A manifest names an uploaded version by its digest; the tenant then runs it.
-    let (client, _) = tenant_with(&srv, "acme-js", &[]).await;
-    let admin_api = Admin::new(&srv.url);
-    let key = admin_api.key("acme-js", &["plugins:write"]).await;
-    let (status, v) = upload_to(&srv, "acme-js", &key, slot, &js).await;
-    assert_eq!(status, 201, "{v}");
-    let mut m = support::admin::manifest("acme-js");
-    m["steps"]["loyalty-points"]["component"] =
-        json!(format!("sha256:{}", v["digest"].as_str().unwrap()));
-    let r = admin_api.put("/tenants/acme-js", &m, &[]).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let id = client
-        .place(&order("c-digest", "WIDGET-1", 1, "tok_visa"))
-        .await;
-    assert_eq!(client.settle(&id).await["status"], "CONFIRMED");
-    assert_eq!(
-        step_entry(&client, &id).await["pluginVersion"],
-        short(&js).as_str()
-    );
-    // A digest that is no version of this tenant's step is refused, naming the field.
-    m["steps"]["loyalty-points"]["component"] = json!(format!("sha256:{}", "0".repeat(64)));
-    let r = admin_api.put("/tenants/acme-js", &m, &[]).await;
-    assert_eq!(r.status, 422, "{}", r.body);
-    assert!(
-        r.body
-            .to_string()
-            .contains("steps.loyalty-points.component"),
-        "{}",
-        r.body
-    );
-}
-
 on_both_backends!(
     concurrent_sagas_of_one_customer_add_up_to_their_outcomes,
     points_are_awarded_with_the_saga_and_readable,
     a_saga_that_turns_back_takes_the_points_back,
     a_step_that_fails_for_good_turns_the_saga_back_having_awarded_nothing,
-    a_host_killed_in_the_middle_of_the_step_awards_the_points_once,
-    a_steps_versions_roll_out_as_a_slots_do
+    a_host_killed_in_the_middle_of_the_step_awards_the_points_once
 );

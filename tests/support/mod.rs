@@ -551,16 +551,80 @@ pub async fn upload(
     body: Vec<u8>,
     content_type: &str,
 ) -> (u16, Value) {
+    upload_with(
+        srv,
+        tenant,
+        &format!("{tenant}-dev-key"),
+        slot,
+        body,
+        content_type,
+    )
+    .await
+}
+
+/// Uploads `body` as a new version of `slot` (`step:<name>` for a tenant's
+/// step) with the tenant's key `key`.
+pub async fn upload_with(
+    srv: &Server,
+    tenant: &str,
+    key: &str,
+    slot: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{}/api/v1/plugins/{slot}", srv.url))
         .header("x-tenant-id", tenant)
-        .bearer_auth(format!("{tenant}-dev-key"))
+        .bearer_auth(key)
         .header("content-type", content_type)
         .body(body)
         .send()
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A customer's points as acme's loyalty step keeps them (absent: none).
+pub async fn loyalty_points(api: &Api, customer: &str) -> Option<i64> {
+    let r = api
+        .get(&format!("/steps/loyalty-points/state/customer:{customer}"))
+        .await;
+    match r.status {
+        200 => Some(r.body["value"].as_str().unwrap().parse().unwrap()),
+        404 => {
+            assert_eq!(r.body["error"]["code"], "NOT_FOUND", "{}", r.body);
+            None
+        }
+        other => panic!("reading points: {other} {}", r.body),
+    }
+}
+
+/// A component's version as the platform names it: its digest's first 12
+/// hex digits.
+pub fn short_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))[..12].to_string()
+}
+
+/// Runs the `oms` binary: whether it succeeded, its stdout as JSON (null if
+/// it is not), its stderr.
+pub fn oms_cli(args: &[&str]) -> (bool, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_oms"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `bytes` to `dir/name`, returning the path.
+pub fn write_file(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
 }
 
 /// Calls the operator API: POST with a body, POST for the verbs that take

@@ -3,10 +3,13 @@
 //! is what production records and what `oms plugin replay` and
 //! `oms plugin test` feed back to a component.
 
+use super::bindings::step::exports::oms::plugin::custom_step::StepContext;
 use super::bindings::{self, fraud, guardrail};
-use super::{CallLimits, Called, Plugin, PluginError, PluginHost, Slot};
+use super::step_state::{CallStepState, StateLimits, StateOp, StateReader};
+use super::{CallLimits, Called, Plugin, PluginError, PluginHost, Slot, StepAnswer, StepCall};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +103,56 @@ pub struct ContextInput {
     pub recent_spend: i64,
 }
 
-/// Everything a deterministic call takes.
+/// The WIT `step-context` record, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepContextInput {
+    pub step: String,
+    pub attempt: u32,
+    pub idempotency_key: String,
+}
+
+impl From<&StepContext> for StepContextInput {
+    fn from(c: &StepContext) -> Self {
+        Self {
+            step: c.step.clone(),
+            attempt: c.attempt,
+            idempotency_key: c.idempotency_key.clone(),
+        }
+    }
+}
+
+impl From<&StepContextInput> for StepContext {
+    fn from(c: &StepContextInput) -> Self {
+        Self {
+            step: c.step.clone(),
+            attempt: c.attempt,
+            idempotency_key: c.idempotency_key.clone(),
+        }
+    }
+}
+
+/// Which export of a step was called: `run`, or `compensate` with what
+/// `run` had returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StepExport {
+    Run,
+    Compensate { output: String },
+}
+
+impl From<&StepExport> for StepCall {
+    fn from(e: &StepExport) -> Self {
+        match e {
+            StepExport::Run => StepCall::Run,
+            StepExport::Compensate { output } => StepCall::Compensate(output.clone()),
+        }
+    }
+}
+
+/// Everything a deterministic call takes. A saga step's call takes its
+/// state too: `reads` holds each committed value it read (the first time,
+/// `None` for a key not set), which is all a replay may read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "slot", rename_all = "kebab-case")]
 pub enum CallInput {
@@ -114,6 +166,14 @@ pub enum CallInput {
         context: ContextInput,
         settings: Vec<(String, String)>,
     },
+    #[serde(rename_all = "camelCase")]
+    SagaStep {
+        order: OrderInput,
+        context: StepContextInput,
+        export: StepExport,
+        settings: Vec<(String, String)>,
+        reads: BTreeMap<String, Option<String>>,
+    },
 }
 
 impl CallInput {
@@ -121,12 +181,15 @@ impl CallInput {
         match self {
             Self::Guardrail { .. } => Slot::Guardrail,
             Self::FraudCheck { .. } => Slot::FraudCheck,
+            Self::SagaStep { .. } => Slot::SagaStep,
         }
     }
 
     pub fn order_id(&self) -> &str {
         match self {
-            Self::Guardrail { order, .. } | Self::FraudCheck { order, .. } => &order.id,
+            Self::Guardrail { order, .. }
+            | Self::FraudCheck { order, .. }
+            | Self::SagaStep { order, .. } => &order.id,
         }
     }
 }
@@ -178,6 +241,61 @@ pub fn fraud_output(a: &fraud::exports::oms::plugin::risk::Assessment) -> CallOu
     }
 }
 
+fn writes_json(writes: &BTreeMap<String, StateOp>) -> Value {
+    writes
+        .iter()
+        .map(|(k, op)| {
+            let v = match op {
+                StateOp::Put(v) => json!({ "put": v }),
+                StateOp::Delete => json!("delete"),
+                StateOp::Add(d) => json!({ "add": d }),
+            };
+            (k.clone(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// A step's answer: its output (empty for a compensation) and the writes it
+/// would commit, or its error. The verdict holds both, so two versions agree
+/// only if they answer and write alike.
+pub fn step_output(answer: &StepAnswer<String>) -> CallOutput {
+    match &answer.result {
+        Ok(output) => {
+            let writes: Vec<String> = answer
+                .writes
+                .iter()
+                .map(|(key, op)| format!("{key}={op:?}"))
+                .collect();
+            CallOutput {
+                output: json!({ "ok": true, "output": output, "writes": writes_json(&answer.writes) }),
+                verdict: format!("ok {output} [{}]", writes.join(", ")),
+            }
+        }
+        Err(e) => CallOutput {
+            output: json!({
+                "ok": false,
+                "error": { "code": e.code, "message": e.message, "transient": e.transient },
+            }),
+            verdict: format!("failed {}", e.code),
+        },
+    }
+}
+
+/// A replay's view of a step's committed state: what the recorded call
+/// read. A key it did not read cannot be known, so reading it is
+/// `unavailable` to the candidate (and shows as a difference).
+struct RecordedReads(BTreeMap<String, Option<String>>);
+
+impl StateReader for RecordedReads {
+    fn get(&self, key: &str) -> Result<Option<String>, String> {
+        self.0
+            .get(key)
+            .cloned()
+            .ok_or_else(|| format!("the recorded call did not read {key:?}"))
+    }
+}
+
 pub fn error_output(e: &PluginError) -> CallOutput {
     CallOutput {
         output: json!({ "error": { "code": e.code(), "message": e.to_string() } }),
@@ -224,6 +342,35 @@ pub async fn invoke(
                 .await?;
             Ok(Called {
                 value: fraud_output(&c.value),
+                stats: c.stats,
+            })
+        }
+        CallInput::SagaStep {
+            order,
+            context,
+            export,
+            settings,
+            reads,
+        } => {
+            // No network: a replay must not reach anything (only steps
+            // without allowed origins are recorded).
+            let state =
+                CallStepState::new(Arc::new(RecordedReads(reads.clone())), StateLimits::MAX);
+            let c = host
+                .step(
+                    tenant,
+                    plugin,
+                    limits,
+                    None,
+                    state,
+                    export.into(),
+                    order.into(),
+                    context.into(),
+                    settings.clone(),
+                )
+                .await?;
+            Ok(Called {
+                value: step_output(&c.value),
                 stats: c.stats,
             })
         }

@@ -2,8 +2,9 @@
 //! with a view of its state (committed values, read through the store, and
 //! its own writes); what it writes is committed with the transition that
 //! records how the call came out, and only if it succeeded. A component
-//! that traps, runs out of budget or answers outside its contract is a
-//! transient failure, retried under the step's own policy.
+//! that runs out of budget, traps or answers outside its contract fails the
+//! step for good (it would again; see `retryable`); a deadline or a host
+//! that could not run it is transient, retried under the step's own policy.
 //!
 //! A step is rolled out as a slot is: the order's canary bucket picks the
 //! canary's version (for its run and its compensation alike) while one
@@ -15,51 +16,84 @@ use super::*;
 use crate::tenants::{CustomStep, Target};
 use oms_plugin_host::StepCall;
 use oms_plugin_host::bindings::step::exports::oms::plugin::custom_step::StepContext;
+use oms_plugin_host::calls::{StepExport, step_output};
 use oms_plugin_host::step_state::{CallStepState, StateOp, StateReader};
 use oms_saga::{StepName, step_plan};
 use oms_store::{StepStateOp, StepStateWrite};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Reads the committed state of one tenant's step, from the call's thread
-/// (the blocking pool, where waiting on the runtime is allowed).
+/// (the blocking pool, where waiting on the runtime is allowed). It notes
+/// whether a read failed (then a failed call may be the store's fault, not
+/// the component's) and, for a step whose calls are recorded, the value
+/// each key had when first read (what a replay is given).
 struct Committed {
     store: Arc<dyn oms_store::Store>,
     tenant: TenantId,
     step: StepName,
     runtime: tokio::runtime::Handle,
+    unavailable: AtomicBool,
+    reads: Option<Mutex<BTreeMap<String, Option<String>>>>,
 }
 
 impl StateReader for Committed {
     fn get(&self, key: &str) -> Result<Option<String>, String> {
-        self.runtime
+        let read = self
+            .runtime
             .block_on(self.store.step_state(&self.tenant, self.step.as_str(), key))
             .map(|r| r.map(|r| r.value))
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        match (&read, &self.reads) {
+            (Ok(value), Some(reads)) => {
+                reads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key.to_owned())
+                    .or_insert_with(|| value.clone());
+            }
+            (Ok(_), None) => {}
+            (Err(_), _) => self.unavailable.store(true, Ordering::Relaxed),
+        }
+        read
     }
 }
 
-/// How a call of the step's component came out.
-enum Answer {
-    Done(String, Vec<StepStateWrite>),
-    Failed(Failure),
+/// How a call of the step's component came out, and its verdict: what a
+/// shadow's answer is compared on (output and writes, or the failure).
+struct Answer {
+    result: Result<(String, Vec<StepStateWrite>), Failure>,
+    verdict: String,
 }
 
 impl Answer {
-    /// What a shadow's answer is compared on: the output and the writes,
-    /// or the failure's code.
-    fn verdict(&self) -> String {
-        match self {
-            Self::Done(output, writes) => {
-                let writes: Vec<String> = writes
-                    .iter()
-                    .map(|w| format!("{}={:?}", w.key, w.op))
-                    .collect();
-                format!("ok {output} [{}]", writes.join(", "))
-            }
-            Self::Failed(f) => format!("failed {}", f.code),
+    fn failed(failure: Failure) -> Self {
+        Self {
+            verdict: format!("failed {}", failure.code),
+            result: Err(failure),
         }
     }
 }
 
+/// Whether a step that failed this way may do better if tried again. A
+/// component that ran out of fuel, trapped or answered outside its contract
+/// would do the same again on the same order and state, and each retry
+/// would burn the CPU other tenants need — unless a state read failed
+/// during the call, which may be what made it fail. A deadline, an instance
+/// the pool could not give and a host that could not run the call are the
+/// moment's, and are retried.
+fn retryable(e: &PluginError, state_read_failed: bool) -> bool {
+    match e {
+        PluginError::OutOfFuel
+        | PluginError::Trap(_)
+        | PluginError::OutputTooLarge(_)
+        | PluginError::InvalidAnswer(_) => state_read_failed,
+        PluginError::Timeout | PluginError::Instantiate(_) | PluginError::Unavailable(_) => true,
+    }
+}
+
+/// Calls `plugin` for the step; `record` records a production call for
+/// replay (a shadow's calls are not).
 async fn call(
     p: &Platform,
     cx: &Context<'_>,
@@ -67,21 +101,35 @@ async fn call(
     plugin: &Arc<Plugin>,
     which: StepCall,
     extras: &mut Extras,
+    record: bool,
 ) -> Answer {
-    let state = CallStepState::new(
-        Arc::new(Committed {
-            store: p.store.clone(),
-            tenant: cx.tenant.id.clone(),
-            step: step.name,
-            runtime: tokio::runtime::Handle::current(),
-        }),
-        step.state_limits,
-    );
+    let record = record && step.plugin.record_calls;
+    let committed = Arc::new(Committed {
+        store: p.store.clone(),
+        tenant: cx.tenant.id.clone(),
+        step: step.name,
+        runtime: tokio::runtime::Handle::current(),
+        unavailable: AtomicBool::new(false),
+        reads: record.then(Mutex::default),
+    });
+    let state = CallStepState::new(committed.clone(), step.state_limits);
     let context = StepContext {
         step: step.name.to_string(),
         attempt: cx.state.attempt,
         idempotency_key: format!("{}:{}", cx.order_id, step.name),
     };
+    let input = record.then(|| CallInput::SagaStep {
+        order: OrderInput::from(&cx.wit_order()),
+        context: (&context).into(),
+        export: match &which {
+            StepCall::Run => StepExport::Run,
+            StepCall::Compensate(output) => StepExport::Compensate {
+                output: output.clone(),
+            },
+        },
+        settings: step.plugin.settings.clone(),
+        reads: BTreeMap::new(),
+    });
     let version = plugin.version().to_string();
     let called = p
         .plugins
@@ -97,11 +145,19 @@ async fn call(
             step.plugin.settings.clone(),
         )
         .await;
+    if let Some(mut input) = input {
+        if let (CallInput::SagaStep { reads, .. }, Some(seen)) = (&mut input, &committed.reads) {
+            *reads = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        let key = Target::Step(step.name).key();
+        record_result(p, cx, plugin, &key, Some(input), &called, step_output);
+    }
     match called {
         Ok(called) => {
             extras.detail = detail(&called, &version);
+            let verdict = step_output(&called.value).verdict;
             let answer = called.value;
-            match answer.result {
+            let result = match answer.result {
                 Ok(output) => {
                     extras
                         .detail
@@ -119,23 +175,24 @@ async fn call(
                             },
                         })
                         .collect();
-                    Answer::Done(output, writes)
+                    Ok((output, writes))
                 }
                 // The step said no: its writes are dropped with it.
-                Err(e) => Answer::Failed(Failure {
+                Err(e) => Err(Failure {
                     code: e.code,
                     message: e.message,
                     transient: e.transient,
                 }),
-            }
+            };
+            Answer { result, verdict }
         }
         Err(e) => {
             Metrics::inc(&p.metrics.plugin_failures_total);
             extras.detail = failed_detail(&e, &version);
-            Answer::Failed(Failure {
+            Answer::failed(Failure {
                 code: e.code().into(),
                 message: e.to_string(),
-                transient: true,
+                transient: retryable(&e, committed.unavailable.load(Ordering::Relaxed)),
             })
         }
     }
@@ -160,7 +217,7 @@ async fn call_for_order(
     extras: &mut Extras,
 ) -> Answer {
     let (plugin, canary) = custom.plugin.for_order(cx.order_id.as_str());
-    let answer = call(p, cx, custom, &plugin, which, extras).await;
+    let answer = call(p, cx, custom, &plugin, which, extras, true).await;
     if let Some(canary) = canary {
         // A step's calls have effects: no second version runs beside it to
         // compare, so a canary is judged on failures and latency.
@@ -180,8 +237,8 @@ async fn shadow(p: &Platform, cx: &Context<'_>, custom: &CustomStep, active: &An
         return;
     }
     let mut ignored = Extras::default();
-    let answer = call(p, cx, custom, &shadow, StepCall::Run, &mut ignored).await;
-    let (active_verdict, shadow_verdict) = (active.verdict(), answer.verdict());
+    let answer = call(p, cx, custom, &shadow, StepCall::Run, &mut ignored, false).await;
+    let (active_verdict, shadow_verdict) = (active.verdict.clone(), answer.verdict);
     let result = oms_store::ShadowResult {
         order_id: cx.order_id.to_string(),
         active_version: custom.plugin.current().version().to_string(),
@@ -208,10 +265,10 @@ pub(super) async fn run(p: &Platform, cx: &Context<'_>, name: StepName) -> Outco
             }
             (answer, custom.retry)
         }
-        Err(failure) => (Answer::Failed(failure), Default::default()),
+        Err(failure) => (Answer::failed(failure), Default::default()),
     };
-    match answer {
-        Answer::Done(output, writes) => Outcome {
+    match answer.result {
+        Ok((output, writes)) => Outcome {
             event: SagaEvent::StepSucceeded {
                 step,
                 provider_reference: None,
@@ -222,7 +279,7 @@ pub(super) async fn run(p: &Platform, cx: &Context<'_>, name: StepName) -> Outco
                 ..extras
             },
         },
-        Answer::Failed(failure) => {
+        Err(failure) => {
             tracing::info!(tenant = %cx.tenant.id, order = %cx.order_id, %step, code = %failure.code, "tenant step failed");
             let plan = step_plan(cx.state, &failure, &retry);
             Outcome {
@@ -252,22 +309,47 @@ pub(super) async fn compensate(p: &Platform, cx: &Context<'_>, name: StepName) -
             )
             .await
         }
-        Err(failure) => Answer::Failed(failure),
+        Err(failure) => Answer::failed(failure),
     };
-    match answer {
-        Answer::Done(_, writes) => Outcome {
+    match answer.result {
+        Ok((_, writes)) => Outcome {
             event: SagaEvent::CompensationSucceeded { compensation },
             extras: Extras {
                 step_state: writes,
                 ..extras
             },
         },
-        Answer::Failed(failure) => Outcome {
+        Err(failure) => Outcome {
             event: SagaEvent::CompensationFailed {
                 compensation,
                 failure,
             },
             extras,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_that_would_fail_again_is_not_retried_unless_its_state_failed_it() {
+        for e in [
+            PluginError::OutOfFuel,
+            PluginError::Trap("out of memory".into()),
+            PluginError::OutputTooLarge(8 << 20),
+            PluginError::InvalidAnswer("not utf-8".into()),
+        ] {
+            assert!(!retryable(&e, false), "{e}");
+            assert!(retryable(&e, true), "{e}");
+        }
+        for e in [
+            PluginError::Timeout,
+            PluginError::Instantiate("pool exhausted".into()),
+            PluginError::Unavailable("shutting down".into()),
+        ] {
+            assert!(retryable(&e, false), "{e}");
+        }
     }
 }

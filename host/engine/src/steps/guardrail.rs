@@ -45,7 +45,15 @@ pub(super) async fn validate_with(
             tp.settings.clone(),
         )
         .await;
-    record_result(p, cx, plugin, input, &result, guardrail_output);
+    record_result(
+        p,
+        cx,
+        plugin,
+        Slot::Guardrail.as_str(),
+        input,
+        &result,
+        guardrail_output,
+    );
     match result {
         Ok(called) => {
             let extras = Extras {

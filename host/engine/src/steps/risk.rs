@@ -78,7 +78,15 @@ pub(super) async fn fraud_with(
             tp.settings.clone(),
         )
         .await;
-    record_result(p, cx, plugin, input, &result, fraud_output);
+    record_result(
+        p,
+        cx,
+        plugin,
+        Slot::FraudCheck.as_str(),
+        input,
+        &result,
+        fraud_output,
+    );
     let (decision, score, reasons, mut extras) = match result {
         Ok(called) => {
             let extras = Extras {

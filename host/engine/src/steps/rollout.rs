@@ -68,32 +68,36 @@ pub(super) async fn record_canary(
 
 /// Queues a production call for replay, if its slot records calls
 /// (`input` is then `Some`): its answer through `output`, or its failure.
+/// `key` is what the calls are kept under: the slot's name, or a tenant's
+/// step's `step:<name>`.
 pub(super) fn record_result<R>(
     p: &Platform,
     cx: &Context<'_>,
     plugin: &Plugin,
+    key: &str,
     input: Option<CallInput>,
     result: &Result<Called<R>, PluginError>,
     output: fn(&R) -> CallOutput,
 ) {
     let Some(input) = input else { return };
     match result {
-        Ok(c) => record_call(p, cx, plugin, input, &output(&c.value), Some(&c.stats)),
-        Err(e) => record_call(p, cx, plugin, input, &error_output(e), None),
+        Ok(c) => record_call(p, cx, plugin, key, input, &output(&c.value), Some(&c.stats)),
+        Err(e) => record_call(p, cx, plugin, key, input, &error_output(e), None),
     }
 }
 
-pub(super) fn record_call(
+fn record_call(
     p: &Platform,
     cx: &Context<'_>,
     plugin: &Plugin,
+    key: &str,
     input: CallInput,
     answer: &CallOutput,
     stats: Option<&CallStats>,
 ) {
     let call = RecordedCall {
         tenant_id: cx.tenant.id.to_string(),
-        slot: input.slot().to_string(),
+        slot: key.to_string(),
         version: plugin.version().to_string(),
         order_id: cx.order_id.to_string(),
         input: serde_json::to_string(&input).expect("a call input serialises: plain data"),

@@ -54,6 +54,11 @@ pub struct StepSection {
     pub max_reads: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_value_kb: Option<usize>,
+    /// Record every production call (input, the state it read, answer) for
+    /// `oms plugin replay`. Only for a step without `allowed_origins`: a
+    /// replay must reach nothing outside.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_calls: bool,
 }
 
 /// A tenant-defined step as a running tenant keeps it: its component
@@ -118,6 +123,13 @@ pub(super) fn build(
         let limits = limits(section).map_err(|(f, m)| bad(format!("{field}.{f}"), m))?;
         let state_limits =
             state_limits(section).map_err(|(f, m)| bad(format!("{field}.{f}"), m))?;
+        if section.record_calls && !section.allowed_origins.is_empty() {
+            return Err(bad(
+                format!("{field}.record_calls"),
+                "record_calls is for a step without allowed_origins: a replay would call out again"
+                    .into(),
+            ));
+        }
         let origins: Vec<String> = section
             .allowed_origins
             .iter()
@@ -149,7 +161,7 @@ pub(super) fn build(
                         .collect(),
                     limits,
                     Some(HttpGrant::new(&origins, limits.http_timeout).for_tenant(tenant)),
-                    false,
+                    section.record_calls,
                 ),
                 state_limits,
                 retry,

@@ -50,32 +50,8 @@ impl StateReader for Local {
     }
 }
 
-fn writes_json(writes: &BTreeMap<String, StateOp>) -> Value {
-    writes
-        .iter()
-        .map(|(k, op)| {
-            let v = match op {
-                StateOp::Put(v) => json!({ "put": v }),
-                StateOp::Delete => json!("delete"),
-                StateOp::Add(d) => json!({ "add": d }),
-            };
-            (k.clone(), v)
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
-}
-
 fn answer_json(answer: &StepAnswer<String>) -> Value {
-    match &answer.result {
-        Ok(output) => {
-            json!({ "ok": true, "output": output, "writes": writes_json(&answer.writes) })
-        }
-        Err(e) => json!({
-            "ok": false,
-            "error": { "code": e.code, "message": e.message, "transient": e.transient },
-            "writes": {},
-        }),
-    }
+    oms_plugin_host::calls::step_output(answer).output
 }
 
 pub struct StepRun<'a> {
