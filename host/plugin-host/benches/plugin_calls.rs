@@ -4,17 +4,31 @@
 //! answered call. Run: `cargo bench --bench plugin_calls`
 //! (set OMS_JS_GUARDRAIL=path/to/js-guardrail.wasm for the JavaScript one;
 //! set OMS_PYTHON_GUARDRAIL=path/to/python-guardrail.wasm to include the
-//! Python guest).
+//! Python guest; OMS_JS_LOYALTY=path/to/js-loyalty-points.wasm for the
+//! JavaScript loyalty step beside the Rust one).
 #![allow(clippy::print_stdout)]
 
 #[path = "../../../plugins/guardrail-limits/src/rules.rs"]
 mod rules;
 
 use hdrhistogram::Histogram;
+use oms_plugin_host::bindings::step::exports::oms::plugin::custom_step::StepContext;
 use oms_plugin_host::bindings::{Address, LineItem, Order, fraud, policy};
-use oms_plugin_host::{PluginHost, Slot, builtin};
+use oms_plugin_host::step_state::{CallStepState, StateLimits, StateReader};
+use oms_plugin_host::{PluginHost, Slot, StepCall, builtin};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Instant;
+
+/// A step's committed state as the bench gives it: every customer has 100
+/// points (a database read in production; here only the call's own cost).
+struct Balance;
+
+impl StateReader for Balance {
+    fn get(&self, _key: &str) -> Result<Option<String>, String> {
+        Ok(Some("100".into()))
+    }
+}
 
 const CALLS: usize = 20_000;
 
@@ -188,6 +202,57 @@ async fn main() {
         wasm_guardrail.value_at_quantile(0.5) as f64 / native.value_at_quantile(0.5) as f64,
         wasm_guardrail.value_at_quantile(0.99) as f64 / native.value_at_quantile(0.99) as f64,
     );
+
+    // A tenant's own step: the loyalty step's run, its state read through
+    // the host and its increment kept for the transition. A step may call
+    // out, so it always runs on the blocking pool.
+    let mut steps: Vec<(String, Vec<u8>, usize)> = vec![(
+        "loyalty-points step (Rust)".into(),
+        builtin::find("loyalty-points")
+            .expect("builtin")
+            .bytes
+            .to_vec(),
+        CALLS,
+    )];
+    if let Ok(path) = std::env::var("OMS_JS_LOYALTY") {
+        steps.push((
+            "loyalty-points step (JavaScript)".into(),
+            std::fs::read(&path).expect("reading OMS_JS_LOYALTY"),
+            200,
+        ));
+    }
+    for (name, bytes, calls) in steps {
+        let plugin = host.load(Slot::SagaStep, &bytes).expect("step loads");
+        let mut h = histogram();
+        let mut fuel = 0;
+        for _ in 0..calls {
+            let started = Instant::now();
+            let c = host
+                .step(
+                    "bench",
+                    &plugin,
+                    Slot::SagaStep.default_limits(),
+                    None,
+                    CallStepState::new(Arc::new(Balance), StateLimits::DEFAULT),
+                    StepCall::Run,
+                    order(),
+                    StepContext {
+                        step: "loyalty-points".into(),
+                        attempt: 1,
+                        idempotency_key: "ord_bench:loyalty-points".into(),
+                    },
+                    vec![("points_per_unit".into(), "1".into())],
+                )
+                .await
+                .expect("step call");
+            assert!(c.value.result.is_ok(), "{:?}", c.value.result);
+            fuel = c.stats.fuel_used;
+            black_box(c);
+            let _ = h.record(started.elapsed().as_nanos() as u64);
+        }
+        report(&name, &h);
+        println!("{:<34} {fuel} fuel per call", "");
+    }
 
     // Activation to first use on a host that has not compiled the version:
     // check + compile + pre-instantiate, then the first call.
