@@ -145,12 +145,7 @@ async fn a_steps_versions_roll_out_as_a_slots_do(kind: Kind) {
         short(&js).as_str()
     );
     assert_eq!(points(&api, "c-js").await, Some(19));
-    let r = api
-        .post(
-            &format!("/orders/{id}/cancel"),
-            &json!({ "reason": "changed my mind" }),
-        )
-        .await;
+    let r = api.cancel(&id).await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(api.settle(&id).await["status"], "CANCELLED");
     assert_eq!(points(&api, "c-js").await, Some(0));
@@ -243,12 +238,7 @@ async fn a_steps_recorded_calls_replay_with_the_state_they_read(kind: Kind) {
     assert_eq!(api.settle(&first).await["status"], "CONFIRMED");
     let second = api.place(&order("c-rec", "WIDGET-1", 1, "tok_visa")).await;
     assert_eq!(api.settle(&second).await["status"], "CONFIRMED");
-    let r = api
-        .post(
-            &format!("/orders/{second}/cancel"),
-            &json!({ "reason": "changed my mind" }),
-        )
-        .await;
+    let r = api.cancel(&second).await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(api.settle(&second).await["status"], "CANCELLED");
     assert_eq!(points(&api, "c-rec").await, Some(39));

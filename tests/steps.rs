@@ -86,12 +86,7 @@ async fn a_saga_that_turns_back_takes_the_points_back(kind: Kind) {
     let id = api.place(&order("c-back", "WIDGET-1", 2, "tok_visa")).await;
     api.settle(&id).await;
     assert_eq!(points(&api, "c-back").await, Some(39));
-    let r = api
-        .post(
-            &format!("/orders/{id}/cancel"),
-            &json!({ "reason": "changed my mind" }),
-        )
-        .await;
+    let r = api.cancel(&id).await;
     assert_eq!(r.status, 202, "{}", r.body);
     let done = api.settle(&id).await;
     assert_eq!(

@@ -503,6 +503,15 @@ impl Api {
             .await
     }
 
+    /// A client's cancel of order `id`, with a reason.
+    pub async fn cancel(&self, id: &str) -> Response {
+        self.post(
+            &format!("/orders/{id}/cancel"),
+            &serde_json::json!({ "reason": "changed my mind" }),
+        )
+        .await
+    }
+
     /// Places an order; its id.
     pub async fn place(&self, body: &Value) -> String {
         let r = self.post("/orders", body).await;
