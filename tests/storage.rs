@@ -9,7 +9,7 @@ mod support;
 
 use oms_domain::TenantId;
 use oms_store::{
-    InventoryOp, OrderFilter, OutboxClaim, OutboxMessage, SqlStore, Store, StoreError,
+    InventoryOp, OrderFilter, OutboxClaim, OutboxMessage, Recordings, SqlStore, Store, StoreError,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -424,8 +424,73 @@ async fn concurrent_writes_are_each_all_or_nothing(under: Under) {
     assert_eq!(store.unpublished_count().await.unwrap(), 21);
 }
 
-// Plugin versions are kept by the SQL stores only.
-on_both_backends!(concurrent_registrations_of_one_plugin_agree_on_its_version);
+/// Recorded plugin calls: a batch larger than one multi-row statement is
+/// kept whole, read back oldest first per tenant and slot (a tenant's step
+/// under `step:<name>`), and pruned to the newest.
+async fn recorded_calls_are_kept_in_order_and_pruned(kind: Kind) {
+    let db = Db::new(kind).await;
+    let store = SqlStore::connect(&db.url).await.unwrap();
+    let call = |slot: &str, i: i64| oms_store::RecordedCall {
+        tenant_id: "acme".into(),
+        slot: slot.into(),
+        version: "v1".into(),
+        order_id: format!("ord_{i:03}"),
+        input: json!({ "i": i }).to_string(),
+        output: "{}".into(),
+        verdict: format!("ok {i}"),
+        fuel_used: i,
+        duration_us: 1,
+        at: i,
+    };
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            call(
+                if i % 2 == 0 {
+                    "guardrail"
+                } else {
+                    "step:loyalty-points"
+                },
+                i,
+            )
+        })
+        .collect();
+    store.record_calls(&calls).await.unwrap();
+    let acme = tenant();
+    let steps = store
+        .recorded_calls(&acme, "step:loyalty-points", 1_000)
+        .await
+        .unwrap();
+    let expected: Vec<_> = calls
+        .iter()
+        .filter(|c| c.slot != "guardrail")
+        .cloned()
+        .collect();
+    assert_eq!(steps, expected);
+    let newest = store.recorded_calls(&acme, "guardrail", 3).await.unwrap();
+    let orders: Vec<&str> = newest.iter().map(|c| c.order_id.as_str()).collect();
+    assert_eq!(orders, ["ord_094", "ord_096", "ord_098"]);
+    let other = TenantId::parse("globex").unwrap();
+    assert!(
+        store
+            .recorded_calls(&other, "guardrail", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.prune_recorded_calls(10).await.unwrap();
+    let kept = store
+        .recorded_calls(&acme, "guardrail", 1_000)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 10);
+    assert_eq!(kept.last().unwrap().order_id, "ord_098");
+}
+
+// Plugin versions and recorded calls are kept by the SQL stores only.
+on_both_backends!(
+    concurrent_registrations_of_one_plugin_agree_on_its_version,
+    recorded_calls_are_kept_in_order_and_pruned
+);
 
 /// Order numbers: consecutive per tenant from 1, tenants apart, and
 /// allocations made at once (several tasks; on PostgreSQL the same as from

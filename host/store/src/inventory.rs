@@ -51,33 +51,27 @@ macro_rules! apply_inventory {
                 // Already reserved by an earlier delivery of the same step: nothing to do.
                 if held == 0 {
                     for (sku, quantity) in lines {
+                        // The warehouse with the most available, held in
+                        // the same statement (one round trip, not two); the
+                        // condition is checked again on the row it updates.
                         let warehouse: Option<String> = sqlx::query_scalar(
-                            "SELECT warehouse_id FROM inventory
+                            "UPDATE inventory SET reserved = reserved + $3, updated_at = $4
                              WHERE tenant_id = $1 AND sku = $2 AND on_hand - reserved >= $3
-                             ORDER BY on_hand - reserved DESC, warehouse_id LIMIT 1",
+                               AND warehouse_id = (
+                                 SELECT warehouse_id FROM inventory
+                                 WHERE tenant_id = $1 AND sku = $2 AND on_hand - reserved >= $3
+                                 ORDER BY on_hand - reserved DESC, warehouse_id LIMIT 1)
+                             RETURNING warehouse_id",
                         )
                         .bind(tenant.as_str())
                         .bind(sku)
                         .bind(*quantity)
+                        .bind(now)
                         .fetch_optional(crate::counted::stmt(&mut *$tx))
                         .await?;
                         let Some(warehouse) = warehouse else {
                             return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
                         };
-                        let updated = sqlx::query(
-                            "UPDATE inventory SET reserved = reserved + $4, updated_at = $5
-                             WHERE tenant_id = $1 AND sku = $2 AND warehouse_id = $3 AND on_hand - reserved >= $4",
-                        )
-                        .bind(tenant.as_str())
-                        .bind(sku)
-                        .bind(&warehouse)
-                        .bind(*quantity)
-                        .bind(now)
-                        .execute(crate::counted::stmt(&mut *$tx))
-                        .await?;
-                        if updated.rows_affected() != 1 {
-                            return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
-                        }
                         sqlx::query(
                             "INSERT INTO reservations (tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at)
                              VALUES ($1, $2, $3, $4, $5, 'held', $6, $6)",

@@ -1,7 +1,8 @@
 //! Recorded production plugin calls, for `oms plugin replay`: kept per
 //! tenant and slot up to a bound, oldest pruned first.
 
-use super::{Result, SqlStore, on_pool};
+use super::group_commit::rows::{Value, bind_rows, chunk_len, insert_rows, insert_sql};
+use super::{Result, SqlStore, counted, on_pool};
 use async_trait::async_trait;
 use oms_domain::TenantId;
 use serde::{Deserialize, Serialize};
@@ -30,26 +31,34 @@ const COLUMNS: &str =
 #[async_trait]
 impl crate::contract::Recordings for SqlStore {
     async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()> {
+        // Many calls to a statement: recording costs the database a few
+        // statements per batch, not one per call.
+        let ids: Vec<String> = calls
+            .iter()
+            .map(|_| format!("call_{}", oms_clock::monotonic_ulid()))
+            .collect();
+        let rows: Vec<Vec<Value<'_>>> = calls
+            .iter()
+            .zip(&ids)
+            .map(|(c, id)| {
+                vec![
+                    Value::Text(id),
+                    Value::Text(&c.tenant_id),
+                    Value::Text(&c.slot),
+                    Value::Text(&c.version),
+                    Value::Text(&c.order_id),
+                    Value::Text(&c.input),
+                    Value::Text(&c.output),
+                    Value::Text(&c.verdict),
+                    Value::Int(c.fuel_used),
+                    Value::Int(c.duration_us),
+                    Value::Int(c.at),
+                ]
+            })
+            .collect();
         on_pool!(self, write, |pool| {
             let mut tx = crate::counted::tx(pool.begin().await?);
-            for c in calls {
-                sqlx::query(&format!(
-                    "INSERT INTO plugin_calls (id, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                ))
-                .bind(format!("call_{}", oms_clock::monotonic_ulid()))
-                .bind(&c.tenant_id)
-                .bind(&c.slot)
-                .bind(&c.version)
-                .bind(&c.order_id)
-                .bind(&c.input)
-                .bind(&c.output)
-                .bind(&c.verdict)
-                .bind(c.fuel_used)
-                .bind(c.duration_us)
-                .bind(c.at)
-                .execute(crate::counted::stmt(&mut *tx))
-                .await?;
-            }
+            insert_rows!(tx, "plugin_calls", &format!("id, {COLUMNS}"), &rows);
             tx.commit().await?;
         });
         Ok(())

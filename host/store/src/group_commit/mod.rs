@@ -19,7 +19,7 @@
 //! savepoint, so a failure undoes only that member's writes and is answered
 //! to its caller alone.
 
-mod rows;
+pub(crate) mod rows;
 
 use super::inventory::apply_inventory;
 use super::orders::{ORDER_COLUMNS, complete_idempotency};

@@ -7,11 +7,11 @@ use super::{NewOrder, Transition};
 /// Rows per multi-row statement, largest first: a batch's rows are written
 /// in chunks of these sizes (15 rows: 8 + 4 + 2 + 1), so each table has only
 /// this many statement texts for the connection's statement cache.
-pub(super) const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+pub(crate) const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// One value of a multi-row statement (every column these tables batch is
 /// text, nullable text or an integer).
-pub(super) enum Value<'a> {
+pub(crate) enum Value<'a> {
     Text(&'a str),
     TextOrNull(Option<&'a str>),
     Int(i64),
@@ -20,7 +20,7 @@ pub(super) enum Value<'a> {
 
 /// `INSERT INTO table (columns) VALUES (…), (…)`: `rows` rows of `width`
 /// placeholders each.
-pub(super) fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
+pub(crate) fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
     let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
@@ -101,7 +101,7 @@ pub(super) fn padded(n: usize) -> usize {
 }
 
 /// How many of `n` rows the next multi-row statement takes.
-pub(super) fn chunk_len(n: usize) -> usize {
+pub(crate) fn chunk_len(n: usize) -> usize {
     CHUNKS.iter().copied().find(|c| *c <= n).unwrap_or(1)
 }
 
@@ -119,7 +119,7 @@ macro_rules! bind_rows {
     };
 }
 
-pub(super) use bind_rows;
+pub(crate) use bind_rows;
 
 /// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow.
 macro_rules! insert_rows {
@@ -219,7 +219,7 @@ impl<'a> Rows<'a> {
         }
     }
 }
-pub(super) use insert_rows;
+pub(crate) use insert_rows;
 
 /// A new order's row, column by column as [`ORDER_COLUMNS`] names them.
 pub(super) fn order_values(new: &NewOrder) -> Vec<Value<'_>> {
