@@ -369,7 +369,7 @@ async fn a_hostile_step_is_contained(kind: Kind) {
     let p = |v: &[f64], q: f64| v[((v.len() as f64 - 1.0) * q) as usize];
     // Recorded, not asserted: timing belongs to benchmarks, not tests.
     eprintln!(
-        "globex saga ms idle p50 {:.1} p95 {:.1}; beside acme's orders with its loyalty step p50 {:.1} p95 {:.1}; with the hostile step p50 {:.1} p95 {:.1}; host peak {peak} MiB",
+        "{kind:?}: globex saga ms idle p50 {:.1} p95 {:.1}; beside acme's orders with its loyalty step p50 {:.1} p95 {:.1}; with the hostile step p50 {:.1} p95 {:.1}; host peak {peak} MiB",
         p(&idle, 0.5),
         p(&idle, 0.95),
         p(&benign, 0.5),
