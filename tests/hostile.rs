@@ -450,23 +450,7 @@ async fn slow_tenant_floods(srv: &Server, n: usize) {
 async fn fraud_answers_outside_the_contract_are_refused(kind: Kind) {
     let db = Db::new(kind).await;
     let srv = Server::start(&db).await;
-    let (status, v) = support::upload(
-        &srv,
-        "acme",
-        "fraud-check",
-        support::artifact("hostile_fraud"),
-        "application/wasm",
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
-    let (status, a) = support::admin(
-        &srv,
-        "/tenants/acme/plugins/fraud-check/activate",
-        Some(json!({ "version": v["version"] })),
-        ADMIN_TOKEN,
-    )
-    .await;
-    assert_eq!(status, 200, "{a}");
+    support::upload_and_activate(&srv, "acme", "fraud-check", "hostile_fraud").await;
     let acme = srv.api("acme");
     for customer in ["score", "reasons", "fine"] {
         let id = acme

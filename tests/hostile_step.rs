@@ -7,8 +7,7 @@
 
 mod support;
 
-use serde_json::json;
-use support::{ADMIN_TOKEN, Db, Kind, Server, order, saga_times};
+use support::{Db, Kind, Server, order, saga_times};
 
 /// Orders of acme for each of `attacks`' customers, from two clients at
 /// once (their ids with the customer each), while globex places 20 orders
@@ -71,23 +70,7 @@ async fn a_hostile_step_is_contained(kind: Kind) {
     let idle = saga_times(&globex, 20).await;
     let (benign, _) = globex_beside_acme_load(&srv, &attacks).await;
 
-    let (status, v) = support::upload(
-        &srv,
-        "acme",
-        "step:loyalty-points",
-        support::artifact("hostile_step"),
-        "application/wasm",
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
-    let (status, v) = support::admin(
-        &srv,
-        "/tenants/acme/plugins/step:loyalty-points/activate",
-        Some(json!({ "version": v["version"] })),
-        ADMIN_TOKEN,
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
+    support::upload_and_activate(&srv, "acme", "step:loyalty-points", "hostile_step").await;
     let (during, placed) = globex_beside_acme_load(&srv, &attacks).await;
     let acme = srv.api("acme");
     for (customer, id) in placed {

@@ -140,3 +140,27 @@ pub async fn saga_times(api: &Api, n: usize) -> Vec<f64> {
     times.sort_by(f64::total_cmp);
     times
 }
+
+/// Uploads the compiled corpus component `artifact` as a version of
+/// `tenant`'s `slot` and activates it as the operator; its version.
+pub async fn upload_and_activate(srv: &Server, tenant: &str, slot: &str, artifact: &str) -> i64 {
+    let (status, v) = upload(
+        srv,
+        tenant,
+        slot,
+        self::artifact(artifact),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let version = v["version"].as_i64().unwrap();
+    let (status, a) = super::admin(
+        srv,
+        &format!("/tenants/{tenant}/plugins/{slot}/activate"),
+        Some(serde_json::json!({ "version": version })),
+        super::ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    version
+}
