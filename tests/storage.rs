@@ -53,12 +53,40 @@ async fn a_consumed_command_cannot_be_applied_twice(under: Under) {
     let (store, _db) = store(under).await;
     let id = new_order(&*store, "c1", 1_000, 500).await;
     let cmd = format!("cmd-{id}");
-    assert_eq!(store.due_commands(1_000, 10).await.unwrap().len(), 1);
-    assert!(store.due_commands(999, 10).await.unwrap().is_empty());
+    assert_eq!(store.due_commands(1_000, 10, &[]).await.unwrap().len(), 1);
+    assert!(store.due_commands(999, 10, &[]).await.unwrap().is_empty());
+    // A tenant the dispatcher has no room for is left out.
+    let skip = ["acme".to_string(), "globex".to_string()];
+    assert!(
+        store
+            .due_commands(1_000, 10, &skip)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .due_commands(1_000, 10, &skip[1..])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let waiting = store.order_for_command(&tenant(), &id, &cmd).await.unwrap();
+    assert_eq!(waiting.map(|o| o.version), Some(0));
 
     let mut first = effects(&id, 0, Some(cmd.clone()));
     first.commands = vec![command("next", 5_000)];
     store.commit_transition(&first).await.unwrap();
+    // Applied: its order is no longer handed out for it.
+    assert!(
+        store
+            .order_for_command(&tenant(), &id, &cmd)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // A redelivery of the same command, even against the new version, changes nothing.
     let again = effects(&id, 1, Some(cmd));
     assert!(matches!(

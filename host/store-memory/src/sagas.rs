@@ -7,8 +7,8 @@ use super::{Key, MemoryStore, Queued, Reservation, Tables, key};
 use async_trait::async_trait;
 use oms_domain::{OrderId, TenantId};
 use oms_store::{
-    CommandRecord, InventoryOp, OrderEventRecord, OutboxRecord, PaymentRecord, Result, SagaLog,
-    StepStateOp, StepStateRecord, StepStates, StoreError, Transition,
+    CommandRecord, InventoryOp, OrderEventRecord, OrderRecord, OutboxRecord, PaymentRecord, Result,
+    SagaLog, StepStateOp, StepStateRecord, StepStates, StoreError, Transition,
 };
 use std::sync::atomic::Ordering;
 
@@ -45,13 +45,18 @@ impl SagaLog for MemoryStore {
         })
     }
 
-    async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>> {
+    async fn due_commands(
+        &self,
+        now: i64,
+        limit: i64,
+        skip: &[String],
+    ) -> Result<Vec<CommandRecord>> {
         self.check("due_commands")?;
         let mut due: Vec<CommandRecord> = self
             .tables()
             .commands
             .values()
-            .filter(|c| c.available_at <= now)
+            .filter(|c| c.available_at <= now && !skip.contains(&c.tenant_id))
             .cloned()
             .collect();
         due.sort_by_key(|c| c.available_at);
@@ -81,9 +86,20 @@ impl SagaLog for MemoryStore {
             .min())
     }
 
-    async fn command_exists(&self, id: &str) -> Result<bool> {
-        self.check("command_exists")?;
-        Ok(self.tables().commands.contains_key(id))
+    async fn order_for_command(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        command: &str,
+    ) -> Result<Option<OrderRecord>> {
+        self.check("order_for_command")?;
+        let t = self.tables();
+        let order = t
+            .orders
+            .get(&key(tenant.as_str(), order.as_str()))
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        Ok(t.commands.contains_key(command).then_some(order))
     }
 
     async fn pending_commands(&self) -> Result<i64> {

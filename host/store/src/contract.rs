@@ -111,8 +111,15 @@ pub trait SagaLog: Send + Sync {
     /// already consumed), [`StoreError::Conflict`] (stale version),
     /// [`StoreError::InsufficientStock`] (reservation refused).
     async fn commit_transition(&self, t: &Transition) -> Result<i64>;
-    /// Commands due at `now`, oldest first.
-    async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>>;
+    /// Commands due at `now`, oldest first, leaving out those of the
+    /// tenants in `skip` (a dispatcher leaves out the tenants with no room
+    /// to run one, so their backlog is neither read nor handed over).
+    async fn due_commands(
+        &self,
+        now: i64,
+        limit: i64,
+        skip: &[String],
+    ) -> Result<Vec<CommandRecord>>;
     /// Takes a lease on an overdue command: moves its due time to `until`
     /// if no one else did since it was read as due at `seen_due`. Only the
     /// host that gets `true` runs it now; if that host dies, the command is
@@ -120,8 +127,16 @@ pub trait SagaLog: Send + Sync {
     async fn lease_command(&self, id: &str, seen_due: i64, until: i64) -> Result<bool>;
     /// When the next command falls due, if any is waiting.
     async fn next_command_at(&self) -> Result<Option<i64>>;
-    /// Whether a command is still waiting to be applied.
-    async fn command_exists(&self, id: &str) -> Result<bool>;
+    /// The order a command is for, if the command is still waiting, read
+    /// with one snapshot: while the command exists, the order is in the
+    /// state the command was issued for (both change in one transaction).
+    /// `None`: the command was applied already.
+    async fn order_for_command(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        command: &str,
+    ) -> Result<Option<OrderRecord>>;
 
     async fn pending_commands(&self) -> Result<i64>;
 }

@@ -67,7 +67,7 @@ async fn a_failed_read_leaves_the_command_for_a_later_try() {
     let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
     let cmd = h.command(&id).await;
     let before = h.order(&id).await.version;
-    for op in ["command_exists", "order", "commit_transition"] {
+    for op in ["order_for_command", "commit_transition"] {
         h.store.fail(op);
         assert!(!process(&h.p, &cmd, None).await.0, "{op}");
         assert_eq!(h.store.failed(op), 1, "{op}");
@@ -83,16 +83,16 @@ async fn a_delivered_command_is_retried_in_place_until_the_store_answers() {
     let h = Harness::new().await;
     let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
     let cmd = h.command(&id).await;
-    h.store.fail("command_exists");
+    h.store.fail("order_for_command");
     let p = h.p.clone();
     let task = tokio::spawn(async move { deliver(&p, cmd, false).await });
     until("the delivery is tried again", || {
-        h.store.failed("command_exists") >= 2
+        h.store.failed("order_for_command") >= 2
     })
     .await;
     // Its offset must not move on: the delivery has not returned.
     assert!(!task.is_finished());
-    h.store.heal("command_exists");
+    h.store.heal("order_for_command");
     tokio::time::timeout(super::DEADLINE, task)
         .await
         .unwrap()
