@@ -53,25 +53,8 @@ async fn a_consumed_command_cannot_be_applied_twice(under: Under) {
     let (store, _db) = store(under).await;
     let id = new_order(&*store, "c1", 1_000, 500).await;
     let cmd = format!("cmd-{id}");
-    assert_eq!(store.due_commands(1_000, 10, &[]).await.unwrap().len(), 1);
-    assert!(store.due_commands(999, 10, &[]).await.unwrap().is_empty());
-    // A tenant the dispatcher has no room for is left out.
-    let skip = ["acme".to_string(), "globex".to_string()];
-    assert!(
-        store
-            .due_commands(1_000, 10, &skip)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .due_commands(1_000, 10, &skip[1..])
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(store.due_commands(1_000, 10).await.unwrap().len(), 1);
+    assert!(store.due_commands(999, 10).await.unwrap().is_empty());
 
     let waiting = store.order_for_command(&tenant(), &id, &cmd).await.unwrap();
     assert_eq!(waiting.map(|o| o.version), Some(0));

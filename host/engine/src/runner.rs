@@ -35,9 +35,6 @@ const RESCUE_WAITS_MS: i64 = 10_000;
 /// How long a finished command's id is remembered, so a sweep read before
 /// it finished does not hand it out again.
 const TOMBSTONE_MS: i64 = 10_000;
-/// The fewest due commands a sweep with room reads: enough for tenants it
-/// has not seen yet (after a restart) to get going.
-const SWEEP_LEAST: usize = 16;
 
 #[derive(Default)]
 struct InFlight {
@@ -45,11 +42,6 @@ struct InFlight {
     orders: HashSet<String>,
     not_before: HashMap<String, i64>,
     finished: HashMap<String, i64>,
-    /// The tenants left without room after the last sweep (all of them
-    /// when the runner was full): a chain of theirs that ends wakes the
-    /// dispatcher, since their backlog can move now.
-    starved: Vec<String>,
-    full: bool,
 }
 
 /// Which commands are being carried out, and how many may be at once.
@@ -159,7 +151,6 @@ async fn chain(
         None => slots(p, &first.tenant_id).await,
     };
     let order = first.order_id.clone();
-    let tenant = first.tenant_id.clone();
     let (mut current, mut preloaded) = (first, preloaded);
     let mut failures = 0u32;
     loop {
@@ -206,15 +197,8 @@ async fn chain(
         }
         current = next.command;
     }
-    let starved = {
-        let mut f = p.runner.lock();
-        f.orders.remove(&order);
-        f.full || f.starved.iter().any(|t| *t == tenant)
-    };
+    p.runner.lock().orders.remove(&order);
     drop(slots);
-    if starved {
-        p.wake.notify_one();
-    }
 }
 
 type Slot = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>;
@@ -280,9 +264,17 @@ pub(crate) async fn run(p: Arc<Platform>) {
             wait_for_in_flight(&p).await;
             return;
         }
-        if let Err(e) = sweep(&p).await {
-            tracing::warn!(error = %e, "reading due saga commands failed; retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = oms_clock::now_ms();
+        match p.store.due_commands(now, 2 * CONCURRENCY as i64).await {
+            Ok(commands) => {
+                for cmd in commands {
+                    submit(&p, cmd, None);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading due saga commands failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
         {
             let mut f = p.runner.lock();
@@ -297,33 +289,6 @@ pub(crate) async fn run(p: Arc<Platform>) {
             _ = tokio::time::sleep(SWEEP) => {}
         }
     }
-}
-
-/// One sweep: reads as many due commands as there is room to start, of the
-/// tenants with room, and starts them. Under load most tenants' backlogs wait
-/// in the database; a sweep that read them all (or a fixed number, most of
-/// them to be turned away) cost more than the sagas it started.
-async fn sweep(p: &Arc<Platform>) -> Result<(), oms_store::StoreError> {
-    let free = p.runner.permits.available_permits();
-    if free > 0 {
-        let (full, room) = p.runner.tenant_permits.exhausted();
-        let limit = room.max(SWEEP_LEAST).min(free);
-        let due = p
-            .store
-            .due_commands(oms_clock::now_ms(), limit as i64, &full)
-            .await?;
-        for cmd in due {
-            submit(p, cmd, None);
-        }
-    }
-    // Who is left waiting for room now, for the chains that end to wake
-    // the next sweep (see `chain`).
-    let (starved, _) = p.runner.tenant_permits.exhausted();
-    let full = p.runner.permits.available_permits() == 0;
-    let mut f = p.runner.lock();
-    f.starved = starved;
-    f.full = full;
-    Ok(())
 }
 
 /// Waits until no order's command is being carried out in this process.

@@ -45,18 +45,13 @@ impl SagaLog for MemoryStore {
         })
     }
 
-    async fn due_commands(
-        &self,
-        now: i64,
-        limit: i64,
-        skip: &[String],
-    ) -> Result<Vec<CommandRecord>> {
+    async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>> {
         self.check("due_commands")?;
         let mut due: Vec<CommandRecord> = self
             .tables()
             .commands
             .values()
-            .filter(|c| c.available_at <= now && !skip.contains(&c.tenant_id))
+            .filter(|c| c.available_at <= now)
             .cloned()
             .collect();
         due.sort_by_key(|c| c.available_at);

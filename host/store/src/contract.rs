@@ -111,15 +111,8 @@ pub trait SagaLog: Send + Sync {
     /// already consumed), [`StoreError::Conflict`] (stale version),
     /// [`StoreError::InsufficientStock`] (reservation refused).
     async fn commit_transition(&self, t: &Transition) -> Result<i64>;
-    /// Commands due at `now`, oldest first, leaving out those of the
-    /// tenants in `skip` (a dispatcher leaves out the tenants with no room
-    /// to run one, so their backlog is neither read nor handed over).
-    async fn due_commands(
-        &self,
-        now: i64,
-        limit: i64,
-        skip: &[String],
-    ) -> Result<Vec<CommandRecord>>;
+    /// Commands due at `now`, oldest first.
+    async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>>;
     /// Takes a lease on an overdue command: moves its due time to `until`
     /// if no one else did since it was read as due at `seen_due`. Only the
     /// host that gets `true` runs it now; if that host dies, the command is

@@ -235,34 +235,16 @@ impl crate::contract::SagaLog for SqlStore {
         self.write_transition(t).await
     }
 
-    async fn due_commands(
-        &self,
-        now: i64,
-        limit: i64,
-        skip: &[String],
-    ) -> Result<Vec<CommandRecord>> {
-        // The index on (available_at, tenant_id) answers the tenant test
-        // itself: a skipped tenant's backlog is stepped over in the index.
-        let sql = if skip.is_empty() {
-            "SELECT id, tenant_id, order_id, action, available_at FROM saga_commands
-             WHERE available_at <= $1 ORDER BY available_at LIMIT $2"
-                .to_string()
-        } else {
-            let list: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 3)).collect();
-            format!(
-                "SELECT id, tenant_id, order_id, action, available_at FROM saga_commands
-                 WHERE available_at <= $1 AND tenant_id NOT IN ({}) ORDER BY available_at LIMIT $2",
-                list.join(", ")
-            )
-        };
+    async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>> {
         on_pool!(self, read, |pool| {
-            let mut q = sqlx::query_as::<_, CommandRecord>(&sql)
-                .bind(now)
-                .bind(limit);
-            for tenant in skip {
-                q = q.bind(tenant);
-            }
-            Ok(q.fetch_all(crate::counted::stmt(pool)).await?)
+            Ok(sqlx::query_as::<_, CommandRecord>(
+                "SELECT id, tenant_id, order_id, action, available_at FROM saga_commands
+                 WHERE available_at <= $1 ORDER BY available_at LIMIT $2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(crate::counted::stmt(pool))
+            .await?)
         })
     }
 

@@ -250,11 +250,7 @@ async fn rescue(p: Arc<Platform>) {
         }
         full = false;
         let now = oms_clock::now_ms();
-        let overdue = match p
-            .store
-            .due_commands(now - OVERDUE_MS, RESCUE_BATCH, &[])
-            .await
-        {
+        let overdue = match p.store.due_commands(now - OVERDUE_MS, RESCUE_BATCH).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "looking for overdue saga commands failed");

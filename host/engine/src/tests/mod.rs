@@ -125,7 +125,7 @@ impl Harness {
     pub async fn command(&self, id: &OrderId) -> CommandRecord {
         let mut mine: Vec<CommandRecord> = self
             .store
-            .due_commands(i64::MAX, 1_000, &[])
+            .due_commands(i64::MAX, 1_000)
             .await
             .unwrap()
             .into_iter()
