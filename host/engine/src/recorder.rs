@@ -16,10 +16,6 @@ const BATCH: usize = 256;
 /// Calls kept per tenant and slot; older ones are pruned.
 pub const KEEP_PER_SLOT: i64 = 10_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
-/// How long the writer gathers calls after the first arrives: a recording
-/// is not on any saga's path, and each batch is a durable commit (a disk
-/// flush) of its own, so many calls to one commit rather than a few.
-const LINGER: Duration = Duration::from_millis(100);
 
 pub struct Recorder {
     tx: mpsc::Sender<RecordedCall>,
@@ -62,15 +58,6 @@ pub(crate) async fn run(p: Arc<Platform>) {
             n = rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     return;
-                }
-                if batch.len() < BATCH {
-                    tokio::time::sleep(LINGER).await;
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(call) => batch.push(call),
-                            Err(_) => break,
-                        }
-                    }
                 }
                 if let Err(e) = p.store.record_calls(&batch).await {
                     tracing::warn!(error = %e, calls = batch.len(), "recording plugin calls failed");
