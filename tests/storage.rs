@@ -80,6 +80,78 @@ async fn a_consumed_command_cannot_be_applied_twice(under: Under) {
     assert_eq!(store.next_command_at().await.unwrap(), Some(5_000));
 }
 
+/// The dispatcher's read: per tenant, its due commands oldest first, as
+/// many as asked, the skipped ones left out, each with its order as it is.
+async fn due_work_is_read_per_tenant_with_each_order(under: Under) {
+    let (store, _db) = store(under).await;
+    let globex = TenantId::parse("globex").unwrap();
+    let mut acme = Vec::new();
+    for at in [1_000, 1_001, 1_002, 9_000] {
+        acme.push(new_order(&*store, "c1", at, 500).await);
+    }
+    // Globex's commands are newer than every due one of acme's.
+    let mut theirs = Vec::new();
+    for at in [2_000, 2_001] {
+        let id = oms_clock::new_order_id();
+        let mut record = order_record(&id, "g1", at, 700);
+        record.tenant_id = globex.to_string();
+        let mut t = effects(&id, 0, None);
+        t.tenant = globex.clone();
+        t.events = vec![("order.created".into(), json!({}))];
+        t.commands = vec![command(&format!("cmd-{id}"), at)];
+        store
+            .create_order(&oms_store::NewOrder {
+                record,
+                effects: t,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+        theirs.push(id);
+    }
+    // One of acme's is applied: its order moves on, its command is gone.
+    let mut t = effects(&acme[1], 0, Some(format!("cmd-{}", acme[1])));
+    t.patch.status = Some("CONFIRMED".into());
+    store.commit_transition(&t).await.unwrap();
+
+    let skip = vec![format!("cmd-{}", acme[0])];
+    let work = store
+        .due_work(&[(tenant(), 5), (globex.clone(), 1)], &skip, 5_000)
+        .await
+        .unwrap();
+    let got: Vec<(String, String, i64, i64)> = work
+        .iter()
+        .map(|(c, o)| {
+            assert_eq!((&c.tenant_id, &c.order_id), (&o.tenant_id, &o.id));
+            (c.id.clone(), o.tenant_id.clone(), o.total_minor, o.version)
+        })
+        .collect();
+    let mut got = got;
+    got.sort();
+    let mut want = vec![
+        (format!("cmd-{}", acme[2]), "acme".to_string(), 500, 0),
+        (format!("cmd-{}", theirs[0]), "globex".to_string(), 700, 0),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // Nothing asked, nothing read; a tenant with none due reads nothing.
+    assert!(store.due_work(&[], &[], 5_000).await.unwrap().is_empty());
+    let none = TenantId::parse("initech").unwrap();
+    assert!(
+        store
+            .due_work(&[(none, 10)], &[], 5_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Many tenants at once (more than one statement's worth).
+    let many: Vec<(TenantId, i64)> = (0..40)
+        .map(|i| (TenantId::parse(&format!("t{i}")).unwrap(), 3))
+        .chain([(globex, 3)])
+        .collect();
+    assert_eq!(store.due_work(&many, &[], 5_000).await.unwrap().len(), 2);
+}
+
 async fn a_stale_version_is_refused_and_leaves_nothing(under: Under) {
     let (store, _db) = store(under).await;
     let id = new_order(&*store, "c1", 1_000, 500).await;
@@ -536,6 +608,7 @@ on_every_store!(
     order_numbers_are_consecutive_per_tenant_and_never_repeat,
     order_round_trips_with_gapless_history,
     a_consumed_command_cannot_be_applied_twice,
+    due_work_is_read_per_tenant_with_each_order,
     a_stale_version_is_refused_and_leaves_nothing,
     concurrent_writes_are_each_all_or_nothing,
     outbox_is_claimed_in_order_and_removed_once_published,

@@ -42,6 +42,9 @@ struct InFlight {
     orders: HashSet<String>,
     not_before: HashMap<String, i64>,
     finished: HashMap<String, i64>,
+    /// Tenants with due commands left in the database for want of room:
+    /// a chain of theirs that ends wakes the dispatcher to start the next.
+    backlogged: HashSet<String>,
 }
 
 /// Which commands are being carried out, and how many may be at once.
@@ -75,6 +78,16 @@ pub(crate) fn idle(p: &Platform) -> bool {
     f.commands.is_empty() && f.orders.is_empty()
 }
 
+/// The tenant's share of the runner's slots.
+#[cfg(test)]
+pub(crate) fn tenant_share(p: &Platform, tenant: &str) -> Arc<Semaphore> {
+    p.runner.tenant_permits.of(tenant)
+}
+
+/// Slots of one tenant's share.
+#[cfg(test)]
+pub(crate) const TENANT_SLOTS: u32 = TENANT_CONCURRENCY as u32;
+
 /// Starts carrying out `cmd`, and then each next command of its saga that is
 /// due at once, unless a command of the same order is already running.
 /// `preloaded` is the order as the caller just committed it, which saves
@@ -87,16 +100,23 @@ pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Lo
     // finds it when there is room. Orders accepted faster than their sagas
     // run so wait on disk, not as tasks in memory (the host's memory stays
     // flat however far behind it is).
+    let no_room = || {
+        let mut f = p.runner.lock();
+        if !f.backlogged.contains(&cmd.tenant_id) {
+            f.backlogged.insert(cmd.tenant_id.clone());
+        }
+        false
+    };
     let Ok(share) = p
         .runner
         .tenant_permits
         .of(&cmd.tenant_id)
         .try_acquire_owned()
     else {
-        return false;
+        return no_room();
     };
     let Ok(permit) = p.runner.permits.clone().try_acquire_owned() else {
-        return false;
+        return no_room();
     };
     {
         let mut f = p.runner.lock();
@@ -197,8 +217,17 @@ async fn chain(
         }
         current = next.command;
     }
-    p.runner.lock().orders.remove(&order);
+    let backlogged = {
+        let mut f = p.runner.lock();
+        f.orders.remove(&order);
+        f.backlogged.contains(&current.tenant_id)
+    };
     drop(slots);
+    if backlogged {
+        // Its slot is free: the dispatcher starts the tenant's next saga now,
+        // not at its next sweep.
+        p.wake.notify_one();
+    }
 }
 
 type Slot = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>;
@@ -264,18 +293,7 @@ pub(crate) async fn run(p: Arc<Platform>) {
             wait_for_in_flight(&p).await;
             return;
         }
-        let now = oms_clock::now_ms();
-        match p.store.due_commands(now, 2 * CONCURRENCY as i64).await {
-            Ok(commands) => {
-                for cmd in commands {
-                    submit(&p, cmd, None);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reading due saga commands failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
+        sweep(&p).await;
         {
             let mut f = p.runner.lock();
             if f.finished.len() > 1_000 {
@@ -288,6 +306,81 @@ pub(crate) async fn run(p: Arc<Platform>) {
             _ = &mut stopped => {}
             _ = tokio::time::sleep(SWEEP) => {}
         }
+    }
+}
+
+/// One sweep: each tenant with room gets as many of its due commands as it
+/// has free slots, with their orders (so a saga starts without reading its
+/// order again); the commands running here are left out of the read.
+async fn sweep(p: &Arc<Platform>) {
+    let now = oms_clock::now_ms();
+    let free = p.runner.permits.available_permits() as i64;
+    if free == 0 {
+        return;
+    }
+    let rooms: Vec<(oms_domain::TenantId, i64)> = p
+        .tenants
+        .all()
+        .iter()
+        .filter_map(|t| {
+            let room = p
+                .runner
+                .tenant_permits
+                .of(t.id.as_str())
+                .available_permits() as i64;
+            (room > 0).then(|| (t.id.clone(), room.min(free)))
+        })
+        .collect();
+    if rooms.is_empty() {
+        return;
+    }
+    let skip: Vec<String> = {
+        let f = p.runner.lock();
+        f.commands
+            .iter()
+            .chain(
+                f.not_before
+                    .iter()
+                    .filter(|(_, t)| **t > now)
+                    .map(|(id, _)| id),
+            )
+            .cloned()
+            .collect()
+    };
+    let work = match p.store.due_work(&rooms, &skip, now).await {
+        Ok(work) => work,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading due saga commands failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+    };
+    {
+        // A tenant that got fewer than it had room for has no backlog left.
+        let mut f = p.runner.lock();
+        for (tenant, room) in &rooms {
+            let got = work
+                .iter()
+                .filter(|(c, _)| c.tenant_id == tenant.as_str())
+                .count();
+            if (got as i64) < *room {
+                f.backlogged.remove(tenant.as_str());
+            }
+        }
+    }
+    // Tenants take turns at the runner's free slots: each one's oldest
+    // first, then each one's second, and so on.
+    let mut work = work;
+    let mut nth: HashMap<String, usize> = HashMap::new();
+    work.sort_by_cached_key(|(c, _)| {
+        let n = nth.entry(c.tenant_id.clone()).or_default();
+        *n += 1;
+        *n
+    });
+    for (cmd, order) in work {
+        // An order that does not load is read again where it runs, which
+        // reports the problem (and leaves the command for later).
+        submit(p, cmd, load(order).ok());
     }
 }
 

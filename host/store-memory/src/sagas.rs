@@ -59,6 +59,33 @@ impl SagaLog for MemoryStore {
         Ok(due)
     }
 
+    async fn due_work(
+        &self,
+        tenants: &[(TenantId, i64)],
+        skip: &[String],
+        now: i64,
+    ) -> Result<Vec<(CommandRecord, OrderRecord)>> {
+        self.check("due_work")?;
+        let t = self.tables();
+        let mut work = Vec::new();
+        for (tenant, limit) in tenants {
+            let mut due: Vec<&CommandRecord> = t
+                .commands
+                .values()
+                .filter(|c| {
+                    c.tenant_id == tenant.as_str() && c.available_at <= now && !skip.contains(&c.id)
+                })
+                .collect();
+            due.sort_by_key(|c| c.available_at);
+            for c in due.into_iter().take(usize::try_from(*limit).unwrap_or(0)) {
+                if let Some(order) = t.orders.get(&key(&c.tenant_id, &c.order_id)) {
+                    work.push((c.clone(), order.clone()));
+                }
+            }
+        }
+        Ok(work)
+    }
+
     async fn lease_command(&self, id: &str, seen_due: i64, until: i64) -> Result<bool> {
         self.check("lease_command")?;
         let mut t = self.tables();

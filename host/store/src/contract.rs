@@ -113,6 +113,19 @@ pub trait SagaLog: Send + Sync {
     async fn commit_transition(&self, t: &Transition) -> Result<i64>;
     /// Commands due at `now`, oldest first.
     async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>>;
+    /// The dispatcher's read: for each `(tenant, limit)`, that tenant's
+    /// commands due at `now`, oldest first, at most `limit` of them,
+    /// leaving out those in `skip` (running here, or waiting out a retry);
+    /// each with its order, read in the same snapshot (a command and its
+    /// order change in one transaction, so the order is in the state the
+    /// command was issued for). Per tenant, so one tenant's backlog never
+    /// hides another's due work.
+    async fn due_work(
+        &self,
+        tenants: &[(TenantId, i64)],
+        skip: &[String],
+        now: i64,
+    ) -> Result<Vec<(CommandRecord, OrderRecord)>>;
     /// Takes a lease on an overdue command: moves its due time to `until`
     /// if no one else did since it was read as due at `seen_due`. Only the
     /// host that gets `true` runs it now; if that host dies, the command is

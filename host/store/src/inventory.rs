@@ -35,9 +35,33 @@ pub struct StockLevel {
     pub reserved: i64,
 }
 
-/// Applies an [`InventoryOp`] inside an open transaction `$tx`.
+/// Applies an [`InventoryOp`] inside an open transaction `$tx`. With a
+/// last argument `$held` (a `Vec<(String, String, i64)>`), the new
+/// reservations' rows (SKU, warehouse, quantity) are pushed there for the
+/// caller to insert, many to a statement (the group-commit batch), instead
+/// of one statement each.
 macro_rules! apply_inventory {
     ($tx:ident, $tenant:expr, $order:expr, $op:expr, $now:expr) => {{
+        let (tenant, order, now): (&oms_domain::TenantId, &oms_domain::OrderId, i64) =
+            ($tenant, $order, $now);
+        let mut held: Vec<(String, String, i64)> = Vec::new();
+        $crate::inventory::apply_inventory!($tx, tenant, order, $op, now, held);
+        for (sku, warehouse, quantity) in held {
+            sqlx::query(
+                "INSERT INTO reservations (tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'held', $6, $6)",
+            )
+            .bind(tenant.as_str())
+            .bind(order.as_str())
+            .bind(&sku)
+            .bind(&warehouse)
+            .bind(quantity)
+            .bind(now)
+            .execute(crate::counted::stmt(&mut *$tx))
+            .await?;
+        }
+    }};
+    ($tx:ident, $tenant:expr, $order:expr, $op:expr, $now:expr, $held:ident) => {{
         let tenant: &oms_domain::TenantId = $tenant;
         let order: &oms_domain::OrderId = $order;
         let now: i64 = $now;
@@ -72,18 +96,7 @@ macro_rules! apply_inventory {
                         let Some(warehouse) = warehouse else {
                             return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
                         };
-                        sqlx::query(
-                            "INSERT INTO reservations (tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at)
-                             VALUES ($1, $2, $3, $4, $5, 'held', $6, $6)",
-                        )
-                        .bind(tenant.as_str())
-                        .bind(order.as_str())
-                        .bind(sku)
-                        .bind(&warehouse)
-                        .bind(*quantity)
-                        .bind(now)
-                        .execute(crate::counted::stmt(&mut *$tx))
-                        .await?;
+                        $held.push((sku.clone(), warehouse, *quantity));
                     }
                 }
             }

@@ -10,6 +10,7 @@ mod access;
 mod canary;
 pub mod contract;
 mod counted;
+mod dispatch;
 mod group_commit;
 mod inventory;
 mod orders;

@@ -45,57 +45,83 @@ pub trait StepStates: Send + Sync {
     ) -> Result<Option<StepStateRecord>>;
 }
 
-/// Applies a transition's step-state writes inside `$tx`. A macro, so the
-/// same text compiles for both backends' transaction types. An addition to
-/// a value that is not an integer fails the transaction on PostgreSQL (the
-/// step then runs again, and sees it); SQLite counts such a value as 0.
+/// Applies a transition's step-state writes inside `$tx`, a statement
+/// each. A macro, so the same text compiles for both backends' transaction
+/// types. An addition to a value that is not an integer fails the
+/// transaction on PostgreSQL (the step then runs again, and sees it);
+/// SQLite counts such a value as 0.
 macro_rules! write_step_state {
     ($tx:ident, $t:expr) => {{
         let t: &$crate::Transition = $t;
         for w in &t.step_state {
-            match &w.op {
-                $crate::StepStateOp::Put(value) => {
-                    sqlx::query(
-                        "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (tenant_id, step, state_key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    )
-                    .bind(t.tenant.as_str())
-                    .bind(&w.step)
-                    .bind(&w.key)
+            $crate::step_state::write_step_op!(
+                $tx,
+                t.tenant.as_str(),
+                &w.step,
+                &w.key,
+                &w.op,
+                t.now
+            );
+        }
+    }};
+}
+
+/// The statement that adds to a value (absent: 0) the number inserted as
+/// text: shared by a write alone and a batch's folded additions.
+pub(crate) const ADD_ON_CONFLICT: &str = " ON CONFLICT (tenant_id, step, state_key) DO UPDATE
+     SET value = CAST(CAST(step_state.value AS BIGINT) + CAST(excluded.value AS BIGINT) AS TEXT),
+         updated_at = excluded.updated_at";
+/// The statement that replaces a value.
+pub(crate) const PUT_ON_CONFLICT: &str = " ON CONFLICT (tenant_id, step, state_key) DO UPDATE
+     SET value = excluded.value, updated_at = excluded.updated_at";
+
+/// One step-state write of `$tenant`'s `$step` at `$key` inside `$tx`.
+macro_rules! write_step_op {
+    ($tx:ident, $tenant:expr, $step:expr, $key:expr, $op:expr, $now:expr) => {{
+        let (tenant, step, key, now): (&str, &str, &str, i64) = ($tenant, $step, $key, $now);
+        match $op {
+            $crate::StepStateOp::Put(value) => {
+                let sql = format!(
+                    "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5){}",
+                    $crate::step_state::PUT_ON_CONFLICT
+                );
+                sqlx::query(&sql)
+                    .bind(tenant)
+                    .bind(step)
+                    .bind(key)
                     .bind(value)
-                    .bind(t.now)
+                    .bind(now)
                     .execute(crate::counted::stmt(&mut *$tx))
                     .await?;
-                }
-                $crate::StepStateOp::Add(delta) => {
-                    sqlx::query(
-                        "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (tenant_id, step, state_key) DO UPDATE
-                         SET value = CAST(CAST(step_state.value AS BIGINT) + $6 AS TEXT), updated_at = excluded.updated_at",
-                    )
-                    .bind(t.tenant.as_str())
-                    .bind(&w.step)
-                    .bind(&w.key)
+            }
+            $crate::StepStateOp::Add(delta) => {
+                let sql = format!(
+                    "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5){}",
+                    $crate::step_state::ADD_ON_CONFLICT
+                );
+                sqlx::query(&sql)
+                    .bind(tenant)
+                    .bind(step)
+                    .bind(key)
                     .bind(delta.to_string())
-                    .bind(t.now)
-                    .bind(*delta)
+                    .bind(now)
                     .execute(crate::counted::stmt(&mut *$tx))
                     .await?;
-                }
-                $crate::StepStateOp::Delete => {
-                    sqlx::query(
-                        "DELETE FROM step_state WHERE tenant_id = $1 AND step = $2 AND state_key = $3",
-                    )
-                    .bind(t.tenant.as_str())
-                    .bind(&w.step)
-                    .bind(&w.key)
-                    .execute(crate::counted::stmt(&mut *$tx))
-                    .await?;
-                }
+            }
+            $crate::StepStateOp::Delete => {
+                sqlx::query(
+                    "DELETE FROM step_state WHERE tenant_id = $1 AND step = $2 AND state_key = $3",
+                )
+                .bind(tenant)
+                .bind(step)
+                .bind(key)
+                .execute(crate::counted::stmt(&mut *$tx))
+                .await?;
             }
         }
     }};
 }
+pub(crate) use write_step_op;
 pub(crate) use write_step_state;
 
 #[async_trait]

@@ -248,6 +248,15 @@ impl crate::contract::SagaLog for SqlStore {
         })
     }
 
+    async fn due_work(
+        &self,
+        tenants: &[(TenantId, i64)],
+        skip: &[String],
+        now: i64,
+    ) -> Result<Vec<(CommandRecord, crate::OrderRecord)>> {
+        self.read_due_work(tenants, skip, now).await
+    }
+
     async fn lease_command(&self, id: &str, seen_due: i64, until: i64) -> Result<bool> {
         on_pool!(self, write, |pool| {
             let moved = sqlx::query(

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod chain;
+mod dispatch;
 mod steps;
 
 use crate::Platform;
@@ -68,6 +69,17 @@ impl Harness {
     }
 
     pub async fn place_items(&self, customer: &str, items: Value, token: &str) -> OrderId {
+        self.place_as("acme", customer, items, token).await
+    }
+
+    /// [`Harness::place_items`] for the demo tenant `tenant`.
+    pub async fn place_as(
+        &self,
+        tenant: &str,
+        customer: &str,
+        items: Value,
+        token: &str,
+    ) -> OrderId {
         let body = json!({
             "customerId": customer,
             "currency": "USD",
@@ -89,7 +101,7 @@ impl Harness {
         let now = oms_clock::now_ms();
         let accepted = crate::orders::create(
             &self.p,
-            &self.tenant(),
+            &self.p.tenants.get(tenant).unwrap(),
             draft,
             None,
             |_| Ok(String::new()),
@@ -109,6 +121,25 @@ impl Harness {
 
     pub async fn order(&self, id: &OrderId) -> OrderRecord {
         self.store.order(&self.acme(), id).await.unwrap()
+    }
+
+    /// Waits until the order of `tenant` has its saga at rest (see
+    /// [`Harness::settled`]), and returns it.
+    pub async fn settled_as(&self, tenant: &str, id: &OrderId) -> OrderRecord {
+        let tenant = TenantId::parse(tenant).unwrap();
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let order = self.store.order(&tenant, id).await.unwrap();
+            if !matches!(order.saga_status.as_str(), "RUNNING" | "COMPENSATING") {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "saga of {id} still {} after {DEADLINE:?}",
+                order.saga_status
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub async fn loaded(&self, id: &OrderId) -> Loaded {

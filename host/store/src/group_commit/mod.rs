@@ -20,6 +20,7 @@
 //! to its caller alone.
 
 pub(crate) mod rows;
+mod step_state;
 
 use super::inventory::apply_inventory;
 use super::orders::{ORDER_COLUMNS, complete_idempotency};
@@ -268,6 +269,8 @@ impl Task {
                 }
             }
             let mut versions = vec![None; jobs.len()];
+            // New reservations: (member, SKU, warehouse, quantity).
+            let mut reserved: Vec<(usize, String, String, i64)> = Vec::new();
             let mut rows = Rows::default();
             for i in live {
                 let (job, texts) = (&jobs[i], &texts[i]);
@@ -280,10 +283,10 @@ impl Task {
                                 return Err(StoreError::Conflict);
                             };
                             if let Some(op) = &t.inventory {
-                                apply_inventory!(tx, &t.tenant, &t.order_id, op, t.now);
+                                let mut held = Vec::new();
+                                apply_inventory!(tx, &t.tenant, &t.order_id, op, t.now, held);
+                                reserved.extend(held.into_iter().map(|(s, w, q)| (i, s, w, q)));
                             }
-                            // Rare (custom steps only): a statement per write.
-                            crate::step_state::write_step_state!(tx, t);
                             Ok((t.expected_version + 1, last - t.events.len() as i64 + 1))
                         }
                         Write::Order(new) => {
@@ -304,6 +307,20 @@ impl Task {
             }
             // 3. Every member's rows, many to a statement.
             insert_rows!(tx, "orders", ORDER_COLUMNS, &rows.orders);
+            write_step_states!(tx, &transitions);
+            let reservations: Vec<Vec<Value<'_>>> = reserved
+                .iter()
+                .map(|(i, sku, warehouse, quantity)| {
+                    let t = jobs[*i].write.effects();
+                    rows::reservation_values(t, sku, warehouse, *quantity)
+                })
+                .collect();
+            insert_rows!(
+                tx,
+                "reservations",
+                "tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at",
+                &reservations
+            );
             insert_rows!(
                 tx,
                 "order_events",
@@ -380,6 +397,67 @@ impl Task {
         })
     }
 }
+
+/// The step-state writes of a batch's `$transitions` inside `$tx`: folded
+/// per key (see [`step_state`]), puts and additions many to a statement.
+macro_rules! write_step_states {
+    ($tx:ident, $transitions:expr) => {{
+        use step_state::Folded;
+        let plan = step_state::plan($transitions.iter().copied());
+        let texts: Vec<String> = plan
+            .folded
+            .iter()
+            .map(|(_, f, _)| match f {
+                Folded::Put(v) => v.clone(),
+                Folded::Add(d) => d.to_string(),
+                Folded::Delete => String::new(),
+            })
+            .collect();
+        let (mut puts, mut adds) = (Vec::new(), Vec::new());
+        for (((tenant, step, key), f, at), text) in plan.folded.iter().zip(&texts) {
+            let row = vec![
+                Value::Text(tenant),
+                Value::Text(step),
+                Value::Text(key),
+                Value::Text(text),
+                Value::Int(*at),
+            ];
+            match f {
+                Folded::Put(_) => puts.push(row),
+                Folded::Add(_) => adds.push(row),
+                Folded::Delete => {
+                    crate::step_state::write_step_op!(
+                        $tx,
+                        tenant,
+                        step,
+                        key,
+                        &crate::StepStateOp::Delete,
+                        *at
+                    )
+                }
+            }
+        }
+        const COLUMNS: &str = "tenant_id, step, state_key, value, updated_at";
+        insert_rows!(
+            $tx,
+            "step_state",
+            COLUMNS,
+            &puts,
+            crate::step_state::PUT_ON_CONFLICT
+        );
+        insert_rows!(
+            $tx,
+            "step_state",
+            COLUMNS,
+            &adds,
+            crate::step_state::ADD_ON_CONFLICT
+        );
+        for ((tenant, step, key), op, at) in &plan.one_by_one {
+            crate::step_state::write_step_op!($tx, tenant, step, key, *op, *at);
+        }
+    }};
+}
+use write_step_states;
 
 enum Fast {
     /// Each member's new version; `None` for a redelivered command.

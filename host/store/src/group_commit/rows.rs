@@ -122,14 +122,19 @@ macro_rules! bind_rows {
 pub(crate) use bind_rows;
 
 /// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow.
+/// A last argument is appended to each statement (an `ON CONFLICT` clause).
 macro_rules! insert_rows {
-    ($tx:ident, $table:expr, $columns:expr, $rows:expr) => {{
+    ($tx:ident, $table:expr, $columns:expr, $rows:expr) => {
+        insert_rows!($tx, $table, $columns, $rows, "")
+    };
+    ($tx:ident, $table:expr, $columns:expr, $rows:expr, $suffix:expr) => {{
         let rows: &[Vec<Value<'_>>] = $rows;
         let mut rest = rows;
         while let Some(first) = rest.first() {
             let n = chunk_len(rest.len());
             let (chunk, tail) = rest.split_at(n);
-            let sql = insert_sql($table, $columns, first.len(), n);
+            let mut sql = insert_sql($table, $columns, first.len(), n);
+            sql.push_str($suffix);
             let mut q = sqlx::query(&sql);
             bind_rows!(q, chunk);
             q.execute(counted::stmt(&mut *$tx)).await?;
@@ -220,6 +225,26 @@ impl<'a> Rows<'a> {
     }
 }
 pub(crate) use insert_rows;
+
+/// A new reservation's row (held by the order of `t`).
+pub(super) fn reservation_values<'a>(
+    t: &'a Transition,
+    sku: &'a str,
+    warehouse: &'a str,
+    quantity: i64,
+) -> Vec<Value<'a>> {
+    use Value::{Int, Text};
+    vec![
+        Text(t.tenant.as_str()),
+        Text(t.order_id.as_str()),
+        Text(sku),
+        Text(warehouse),
+        Int(quantity),
+        Text("held"),
+        Int(t.now),
+        Int(t.now),
+    ]
+}
 
 /// A new order's row, column by column as [`ORDER_COLUMNS`] names them.
 pub(super) fn order_values(new: &NewOrder) -> Vec<Value<'_>> {
