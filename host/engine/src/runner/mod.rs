@@ -19,6 +19,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+mod dispatch;
+pub(crate) use dispatch::run;
+
 /// Commands carried out at once.
 const CONCURRENCY: usize = 256;
 /// Commands of one tenant carried out at once: a quarter of the runner.
@@ -53,6 +56,8 @@ pub struct Runner {
     permits: Arc<Semaphore>,
     /// Each tenant's share of `permits`.
     tenant_permits: TenantShares,
+    /// A backlogged tenant's chain ended: its slot is free.
+    refill: tokio::sync::Notify,
 }
 
 impl Default for Runner {
@@ -61,6 +66,7 @@ impl Default for Runner {
             inflight: Mutex::default(),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
             tenant_permits: TenantShares::new(TENANT_CONCURRENCY),
+            refill: tokio::sync::Notify::new(),
         }
     }
 }
@@ -226,7 +232,7 @@ async fn chain(
     if backlogged {
         // Its slot is free: the dispatcher starts the tenant's next saga now,
         // not at its next sweep.
-        p.wake.notify_one();
+        p.runner.refill.notify_one();
     }
 }
 
@@ -281,114 +287,6 @@ pub(crate) async fn deliver(p: &Arc<Platform>, cmd: CommandRecord, whole_saga: b
         Mode::Delivered
     };
     chain(p, cmd, None, mode, None).await;
-}
-
-/// The dispatcher: sweeps the command table for due work not yet running.
-pub(crate) async fn run(p: Arc<Platform>) {
-    loop {
-        let stopped = p.stopped.notified();
-        tokio::pin!(stopped);
-        stopped.as_mut().enable();
-        if p.stopping.load(std::sync::atomic::Ordering::Acquire) {
-            wait_for_in_flight(&p).await;
-            return;
-        }
-        sweep(&p).await;
-        {
-            let mut f = p.runner.lock();
-            if f.finished.len() > 1_000 {
-                let cutoff = oms_clock::now_ms() - TOMBSTONE_MS;
-                f.finished.retain(|_, at| *at > cutoff);
-            }
-        }
-        tokio::select! {
-            _ = p.wake.notified() => {}
-            _ = &mut stopped => {}
-            _ = tokio::time::sleep(SWEEP) => {}
-        }
-    }
-}
-
-/// One sweep: each tenant with room gets as many of its due commands as it
-/// has free slots, with their orders (so a saga starts without reading its
-/// order again); the commands running here are left out of the read.
-async fn sweep(p: &Arc<Platform>) {
-    let now = oms_clock::now_ms();
-    let free = p.runner.permits.available_permits() as i64;
-    if free == 0 {
-        return;
-    }
-    let rooms: Vec<(oms_domain::TenantId, i64)> = p
-        .tenants
-        .all()
-        .iter()
-        .filter_map(|t| {
-            let room = p
-                .runner
-                .tenant_permits
-                .of(t.id.as_str())
-                .available_permits() as i64;
-            (room > 0).then(|| (t.id.clone(), room.min(free)))
-        })
-        .collect();
-    if rooms.is_empty() {
-        return;
-    }
-    let skip: Vec<String> = {
-        let f = p.runner.lock();
-        f.commands
-            .iter()
-            .chain(
-                f.not_before
-                    .iter()
-                    .filter(|(_, t)| **t > now)
-                    .map(|(id, _)| id),
-            )
-            .cloned()
-            .collect()
-    };
-    let work = match p.store.due_work(&rooms, &skip, now).await {
-        Ok(work) => work,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading due saga commands failed; retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            return;
-        }
-    };
-    {
-        // A tenant that got fewer than it had room for has no backlog left.
-        let mut f = p.runner.lock();
-        for (tenant, room) in &rooms {
-            let got = work
-                .iter()
-                .filter(|(c, _)| c.tenant_id == tenant.as_str())
-                .count();
-            if (got as i64) < *room {
-                f.backlogged.remove(tenant.as_str());
-            }
-        }
-    }
-    // Tenants take turns at the runner's free slots: each one's oldest
-    // first, then each one's second, and so on.
-    let mut work = work;
-    let mut nth: HashMap<String, usize> = HashMap::new();
-    work.sort_by_cached_key(|(c, _)| {
-        let n = nth.entry(c.tenant_id.clone()).or_default();
-        *n += 1;
-        *n
-    });
-    for (cmd, order) in work {
-        // An order that does not load is read again where it runs, which
-        // reports the problem (and leaves the command for later).
-        submit(p, cmd, load(order).ok());
-    }
-}
-
-/// Waits until no order's command is being carried out in this process.
-async fn wait_for_in_flight(p: &Platform) {
-    while !p.runner.lock().orders.is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Carries out one command. `true` when it is finished with (applied, or
