@@ -67,37 +67,49 @@ macro_rules! apply_inventory {
         let now: i64 = $now;
         match $op {
             $crate::InventoryOp::Reserve(lines) => {
-                let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE tenant_id = $1 AND order_id = $2")
-                    .bind(tenant.as_str())
-                    .bind(order.as_str())
-                    .fetch_one(crate::counted::stmt(&mut *$tx))
-                    .await?;
-                // Already reserved by an earlier delivery of the same step: nothing to do.
-                if held == 0 {
-                    for (sku, quantity) in lines {
-                        // The warehouse with the most available, held in
-                        // the same statement (one round trip, not two); the
-                        // condition is checked again on the row it updates.
-                        let warehouse: Option<String> = sqlx::query_scalar(
-                            "UPDATE inventory SET reserved = reserved + $3, updated_at = $4
+                for (n, (sku, quantity)) in lines.iter().enumerate() {
+                    // The warehouse with the most available, held in the
+                    // same statement (one round trip, not two; the
+                    // condition is checked again on the row it updates),
+                    // unless the order holds stock already: reserved by an
+                    // earlier delivery of the same step.
+                    let warehouse: Option<String> = sqlx::query_scalar(
+                        "UPDATE inventory SET reserved = reserved + $3, updated_at = $4
+                         WHERE tenant_id = $1 AND sku = $2 AND on_hand - reserved >= $3
+                           AND warehouse_id = (
+                             SELECT warehouse_id FROM inventory
                              WHERE tenant_id = $1 AND sku = $2 AND on_hand - reserved >= $3
-                               AND warehouse_id = (
-                                 SELECT warehouse_id FROM inventory
-                                 WHERE tenant_id = $1 AND sku = $2 AND on_hand - reserved >= $3
-                                 ORDER BY on_hand - reserved DESC, warehouse_id LIMIT 1)
-                             RETURNING warehouse_id",
-                        )
-                        .bind(tenant.as_str())
-                        .bind(sku)
-                        .bind(*quantity)
-                        .bind(now)
-                        .fetch_optional(crate::counted::stmt(&mut *$tx))
-                        .await?;
-                        let Some(warehouse) = warehouse else {
-                            return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
-                        };
-                        $held.push((sku.clone(), warehouse, *quantity));
-                    }
+                             ORDER BY on_hand - reserved DESC, warehouse_id LIMIT 1)
+                           AND NOT EXISTS (
+                             SELECT 1 FROM reservations WHERE tenant_id = $1 AND order_id = $5)
+                         RETURNING warehouse_id",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(sku)
+                    .bind(*quantity)
+                    .bind(now)
+                    .bind(order.as_str())
+                    .fetch_optional(crate::counted::stmt(&mut *$tx))
+                    .await?;
+                    let Some(warehouse) = warehouse else {
+                        // Short of stock, or reserved before. Only the first
+                        // line can find the latter: this reservation's own
+                        // rows are inserted after its last line.
+                        if n == 0 {
+                            let held: i64 = sqlx::query_scalar(
+                                "SELECT COUNT(*) FROM reservations WHERE tenant_id = $1 AND order_id = $2",
+                            )
+                            .bind(tenant.as_str())
+                            .bind(order.as_str())
+                            .fetch_one(crate::counted::stmt(&mut *$tx))
+                            .await?;
+                            if held > 0 {
+                                break;
+                            }
+                        }
+                        return Err($crate::StoreError::InsufficientStock { sku: sku.clone() });
+                    };
+                    $held.push((sku.clone(), warehouse, *quantity));
                 }
             }
             $crate::InventoryOp::Restock { warehouse, lines } => {

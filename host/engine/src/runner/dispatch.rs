@@ -136,4 +136,3 @@ async fn wait_for_in_flight(p: &Platform) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
-
