@@ -79,11 +79,16 @@ pub(crate) const PUT_ON_CONFLICT: &str = " ON CONFLICT (tenant_id, step, state_k
 macro_rules! write_step_op {
     ($tx:ident, $tenant:expr, $step:expr, $key:expr, $op:expr, $now:expr) => {{
         let (tenant, step, key, now): (&str, &str, &str, i64) = ($tenant, $step, $key, $now);
-        match $op {
-            $crate::StepStateOp::Put(value) => {
+        // A put inserts its value, an addition its amount (added on conflict).
+        let upsert = match $op {
+            $crate::StepStateOp::Put(value) => Some((value.clone(), $crate::step_state::PUT_ON_CONFLICT)),
+            $crate::StepStateOp::Add(delta) => Some((delta.to_string(), $crate::step_state::ADD_ON_CONFLICT)),
+            $crate::StepStateOp::Delete => None,
+        };
+        match upsert {
+            Some((value, on_conflict)) => {
                 let sql = format!(
-                    "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5){}",
-                    $crate::step_state::PUT_ON_CONFLICT
+                    "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5){on_conflict}"
                 );
                 sqlx::query(&sql)
                     .bind(tenant)
@@ -94,21 +99,7 @@ macro_rules! write_step_op {
                     .execute(crate::counted::stmt(&mut *$tx))
                     .await?;
             }
-            $crate::StepStateOp::Add(delta) => {
-                let sql = format!(
-                    "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5){}",
-                    $crate::step_state::ADD_ON_CONFLICT
-                );
-                sqlx::query(&sql)
-                    .bind(tenant)
-                    .bind(step)
-                    .bind(key)
-                    .bind(delta.to_string())
-                    .bind(now)
-                    .execute(crate::counted::stmt(&mut *$tx))
-                    .await?;
-            }
-            $crate::StepStateOp::Delete => {
+            None => {
                 sqlx::query(
                     "DELETE FROM step_state WHERE tenant_id = $1 AND step = $2 AND state_key = $3",
                 )
