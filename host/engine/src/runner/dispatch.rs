@@ -9,12 +9,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often finished commands' tombstones are pruned.
+const PRUNE: Duration = Duration::from_secs(1);
+
 /// The dispatcher: sweeps the command table for due work not yet running.
 pub(crate) async fn run(p: Arc<Platform>) {
     // A refill reads only the backlogged tenants; every tenant with room is
     // read at least every SWEEP, however often refills come.
     let mut everyone = true;
     let mut last_full = tokio::time::Instant::now();
+    let mut last_prune = tokio::time::Instant::now();
     loop {
         let stopped = p.stopped.notified();
         tokio::pin!(stopped);
@@ -31,7 +35,11 @@ pub(crate) async fn run(p: Arc<Platform>) {
         }
         {
             let mut f = p.runner.lock();
-            if f.finished.len() > 1_000 {
+            // At most once a second: at saturation the map holds ten
+            // seconds of finished commands (tens of thousands), and a
+            // backlogged tenant's refills come hundreds of times a second.
+            if f.finished.len() > 1_000 && last_prune.elapsed() >= PRUNE {
+                last_prune = tokio::time::Instant::now();
                 let cutoff = oms_clock::now_ms() - TOMBSTONE_MS;
                 f.finished.retain(|_, at| *at > cutoff);
             }
