@@ -211,7 +211,12 @@ impl Task {
             let mut gone: HashSet<String> = HashSet::with_capacity(consumed.len());
             for chunk in consumed.chunks(CHUNKS[0]) {
                 let n = padded(chunk.len());
-                let sql = in_list_sql("DELETE FROM saga_commands WHERE id IN ", n, " RETURNING id");
+                let sql = in_list_sql(
+                    "DELETE FROM saga_commands WHERE id IN ",
+                    n,
+                    " RETURNING id",
+                    rows::anonymous(&tx),
+                );
                 let mut q = sqlx::query_scalar::<_, String>(&sql);
                 for i in 0..n {
                     q = q.bind(chunk[i.min(chunk.len() - 1)]);
@@ -222,7 +227,7 @@ impl Task {
                 let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
                 for chunk in gone.chunks(CHUNKS[0]) {
                     let n = padded(chunk.len());
-                    let sql = in_list_sql(prefix, n, suffix);
+                    let sql = in_list_sql(prefix, n, suffix, rows::anonymous(&tx));
                     let mut q = sqlx::query(&sql);
                     for i in 0..n {
                         q = q.bind(chunk[i.min(chunk.len() - 1)]);
@@ -259,7 +264,7 @@ impl Task {
                 while !rest.is_empty() {
                     let n = chunk_len(rest.len());
                     let (chunk, tail) = rest.split_at(n);
-                    let sql = update_sql(n);
+                    let sql = update_sql(n, rows::anonymous(&tx));
                     let mut q = sqlx::query_as::<_, (String, String, i64)>(&sql);
                     bind_rows!(q, chunk);
                     for (tenant, order, seq) in q.fetch_all(counted::stmt(&mut *tx)).await? {
