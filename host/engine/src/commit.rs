@@ -30,6 +30,17 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
+    /// What a step of `tenant` sees of this order.
+    pub(crate) fn context<'a>(&'a self, tenant: &'a Tenant, order_id: &'a OrderId) -> Context<'a> {
+        Context {
+            tenant,
+            order: &self.order,
+            order_id,
+            draft: &self.draft,
+            state: &self.state,
+        }
+    }
+
     pub(crate) fn new(order: OrderRecord, draft: OrderDraft, state: SagaState) -> Self {
         Self {
             order,
@@ -261,13 +272,7 @@ pub(crate) async fn commit(
                 }
             }
             Err(StoreError::InsufficientStock { sku }) => {
-                let cx = Context {
-                    tenant,
-                    order: &loaded.order,
-                    order_id,
-                    draft: &loaded.draft,
-                    state: &loaded.state,
-                };
+                let cx = loaded.context(tenant, order_id);
                 let failure = Failure {
                     code: "OUT_OF_STOCK".into(),
                     message: format!("not enough stock of {sku}"),

@@ -7,7 +7,7 @@ use super::Platform;
 use super::commit::{Committed, Followup, Loaded, commit, load};
 use super::effects::Extras;
 use super::metrics::Metrics;
-use super::steps::{self, Context, Outcome};
+use super::steps::{self, Outcome};
 use crate::tenants::Tenant;
 use oms_domain::OrderId;
 use oms_plugin_host::shares::TenantShares;
@@ -385,13 +385,7 @@ async fn run_command(
     loaded: Loaded,
     step_label: String,
 ) -> (bool, Option<Box<Followup>>) {
-    let cx = Context {
-        tenant,
-        order: &loaded.order,
-        order_id,
-        draft: &loaded.draft,
-        state: &loaded.state,
-    };
+    let cx = loaded.context(tenant, order_id);
     let started = std::time::Instant::now();
     let outcome = match action {
         Action::RunStep { step, .. } => {
