@@ -39,13 +39,14 @@ pub struct StockLevel {
 /// last argument `$held` (a `Vec<(String, String, i64)>`), the new
 /// reservations' rows (SKU, warehouse, quantity) are pushed there for the
 /// caller to insert, many to a statement (the group-commit batch), instead
-/// of one statement each.
+/// of one statement each; that form takes first the module whose `query`
+/// functions run the statements (`sqlx`, or the writer's `on_handle`).
 macro_rules! apply_inventory {
     ($tx:ident, $tenant:expr, $order:expr, $op:expr, $now:expr) => {{
         let (tenant, order, now): (&oms_domain::TenantId, &oms_domain::OrderId, i64) =
             ($tenant, $order, $now);
         let mut held: Vec<(String, String, i64)> = Vec::new();
-        $crate::inventory::apply_inventory!($tx, tenant, order, $op, now, held);
+        $crate::inventory::apply_inventory!(sqlx, $tx, tenant, order, $op, now, held);
         for (sku, warehouse, quantity) in held {
             sqlx::query(
                 "INSERT INTO reservations (tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at)
@@ -61,7 +62,7 @@ macro_rules! apply_inventory {
             .await?;
         }
     }};
-    ($tx:ident, $tenant:expr, $order:expr, $op:expr, $now:expr, $held:ident) => {{
+    ($q:ident, $tx:ident, $tenant:expr, $order:expr, $op:expr, $now:expr, $held:ident) => {{
         let tenant: &oms_domain::TenantId = $tenant;
         let order: &oms_domain::OrderId = $order;
         let now: i64 = $now;
@@ -73,7 +74,7 @@ macro_rules! apply_inventory {
                     // condition is checked again on the row it updates),
                     // unless the order holds stock already: reserved by an
                     // earlier delivery of the same step.
-                    let warehouse: Option<String> = sqlx::query_scalar(
+                    let warehouse: Option<String> = $q::query_scalar(
                         "UPDATE inventory SET reserved = reserved + $3, updated_at = $4
                          WHERE tenant_id = $1 AND sku = $2 AND on_hand - reserved >= $3
                            AND warehouse_id = (
@@ -96,7 +97,7 @@ macro_rules! apply_inventory {
                         // line can find the latter: this reservation's own
                         // rows are inserted after its last line.
                         if n == 0 {
-                            let held: i64 = sqlx::query_scalar(
+                            let held: i64 = $q::query_scalar(
                                 "SELECT COUNT(*) FROM reservations WHERE tenant_id = $1 AND order_id = $2",
                             )
                             .bind(tenant.as_str())
@@ -114,7 +115,7 @@ macro_rules! apply_inventory {
             }
             $crate::InventoryOp::Restock { warehouse, lines } => {
                 for (sku, quantity) in lines {
-                    sqlx::query(
+                    $q::query(
                         "INSERT INTO inventory (tenant_id, sku, warehouse_id, on_hand, reserved, updated_at)
                          VALUES ($1, $2, $3, $4, 0, $5)
                          ON CONFLICT (tenant_id, sku, warehouse_id)
@@ -137,7 +138,7 @@ macro_rules! apply_inventory {
                     $crate::InventoryOp::ReleaseLines(skus) => (Some(skus), false),
                     _ => (None, false),
                 };
-                let held: Vec<(String, String, i64)> = sqlx::query_as(
+                let held: Vec<(String, String, i64)> = $q::query_as(
                     "SELECT sku, warehouse_id, quantity FROM reservations
                      WHERE tenant_id = $1 AND order_id = $2 AND state = 'held'
                      ORDER BY sku, warehouse_id",
@@ -157,7 +158,7 @@ macro_rules! apply_inventory {
                         "UPDATE inventory SET reserved = reserved - $4, updated_at = $5
                          WHERE tenant_id = $1 AND sku = $2 AND warehouse_id = $3 AND reserved >= $4"
                     };
-                    let updated = sqlx::query(sql)
+                    let updated = $q::query(sql)
                         .bind(tenant.as_str())
                         .bind(&sku)
                         .bind(&warehouse)
@@ -170,7 +171,7 @@ macro_rules! apply_inventory {
                             "reservation of {quantity} {sku} in {warehouse} exceeds what is reserved"
                         )));
                     }
-                    sqlx::query(
+                    $q::query(
                         "UPDATE reservations SET state = $5, updated_at = $6
                          WHERE tenant_id = $1 AND order_id = $2 AND sku = $3 AND warehouse_id = $4 AND state = 'held'",
                     )

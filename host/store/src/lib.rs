@@ -168,6 +168,19 @@ impl SqlStore {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(32)
+                // sqlx pings every connection it is given back (a round
+                // trip to the server per release); pinging again at every
+                // acquire doubles that. Only a connection idle a while is
+                // pinged before use: the server may have gone meanwhile.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for > Duration::from_secs(5) {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?;
@@ -186,8 +199,13 @@ impl SqlStore {
                 // batch of writes, not per write.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10));
+            // No ping before each acquire: sqlx pings a connection again
+            // when it is released anyway (a crashed worker thread is found
+            // then), and on SQLite a ping is a round trip to that thread
+            // for every statement run on a pool.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .connect_with(options.clone())
                 .await?;
             sqlx::migrate!("../../migrations/sqlite")
@@ -195,6 +213,7 @@ impl SqlStore {
                 .await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
             Self::with(Backend::Sqlite { write, read })

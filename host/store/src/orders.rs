@@ -111,10 +111,10 @@ pub(crate) const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, to
 /// Completes a new order's idempotency key inside `$tx`, with the answer
 /// stored for replays.
 macro_rules! complete_idempotency {
-    ($tx:ident, $new:expr) => {{
+    ($q:ident, $tx:ident, $new:expr) => {{
         let new: &$crate::NewOrder = $new;
         if let Some((key, status, body)) = &new.idempotency {
-            sqlx::query(
+            $q::query(
                 "UPDATE idempotency_keys SET state = 'done', response_status = $3, response_body = $4
                  WHERE tenant_id = $1 AND idem_key = $2",
             )

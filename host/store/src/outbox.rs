@@ -14,6 +14,40 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use std::collections::HashSet;
 
+/// Takes published outbox messages `$ids` out inside `$tx`, through module
+/// `$q`'s queries (`sqlx`, or the writer's `on_handle`), and writes each
+/// event's webhook deliveries (`$fan_out`, [`crate::webhooks::fan_out_sql`]
+/// for SQLite) in the same transaction. A statement per chunk rather than
+/// per message.
+macro_rules! complete_published {
+    ($q:ident, $tx:ident, $ids:expr, $now:expr, $fan_out:expr) => {{
+        let (ids, now, fan_out): (&[String], i64, &str) = ($ids, $now, $fan_out);
+        for chunk in ids.chunks($crate::group_commit::rows::CHUNKS[0]) {
+            let json = serde_json::to_string(chunk)
+                .map_err(|e| $crate::StoreError::Corrupt(e.to_string()))?;
+            $q::query(fan_out)
+                .bind(json)
+                .bind(now)
+                .execute($crate::counted::stmt(&mut *$tx))
+                .await?;
+            // Padded to few statement texts, repeating the last id.
+            let n = $crate::group_commit::rows::padded(chunk.len());
+            let sql = $crate::group_commit::rows::in_list_sql(
+                "DELETE FROM outbox WHERE id IN ",
+                n,
+                "",
+                $crate::group_commit::rows::anonymous(&$tx),
+            );
+            let mut q = $q::query(&sql);
+            for i in 0..n {
+                q = q.bind(chunk[i.min(chunk.len() - 1)].as_str());
+            }
+            q.execute($crate::counted::stmt(&mut *$tx)).await?;
+        }
+    }};
+}
+pub(crate) use complete_published;
+
 #[derive(Debug, Clone)]
 pub struct OutboxMessage {
     pub id: String,
@@ -127,33 +161,13 @@ impl crate::contract::Outbox for SqlStore {
                 }
                 tx.commit().await?;
             }
-            (None, Backend::Sqlite { write, .. }) => {
-                // One statement per chunk rather than one per message: SQLite
-                // has a single writer. Each published event's webhook
-                // deliveries are written in the same transaction.
-                let mut tx = crate::counted::tx(write.begin().await?);
-                let fan_out = crate::webhooks::fan_out_sql(&self.backend);
-                for chunk in ids.chunks(200) {
-                    let json = serde_json::to_string(chunk)
-                        .map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
-                    sqlx::query(&fan_out)
-                        .bind(json)
-                        .bind(now)
-                        .execute(crate::counted::stmt(&mut *tx))
-                        .await?;
-                    let placeholders: Vec<String> =
-                        (1..=chunk.len()).map(|i| format!("${i}")).collect();
-                    let sql = format!(
-                        "DELETE FROM outbox WHERE id IN ({})",
-                        placeholders.join(", ")
-                    );
-                    let mut query = sqlx::query(&sql);
-                    for id in chunk {
-                        query = query.bind(id);
-                    }
-                    query.execute(crate::counted::stmt(&mut *tx)).await?;
+            (None, Backend::Sqlite { .. }) => {
+                // In the group-commit writer's next batch: SQLite has a
+                // single writer, and this shares its transaction (and its
+                // one fsync) with the saga writes ready then.
+                if !ids.is_empty() {
+                    self.write_published(ids, now).await?;
                 }
-                tx.commit().await?;
             }
             (None, Backend::Postgres(_)) => {}
         }

@@ -58,7 +58,7 @@ impl crate::contract::Recordings for SqlStore {
             .collect();
         on_pool!(self, write, |pool| {
             let mut tx = crate::counted::tx(pool.begin().await?);
-            insert_rows!(tx, "plugin_calls", &format!("id, {COLUMNS}"), &rows);
+            insert_rows!(sqlx, tx, "plugin_calls", &format!("id, {COLUMNS}"), &rows);
             tx.commit().await?;
         });
         Ok(())

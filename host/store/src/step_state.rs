@@ -55,6 +55,7 @@ macro_rules! write_step_state {
         let t: &$crate::Transition = $t;
         for w in &t.step_state {
             $crate::step_state::write_step_op!(
+                sqlx,
                 $tx,
                 t.tenant.as_str(),
                 &w.step,
@@ -77,7 +78,7 @@ pub(crate) const PUT_ON_CONFLICT: &str = " ON CONFLICT (tenant_id, step, state_k
 
 /// One step-state write of `$tenant`'s `$step` at `$key` inside `$tx`.
 macro_rules! write_step_op {
-    ($tx:ident, $tenant:expr, $step:expr, $key:expr, $op:expr, $now:expr) => {{
+    ($q:ident, $tx:ident, $tenant:expr, $step:expr, $key:expr, $op:expr, $now:expr) => {{
         let (tenant, step, key, now): (&str, &str, &str, i64) = ($tenant, $step, $key, $now);
         // A put inserts its value, an addition its amount (added on conflict).
         let upsert = match $op {
@@ -90,7 +91,7 @@ macro_rules! write_step_op {
                 let sql = format!(
                     "INSERT INTO step_state (tenant_id, step, state_key, value, updated_at) VALUES ($1, $2, $3, $4, $5){on_conflict}"
                 );
-                sqlx::query(&sql)
+                $q::query(&sql)
                     .bind(tenant)
                     .bind(step)
                     .bind(key)
@@ -100,7 +101,7 @@ macro_rules! write_step_op {
                     .await?;
             }
             None => {
-                sqlx::query(
+                $q::query(
                     "DELETE FROM step_state WHERE tenant_id = $1 AND step = $2 AND state_key = $3",
                 )
                 .bind(tenant)

@@ -23,8 +23,25 @@ pub(crate) enum Value<'a> {
 /// a linear search per parameter (`sqlite3_bind_parameter_name`), which is
 /// quadratic in a multi-row statement's hundreds of parameters (2.6 % of
 /// the host's CPU in a profile). PostgreSQL takes only `$N`.
-pub(crate) fn anonymous<DB: sqlx::Database>(_: &sqlx::Transaction<'_, DB>) -> bool {
-    DB::NAME == "SQLite"
+pub(crate) fn anonymous(tx: &impl Placeholders) -> bool {
+    tx.anonymous()
+}
+
+/// See [`anonymous`].
+pub(crate) trait Placeholders {
+    fn anonymous(&self) -> bool;
+}
+
+impl<DB: sqlx::Database> Placeholders for sqlx::Transaction<'_, DB> {
+    fn anonymous(&self) -> bool {
+        DB::NAME == "SQLite"
+    }
+}
+
+impl Placeholders for &mut super::on_handle::Tx<'_> {
+    fn anonymous(&self) -> bool {
+        true
+    }
 }
 
 /// Placeholder number `n` (from 1): `?` where placeholders are anonymous.
@@ -115,14 +132,14 @@ pub(super) fn update_values(t: &Transition) -> Vec<Value<'_>> {
 }
 
 /// `prefix` followed by `($1, …, $n)` and `suffix`.
-pub(super) fn in_list_sql(prefix: &str, n: usize, suffix: &str, anonymous: bool) -> String {
+pub(crate) fn in_list_sql(prefix: &str, n: usize, suffix: &str, anonymous: bool) -> String {
     let list: Vec<String> = (1..=n).map(|i| placeholder(anonymous, i)).collect();
     format!("{prefix}({}){suffix}", list.join(", "))
 }
 
 /// The size an `IN` list of `n` ids is padded to (repeating the last id),
 /// so there are as few statement texts as [`CHUNKS`] has sizes.
-pub(super) fn padded(n: usize) -> usize {
+pub(crate) fn padded(n: usize) -> usize {
     CHUNKS.iter().rev().copied().find(|c| *c >= n).unwrap_or(n)
 }
 
@@ -147,13 +164,14 @@ macro_rules! bind_rows {
 
 pub(crate) use bind_rows;
 
-/// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow.
+/// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow,
+/// through module `$q`'s `query` (`sqlx`, or the writer's `on_handle`).
 /// A last argument is appended to each statement (an `ON CONFLICT` clause).
 macro_rules! insert_rows {
-    ($tx:ident, $table:expr, $columns:expr, $rows:expr) => {
-        insert_rows!($tx, $table, $columns, $rows, "")
+    ($q:ident, $tx:ident, $table:expr, $columns:expr, $rows:expr) => {
+        insert_rows!($q, $tx, $table, $columns, $rows, "")
     };
-    ($tx:ident, $table:expr, $columns:expr, $rows:expr, $suffix:expr) => {{
+    ($q:ident, $tx:ident, $table:expr, $columns:expr, $rows:expr, $suffix:expr) => {{
         let rows: &[Vec<Value<'_>>] = $rows;
         let mut rest = rows;
         while let Some(first) = rest.first() {
@@ -162,7 +180,7 @@ macro_rules! insert_rows {
             let anonymous = $crate::group_commit::rows::anonymous(&$tx);
             let mut sql = insert_sql($table, $columns, first.len(), n, anonymous);
             sql.push_str($suffix);
-            let mut q = sqlx::query(&sql);
+            let mut q = $q::query(&sql);
             bind_rows!(q, chunk);
             q.execute(counted::stmt(&mut *$tx)).await?;
             rest = tail;
@@ -177,7 +195,13 @@ pub(super) struct Texts {
 }
 
 impl Texts {
-    pub(super) fn of(t: &Transition) -> Self {
+    pub(super) fn of(t: Option<&Transition>) -> Self {
+        let Some(t) = t else {
+            return Self {
+                events: Vec::new(),
+                outbox: Vec::new(),
+            };
+        };
         Self {
             events: t.events.iter().map(|(_, d)| d.to_string()).collect(),
             outbox: t.outbox.iter().map(|m| m.payload.to_string()).collect(),
