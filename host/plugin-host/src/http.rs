@@ -47,6 +47,18 @@ impl HttpGrant {
             .http_status_as_error(false)
             // Redirects could lead outside the allow-list.
             .max_redirects(0)
+            // ureq's default buffers are 128 KiB each way per connection,
+            // fresh memory the allocator takes from the OS (and zeroes)
+            // for every new connection; a payment request and its
+            // response's header are a few hundred bytes.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
+            .max_response_header_size(16 * 1024)
+            // ureq keeps 3 idle connections per host by default: with more
+            // payment calls at once than that, most connections were
+            // closed after one request and the next call dialled again.
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(64)
             .build()
             .into();
         Self {

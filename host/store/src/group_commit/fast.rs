@@ -257,7 +257,10 @@ impl Task {
     /// The fast path: `Ok(Committed)` with each member's new version (`None`
     /// for a redelivered command, nothing of which was written), or
     /// `Ok(Failed)`/`Err` with nothing committed.
-    pub(super) async fn fast(&self, jobs: &[Job]) -> Result<Fast> {
+    ///
+    /// `more`: another batch is known to follow this one (SQLite keeps its
+    /// prepared statements for it, see [`on_handle::Kept`]).
+    pub(super) async fn fast(&self, jobs: &[Job], more: bool) -> Result<Fast> {
         let unpublish = self.unpublish();
         let dialect = self.dialect();
         // The JSON texts, made before the transaction begins.
@@ -267,7 +270,9 @@ impl Task {
             Backend::Sqlite { write, .. } => {
                 let mut conn = write.acquire().await?;
                 let mut locked = conn.lock_handle().await?;
-                fast_on_handle(&mut locked, jobs, &texts, unpublish, dialect, &fan_out)
+                self.kept.run(&mut locked, more, |db| {
+                    fast_on_handle(db, jobs, &texts, unpublish, dialect, &fan_out)
+                })
             }
             Backend::Postgres(pool) => {
                 let mut tx = counted::tx(pool.begin().await?);
@@ -287,15 +292,14 @@ impl Task {
 /// the connection, which may not cross threads, is never held across an
 /// `.await` of the writer's task.
 fn fast_on_handle(
-    locked: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+    db: &rusqlite::Connection,
     jobs: &[Job],
     texts: &[Texts],
     unpublish: Option<&'static str>,
     dialect: &'static crate::Dialect,
     fan_out: &str,
 ) -> Result<Fast> {
-    let db = on_handle::lend(locked)?;
-    let mut owned = counted::tx(on_handle::Tx::begin(&db)?);
+    let mut owned = counted::tx(on_handle::Tx::begin(db)?);
     let tx = &mut owned;
     let fast = on_handle::run_ready(async {
         fast_in!(on_handle, tx, jobs, texts, unpublish, dialect, fan_out)

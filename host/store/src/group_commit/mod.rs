@@ -93,6 +93,7 @@ impl Writer {
         let task = Task {
             backend,
             commands_in_outbox,
+            kept: on_handle::Kept::new(),
         };
         match &task.backend {
             Backend::Sqlite { .. } => {
@@ -170,6 +171,8 @@ fn lock_order(write: &Write) -> (u8, Vec<String>) {
 struct Task {
     backend: Backend,
     commands_in_outbox: Arc<AtomicBool>,
+    /// SQLite: the writer's view of the write connection's handle.
+    kept: on_handle::Kept,
 }
 
 impl Task {
@@ -177,7 +180,7 @@ impl Task {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
             counted::batch(batch.len());
-            self.write_batch(std::mem::take(&mut batch)).await;
+            self.write_batch(std::mem::take(&mut batch), false).await;
         }
     }
 
@@ -195,7 +198,9 @@ impl Task {
                 }
             }
             counted::batch(batch.len());
-            runtime.block_on(self.write_batch(std::mem::take(&mut batch)));
+            // More waiting already: another batch follows this one.
+            let more = !queue.is_empty();
+            runtime.block_on(self.write_batch(std::mem::take(&mut batch), more));
         }
     }
 
@@ -212,7 +217,7 @@ impl Task {
     }
 
     /// Writes `jobs` and answers each: fast, or if that fails, carefully.
-    async fn write_batch(&self, jobs: Vec<Job>) {
+    async fn write_batch(&self, jobs: Vec<Job>, more: bool) {
         let mut jobs = jobs;
         // Stock rows are locked in one order by every host's writer, so
         // two batches on PostgreSQL cannot each hold what the other waits
@@ -220,7 +225,7 @@ impl Task {
         // by SKU. (Members are independent writes, so their order within a
         // batch is free; a tie keeps arrival order.)
         jobs.sort_by_cached_key(|j| lock_order(&j.write));
-        match self.fast(&jobs).await {
+        match self.fast(&jobs, more).await {
             Ok(Fast::Committed(versions)) => {
                 for (job, version) in jobs.into_iter().zip(versions) {
                     let _ = job.reply.send(version.ok_or(StoreError::Duplicate));

@@ -46,23 +46,81 @@ impl<'c> Tx<'c> {
     }
 }
 
-/// Lends sqlx's connection handle to rusqlite for as long as `locked`
-/// lives; the returned connection must be dropped first (it borrows it).
-pub(crate) fn lend(
-    locked: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
-) -> Result<rusqlite::Connection> {
-    let raw = locked.as_raw_handle().as_ptr();
-    // SAFETY: `raw` is a live `sqlite3*` for as long as `locked` (sqlx's
-    // worker thread makes no call on it meanwhile: it waits for the lock),
-    // and the connection returned borrows `locked` in every caller (it is
-    // dropped, its statements finalized, before the lock is given back).
-    // `from_handle` does not take ownership: dropping it does not close the
-    // handle. rusqlite and sqlx link the same `libsqlite3-sys`, so the
-    // pointer's type is the one rusqlite expects.
+/// rusqlite's view of the write connection's handle, with its prepared
+/// statements, kept from one batch to the next while batches follow each
+/// other (preparing a batch's statements afresh was about 8 % of the host's
+/// CPU in a profile). It is used, and dropped, only while sqlx's worker has
+/// lent the handle; and it is dropped (its statements finalized) at the end
+/// of any batch not known to be followed by another, so the last batch
+/// before the writer sleeps or stops always leaves the connection as sqlx
+/// lent it: sqlx can close it then (closing a connection with statements of
+/// someone else's still open fails).
+pub(crate) struct Kept(std::sync::Mutex<Option<(usize, rusqlite::Connection)>>);
+
+impl Kept {
+    pub(crate) fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    /// Runs `work` on the handle `locked` lends; keeps the connection for
+    /// the next batch if `keep` and `work` succeeded.
+    pub(crate) fn run<T>(
+        &self,
+        locked: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+        keep: bool,
+        work: impl FnOnce(&rusqlite::Connection) -> Result<T>,
+    ) -> Result<T> {
+        let raw = locked.as_raw_handle().as_ptr();
+        let mut kept = self
+            .0
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the SQLite writer panicked".into()))?;
+        let conn = match kept.take() {
+            Some((at, conn)) if at == raw as usize => conn,
+            stale => {
+                if let Some((_, old)) = stale {
+                    // Not this handle: the statements belong to one that is
+                    // not lent now, so they are left alone, not finalized.
+                    // (Not expected: the write pool never replaces its
+                    // connection while the writer runs.)
+                    tracing::warn!("the SQLite write connection changed under the writer");
+                    std::mem::forget(old);
+                }
+                lend(raw)?
+            }
+        };
+        let out = work(&conn);
+        if keep && out.is_ok() {
+            *kept = Some((raw as usize, conn));
+        }
+        out
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Ok(Some((_, conn))) = self.0.get_mut().map(Option::take) {
+            // Not lent now: finalizing its statements could race sqlx's
+            // worker on the handle.
+            std::mem::forget(conn);
+        }
+    }
+}
+
+/// rusqlite's view of the handle `raw`, lent by sqlx's worker.
+fn lend(raw: *mut rusqlite::ffi::sqlite3) -> Result<rusqlite::Connection> {
+    // SAFETY: `raw` is a live `sqlite3*` lent by sqlx's worker thread
+    // (`lock_handle`): the worker makes no call on it while the lock is
+    // held, and every use and drop of the connection returned happens with
+    // it held ([`Kept::run`]; a connection kept between batches is not
+    // touched, only forgotten, without it). `from_handle` does not take
+    // ownership: dropping it finalizes its own statements and does not
+    // close the handle. rusqlite and sqlx link the same `libsqlite3-sys`,
+    // so the pointer's type is the one rusqlite expects.
     #[allow(unsafe_code)]
     let conn = unsafe { rusqlite::Connection::from_handle(raw) }.map_err(failed)?;
-    // Enough for a batch's statements (a few texts per table).
-    conn.set_prepared_statement_cache_capacity(64);
+    // Enough for the writer's statements: a few texts per table.
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
