@@ -1,8 +1,7 @@
 //! Recorded production plugin calls, for `oms plugin replay`: kept per
 //! tenant and slot up to a bound, oldest pruned first.
 
-use super::group_commit::rows::{Value, bind_rows, chunk_len, insert_rows, insert_sql};
-use super::{Result, SqlStore, counted, on_pool};
+use super::{Backend, Result, SqlStore, counted, on_pool};
 use async_trait::async_trait;
 use oms_domain::TenantId;
 use serde::{Deserialize, Serialize};
@@ -28,11 +27,13 @@ pub struct RecordedCall {
 const COLUMNS: &str =
     "tenant_id, slot, version, order_id, input, output, verdict, fuel_used, duration_us, at";
 
-#[async_trait]
-impl crate::contract::Recordings for SqlStore {
-    async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()> {
-        // Many calls to a statement: recording costs the database a few
-        // statements per batch, not one per call.
+/// Inserts recorded plugin calls `$calls` inside `$tx` through module
+/// `$q`'s queries (`sqlx`, or the writer's `on_handle`): many calls to a
+/// statement, a few statements per batch rather than one per call.
+macro_rules! insert_recorded {
+    ($q:ident, $tx:ident, $calls:expr) => {{
+        use $crate::group_commit::rows::{Value, bind_rows, chunk_len, insert_rows, insert_sql};
+        let calls: &[$crate::RecordedCall] = $calls;
         let ids: Vec<String> = calls
             .iter()
             .map(|_| format!("call_{}", oms_clock::monotonic_ulid()))
@@ -56,12 +57,36 @@ impl crate::contract::Recordings for SqlStore {
                 ]
             })
             .collect();
-        on_pool!(self, write, |pool| {
-            let mut tx = crate::counted::tx(pool.begin().await?);
-            insert_rows!(sqlx, tx, "plugin_calls", &format!("id, {COLUMNS}"), &rows);
-            tx.commit().await?;
-        });
-        Ok(())
+        insert_rows!(
+            $q,
+            $tx,
+            "plugin_calls",
+            $crate::recorded::RECORDED_COLUMNS,
+            &rows
+        );
+    }};
+}
+pub(crate) use insert_recorded;
+
+pub(crate) const RECORDED_COLUMNS: &str =
+    "id, tenant_id, slot, version, order_id, input, output, verdict, fuel_used, duration_us, at";
+
+#[async_trait]
+impl crate::contract::Recordings for SqlStore {
+    async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()> {
+        match &self.backend {
+            // In the group-commit writer's next batch: SQLite has a single
+            // writer, and this shares its transaction and its fsync (a
+            // transaction of its own held the write connection, fsync
+            // included, while saga writes waited).
+            Backend::Sqlite { .. } => self.write_recorded(calls.to_vec()).await,
+            Backend::Postgres(pool) => {
+                let mut tx = counted::tx(pool.begin().await?);
+                insert_recorded!(sqlx, tx, calls);
+                tx.commit().await?;
+                Ok(())
+            }
+        }
     }
 
     async fn recorded_calls(

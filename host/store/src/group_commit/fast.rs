@@ -11,6 +11,7 @@ use super::{Backend, Job, Task, Write, step_state};
 use crate::inventory::apply_inventory;
 use crate::orders::{ORDER_COLUMNS, complete_idempotency};
 use crate::outbox::complete_published;
+use crate::recorded::insert_recorded;
 use crate::{Result, StoreError, Transition, counted};
 use std::collections::{HashMap, HashSet};
 
@@ -66,7 +67,7 @@ macro_rules! fast_in {
             .iter()
             .filter_map(|i| match &jobs[*i].write {
                 Write::Transition(t) => Some(&**t),
-                Write::Order(_) | Write::Published { .. } => None,
+                Write::Order(_) | Write::Published { .. } | Write::Recorded(_) => None,
             })
             .collect();
         let mut last_seq: HashMap<(String, String), i64> = HashMap::new();
@@ -123,6 +124,10 @@ macro_rules! fast_in {
                     }
                     Write::Published { ids, now } => {
                         complete_published!($q, $tx, ids, *now, $fan_out);
+                        Ok((0, 0))
+                    }
+                    Write::Recorded(calls) => {
+                        insert_recorded!($q, $tx, calls);
                         Ok((0, 0))
                     }
                 }

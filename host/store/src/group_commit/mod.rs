@@ -26,6 +26,7 @@ mod step_state;
 
 use super::orders::{ORDER_COLUMNS, complete_idempotency};
 use super::outbox::complete_published;
+use super::recorded::insert_recorded;
 use super::transition::{consume_command, update_order, write_effects};
 use super::{
     Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted, on_pool,
@@ -53,13 +54,15 @@ pub(crate) enum Write {
         ids: Vec<String>,
         now: i64,
     },
+    /// Recorded plugin calls (SQLite), likewise in the batch's transaction.
+    Recorded(Vec<crate::RecordedCall>),
 }
 
 impl Write {
     fn consumes(&self) -> Option<&str> {
         match self {
             Self::Transition(t) => t.consumes.as_deref(),
-            Self::Order(_) | Self::Published { .. } => None,
+            Self::Order(_) | Self::Published { .. } | Self::Recorded(_) => None,
         }
     }
 
@@ -67,7 +70,7 @@ impl Write {
         match self {
             Self::Transition(t) => Some(t),
             Self::Order(new) => Some(&new.effects),
-            Self::Published { .. } => None,
+            Self::Published { .. } | Self::Recorded(_) => None,
         }
     }
 }
@@ -142,6 +145,11 @@ impl super::SqlStore {
             .write(Write::Order(Box::new(new.clone())))
             .await
             .map(|_| ())
+    }
+
+    /// Stores recorded plugin calls in the writer's next batch.
+    pub(crate) async fn write_recorded(&self, calls: Vec<crate::RecordedCall>) -> Result<()> {
+        self.writer.write(Write::Recorded(calls)).await.map(|_| ())
     }
 
     /// Takes published outbox messages out in the writer's next batch.
@@ -283,6 +291,10 @@ impl Task {
                         }
                         Write::Published { ids, now } => {
                             complete_published!(sqlx, tx, ids, *now, &fan_out);
+                            Ok(0)
+                        }
+                        Write::Recorded(calls) => {
+                            insert_recorded!(sqlx, tx, calls);
                             Ok(0)
                         }
                     }
