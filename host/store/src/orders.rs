@@ -2,7 +2,7 @@
 //! reads, history and payments.
 
 use super::transition::Transition;
-use super::{Result, SqlStore, StoreError, on_pool};
+use super::{Backend, Result, SqlStore, StoreError, on_pool};
 use async_trait::async_trait;
 use oms_domain::{OrderId, TenantId};
 
@@ -129,6 +129,27 @@ macro_rules! complete_idempotency {
 }
 pub(crate) use complete_idempotency;
 
+/// Takes a count of a tenant's order numbers; answers the last.
+pub(crate) const ALLOCATE_NUMBERS: &str =
+    "INSERT INTO order_numbers (tenant_id, last) VALUES ($1, $2)
+     ON CONFLICT (tenant_id) DO UPDATE SET last = order_numbers.last + excluded.last
+     RETURNING last";
+
+/// Takes `$count` more of `$tenant`'s order numbers inside `$tx` through
+/// module `$q`'s queries; evaluates to the first of them.
+macro_rules! allocate_numbers {
+    ($q:ident, $tx:ident, $tenant:expr, $count:expr) => {{
+        let (tenant, count): (&oms_domain::TenantId, i64) = ($tenant, $count);
+        let last: i64 = $q::query_scalar($crate::orders::ALLOCATE_NUMBERS)
+            .bind(tenant.as_str())
+            .bind(count)
+            .fetch_one(crate::counted::stmt(&mut *$tx))
+            .await?;
+        last - count + 1
+    }};
+}
+pub(crate) use allocate_numbers;
+
 #[async_trait]
 impl crate::contract::Orders for SqlStore {
     async fn begin_idempotent(
@@ -252,18 +273,20 @@ impl crate::contract::Orders for SqlStore {
     }
 
     async fn allocate_order_numbers(&self, tenant: &TenantId, count: i64) -> Result<i64> {
-        on_pool!(self, write, |pool| {
-            let (last,): (i64,) = sqlx::query_as(
-                "INSERT INTO order_numbers (tenant_id, last) VALUES ($1, $2)
-                 ON CONFLICT (tenant_id) DO UPDATE SET last = order_numbers.last + excluded.last
-                 RETURNING last",
-            )
-            .bind(tenant.as_str())
-            .bind(count)
-            .fetch_one(crate::counted::auto(pool))
-            .await?;
-            Ok(last - count + 1)
-        })
+        match &self.backend {
+            // In the group-commit writer's next batch: on SQLite a statement
+            // committed on its own held the one write connection, fsync
+            // included, while saga writes waited.
+            Backend::Sqlite { .. } => self.write_numbers(tenant, count).await,
+            Backend::Postgres(pool) => {
+                let last: i64 = sqlx::query_scalar(ALLOCATE_NUMBERS)
+                    .bind(tenant.as_str())
+                    .bind(count)
+                    .fetch_one(crate::counted::auto(pool))
+                    .await?;
+                Ok(last - count + 1)
+            }
+        }
     }
 
     async fn create_order(&self, new: &NewOrder) -> Result<()> {

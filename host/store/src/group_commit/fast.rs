@@ -9,7 +9,7 @@ use super::rows::{
 };
 use super::{Backend, Job, Task, Write, step_state};
 use crate::inventory::apply_inventory;
-use crate::orders::{ORDER_COLUMNS, complete_idempotency};
+use crate::orders::{ORDER_COLUMNS, allocate_numbers, complete_idempotency};
 use crate::outbox::complete_published;
 use crate::recorded::insert_recorded;
 use crate::{Result, StoreError, Transition, counted};
@@ -67,7 +67,10 @@ macro_rules! fast_in {
             .iter()
             .filter_map(|i| match &jobs[*i].write {
                 Write::Transition(t) => Some(&**t),
-                Write::Order(_) | Write::Published { .. } | Write::Recorded(_) => None,
+                Write::Order(_)
+                | Write::Published { .. }
+                | Write::Recorded(_)
+                | Write::Numbers { .. } => None,
             })
             .collect();
         let mut last_seq: HashMap<(String, String), i64> = HashMap::new();
@@ -129,6 +132,9 @@ macro_rules! fast_in {
                     Write::Recorded(calls) => {
                         insert_recorded!($q, $tx, calls);
                         Ok((0, 0))
+                    }
+                    Write::Numbers { tenant, count } => {
+                        Ok((allocate_numbers!($q, $tx, tenant, *count), 0))
                     }
                 }
             }

@@ -24,7 +24,7 @@ pub(crate) mod on_handle;
 pub(crate) mod rows;
 mod step_state;
 
-use super::orders::{ORDER_COLUMNS, complete_idempotency};
+use super::orders::{ORDER_COLUMNS, allocate_numbers, complete_idempotency};
 use super::outbox::complete_published;
 use super::recorded::insert_recorded;
 use super::transition::{consume_command, update_order, write_effects};
@@ -32,6 +32,7 @@ use super::{
     Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted, on_pool,
 };
 use fast::Fast;
+use oms_domain::TenantId;
 use rows::{Value, bind_rows, chunk_len, insert_rows, insert_sql, order_values};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,13 +57,21 @@ pub(crate) enum Write {
     },
     /// Recorded plugin calls (SQLite), likewise in the batch's transaction.
     Recorded(Vec<crate::RecordedCall>),
+    /// A count of a tenant's order numbers taken (SQLite); answered with
+    /// the first.
+    Numbers {
+        tenant: TenantId,
+        count: i64,
+    },
 }
 
 impl Write {
     fn consumes(&self) -> Option<&str> {
         match self {
             Self::Transition(t) => t.consumes.as_deref(),
-            Self::Order(_) | Self::Published { .. } | Self::Recorded(_) => None,
+            Self::Order(_) | Self::Published { .. } | Self::Recorded(_) | Self::Numbers { .. } => {
+                None
+            }
         }
     }
 
@@ -70,7 +79,7 @@ impl Write {
         match self {
             Self::Transition(t) => Some(t),
             Self::Order(new) => Some(&new.effects),
-            Self::Published { .. } | Self::Recorded(_) => None,
+            Self::Published { .. } | Self::Recorded(_) | Self::Numbers { .. } => None,
         }
     }
 }
@@ -145,6 +154,13 @@ impl super::SqlStore {
             .write(Write::Order(Box::new(new.clone())))
             .await
             .map(|_| ())
+    }
+
+    /// Takes `count` of `tenant`'s order numbers in the writer's next
+    /// batch: the first of them.
+    pub(crate) async fn write_numbers(&self, tenant: &TenantId, count: i64) -> Result<i64> {
+        let tenant = tenant.clone();
+        self.writer.write(Write::Numbers { tenant, count }).await
     }
 
     /// Stores recorded plugin calls in the writer's next batch.
@@ -296,6 +312,9 @@ impl Task {
                         Write::Recorded(calls) => {
                             insert_recorded!(sqlx, tx, calls);
                             Ok(0)
+                        }
+                        Write::Numbers { tenant, count } => {
+                            Ok(allocate_numbers!(sqlx, tx, tenant, *count))
                         }
                     }
                 }
