@@ -268,10 +268,7 @@ impl Task {
     /// The fast path: `Ok(Committed)` with each member's new version (`None`
     /// for a redelivered command, nothing of which was written), or
     /// `Ok(Failed)`/`Err` with nothing committed.
-    ///
-    /// `more`: another batch is known to follow this one (SQLite keeps its
-    /// prepared statements for it, see [`on_handle::Kept`]).
-    pub(super) async fn fast(&self, jobs: &[Job], more: bool) -> Result<Fast> {
+    pub(super) async fn fast(&self, jobs: &[Job]) -> Result<Fast> {
         let unpublish = self.unpublish();
         let dialect = self.dialect();
         // The JSON texts, made before the transaction begins.
@@ -281,7 +278,7 @@ impl Task {
             Backend::Sqlite { write, .. } => {
                 let mut conn = write.acquire().await?;
                 let mut locked = conn.lock_handle().await?;
-                self.kept.run(&mut locked, more, |db| {
+                self.kept.run(&mut locked, |db| {
                     fast_on_handle(db, jobs, &texts, unpublish, dialect, &fan_out)
                 })
             }

@@ -43,6 +43,9 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer before callers wait to queue (back-pressure).
 const QUEUE: usize = 4 * MAX_BATCH;
+/// SQLite: how long the writer keeps its prepared statements without a
+/// write to use them on (see [`on_handle::Kept`]).
+const KEEP_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What the writer writes.
 pub(crate) enum Write {
@@ -101,11 +104,22 @@ impl Writer {
     /// PostgreSQL a task on the current runtime. It ends when the store
     /// (the last sender) is dropped.
     pub(crate) fn start(backend: Backend, commands_in_outbox: Arc<AtomicBool>) -> Self {
+        Self::keeping(backend, commands_in_outbox, KEEP_IDLE)
+    }
+
+    /// [`Writer::start`], keeping SQLite's prepared statements for
+    /// `keep_idle` without a write.
+    fn keeping(
+        backend: Backend,
+        commands_in_outbox: Arc<AtomicBool>,
+        keep_idle: std::time::Duration,
+    ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let task = Task {
             backend,
             commands_in_outbox,
             kept: on_handle::Kept::new(),
+            keep_idle,
         };
         match &task.backend {
             Backend::Sqlite { .. } => {
@@ -197,6 +211,8 @@ struct Task {
     commands_in_outbox: Arc<AtomicBool>,
     /// SQLite: the writer's view of the write connection's handle.
     kept: on_handle::Kept,
+    /// SQLite: how long the kept statements outlast the last write.
+    keep_idle: std::time::Duration,
 }
 
 impl Task {
@@ -204,16 +220,35 @@ impl Task {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
             counted::batch(batch.len());
-            self.write_batch(std::mem::take(&mut batch), false).await;
+            self.write_batch(std::mem::take(&mut batch)).await;
         }
     }
 
     /// The same loop on a thread of its own: it sleeps while the queue is
     /// empty, and drives each batch's few waits (the pool, the handle's
-    /// lock; the careful path's statements) on `runtime`.
+    /// lock; the careful path's statements) on `runtime`. The batches'
+    /// prepared statements are kept from one to the next and let go after
+    /// `keep_idle` without a write, and when the writer stops.
     fn run_on_thread(self, mut queue: mpsc::Receiver<Job>, runtime: &tokio::runtime::Handle) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = queue.blocking_recv() {
+        loop {
+            let first = if self.kept.holds() {
+                // (The timer is made inside the runtime: it needs its context.)
+                let next = async { tokio::time::timeout(self.keep_idle, queue.recv()).await };
+                match runtime.block_on(next) {
+                    Ok(Some(job)) => job,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.release_kept(runtime);
+                        continue;
+                    }
+                }
+            } else {
+                match queue.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                }
+            };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -222,9 +257,38 @@ impl Task {
                 }
             }
             counted::batch(batch.len());
-            // More waiting already: another batch follows this one.
-            let more = !queue.is_empty();
-            runtime.block_on(self.write_batch(std::mem::take(&mut batch), more));
+            runtime.block_on(self.write_batch(std::mem::take(&mut batch)));
+        }
+        self.release_kept(runtime);
+    }
+
+    /// Finalizes the kept statements on the lent handle. Should that fail
+    /// (the pool gone, the runtime shutting down), they are left open and
+    /// it is logged: sqlx then cannot close the connection cleanly.
+    fn release_kept(&self, runtime: &tokio::runtime::Handle) {
+        let Backend::Sqlite { write, .. } = &self.backend else {
+            return;
+        };
+        if !self.kept.holds() {
+            return;
+        }
+        let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {
+                let mut conn = write.acquire().await?;
+                let mut locked = conn.lock_handle().await?;
+                self.kept.release(&mut locked)
+            })
+        }));
+        match released {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the SQLite writer could not finalize its statements");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the SQLite writer could not finalize its statements: the runtime is shutting down"
+                );
+            }
         }
     }
 
@@ -241,7 +305,7 @@ impl Task {
     }
 
     /// Writes `jobs` and answers each: fast, or if that fails, carefully.
-    async fn write_batch(&self, jobs: Vec<Job>, more: bool) {
+    async fn write_batch(&self, jobs: Vec<Job>) {
         let mut jobs = jobs;
         // Stock rows are locked in one order by every host's writer, so
         // two batches on PostgreSQL cannot each hold what the other waits
@@ -249,7 +313,7 @@ impl Task {
         // by SKU. (Members are independent writes, so their order within a
         // batch is free; a tie keeps arrival order.)
         jobs.sort_by_cached_key(|j| lock_order(&j.write));
-        match self.fast(&jobs, more).await {
+        match self.fast(&jobs).await {
             Ok(Fast::Committed(versions)) => {
                 for (job, version) in jobs.into_iter().zip(versions) {
                     let _ = job.reply.send(version.ok_or(StoreError::Duplicate));
@@ -334,3 +398,6 @@ impl Task {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,14 +47,13 @@ impl<'c> Tx<'c> {
 }
 
 /// rusqlite's view of the write connection's handle, with its prepared
-/// statements, kept from one batch to the next while batches follow each
-/// other (preparing a batch's statements afresh was about 8 % of the host's
-/// CPU in a profile). It is used, and dropped, only while sqlx's worker has
-/// lent the handle; and it is dropped (its statements finalized) at the end
-/// of any batch not known to be followed by another, so the last batch
-/// before the writer sleeps or stops always leaves the connection as sqlx
-/// lent it: sqlx can close it then (closing a connection with statements of
-/// someone else's still open fails).
+/// statements, kept from one batch to the next (preparing a batch's
+/// statements afresh was about 10 % of the host's CPU in a profile). It is
+/// used, and dropped, only while sqlx's worker has lent the handle. The
+/// writer lets it go ([`Kept::release`]) once no batch has come for a
+/// while and when it stops, so the connection is as sqlx lent it whenever
+/// the writer is idle: sqlx can close it then (closing a connection with
+/// statements of someone else's still open fails).
 pub(crate) struct Kept(std::sync::Mutex<Option<(usize, rusqlite::Connection)>>);
 
 impl Kept {
@@ -62,38 +61,59 @@ impl Kept {
         Self(std::sync::Mutex::new(None))
     }
 
-    /// Runs `work` on the handle `locked` lends; keeps the connection for
-    /// the next batch if `keep` and `work` succeeded.
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<(usize, rusqlite::Connection)>>> {
+        self.0
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the SQLite writer panicked".into()))
+    }
+
+    /// Whether prepared statements are kept now.
+    pub(crate) fn holds(&self) -> bool {
+        self.lock().is_ok_and(|kept| kept.is_some())
+    }
+
+    /// Runs `work` on the handle `locked` lends, and keeps the connection
+    /// (its statements) for the next batch if `work` succeeded.
     pub(crate) fn run<T>(
         &self,
         locked: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
-        keep: bool,
         work: impl FnOnce(&rusqlite::Connection) -> Result<T>,
     ) -> Result<T> {
         let raw = locked.as_raw_handle().as_ptr();
-        let mut kept = self
-            .0
-            .lock()
-            .map_err(|_| StoreError::Unavailable("the SQLite writer panicked".into()))?;
+        let mut kept = self.lock()?;
         let conn = match kept.take() {
             Some((at, conn)) if at == raw as usize => conn,
             stale => {
-                if let Some((_, old)) = stale {
-                    // Not this handle: the statements belong to one that is
-                    // not lent now, so they are left alone, not finalized.
-                    // (Not expected: the write pool never replaces its
-                    // connection while the writer runs.)
-                    tracing::warn!("the SQLite write connection changed under the writer");
-                    std::mem::forget(old);
-                }
+                forget_stale(stale);
                 lend(raw)?
             }
         };
         let out = work(&conn);
-        if keep && out.is_ok() {
+        if out.is_ok() {
             *kept = Some((raw as usize, conn));
         }
         out
+    }
+
+    /// Finalizes the kept statements on the handle `locked` lends.
+    pub(crate) fn release(&self, locked: &mut sqlx::sqlite::LockedSqliteHandle<'_>) -> Result<()> {
+        let raw = locked.as_raw_handle().as_ptr();
+        match self.lock()?.take() {
+            Some((at, conn)) if at == raw as usize => drop(conn),
+            stale => forget_stale(stale),
+        }
+        Ok(())
+    }
+}
+
+/// A kept connection whose handle is not the one lent now: its statements
+/// belong to a handle not lent, so they are left alone, not finalized.
+/// (Not expected: the write pool never replaces its connection while the
+/// writer runs.)
+fn forget_stale(stale: Option<(usize, rusqlite::Connection)>) {
+    if let Some((_, old)) = stale {
+        tracing::warn!("the SQLite write connection changed under the writer");
+        std::mem::forget(old);
     }
 }
 
@@ -112,15 +132,16 @@ fn lend(raw: *mut rusqlite::ffi::sqlite3) -> Result<rusqlite::Connection> {
     // SAFETY: `raw` is a live `sqlite3*` lent by sqlx's worker thread
     // (`lock_handle`): the worker makes no call on it while the lock is
     // held, and every use and drop of the connection returned happens with
-    // it held ([`Kept::run`]; a connection kept between batches is not
-    // touched, only forgotten, without it). `from_handle` does not take
+    // it held ([`Kept::run`], [`Kept::release`]; a kept connection is not
+    // touched between them, and only forgotten, never dropped, without it). `from_handle` does not take
     // ownership: dropping it finalizes its own statements and does not
     // close the handle. rusqlite and sqlx link the same `libsqlite3-sys`,
     // so the pointer's type is the one rusqlite expects.
     #[allow(unsafe_code)]
     let conn = unsafe { rusqlite::Connection::from_handle(raw) }.map_err(failed)?;
-    // Enough for the writer's statements: a few texts per table.
-    conn.set_prepared_statement_cache_capacity(128);
+    // Room for all the writer's statement texts (seven chunk sizes per
+    // multi-row statement, a dozen tables), so none pushes another out.
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
