@@ -10,6 +10,7 @@ mod access;
 mod canary;
 pub mod contract;
 mod counted;
+mod direct;
 mod dispatch;
 mod group_commit;
 mod inventory;
@@ -18,6 +19,7 @@ mod outbox;
 mod plugin_telemetry;
 mod plugin_upload;
 mod plugins;
+mod readers;
 mod reconciliation;
 mod recorded;
 mod step_state;
@@ -101,6 +103,8 @@ pub(crate) enum Backend {
     Sqlite {
         write: SqlitePool,
         read: SqlitePool,
+        /// Short indexed reads, on this thread (see [`readers`]).
+        readers: Arc<readers::Readers>,
     },
     Postgres(PgPool),
 }
@@ -223,12 +227,17 @@ impl SqlStore {
             sqlx::migrate!("../../migrations/sqlite")
                 .run(&write)
                 .await?;
+            let readers = Arc::new(readers::Readers::new(options.get_filename().to_path_buf()));
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
                 .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
-            Self::with(Backend::Sqlite { write, read })
+            Self::with(Backend::Sqlite {
+                write,
+                read,
+                readers,
+            })
         };
         Ok(store)
     }

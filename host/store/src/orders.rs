@@ -387,8 +387,9 @@ impl crate::contract::Orders for SqlStore {
         since: i64,
         exclude: &OrderId,
     ) -> Result<CustomerHistory> {
-        on_pool!(self, read, |pool| {
-            let (orders, spend): (i64, i64) = sqlx::query_as(
+        // Read on every fraud check: an index range of the customer's orders.
+        crate::readers::on_reader!(self, |q, db| {
+            let (orders, spend): (i64, i64) = q::query_as(
                 "SELECT COUNT(*), CAST(COALESCE(SUM(total_minor), 0) AS BIGINT) FROM orders
                  WHERE tenant_id = $1 AND customer_id = $2 AND currency = $3 AND created_at >= $4 AND id <> $5",
             )
@@ -397,7 +398,7 @@ impl crate::contract::Orders for SqlStore {
             .bind(currency)
             .bind(since)
             .bind(exclude.as_str())
-            .fetch_one(crate::counted::stmt(pool))
+            .fetch_one(crate::counted::stmt(db))
             .await?;
             Ok(CustomerHistory { orders, spend })
         })

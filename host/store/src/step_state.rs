@@ -3,7 +3,7 @@
 //! compensation's outcome), so a step retried or cut off by a crash never
 //! applies its writes twice; read by the step's next calls and the API.
 
-use super::{Result, SqlStore, on_pool};
+use super::{Result, SqlStore};
 use async_trait::async_trait;
 use oms_domain::TenantId;
 use serde::Serialize;
@@ -124,16 +124,23 @@ impl StepStates for SqlStore {
         step: &str,
         key: &str,
     ) -> Result<Option<StepStateRecord>> {
-        on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as::<_, StepStateRecord>(
-                "SELECT step, state_key AS key, value, updated_at FROM step_state
+        // Read by a custom step's every call: one row by its key.
+        crate::readers::on_reader!(self, |q, db| {
+            let row: Option<(String, String, String, i64)> = q::query_as(
+                "SELECT step, state_key, value, updated_at FROM step_state
                  WHERE tenant_id = $1 AND step = $2 AND state_key = $3",
             )
             .bind(tenant.as_str())
             .bind(step)
             .bind(key)
-            .fetch_optional(crate::counted::stmt(pool))
-            .await?)
+            .fetch_optional(crate::counted::stmt(db))
+            .await?;
+            Ok(row.map(|(step, key, value, updated_at)| StepStateRecord {
+                step,
+                key,
+                value,
+                updated_at,
+            }))
         })
     }
 }
