@@ -7,7 +7,7 @@
 
 mod support;
 
-use oms_domain::TenantId;
+use oms_domain::{OrderId, TenantId};
 use oms_store::{
     InventoryOp, OrderFilter, OutboxClaim, OutboxMessage, Recordings, SqlStore, Store, StoreError,
 };
@@ -126,6 +126,15 @@ async fn due_work_is_read_per_tenant_with_each_order(under: Under) {
             (c.id.clone(), o.tenant_id.clone(), o.total_minor, o.version)
         })
         .collect();
+    // Each order as a read of it by id has it, every column (SQLite reads
+    // the row through its own connection, by column position).
+    for (c, o) in &work {
+        let id = OrderId::parse(&o.id).unwrap();
+        let tenant = TenantId::parse(&o.tenant_id).unwrap();
+        let read = store.order(&tenant, &id).await.unwrap();
+        assert_eq!(format!("{o:?}"), format!("{read:?}"), "command {}", c.id);
+        assert!((1_000..=5_000).contains(&c.available_at), "command {c:?}");
+    }
     let mut got = got;
     got.sort();
     let mut want = vec![

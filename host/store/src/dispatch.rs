@@ -11,7 +11,7 @@
 //! the same statement, so the runner needs no second read to start it.
 
 use super::orders::ORDER_COLUMNS;
-use super::{CommandRecord, OrderRecord, Result, SqlStore, on_pool};
+use super::{Backend, CommandRecord, OrderRecord, Result, SqlStore};
 use oms_domain::TenantId;
 
 /// Tenants per statement.
@@ -53,39 +53,78 @@ impl SqlStore {
         skip: &[String],
         now: i64,
     ) -> Result<Vec<(CommandRecord, OrderRecord)>> {
-        use sqlx::{FromRow, Row};
         let skips = padded(skip.len());
         let mut work = Vec::new();
         for chunk in tenants.chunks(ARMS) {
             let arms = padded(chunk.len());
             let sql = sql(arms, skips);
-            on_pool!(self, read, |pool| {
-                let mut q = sqlx::query(&sql).bind(now);
-                // Padding: an id no command has.
-                for i in 0..skips {
-                    q = q.bind(skip.get(i).map_or("", String::as_str));
+            // `$1` now, the skipped ids (padding: an id no command has),
+            // then each arm's tenant and limit (padding: an arm that reads
+            // nothing).
+            macro_rules! bound {
+                ($q:ident) => {{
+                    let mut q = $q.bind(now);
+                    for i in 0..skips {
+                        q = q.bind(skip.get(i).map_or("", String::as_str));
+                    }
+                    for a in 0..arms {
+                        q = match chunk.get(a) {
+                            Some((tenant, limit)) => q.bind(tenant.as_str()).bind(*limit),
+                            None => q.bind("").bind(0i64),
+                        };
+                    }
+                    q
+                }};
+            }
+            match &self.backend {
+                // Every sweep, and each time a backlogged tenant's saga
+                // ends: on the store's own read connection, on this thread.
+                Backend::Sqlite { readers, .. } => {
+                    let q = crate::direct::query_as::<Due>(&sql);
+                    let q = bound!(q);
+                    let rows = readers.run(|db| {
+                        crate::direct::run_ready(q.fetch_all(crate::counted::stmt(db)))?
+                    })?;
+                    work.extend(rows.into_iter().map(|Due(command, order)| (command, order)));
                 }
-                for a in 0..arms {
-                    // Padding: an arm that reads nothing.
-                    q = match chunk.get(a) {
-                        Some((tenant, limit)) => q.bind(tenant.as_str()).bind(*limit),
-                        None => q.bind("").bind(0i64),
-                    };
+                Backend::Postgres(pool) => {
+                    use sqlx::{FromRow, Row};
+                    let q = sqlx::query(&sql);
+                    let q = bound!(q);
+                    for row in q.fetch_all(crate::counted::stmt(pool)).await? {
+                        let order = OrderRecord::from_row(&row)?;
+                        let command = CommandRecord {
+                            id: row.try_get("command_id")?,
+                            tenant_id: order.tenant_id.clone(),
+                            order_id: order.id.clone(),
+                            action: row.try_get("command_action")?,
+                            available_at: row.try_get("command_available_at")?,
+                        };
+                        work.push((command, order));
+                    }
                 }
-                for row in q.fetch_all(crate::counted::stmt(pool)).await? {
-                    let order = OrderRecord::from_row(&row)?;
-                    let command = CommandRecord {
-                        id: row.try_get("command_id")?,
-                        tenant_id: order.tenant_id.clone(),
-                        order_id: order.id.clone(),
-                        action: row.try_get("command_action")?,
-                        available_at: row.try_get("command_available_at")?,
-                    };
-                    work.push((command, order));
-                }
-            });
+            }
         }
         Ok(work)
+    }
+}
+
+/// A row of [`sql`] on SQLite: the command's three columns, then the order's.
+struct Due(CommandRecord, OrderRecord);
+
+impl crate::direct::FromRow for Due {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let order = crate::orders::order_from(row, 3)?;
+        Ok(Self(
+            CommandRecord {
+                id: row.get(0)?,
+                tenant_id: order.tenant_id.clone(),
+                order_id: order.id.clone(),
+                action: row.get(1)?,
+                available_at: row.get(2)?,
+            },
+            order,
+        ))
     }
 }
 

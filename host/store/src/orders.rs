@@ -108,6 +108,33 @@ pub(crate) const ORDER_COLUMNS: &str = "tenant_id, id, customer_id, currency, to
     fulfillment_status, draft, violations, cancellation_reason, shipment, saga_state, saga_status, \
     version, event_seq, created_at, updated_at, trace_parent, order_number";
 
+/// An order row read through rusqlite: [`ORDER_COLUMNS`] in order, from
+/// column `at` on.
+pub(crate) fn order_from(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<OrderRecord> {
+    Ok(OrderRecord {
+        tenant_id: row.get(at)?,
+        id: row.get(at + 1)?,
+        customer_id: row.get(at + 2)?,
+        currency: row.get(at + 3)?,
+        total_minor: row.get(at + 4)?,
+        status: row.get(at + 5)?,
+        payment_status: row.get(at + 6)?,
+        fulfillment_status: row.get(at + 7)?,
+        draft: row.get(at + 8)?,
+        violations: row.get(at + 9)?,
+        cancellation_reason: row.get(at + 10)?,
+        shipment: row.get(at + 11)?,
+        saga_state: row.get(at + 12)?,
+        saga_status: row.get(at + 13)?,
+        version: row.get(at + 14)?,
+        event_seq: row.get(at + 15)?,
+        created_at: row.get(at + 16)?,
+        updated_at: row.get(at + 17)?,
+        trace_parent: row.get(at + 18)?,
+        order_number: row.get(at + 19)?,
+    })
+}
+
 /// Completes a new order's idempotency key inside `$tx`, with the answer
 /// stored for replays.
 macro_rules! complete_idempotency {

@@ -89,19 +89,41 @@ impl OutboxClaim {
 const COLUMNS: &str =
     "id, tenant_id, order_id, topic, event_type, payload, created_at, trace_parent";
 
+impl crate::direct::FromRow for OutboxRecord {
+    /// [`COLUMNS`], in order.
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            tenant_id: row.get(1)?,
+            order_id: row.get(2)?,
+            topic: row.get(3)?,
+            event_type: row.get(4)?,
+            payload: row.get(5)?,
+            created_at: row.get(6)?,
+            trace_parent: row.get(7)?,
+        })
+    }
+}
+
 #[async_trait]
 impl crate::contract::Outbox for SqlStore {
     async fn claim_outbox(&self, now: i64, limit: i64) -> Result<OutboxClaim> {
         match &self.backend {
-            Backend::Sqlite { read, .. } => {
-                let records = sqlx::query_as::<_, OutboxRecord>(&format!(
+            // The relay's every round: the few unpublished rows (published
+            // ones are deleted), on the store's own read connection.
+            Backend::Sqlite { readers, .. } => {
+                let sql = format!(
                     "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND available_at <= $1
                      ORDER BY rowid LIMIT $2"
-                ))
-                .bind(now)
-                .bind(limit)
-                .fetch_all(crate::counted::stmt(read))
-                .await?;
+                );
+                let records = readers.run(|db| {
+                    crate::direct::run_ready(
+                        crate::direct::query_as::<OutboxRecord>(&sql)
+                            .bind(now)
+                            .bind(limit)
+                            .fetch_all(crate::counted::stmt(db)),
+                    )?
+                })?;
                 Ok(OutboxClaim { records, tx: None })
             }
             Backend::Postgres(pool) => {
@@ -182,13 +204,15 @@ impl crate::contract::Outbox for SqlStore {
     }
 
     async fn next_outbox_due(&self, now: i64) -> Result<Option<i64>> {
-        super::on_pool!(self, read, |pool| {
-            Ok(sqlx::query_scalar(
+        // The relay's every round too; the unpublished rows are few.
+        crate::readers::on_reader!(self, |q, db| {
+            let due: Option<i64> = q::query_scalar(
                 "SELECT MIN(available_at) FROM outbox WHERE published_at IS NULL AND available_at > $1",
             )
             .bind(now)
-            .fetch_one(crate::counted::stmt(pool))
-            .await?)
+            .fetch_one(crate::counted::stmt(db))
+            .await?;
+            Ok(due)
         })
     }
 
