@@ -52,6 +52,78 @@ pub struct LogLine {
 struct Entry {
     stats: VersionStats,
     latency: Option<Histogram<u64>>,
+    metrics: CallMetrics,
+}
+
+impl Entry {
+    fn new(tenant: &str, slot: Slot, version: &str) -> Self {
+        Self {
+            stats: VersionStats {
+                version: version.to_string(),
+                calls: 0,
+                succeeded: 0,
+                traps: 0,
+                timeouts: 0,
+                out_of_fuel: 0,
+                output_too_large: 0,
+                invalid_answers: 0,
+                other_failures: 0,
+                fuel_used_total: 0,
+                latency_us: Latency::default(),
+            },
+            latency: Histogram::new_with_bounds(1, 60_000_000, 2).ok(),
+            metrics: CallMetrics::new(tenant, slot, version),
+        }
+    }
+}
+
+/// The version's `/metrics` handles, registered once: `metrics::histogram!`
+/// with labels allocates each label and looks the key up in the recorder's
+/// registry on every call.
+struct CallMetrics {
+    duration: metrics::Histogram,
+    fuel: metrics::Histogram,
+    /// `oms_plugin_calls_total` by outcome.
+    calls: HashMap<&'static str, metrics::Counter>,
+}
+
+impl CallMetrics {
+    fn labels(tenant: &str, slot: Slot, version: &str) -> [(&'static str, String); 3] {
+        [
+            ("tenant", tenant.to_string()),
+            ("slot", slot.as_str().to_string()),
+            ("version", version.to_string()),
+        ]
+    }
+
+    fn new(tenant: &str, slot: Slot, version: &str) -> Self {
+        let labels = Self::labels(tenant, slot, version);
+        Self {
+            duration: metrics::histogram!("oms_plugin_call_duration_seconds", &labels),
+            fuel: metrics::histogram!("oms_plugin_call_fuel", &labels),
+            calls: HashMap::new(),
+        }
+    }
+
+    fn record(
+        &mut self,
+        tenant: &str,
+        slot: Slot,
+        version: &str,
+        outcome: &'static str,
+        stats: &CallStats,
+    ) {
+        self.duration.record(stats.duration.as_secs_f64());
+        self.fuel.record(stats.fuel_used as f64);
+        self.calls
+            .entry(outcome)
+            .or_insert_with(|| {
+                let mut labels = Self::labels(tenant, slot, version).to_vec();
+                labels.push(("outcome", outcome.to_string()));
+                metrics::counter!("oms_plugin_calls_total", &labels)
+            })
+            .increment(1);
+    }
 }
 
 #[derive(Default)]
@@ -158,37 +230,11 @@ impl PluginStats {
             Ok(()) => "ok",
             Err(e) => e.code(),
         };
-        let labels = [
-            ("tenant", tenant.to_string()),
-            ("slot", slot.as_str().to_string()),
-            ("version", version.to_string()),
-        ];
-        metrics::histogram!("oms_plugin_call_duration_seconds", &labels)
-            .record(stats.duration.as_secs_f64());
-        metrics::histogram!("oms_plugin_call_fuel", &labels).record(stats.fuel_used as f64);
-        let mut with_outcome = labels.to_vec();
-        with_outcome.push(("outcome", outcome_label.to_string()));
-        metrics::counter!("oms_plugin_calls_total", &with_outcome).increment(1);
         {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let entry = entries
                 .entry((tenant.to_string(), slot, version.to_string()))
-                .or_insert_with(|| Entry {
-                    stats: VersionStats {
-                        version: version.to_string(),
-                        calls: 0,
-                        succeeded: 0,
-                        traps: 0,
-                        timeouts: 0,
-                        out_of_fuel: 0,
-                        output_too_large: 0,
-                        invalid_answers: 0,
-                        other_failures: 0,
-                        fuel_used_total: 0,
-                        latency_us: Latency::default(),
-                    },
-                    latency: Histogram::new_with_bounds(1, 60_000_000, 2).ok(),
-                });
+                .or_insert_with(|| Entry::new(tenant, slot, version));
             let s = &mut entry.stats;
             s.calls += 1;
             s.fuel_used_total += stats.fuel_used;
@@ -204,6 +250,9 @@ impl PluginStats {
             if let Some(h) = &mut entry.latency {
                 let _ = h.record((stats.duration.as_micros() as u64).max(1));
             }
+            entry
+                .metrics
+                .record(tenant, slot, version, outcome_label, stats);
         }
         if !stats.log.is_empty() {
             let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());

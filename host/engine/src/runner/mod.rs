@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 mod dispatch;
+mod step_metrics;
 pub(crate) use dispatch::run;
 
 /// Commands carried out at once.
@@ -58,6 +59,7 @@ pub struct Runner {
     tenant_permits: TenantShares,
     /// A backlogged tenant's chain ended: its slot is free.
     refill: tokio::sync::Notify,
+    steps: step_metrics::StepMetrics,
 }
 
 impl Default for Runner {
@@ -67,6 +69,7 @@ impl Default for Runner {
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
             tenant_permits: TenantShares::new(TENANT_CONCURRENCY),
             refill: tokio::sync::Notify::new(),
+            steps: step_metrics::StepMetrics::default(),
         }
     }
 }
@@ -455,14 +458,12 @@ async fn run_command(
     };
     // Every attempt of a step or compensation, by how it came out
     // (`step.succeeded`, `step.failed`, `compensation.failed`, …).
-    let labels = [
-        ("tenant", tenant.id.to_string()),
-        ("step", step_label),
-        ("outcome", outcome.event.name().to_string()),
-    ];
-    metrics::histogram!("oms_saga_step_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("oms_saga_step_attempts_total", &labels).increment(1);
+    p.runner.steps.record(
+        tenant.id.as_str(),
+        &step_label,
+        outcome.event.name(),
+        started.elapsed().as_secs_f64(),
+    );
     tracing::Span::current().record("outcome", outcome.event.name());
     // A failed attempt is worth a line: operators search the log by order or trace.
     match &outcome.event {
