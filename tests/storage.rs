@@ -143,6 +143,18 @@ async fn due_work_is_read_per_tenant_with_each_order(under: Under) {
     ];
     want.sort();
     assert_eq!(got, want);
+    // The room counts only what is returned: a skipped command takes none
+    // of it; without skips the oldest comes first.
+    let ids = |work: Vec<(oms_store::CommandRecord, oms_store::OrderRecord)>| {
+        work.into_iter().map(|(c, _)| c.id).collect::<Vec<_>>()
+    };
+    let one = [(tenant(), 1)];
+    let read = store.due_work(&one, &skip, 5_000).await.unwrap();
+    assert_eq!(ids(read), vec![format!("cmd-{}", acme[2])]);
+    let read = store.due_work(&one, &[], 5_000).await.unwrap();
+    assert_eq!(ids(read), vec![format!("cmd-{}", acme[0])]);
+    let both = [format!("cmd-{}", acme[0]), format!("cmd-{}", acme[2])];
+    assert!(store.due_work(&one, &both, 5_000).await.unwrap().is_empty());
     // Nothing asked, nothing read; a tenant with none due reads nothing.
     assert!(store.due_work(&[], &[], 5_000).await.unwrap().is_empty());
     let none = TenantId::parse("initech").unwrap();

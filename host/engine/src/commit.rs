@@ -188,7 +188,9 @@ pub(crate) async fn commit(
             };
             effects::carry_commands(&mut t, grace);
         }
-        match p.store.commit_transition(&t).await {
+        // Shared with the store's writer, read again here once committed.
+        let t = std::sync::Arc::new(t);
+        match p.store.commit_shared(t.clone()).await {
             Ok(_)
                 if t.events
                     .first()

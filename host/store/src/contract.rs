@@ -111,6 +111,13 @@ pub trait SagaLog: Send + Sync {
     /// already consumed), [`StoreError::Conflict`] (stale version),
     /// [`StoreError::InsufficientStock`] (reservation refused).
     async fn commit_transition(&self, t: &Transition) -> Result<i64>;
+    /// [`SagaLog::commit_transition`] of a transition the caller shares:
+    /// a store that hands it to another task keeps a reference rather than
+    /// a copy (the saga path's every transition; the copy was 2 % of the
+    /// host's CPU at saturation).
+    async fn commit_shared(&self, t: std::sync::Arc<Transition>) -> Result<i64> {
+        self.commit_transition(&t).await
+    }
     /// Commands due at `now`, oldest first.
     async fn due_commands(&self, now: i64, limit: i64) -> Result<Vec<CommandRecord>>;
     /// The dispatcher's read: for each `(tenant, limit)`, that tenant's

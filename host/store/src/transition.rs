@@ -232,6 +232,10 @@ pub(crate) use update_order;
 #[async_trait]
 impl crate::contract::SagaLog for SqlStore {
     async fn commit_transition(&self, t: &Transition) -> Result<i64> {
+        self.write_transition(std::sync::Arc::new(t.clone())).await
+    }
+
+    async fn commit_shared(&self, t: std::sync::Arc<Transition>) -> Result<i64> {
         self.write_transition(t).await
     }
 

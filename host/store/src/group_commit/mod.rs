@@ -49,7 +49,8 @@ const KEEP_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What the writer writes.
 pub(crate) enum Write {
-    Transition(Box<Transition>),
+    /// Shared with the caller, who reads it again once it is committed.
+    Transition(Arc<Transition>),
     Order(Box<NewOrder>),
     /// Outbox messages the relay has handed to the transport (SQLite):
     /// deleted, each event's webhook deliveries written, in the batch's
@@ -156,10 +157,8 @@ impl Writer {
 
 impl super::SqlStore {
     /// Commits a saga transition in the writer's next batch.
-    pub(crate) async fn write_transition(&self, t: &Transition) -> Result<i64> {
-        self.writer
-            .write(Write::Transition(Box::new(t.clone())))
-            .await
+    pub(crate) async fn write_transition(&self, t: Arc<Transition>) -> Result<i64> {
+        self.writer.write(Write::Transition(t)).await
     }
 
     /// Stores a new order (and starts its saga) in the writer's next batch.
