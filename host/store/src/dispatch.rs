@@ -23,6 +23,7 @@ impl SqlStore {
         skip: &[String],
         now: i64,
     ) -> Result<Vec<(CommandRecord, OrderRecord)>> {
+        use sqlx::{FromRow, Row};
         let pool = match &self.backend {
             // Every sweep, and each time a backlogged tenant's saga ends:
             // on the store's own read connection, on this thread.
@@ -37,7 +38,6 @@ impl SqlStore {
             tenants.iter().map(|(t, room)| (t.as_str(), *room)).unzip();
         let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
         let mut work = Vec::new();
-        use sqlx::{FromRow, Row};
         for row in sqlx::query(&POSTGRES_DUE)
             .bind(now)
             .bind(names)
