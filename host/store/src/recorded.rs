@@ -32,7 +32,7 @@ const COLUMNS: &str =
 /// statement, a few statements per batch rather than one per call.
 macro_rules! insert_recorded {
     ($q:ident, $tx:ident, $calls:expr) => {{
-        use $crate::group_commit::rows::{Value, bind_rows, chunk_len, insert_rows, insert_sql};
+        use $crate::group_commit::rows::{Value, insert_rows};
         let calls: &[$crate::RecordedCall] = $calls;
         let ids: Vec<String> = calls
             .iter()

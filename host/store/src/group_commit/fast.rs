@@ -4,10 +4,10 @@
 
 use super::on_handle;
 use super::rows::{
-    self, CHUNKS, Rows, Texts, Value, bind_rows, chunk_len, in_list_sql, insert_rows, insert_sql,
-    order_values, padded, update_sql, update_values,
+    self, CHUNKS, Rows, Texts, Value, bind_rows, chunk_len, in_list_sql, insert_rows, order_values,
+    padded, update_sql, update_values,
 };
-use super::{Backend, Job, Task, Write, step_state};
+use super::{Backend, Job, Task, Write, arrays as pg, step_state};
 use crate::inventory::apply_inventory;
 use crate::orders::{ORDER_COLUMNS, allocate_numbers, complete_idempotency};
 use crate::outbox::complete_published;
@@ -21,17 +21,38 @@ pub(super) enum Fast {
     Failed,
 }
 
-/// The fast path's statements inside `$tx` through module `$q`'s queries;
-/// evaluates to `Result<Fast>` (an early `return` leaves the enclosing
-/// `async` block).
-macro_rules! fast_in {
-    ($q:ident, $tx:ident, $jobs:expr, $texts:expr, $unpublish:expr, $dialect:expr, $fan_out:expr) => {{
-        let (jobs, texts): (&[Job], &[Texts]) = ($jobs, &$texts);
-        // 1. Consume every command in one statement per chunk; a command
-        // not found was consumed by another delivery first.
-        let consumed: Vec<&str> = jobs.iter().filter_map(|j| j.write.consumes()).collect();
-        let mut gone: HashSet<String> = HashSet::with_capacity(consumed.len());
-        for chunk in consumed.chunks(CHUNKS[0]) {
+/// Deletes the commands `$ids` inside `$tx` (and, with `$unpublish`, the
+/// text around an `IN` list, their outbox messages no relay holds);
+/// evaluates to the ids deleted. `pg`: one statement each, the ids one
+/// array; otherwise an `IN` list per chunk.
+macro_rules! consume_commands {
+    (pg, $tx:ident, $ids:expr, $unpublish:expr) => {{
+        let ids: &[&str] = $ids;
+        let mut gone: HashSet<String> = HashSet::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let deleted: Vec<String> =
+                sqlx::query_scalar("DELETE FROM saga_commands WHERE id = ANY($1) RETURNING id")
+                    .bind(ids)
+                    .fetch_all(counted::stmt(&mut *$tx))
+                    .await?;
+            gone.extend(deleted);
+        }
+        if $unpublish.is_some() && !gone.is_empty() {
+            let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+            sqlx::query(
+                "DELETE FROM outbox WHERE id IN
+                 (SELECT id FROM outbox WHERE id = ANY($1) FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(&gone)
+            .execute(counted::stmt(&mut *$tx))
+            .await?;
+        }
+        gone
+    }};
+    ($q:ident, $tx:ident, $ids:expr, $unpublish:expr) => {{
+        let ids: &[&str] = $ids;
+        let mut gone: HashSet<String> = HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNKS[0]) {
             let n = padded(chunk.len());
             let sql = in_list_sql(
                 "DELETE FROM saga_commands WHERE id IN ",
@@ -43,10 +64,10 @@ macro_rules! fast_in {
             for i in 0..n {
                 q = q.bind(chunk[i.min(chunk.len() - 1)]);
             }
-            let ids: Vec<String> = q.fetch_all(counted::stmt(&mut *$tx)).await?;
-            gone.extend(ids);
+            let deleted: Vec<String> = q.fetch_all(counted::stmt(&mut *$tx)).await?;
+            gone.extend(deleted);
         }
-        if let Some((prefix, suffix)) = $unpublish.map(|_| $dialect.unpublish_commands) {
+        if let Some((prefix, suffix)) = $unpublish {
             let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
             for chunk in gone.chunks(CHUNKS[0]) {
                 let n = padded(chunk.len());
@@ -58,6 +79,52 @@ macro_rules! fast_in {
                 q.execute(counted::stmt(&mut *$tx)).await?;
             }
         }
+        gone
+    }};
+}
+
+/// Updates the order rows `$rows` ([`update_values`]) inside `$tx`, calling
+/// `$each(tenant, order, last_seq)` for each row updated. `pg`: one
+/// statement of arrays; otherwise a `VALUES` list per chunk.
+macro_rules! update_orders {
+    (pg, $tx:ident, $rows:expr, $each:expr) => {{
+        let rows: &[Vec<Value<'_>>] = $rows;
+        if !rows.is_empty() {
+            let mut q = sqlx::query_as(super::arrays::UPDATE_ORDERS);
+            super::arrays::bind_columns!(q, rows);
+            let updated: Vec<(String, String, i64)> = q.fetch_all(counted::stmt(&mut *$tx)).await?;
+            for (tenant, order, seq) in updated {
+                $each(tenant, order, seq);
+            }
+        }
+    }};
+    ($q:ident, $tx:ident, $rows:expr, $each:expr) => {{
+        let mut rest: &[Vec<Value<'_>>] = $rows;
+        while !rest.is_empty() {
+            let n = chunk_len(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            let sql = update_sql(n, rows::anonymous(&$tx));
+            let mut q = $q::query_as(&sql);
+            bind_rows!(q, chunk);
+            let updated: Vec<(String, String, i64)> = q.fetch_all(counted::stmt(&mut *$tx)).await?;
+            for (tenant, order, seq) in updated {
+                $each(tenant, order, seq);
+            }
+            rest = tail;
+        }
+    }};
+}
+
+/// The fast path's statements inside `$tx` through module `$q`'s queries;
+/// evaluates to `Result<Fast>` (an early `return` leaves the enclosing
+/// `async` block).
+macro_rules! fast_in {
+    ($q:ident, $tx:ident, $jobs:expr, $texts:expr, $unpublish:expr, $dialect:expr, $fan_out:expr) => {{
+        let (jobs, texts): (&[Job], &[Texts]) = ($jobs, &$texts);
+        // 1. Consume every command; a command not found was consumed by
+        // another delivery first.
+        let consumed: Vec<&str> = jobs.iter().filter_map(|j| j.write.consumes()).collect();
+        let gone = consume_commands!($q, $tx, &consumed, $unpublish.map(|_| $dialect.unpublish_commands));
         // 2. Every transition's order row under its version check, many
         // to a statement; then each member's stock, in batch order.
         let live: Vec<usize> = (0..jobs.len())
@@ -85,20 +152,9 @@ macro_rules! fast_in {
                 return Ok(Fast::Failed);
             }
             let rows: Vec<Vec<Value<'_>>> = transitions.iter().map(|t| update_values(t)).collect();
-            let mut rest = rows.as_slice();
-            while !rest.is_empty() {
-                let n = chunk_len(rest.len());
-                let (chunk, tail) = rest.split_at(n);
-                let sql = update_sql(n, rows::anonymous(&$tx));
-                let mut q = $q::query_as(&sql);
-                bind_rows!(q, chunk);
-                let updated: Vec<(String, String, i64)> =
-                    q.fetch_all(counted::stmt(&mut *$tx)).await?;
-                for (tenant, order, seq) in updated {
-                    last_seq.insert((tenant, order), seq);
-                }
-                rest = tail;
-            }
+            update_orders!($q, $tx, &rows, |tenant, order, seq| {
+                last_seq.insert((tenant, order), seq);
+            });
         }
         let mut versions = vec![None; jobs.len()];
         // New reservations: (member, SKU, warehouse, quantity).
@@ -285,7 +341,7 @@ impl Task {
             Backend::Postgres(pool) => {
                 let mut tx = counted::tx(pool.begin().await?);
                 let fast =
-                    async { fast_in!(sqlx, tx, jobs, texts, unpublish, dialect, &fan_out) }.await;
+                    async { fast_in!(pg, tx, jobs, texts, unpublish, dialect, &fan_out) }.await;
                 if let Ok(Fast::Committed(_)) = &fast {
                     tx.commit().await?;
                 }

@@ -19,6 +19,7 @@
 //! savepoint, so a failure undoes only that member's writes and is answered
 //! to its caller alone.
 
+pub(crate) mod arrays;
 mod fast;
 pub(crate) mod on_handle;
 pub(crate) mod rows;
@@ -33,7 +34,7 @@ use super::{
 };
 use fast::Fast;
 use oms_domain::TenantId;
-use rows::{Value, bind_rows, chunk_len, insert_rows, insert_sql, order_values};
+use rows::{Value, insert_rows, order_values};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};

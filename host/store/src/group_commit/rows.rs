@@ -11,6 +11,7 @@ pub(crate) const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// One value of a multi-row statement (every column these tables batch is
 /// text, nullable text or an integer).
+#[derive(Clone, Copy)]
 pub(crate) enum Value<'a> {
     Text(&'a str),
     TextOrNull(Option<&'a str>),
@@ -165,23 +166,35 @@ macro_rules! bind_rows {
 pub(crate) use bind_rows;
 
 /// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow,
-/// through module `$q`'s `query` (`sqlx`, or the writer's `on_handle`).
-/// A last argument is appended to each statement (an `ON CONFLICT` clause).
+/// through module `$q`'s `query` (`sqlx`, or the writer's `on_handle`);
+/// with `pg` (PostgreSQL's fast path), in one statement of arrays
+/// ([`super::arrays`]). A last argument is appended to each statement (an
+/// `ON CONFLICT` clause).
 macro_rules! insert_rows {
     ($q:ident, $tx:ident, $table:expr, $columns:expr, $rows:expr) => {
         insert_rows!($q, $tx, $table, $columns, $rows, "")
     };
+    (pg, $tx:ident, $table:expr, $columns:expr, $rows:expr, $suffix:expr) => {{
+        let rows: &[Vec<Value<'_>>] = $rows;
+        if let Some(first) = rows.first() {
+            let sql = $crate::group_commit::arrays::insert_sql($table, $columns, first, $suffix);
+            let mut q = sqlx::query(&sql);
+            $crate::group_commit::arrays::bind_columns!(q, rows);
+            q.execute(counted::stmt(&mut *$tx)).await?;
+        }
+    }};
     ($q:ident, $tx:ident, $table:expr, $columns:expr, $rows:expr, $suffix:expr) => {{
         let rows: &[Vec<Value<'_>>] = $rows;
         let mut rest = rows;
         while let Some(first) = rest.first() {
-            let n = chunk_len(rest.len());
+            let n = $crate::group_commit::rows::chunk_len(rest.len());
             let (chunk, tail) = rest.split_at(n);
             let anonymous = $crate::group_commit::rows::anonymous(&$tx);
-            let mut sql = insert_sql($table, $columns, first.len(), n, anonymous);
+            let mut sql =
+                $crate::group_commit::rows::insert_sql($table, $columns, first.len(), n, anonymous);
             sql.push_str($suffix);
             let mut q = $q::query(&sql);
-            bind_rows!(q, chunk);
+            $crate::group_commit::rows::bind_rows!(q, chunk);
             q.execute(counted::stmt(&mut *$tx)).await?;
             rest = tail;
         }
