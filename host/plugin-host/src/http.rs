@@ -59,8 +59,12 @@ impl HttpGrant {
             // closed after one request and the next call dialled again.
             .max_idle_connections(256)
             .max_idle_connections_per_host(64)
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            crate::resolve::Resolve::default(),
+        );
         Self {
             allowed_origins: origins.iter().filter_map(|o| origin_of(o)).collect(),
             timeout,

@@ -13,6 +13,7 @@ pub mod compiler;
 pub mod http;
 mod invoke;
 pub mod log;
+mod resolve;
 pub mod shape;
 pub mod shares;
 mod slot;
