@@ -73,12 +73,11 @@ impl Resolver for Resolve {
         }
         let key = uri.authority().map(|a| a.as_str().to_ascii_lowercase());
         let names = || self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = &key {
-            if let Some((at, addrs)) = names().get(key) {
-                if at.elapsed() < KEEP {
-                    return Ok(self.addresses(addrs));
-                }
-            }
+        if let Some(key) = &key
+            && let Some((at, addrs)) = names().get(key)
+            && at.elapsed() < KEEP
+        {
+            return Ok(self.addresses(addrs));
         }
         let found = self.lookup.resolve(uri, config, timeout)?;
         if let Some(key) = key {
@@ -95,6 +94,7 @@ impl Resolver for Resolve {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
