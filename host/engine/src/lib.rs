@@ -84,6 +84,9 @@ pub struct Platform {
     webhook_options: std::sync::OnceLock<webhooks::Options>,
     /// Poked after the relay wrote webhook deliveries.
     pub(crate) webhook_wake: Notify,
+    /// The runtime [`Platform::start`] ran on, where saga work runs even
+    /// when an API request on another runtime starts it.
+    work_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Platform {
@@ -118,7 +121,24 @@ impl Platform {
             host_id: format!("host_{}", oms_clock::monotonic_ulid()),
             webhook_options: std::sync::OnceLock::new(),
             webhook_wake: Notify::new(),
+            work_runtime: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Spawns saga work on the runtime the background work runs on. The
+    /// binary answers HTTP on a runtime of its own, so that a request is not
+    /// queued behind the steps of hundreds of sagas; a saga an API request
+    /// starts must not run on that runtime's thread. Before `start` (tests
+    /// that drive the runner themselves), the caller's runtime.
+    pub(crate) fn spawn_work<F>(&self, work: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.work_runtime.get() {
+            Some(runtime) => runtime.spawn(work),
+            None => tokio::spawn(work),
+        }
     }
 
     /// Sets how webhooks are delivered; once, before the background work
@@ -161,6 +181,13 @@ impl Platform {
     /// Starts the saga runner (the command sweeper in-process, the consumer
     /// group with Kafka) and the outbox relay.
     pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        if self
+            .work_runtime
+            .set(tokio::runtime::Handle::current())
+            .is_err()
+        {
+            tracing::warn!("the platform was started twice; its work stays on the first runtime");
+        }
         let saga = match &self.transport {
             crate::transport::Transport::Kafka(k) => {
                 tokio::spawn(consumer::run(self.clone(), k.clone()))

@@ -139,9 +139,16 @@ pub(crate) fn submit(p: &Arc<Platform>, cmd: CommandRecord, preloaded: Option<Lo
         f.commands.insert(cmd.id.clone());
         f.orders.insert(cmd.order_id.clone());
     }
-    let p = p.clone();
-    tokio::spawn(async move {
-        chain(&p, cmd, preloaded, Mode::Dispatched, Some((share, permit))).await
+    let platform = p.clone();
+    p.spawn_work(async move {
+        chain(
+            &platform,
+            cmd,
+            preloaded,
+            Mode::Dispatched,
+            Some((share, permit)),
+        )
+        .await
     });
     true
 }
