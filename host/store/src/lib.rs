@@ -133,6 +133,9 @@ pub struct SqlStore {
     commands_in_outbox: Arc<AtomicBool>,
     /// Writes saga transitions and new orders, many to a transaction.
     pub(crate) writer: group_commit::Writer,
+    /// SQLite: each tenant's next order number, handed out without a write
+    /// (see `allocate_order_numbers`).
+    pub(crate) next_numbers: tokio::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// The few statements whose text differs between the backends.
@@ -141,11 +144,18 @@ pub(crate) struct Dialect {
     pub unpublish_command: &'static str,
     /// The same for a list of commands: the text before and after `($1, …)`.
     pub unpublish_commands: (&'static str, &'static str),
+    /// Written with a new order where its number was handed out from
+    /// memory (SQLite): the tenant's stored counter moved past it.
+    pub advance_numbers: Option<&'static str>,
 }
 
 const SQLITE: Dialect = Dialect {
     unpublish_command: "DELETE FROM outbox WHERE id = $1",
     unpublish_commands: ("DELETE FROM outbox WHERE id IN ", ""),
+    advance_numbers: Some(
+        "INSERT INTO order_numbers (tenant_id, last) VALUES ($1, $2)
+         ON CONFLICT (tenant_id) DO UPDATE SET last = MAX(order_numbers.last, excluded.last)",
+    ),
 };
 
 const POSTGRES: Dialect = Dialect {
@@ -155,6 +165,8 @@ const POSTGRES: Dialect = Dialect {
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id IN ",
         " FOR UPDATE SKIP LOCKED)",
     ),
+    // Hosts share the counter: every number is taken from it durably.
+    advance_numbers: None,
 };
 
 impl Backend {
@@ -248,6 +260,7 @@ impl SqlStore {
             writer: group_commit::Writer::start(backend.clone(), commands_in_outbox.clone()),
             backend,
             commands_in_outbox,
+            next_numbers: Default::default(),
         }
     }
 

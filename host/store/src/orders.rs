@@ -177,6 +177,22 @@ macro_rules! allocate_numbers {
 }
 pub(crate) use allocate_numbers;
 
+/// Moves `$new` order's tenant's stored counter past its number inside
+/// `$tx`, where `$dialect` says numbers are handed out from memory.
+macro_rules! advance_numbers {
+    ($q:ident, $tx:ident, $dialect:expr, $new:expr) => {{
+        let new: &$crate::NewOrder = $new;
+        if let (Some(sql), Some(number)) = ($dialect.advance_numbers, new.record.order_number) {
+            $q::query(sql)
+                .bind(new.record.tenant_id.as_str())
+                .bind(number)
+                .execute(crate::counted::stmt(&mut *$tx))
+                .await?;
+        }
+    }};
+}
+pub(crate) use advance_numbers;
+
 #[async_trait]
 impl crate::contract::Orders for SqlStore {
     async fn begin_idempotent(
@@ -301,10 +317,27 @@ impl crate::contract::Orders for SqlStore {
 
     async fn allocate_order_numbers(&self, tenant: &TenantId, count: i64) -> Result<i64> {
         match &self.backend {
-            // In the group-commit writer's next batch: on SQLite a statement
-            // committed on its own held the one write connection, fsync
-            // included, while saga writes waited.
-            Backend::Sqlite { .. } => self.write_numbers(tenant, count).await,
+            // One process writes an embedded database, so the counter's
+            // next value is kept here and handed out at once: before, each
+            // burst of orders waited for a batch commit to number them, and
+            // then another to be written. Each order's own write moves the
+            // stored counter past its number, in its transaction
+            // (`Dialect::advance_numbers`), so no number is handed out twice,
+            // across restarts too; one whose order was never written is
+            // handed out again after a restart, held by no order. A tenant's
+            // first numbers in this process are taken from the stored
+            // counter in the writer's next batch (its statement committed
+            // on its own would hold the one write connection, fsync
+            // included, while saga writes waited).
+            Backend::Sqlite { .. } => {
+                let mut next = self.next_numbers.lock().await;
+                let first = match next.get(tenant.as_str()) {
+                    Some(first) => *first,
+                    None => self.write_numbers(tenant, count).await?,
+                };
+                next.insert(tenant.to_string(), first + count);
+                Ok(first)
+            }
             Backend::Postgres(pool) => {
                 let last: i64 = sqlx::query_scalar(ALLOCATE_NUMBERS)
                     .bind(tenant.as_str())

@@ -9,7 +9,7 @@ use super::rows::{
 };
 use super::{Backend, Job, Task, Write, arrays as pg, step_state};
 use crate::inventory::apply_inventory;
-use crate::orders::{ORDER_COLUMNS, allocate_numbers, complete_idempotency};
+use crate::orders::{ORDER_COLUMNS, advance_numbers, allocate_numbers, complete_idempotency};
 use crate::outbox::complete_published;
 use crate::recorded::insert_recorded;
 use crate::{Result, StoreError, Transition, counted};
@@ -179,6 +179,7 @@ macro_rules! fast_in {
                     }
                     Write::Order(new) => {
                         complete_idempotency!($q, $tx, new);
+                        advance_numbers!($q, $tx, $dialect, new);
                         Ok((0, 1))
                     }
                     Write::Published { ids, now } => {

@@ -25,7 +25,7 @@ pub(crate) mod on_handle;
 pub(crate) mod rows;
 mod step_state;
 
-use super::orders::{ORDER_COLUMNS, allocate_numbers, complete_idempotency};
+use super::orders::{ORDER_COLUMNS, advance_numbers, allocate_numbers, complete_idempotency};
 use super::outbox::complete_published;
 use super::recorded::insert_recorded;
 use super::transition::{consume_command, update_order, write_effects};
@@ -345,6 +345,7 @@ impl Task {
     async fn careful(&self, jobs: &[Job]) -> Result<Vec<Result<i64>>> {
         let unpublish = self.unpublish();
         let fan_out = crate::webhooks::fan_out_sql(&self.backend);
+        let dialect = self.dialect();
         on_pool!(self, write, |pool| {
             let mut tx = counted::tx(pool.begin().await?);
             let mut answers = Vec::with_capacity(jobs.len());
@@ -367,6 +368,7 @@ impl Task {
                             insert_rows!(sqlx, tx, "orders", ORDER_COLUMNS, &values);
                             write_effects!(tx, &new.effects, 1i64);
                             complete_idempotency!(sqlx, tx, new);
+                            advance_numbers!(sqlx, tx, dialect, new);
                             Ok(0)
                         }
                         Write::Published { ids, now } => {
