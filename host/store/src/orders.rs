@@ -177,18 +177,17 @@ macro_rules! allocate_numbers {
 }
 pub(crate) use allocate_numbers;
 
-/// Moves `$new` order's tenant's stored counter past its number inside
-/// `$tx`, where `$dialect` says numbers are handed out from memory.
+/// Moves `$tenant`'s stored counter up to `$number` inside `$tx` with
+/// `$sql` (`Dialect::advance_numbers`, where numbers are handed out from
+/// memory).
 macro_rules! advance_numbers {
-    ($q:ident, $tx:ident, $dialect:expr, $new:expr) => {{
-        let new: &$crate::NewOrder = $new;
-        if let (Some(sql), Some(number)) = ($dialect.advance_numbers, new.record.order_number) {
-            $q::query(sql)
-                .bind(new.record.tenant_id.as_str())
-                .bind(number)
-                .execute(crate::counted::stmt(&mut *$tx))
-                .await?;
-        }
+    ($q:ident, $tx:ident, $sql:expr, $tenant:expr, $number:expr) => {{
+        let (tenant, number): (&str, i64) = ($tenant, $number);
+        $q::query($sql)
+            .bind(tenant)
+            .bind(number)
+            .execute(crate::counted::stmt(&mut *$tx))
+            .await?;
     }};
 }
 pub(crate) use advance_numbers;

@@ -160,6 +160,8 @@ macro_rules! fast_in {
         // New reservations: (member, SKU, warehouse, quantity).
         let mut reserved: Vec<(usize, String, String, i64)> = Vec::new();
         let mut rows = Rows::default();
+        // Each tenant's highest number among the batch's new orders.
+        let mut numbered: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
         for i in live {
             let (job, texts) = (&jobs[i], &texts[i]);
             let member: Result<(i64, i64)> = async {
@@ -179,7 +181,6 @@ macro_rules! fast_in {
                     }
                     Write::Order(new) => {
                         complete_idempotency!($q, $tx, new);
-                        advance_numbers!($q, $tx, $dialect, new);
                         Ok((0, 1))
                     }
                     Write::Published { ids, now } => {
@@ -201,6 +202,10 @@ macro_rules! fast_in {
             };
             if let Write::Order(new) = &job.write {
                 rows.orders.push(order_values(new));
+                if let Some(number) = new.record.order_number {
+                    let highest = numbered.entry(new.record.tenant_id.as_str()).or_insert(number);
+                    *highest = (*highest).max(number);
+                }
             }
             if let Some(effects) = job.write.effects() {
                 rows.add(effects, first_seq, texts);
@@ -209,6 +214,11 @@ macro_rules! fast_in {
         }
         // 3. Every member's rows, many to a statement.
         insert_rows!($q, $tx, "orders", ORDER_COLUMNS, &rows.orders);
+        if let Some(sql) = $dialect.advance_numbers {
+            for (tenant, number) in numbered {
+                advance_numbers!($q, $tx, sql, tenant, number);
+            }
+        }
         write_step_states!($q, $tx, &transitions);
         let reservations: Vec<Vec<Value<'_>>> = reserved
             .iter()

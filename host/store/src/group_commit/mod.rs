@@ -368,7 +368,11 @@ impl Task {
                             insert_rows!(sqlx, tx, "orders", ORDER_COLUMNS, &values);
                             write_effects!(tx, &new.effects, 1i64);
                             complete_idempotency!(sqlx, tx, new);
-                            advance_numbers!(sqlx, tx, dialect, new);
+                            if let (Some(sql), Some(number)) =
+                                (dialect.advance_numbers, new.record.order_number)
+                            {
+                                advance_numbers!(sqlx, tx, sql, &new.record.tenant_id, number);
+                            }
                             Ok(0)
                         }
                         Write::Published { ids, now } => {
