@@ -9,8 +9,7 @@ mod support;
 
 use oms_domain::{OrderId, TenantId};
 use oms_store::{
-    InventoryOp, NewOrder, OrderFilter, OutboxClaim, OutboxMessage, Recordings, SqlStore, Store,
-    StoreError,
+    InventoryOp, OrderFilter, OutboxClaim, OutboxMessage, Recordings, SqlStore, Store, StoreError,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -638,19 +637,7 @@ async fn an_orders_number_is_not_handed_out_again_after_a_restart(kind: Kind) {
         assert_eq!(store.allocate_order_numbers(&acme, 1).await.unwrap(), 1);
         let held = store.allocate_order_numbers(&acme, 2).await.unwrap() + 1;
         assert_eq!(held, 3);
-        let id = oms_clock::new_order_id();
-        let mut record = order_record(&id, "cus_1", 1_000, 500);
-        record.order_number = Some(held);
-        let mut t = effects(&id, 0, None);
-        t.events = vec![("order.created".into(), json!({ "n": 1 }))];
-        store
-            .create_order(&NewOrder {
-                record,
-                effects: t,
-                idempotency: None,
-            })
-            .await
-            .unwrap();
+        new_order_numbered(store.as_ref(), "cus_1", 1_000, 500, Some(held)).await;
         // Taken, its order never written.
         assert_eq!(store.allocate_order_numbers(&acme, 1).await.unwrap(), 4);
         held

@@ -114,8 +114,20 @@ pub fn order_record(id: &OrderId, customer: &str, created_at: i64, total: i64) -
 
 /// A new order with one history event and one command `cmd-<n>`.
 pub async fn new_order(store: &dyn Store, customer: &str, created_at: i64, total: i64) -> OrderId {
+    new_order_numbered(store, customer, created_at, total, None).await
+}
+
+/// [`new_order`] with its order number.
+pub async fn new_order_numbered(
+    store: &dyn Store,
+    customer: &str,
+    created_at: i64,
+    total: i64,
+    number: Option<i64>,
+) -> OrderId {
     let id = oms_clock::new_order_id();
-    let record = order_record(&id, customer, created_at, total);
+    let mut record = order_record(&id, customer, created_at, total);
+    record.order_number = number;
     let mut t = effects(&id, 0, None);
     t.events = vec![("order.created".into(), json!({ "n": 1 }))];
     t.commands = vec![command(&format!("cmd-{id}"), created_at)];
