@@ -116,13 +116,7 @@ pub(crate) async fn commit(
                 // A command that finds nothing to do (a fulfilment timer after
                 // the warehouse answered) is only consumed: no history entry.
                 let idle = actions.is_empty() && next == *state;
-                let mut data = serde_json::to_value(&outcome.event)
-                    .expect("a saga event serialises: plain data with string keys");
-                if let Value::Object(m) = &mut data {
-                    m.insert("attempt".into(), json!(state.attempt));
-                    // The order's own lines and amounts: in the order already.
-                    m.remove("book");
-                }
+                let data = entry(&outcome.event, state.attempt);
                 let t = effects::transition(
                     &tenant.id,
                     order_id,
@@ -203,52 +197,14 @@ pub(crate) async fn commit(
                 return Committed::Applied(None);
             }
             Ok(version) => {
-                for counter in counted {
-                    Metrics::inc(counter);
-                }
-                if let Some(status) = finished {
-                    // Placed to finished (or stuck), on whichever host got there.
-                    metrics::histogram!(
-                        "oms_saga_duration_seconds",
-                        "tenant" => tenant.id.to_string(),
-                        "outcome" => status.as_str(),
-                    )
-                    .record((now - loaded.order.created_at).max(0) as f64 / 1000.0);
-                }
-                if !t.outbox.is_empty() {
-                    p.outbox_wake.notify_one();
-                }
-                let follow = match (next_state, t.commands.as_slice()) {
-                    // Only the runner chains; the API leaves new work to the
-                    // dispatcher. A delayed command too: the chain decides
-                    // whether to wait for it (see `runner::chain`).
-                    (Some(state), [c]) if consumes.is_some() => {
-                        let mut order = loaded.order;
-                        patched(&mut order, &t, version);
-                        let command = CommandRecord {
-                            id: c.id.clone(),
-                            tenant_id: tenant.id.to_string(),
-                            order_id: order_id.to_string(),
-                            action: c.action.clone(),
-                            available_at: c.available_at,
-                        };
-                        Some(Box::new(Followup {
-                            command,
-                            loaded: Loaded {
-                                order,
-                                draft: loaded.draft,
-                                state,
-                            },
-                        }))
-                    }
-                    (_, commands) => {
-                        if !commands.is_empty() {
-                            p.wake.notify_one();
-                        }
-                        None
-                    }
+                let done = Done {
+                    counted,
+                    finished,
+                    now,
                 };
-                return Committed::Applied(follow);
+                return applied(
+                    p, tenant, order_id, consumes, loaded, &t, next_state, version, done,
+                );
             }
             Err(StoreError::Duplicate) => {
                 Metrics::inc(&p.metrics.duplicate_deliveries_total);
@@ -292,8 +248,90 @@ pub(crate) async fn commit(
     }
 }
 
+/// A saga event's history entry: the event, at the attempt it was decided
+/// in, without the order's own lines and amounts (in the order already).
+pub(crate) fn entry(event: &saga::SagaEvent, attempt: u32) -> Value {
+    let mut data =
+        serde_json::to_value(event).expect("a saga event serialises: plain data with string keys");
+    if let Value::Object(m) = &mut data {
+        m.insert("attempt".into(), json!(attempt));
+        m.remove("book");
+    }
+    data
+}
+
+/// What a committed decision counts once it is durable.
+pub(crate) struct Done<'p> {
+    pub(crate) counted: Vec<&'p AtomicU64>,
+    pub(crate) finished: Option<SagaStatus>,
+    pub(crate) now: i64,
+}
+
+/// After `t` committed at `version`: its counters, the saga's duration when
+/// it finished, the relay's and dispatcher's wake-ups, and the saga's next
+/// command for the runner to go on with.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn applied(
+    p: &Platform,
+    tenant: &Tenant,
+    order_id: &OrderId,
+    consumes: Option<&str>,
+    loaded: Loaded,
+    t: &Transition,
+    next_state: Option<SagaState>,
+    version: i64,
+    done: Done<'_>,
+) -> Committed {
+    for counter in done.counted {
+        Metrics::inc(counter);
+    }
+    if let Some(status) = done.finished {
+        // Placed to finished (or stuck), on whichever host got there.
+        metrics::histogram!(
+            "oms_saga_duration_seconds",
+            "tenant" => tenant.id.to_string(),
+            "outcome" => status.as_str(),
+        )
+        .record((done.now - loaded.order.created_at).max(0) as f64 / 1000.0);
+    }
+    if !t.outbox.is_empty() {
+        p.outbox_wake.notify_one();
+    }
+    let follow = match (next_state, t.commands.as_slice()) {
+        // Only the runner chains; the API leaves new work to the
+        // dispatcher. A delayed command too: the chain decides
+        // whether to wait for it (see `runner::chain`).
+        (Some(state), [c]) if consumes.is_some() => {
+            let mut order = loaded.order;
+            patched(&mut order, t, version);
+            let command = CommandRecord {
+                id: c.id.clone(),
+                tenant_id: tenant.id.to_string(),
+                order_id: order_id.to_string(),
+                action: c.action.clone(),
+                available_at: c.available_at,
+            };
+            Some(Box::new(Followup {
+                command,
+                loaded: Loaded {
+                    order,
+                    draft: loaded.draft,
+                    state,
+                },
+            }))
+        }
+        (_, commands) => {
+            if !commands.is_empty() {
+                p.wake.notify_one();
+            }
+            None
+        }
+    };
+    Committed::Applied(follow)
+}
+
 /// The order row as `t` left it, without reading it back.
-fn patched(order: &mut OrderRecord, t: &Transition, version: i64) {
+pub(crate) fn patched(order: &mut OrderRecord, t: &Transition, version: i64) {
     t.patch.apply_to(order);
     order.version = version;
     order.event_seq += t.events.len() as i64;
@@ -301,7 +339,7 @@ fn patched(order: &mut OrderRecord, t: &Transition, version: i64) {
 }
 
 /// The counters a transition from `before` to `after` moves.
-fn counters<'p>(
+pub(crate) fn counters<'p>(
     p: &'p Platform,
     before: &SagaState,
     after: &SagaState,

@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 mod dispatch;
+mod run_ahead;
 mod step_metrics;
 pub(crate) use dispatch::run;
 
@@ -397,6 +398,7 @@ async fn run_command(
 ) -> (bool, Option<Box<Followup>>) {
     let cx = loaded.context(tenant, order_id);
     let started = std::time::Instant::now();
+    let ran_step = matches!(action, Action::RunStep { .. });
     let outcome = match action {
         Action::RunStep { step, .. } => {
             match tokio::time::timeout(tenant.step_timeout, steps::run_step(p, &cx, step)).await {
@@ -479,7 +481,14 @@ async fn run_command(
         }
         _ => {}
     }
-    match commit(p, tenant, order_id, Some(&cmd.id), loaded, outcome).await {
+    let committed = if ran_step {
+        // The saga's next steps, if they reach nothing outside, commit with this one.
+        let run = run_ahead::ahead(p, tenant, order_id, &loaded, outcome).await;
+        run_ahead::commit(p, tenant, order_id, &cmd.id, loaded, run).await
+    } else {
+        commit(p, tenant, order_id, Some(&cmd.id), loaded, outcome).await
+    };
+    match committed {
         Committed::Applied(follow) => (true, follow),
         Committed::Superseded | Committed::Unchanged | Committed::Refused(_) => (true, None),
         Committed::Failed => (false, None),
