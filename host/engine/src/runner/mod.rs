@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 mod dispatch;
-mod run_ahead;
+pub(crate) mod run_ahead;
 mod step_metrics;
 pub(crate) use dispatch::run;
 

@@ -43,10 +43,18 @@ struct Decision {
 /// A command's outcome and the outcomes of the steps run ahead after it;
 /// `decisions[i]` is the saga's decision on the i-th outcome (the last
 /// one's is made when the run commits).
-pub(super) struct Run {
+pub(crate) struct Run {
     first: Outcome,
     ahead: Vec<Outcome>,
     decisions: Vec<Decision>,
+}
+
+impl Run {
+    /// How many steps ran ahead of the first.
+    #[cfg(test)]
+    pub(crate) fn ahead(&self) -> usize {
+        self.ahead.len()
+    }
 }
 
 /// Whether `step` may run ahead of the commit of the steps before it in a
@@ -67,7 +75,7 @@ fn local(tenant: &Tenant, step: Step, state_written: bool) -> bool {
 /// Carries out the saga's next steps after `first` while each is local and
 /// due at once. Every step run here is timed and counted like one run from
 /// its own command.
-pub(super) async fn ahead(
+pub(crate) async fn ahead(
     p: &Platform,
     tenant: &Tenant,
     order_id: &OrderId,
@@ -165,7 +173,7 @@ pub(super) async fn ahead(
 
 /// Commits `run` as one transition consuming `consumes`; when that cannot
 /// be done as a whole, commits its first outcome alone (see the module).
-pub(super) async fn commit(
+pub(crate) async fn commit(
     p: &Platform,
     tenant: &Tenant,
     order_id: &OrderId,

@@ -3,7 +3,7 @@
 //! retried in place; a lost race decided again on the state that won.
 
 use super::{Harness, until};
-use crate::runner::{self, deliver, process, submit};
+use crate::runner::{self, deliver, process, run_ahead, submit};
 use oms_domain::{Sku, WarehouseId};
 use oms_store::{Inventory, Orders, SagaLog};
 use std::sync::atomic::Ordering;
@@ -197,4 +197,81 @@ async fn a_declined_card_releases_the_stock_it_held() {
     let sku = Sku::parse("GADGET-7").unwrap();
     let stock = h.store.stock(&h.acme(), &sku).await.unwrap();
     assert_eq!(stock[0].reserved, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_steps_commit_with_the_step_before_them() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
+    assert!(submit(&h.p, h.command(&id).await, None));
+    let order = h.settled(&id).await;
+    assert_eq!(order.saga_status, "COMPLETED");
+    // Acme's steps: validate, fraud-check and reserve-inventory commit
+    // together; authorize-payment alone (it calls the provider); capture
+    // with loyalty-points and request-fulfilment, which reach nothing
+    // outside. Three commits after the order's own, not seven.
+    assert_eq!(order.version, 3, "{:?}", h.history(&id).await);
+    // Every step still has its own history entry, in the saga's order.
+    let events = h.store.order_events(&h.acme(), &id).await.unwrap();
+    let steps: Vec<String> = events
+        .iter()
+        .filter(|e| e.event_type == "step.succeeded")
+        .map(|e| {
+            let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+            data["step"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let definition: Vec<String> = h
+        .tenant()
+        .definition
+        .steps()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(steps, definition);
+    assert_eq!(count(&h.p.metrics.saga_steps_total), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_steps_that_lost_a_race_commits_only_its_first_step() {
+    let h = Harness::new().await;
+    let id = h.place("c1", "WIDGET-1", 1, "tok_visa").await;
+    let cmd = h.command(&id).await;
+    let tenant = h.tenant();
+    let loaded = h.loaded(&id).await;
+    let first = crate::steps::run_step(
+        &h.p,
+        &loaded.context(&tenant, &id),
+        oms_saga::Step::Validate,
+    )
+    .await;
+    let run = run_ahead::ahead(&h.p, &tenant, &id, &loaded, first).await;
+    assert_eq!(
+        run.ahead(),
+        2,
+        "the fraud check and the reservation ran ahead"
+    );
+    // A cancel commits while the run is on its way to the store.
+    crate::orders::cancel(&h.p, &tenant, &id, "changed my mind".into())
+        .await
+        .unwrap();
+    let committed = run_ahead::commit(&h.p, &tenant, &id, &cmd.id, loaded, run).await;
+    assert!(matches!(committed, crate::commit::Committed::Applied(_)));
+    let order = h.settled(&id).await;
+    let history = h.history(&id).await;
+    assert_eq!(order.saga_status, "CANCELLED", "{history:?}");
+    // The validation was decided again on the cancelled order; what ran
+    // after it was dropped: no fraud verdict or hold recorded, nothing held.
+    assert_eq!(
+        history.iter().filter(|e| *e == "step.succeeded").count(),
+        1,
+        "{history:?}"
+    );
+    let stock = h
+        .store
+        .stock(&h.acme(), &Sku::parse("WIDGET-1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stock.iter().map(|s| s.reserved).sum::<i64>(), 0);
+    assert!(h.ledger(&id).is_empty());
 }
