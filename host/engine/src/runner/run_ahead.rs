@@ -259,9 +259,17 @@ pub(crate) async fn commit(
             Metrics::inc(&p.metrics.duplicate_deliveries_total);
             Committed::Superseded
         }
-        Err(e) => {
+        // The order moved on, or a hold found its stock gone: the first
+        // step alone may still commit, decided again as `commit` does.
+        Err(e @ (StoreError::Conflict | StoreError::InsufficientStock { .. })) => {
             tracing::debug!(order = %order_id, error = %e, steps = run.ahead.len() + 1, "a run of steps did not commit as a whole; committing its first step alone");
             commit::commit(p, tenant, order_id, Some(consumes), loaded, run.first).await
+        }
+        // The store is not answering: the command is left for a later try,
+        // and the run with it.
+        Err(e) => {
+            tracing::warn!(tenant = %tenant.id, order = %order_id, error = %e, "committing a run of saga steps failed; will retry");
+            Committed::Failed
         }
     }
 }
