@@ -11,11 +11,16 @@ fn provider(grant: &oms_plugin_host::http::HttpGrant) -> String {
 
 /// Asks the tenant's payment circuit breaker whether to call now: `Ok` with
 /// whether this call is the probe, or the postponement to record instead.
-pub(super) fn admit(p: &Platform, cx: &Context<'_>) -> Result<bool, Box<Outcome>> {
+pub(super) fn admit(p: &Platform, cx: &Context<'_>, op: PaymentOp) -> Result<bool, Box<Outcome>> {
     let tp = cx.tenant.plugin(oms_plugin_host::Slot::PaymentProvider);
     let provider = provider(&tp.http_grant());
     let now = oms_clock::now_ms();
-    match p.breakers.admit(cx.tenant.id.as_str(), &provider, now) {
+    let route = crate::breakers::Route {
+        tenant: cx.tenant.id.as_str(),
+        provider: &provider,
+        operation: op.as_str(),
+    };
+    match p.breakers.admit(route, now) {
         Admission::Call => Ok(false),
         Admission::Probe => Ok(true),
         Admission::WaitUntil(until) => {
@@ -104,14 +109,13 @@ pub(super) async fn pay_amount(
     };
     if let (Some(health), Some(probe)) = (health, breaker) {
         let now = oms_clock::now_ms();
-        p.breakers.record(
-            cx.tenant.id.as_str(),
-            &provider,
-            health,
-            cx.order_id.as_str(),
-            probe,
-            now,
-        );
+        let route = crate::breakers::Route {
+            tenant: cx.tenant.id.as_str(),
+            provider: &provider,
+            operation: op.as_str(),
+        };
+        p.breakers
+            .record(route, health, cx.order_id.as_str(), probe, now);
     }
     let (result, detail) = match called {
         Ok(c) => {
@@ -182,7 +186,7 @@ pub(super) async fn pay_amount(
 }
 
 pub(super) async fn pay_step(p: &Platform, cx: &Context<'_>, step: Step, op: PaymentOp) -> Outcome {
-    let probe = match admit(p, cx) {
+    let probe = match admit(p, cx, op) {
         Ok(probe) => probe,
         Err(postponed) => return *postponed,
     };
