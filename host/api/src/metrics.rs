@@ -128,16 +128,6 @@ pub async fn render(State(p): State<AppState>, Extension(exporter): Extension<Ex
             db.batched_writes,
         ),
         (
-            "oms_db_wal_checkpoints_total",
-            "SQLite: WAL checkpoints run by the checkpointer thread, apart from the writer.",
-            db.wal_checkpoints,
-        ),
-        (
-            "oms_db_wal_checkpoint_failures_total",
-            "SQLite: WAL checkpoints that failed (the writer checkpoints itself once the WAL passes 16,384 pages).",
-            db.wal_checkpoint_failures,
-        ),
-        (
             "oms_db_careful_batches_total",
             "Group-commit batches written again member by member, each under its own savepoint, after one member failed (a stale version, no stock, an error).",
             db.careful_batches,
@@ -150,10 +140,6 @@ pub async fn render(State(p): State<AppState>, Extension(exporter): Extension<Ex
     out.push_str(&format!(
         "# HELP oms_db_writes_in_flight Saga transitions and new orders queued for or being written by the group-commit writer.\n# TYPE oms_db_writes_in_flight gauge\noms_db_writes_in_flight {}\n",
         db.writes_in_flight
-    ));
-    out.push_str(&format!(
-        "# HELP oms_db_wal_frames_uncopied SQLite: WAL frames the latest checkpoint left to copy into the database file.\n# TYPE oms_db_wal_frames_uncopied gauge\noms_db_wal_frames_uncopied {}\n",
-        db.wal_frames_uncopied
     ));
     let now = oms_clock::now_ms();
     match p.store.oldest_due_unpublished(now).await {

@@ -15,9 +15,6 @@ static BATCHES: AtomicU64 = AtomicU64::new(0);
 static BATCHED_WRITES: AtomicU64 = AtomicU64::new(0);
 static CAREFUL: AtomicU64 = AtomicU64::new(0);
 static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
-static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
-static CHECKPOINT_FAILURES: AtomicU64 = AtomicU64::new(0);
-static WAL_UNCOPIED: AtomicU64 = AtomicU64::new(0);
 
 /// A write handed to the group-commit writer and not yet answered: counted
 /// while the guard lives.
@@ -70,20 +67,6 @@ pub(crate) fn careful() {
     CAREFUL.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A WAL checkpoint (SQLite) ran: of `log` frames in the WAL, `copied`
-/// are in the database file now.
-pub(crate) fn checkpoint(log: i64, copied: i64) {
-    if log > 0 {
-        CHECKPOINTS.fetch_add(1, Ordering::Relaxed);
-    }
-    WAL_UNCOPIED.store((log - copied).max(0) as u64, Ordering::Relaxed);
-}
-
-/// A WAL checkpoint (SQLite) failed.
-pub(crate) fn checkpoint_failed() {
-    CHECKPOINT_FAILURES.fetch_add(1, Ordering::Relaxed);
-}
-
 /// Statements and transactions sent so far by this process, over every store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbCounts {
@@ -96,11 +79,6 @@ pub struct DbCounts {
     pub careful_batches: u64,
     /// Writes queued for or being written by the group-commit writer now.
     pub writes_in_flight: u64,
-    /// SQLite: WAL checkpoints the checkpointer ran (with frames to copy),
-    /// those that failed, and the frames its latest one left uncopied.
-    pub wal_checkpoints: u64,
-    pub wal_checkpoint_failures: u64,
-    pub wal_frames_uncopied: u64,
 }
 
 pub fn db_counts() -> DbCounts {
@@ -111,8 +89,5 @@ pub fn db_counts() -> DbCounts {
         batched_writes: BATCHED_WRITES.load(Ordering::Relaxed),
         careful_batches: CAREFUL.load(Ordering::Relaxed),
         writes_in_flight: IN_FLIGHT.load(Ordering::Relaxed),
-        wal_checkpoints: CHECKPOINTS.load(Ordering::Relaxed),
-        wal_checkpoint_failures: CHECKPOINT_FAILURES.load(Ordering::Relaxed),
-        wal_frames_uncopied: WAL_UNCOPIED.load(Ordering::Relaxed),
     }
 }

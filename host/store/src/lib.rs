@@ -8,7 +8,6 @@
 
 mod access;
 mod canary;
-mod checkpoint;
 pub mod contract;
 mod counted;
 mod direct;
@@ -137,9 +136,6 @@ pub struct SqlStore {
     /// SQLite: each tenant's next order number, handed out without a write
     /// (see `allocate_order_numbers`).
     pub(crate) next_numbers: tokio::sync::Mutex<std::collections::HashMap<String, i64>>,
-    /// SQLite: copies the WAL back into the database file, apart from the
-    /// writer (see `checkpoint`); stops when the store is dropped.
-    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// The few statements whose text differs between the backends.
@@ -207,7 +203,7 @@ impl SqlStore {
             sqlx::migrate!("../../migrations/postgres")
                 .run(&pool)
                 .await?;
-            Self::with(Backend::Postgres(pool), None)
+            Self::with(Backend::Postgres(pool))
         } else {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -224,13 +220,6 @@ impl SqlStore {
                 // (about 4 % of the host's CPU in a profile). Temp tables
                 // and sorts go to memory too: none is large here.
                 .pragma("temp_store", "memory")
-                // Checkpoints run on a thread of their own (`checkpoint`);
-                // a connection that commits checkpoints itself only past
-                // this many WAL pages, as a fall-back.
-                .pragma(
-                    "wal_autocheckpoint",
-                    checkpoint::WRITER_CHECKPOINT_PAGES.to_string(),
-                )
                 .busy_timeout(Duration::from_secs(10));
             // No ping before each acquire: sqlx pings a connection again
             // when it is released anyway (a crashed worker thread is found
@@ -250,34 +239,28 @@ impl SqlStore {
             sqlx::migrate!("../../migrations/sqlite")
                 .run(&write)
                 .await?;
-            let checkpointer =
-                checkpoint::Checkpointer::start(options.get_filename().to_path_buf())?;
             let readers = Arc::new(readers::Readers::new(options.get_filename().to_path_buf()));
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
                 .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
-            Self::with(
-                Backend::Sqlite {
-                    write,
-                    read,
-                    readers,
-                },
-                Some(checkpointer),
-            )
+            Self::with(Backend::Sqlite {
+                write,
+                read,
+                readers,
+            })
         };
         Ok(store)
     }
 
-    fn with(backend: Backend, checkpointer: Option<checkpoint::Checkpointer>) -> Self {
+    fn with(backend: Backend) -> Self {
         let commands_in_outbox = Arc::new(AtomicBool::new(false));
         Self {
             writer: group_commit::Writer::start(backend.clone(), commands_in_outbox.clone()),
             backend,
             commands_in_outbox,
             next_numbers: Default::default(),
-            _checkpointer: checkpointer,
         }
     }
 
