@@ -14,9 +14,9 @@ const PRUNE: Duration = Duration::from_secs(1);
 /// Free slots a backlogged tenant gathers before a refill reads its next
 /// commands: at saturation a chain ends hundreds of times a second, and a
 /// read per ended chain (one or two commands each) was most of the
-/// dispatcher's database work, a fifth of PostgreSQL's statement time. A
+/// dispatcher's database work, a sixth of PostgreSQL's statement time. A
 /// tenant with fewer free slots still gets them filled by the next full
-/// sweep (every `SWEEP`), so at most this many slots wait that long.
+/// sweep (every `SWEEP`), so at most `REFILL_AT - 1` slots wait that long.
 const REFILL_AT: i64 = 8;
 
 /// The dispatcher: sweeps the command table for due work not yet running.

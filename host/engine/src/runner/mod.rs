@@ -359,16 +359,7 @@ pub(crate) async fn process(
     // A span per attempt of a step, in the order's trace: continued from
     // the trace it was placed in, wherever and whenever it runs (or from
     // the consumed message's span, which is in that trace too).
-    let span = tracing::info_span!(
-        "saga.step",
-        otel.name = %format!("step {step_label}"),
-        tenant = %tenant.id,
-        order_id = %order_id,
-        step = %step_label,
-        attempt = loaded.state.attempt,
-        outcome = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-    );
+    let span = step_span(&tenant, &order_id, &step_label, loaded.state.attempt, false);
     if oms_trace::current().is_none() {
         oms_trace::continue_from(&span, loaded.order.trace_parent.as_deref());
     }
@@ -387,6 +378,29 @@ pub(crate) async fn process(
 }
 
 /// Runs one step or compensation of a loaded order and commits what came of it.
+/// The span of one attempt of a step or compensation, in the order's
+/// trace; `ahead` when it ran ahead of its own command, with the step
+/// before it (see [`run_ahead`]).
+pub(crate) fn step_span(
+    tenant: &Tenant,
+    order_id: &OrderId,
+    label: &str,
+    attempt: u32,
+    ahead: bool,
+) -> tracing::Span {
+    tracing::info_span!(
+        "saga.step",
+        otel.name = %format!("step {label}"),
+        tenant = %tenant.id,
+        order_id = %order_id,
+        step = %label,
+        attempt,
+        ahead,
+        outcome = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    )
+}
+
 async fn run_command(
     p: &Platform,
     tenant: &Arc<Tenant>,

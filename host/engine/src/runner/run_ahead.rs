@@ -123,16 +123,7 @@ pub(crate) async fn ahead(
             state: &after,
         };
         let label = next.to_string();
-        let span = tracing::info_span!(
-            "saga.step",
-            otel.name = %format!("step {label}"),
-            tenant = %tenant.id,
-            order_id = %order_id,
-            step = %label,
-            attempt = after.attempt,
-            ahead = true,
-            outcome = tracing::field::Empty,
-        );
+        let span = super::step_span(tenant, order_id, &label, after.attempt, true);
         let started = std::time::Instant::now();
         let ran = tokio::time::timeout(tenant.step_timeout, steps::run_step(p, &cx, next))
             .instrument(span.clone())
