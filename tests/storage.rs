@@ -333,8 +333,8 @@ async fn orders_list_newest_first_by_status_and_cursor(under: Under) {
 }
 
 /// Operators' view: sagas in one state, of one tenant or all, the longest
-/// unchanged first.
-async fn sagas_are_found_by_state_longest_unchanged_first(under: Under) {
+/// in that state first.
+async fn sagas_are_found_by_state_longest_in_it_first(under: Under) {
     let (store, _db) = store(under).await;
     let mut ids = Vec::new();
     for i in 0..4 {
@@ -345,6 +345,15 @@ async fn sagas_are_found_by_state_longest_unchanged_first(under: Under) {
         let mut t = effects(id, 0, None);
         t.patch.saga_status = Some("STUCK".into());
         t.now = at;
+        store.commit_transition(&t).await.unwrap();
+    }
+    // A later change that leaves the state as it was (named again or not)
+    // does not move ids[2] behind ids[0]: it is stuck since 5,000.
+    for (version, status) in [(1, Some("STUCK")), (2, None)] {
+        let mut t = effects(&ids[2], version, None);
+        t.patch.saga_status = status.map(Into::into);
+        t.patch.status = Some("ON_HOLD".into());
+        t.now = 7_000 + version;
         store.commit_transition(&t).await.unwrap();
     }
     let stuck = store
@@ -666,5 +675,5 @@ on_every_store!(
     outbox_is_claimed_in_order_and_removed_once_published,
     orders_list_newest_first_by_status_and_cursor,
     customer_history_counts_recent_orders_only,
-    sagas_are_found_by_state_longest_unchanged_first,
+    sagas_are_found_by_state_longest_in_it_first,
 );

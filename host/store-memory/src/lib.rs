@@ -55,6 +55,8 @@ struct Queued {
 #[derive(Debug, Clone, Default)]
 struct Tables {
     orders: BTreeMap<Key, OrderRecord>,
+    /// When each saga entered its current state, once it left its first.
+    saga_status_at: HashMap<Key, i64>,
     events: HashMap<Key, Vec<OrderEventRecord>>,
     payments: HashMap<Key, Vec<PaymentRecord>>,
     idempotency: HashMap<Key, Idempotency>,
@@ -273,18 +275,26 @@ impl Orders for MemoryStore {
         limit: i64,
     ) -> Result<Vec<OrderRecord>> {
         self.check("orders_in_saga_status")?;
-        let mut found: Vec<OrderRecord> = self
-            .tables()
+        let tables = self.tables();
+        // Since when: entering the state, or being placed.
+        let since = |o: &OrderRecord| {
+            tables
+                .saga_status_at
+                .get(&key(&o.tenant_id, &o.id))
+                .copied()
+                .unwrap_or(o.created_at)
+        };
+        let mut found: Vec<(i64, OrderRecord)> = tables
             .orders
             .values()
             .filter(|o| o.saga_status == saga_status)
             .filter(|o| tenant.is_none_or(|t| o.tenant_id == t.as_str()))
             .filter(|o| placed_before.is_none_or(|b| o.created_at < b))
-            .cloned()
+            .map(|o| (since(o), o.clone()))
             .collect();
-        found.sort_by(|a, b| (a.updated_at, &a.id).cmp(&(b.updated_at, &b.id)));
+        found.sort_by(|(a_at, a), (b_at, b)| (a_at, &a.id).cmp(&(b_at, &b.id)));
         found.truncate(usize::try_from(limit).unwrap_or(0));
-        Ok(found)
+        Ok(found.into_iter().map(|(_, o)| o).collect())
     }
 
     async fn list_orders(

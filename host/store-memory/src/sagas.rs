@@ -32,11 +32,19 @@ impl SagaLog for MemoryStore {
                 .get_mut(&k)
                 .filter(|o| o.version == t.expected_version)
                 .ok_or(StoreError::Conflict)?;
+            let entered = t
+                .patch
+                .saga_status
+                .as_ref()
+                .is_some_and(|s| *s != order.saga_status);
             t.patch.apply_to(order);
             order.version += 1;
             order.event_seq += t.events.len() as i64;
             order.updated_at = t.now;
             let first_seq = order.event_seq - t.events.len() as i64 + 1;
+            if entered {
+                tables.saga_status_at.insert(k.clone(), t.now);
+            }
             if let Some(op) = &t.inventory {
                 apply_inventory(tables, &t.tenant, &t.order_id, op)?;
             }

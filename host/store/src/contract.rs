@@ -68,7 +68,7 @@ pub trait Orders: Send + Sync {
 
     async fn order(&self, tenant: &TenantId, id: &OrderId) -> Result<OrderRecord>;
     /// Orders whose saga is in `saga_status` (of one tenant, or of all;
-    /// placed before `placed_before` if given), the longest unchanged
+    /// placed before `placed_before` if given), the longest in that state
     /// first: what operators look at.
     async fn orders_in_saga_status(
         &self,

@@ -37,8 +37,8 @@ pub use contract::{
 pub use counted::{DbCounts, db_counts};
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
-    CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderFilter, OrderRecord,
-    PaymentRecord,
+    CUSTOMER_HISTORY, CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderFilter,
+    OrderRecord, PaymentRecord,
 };
 pub use outbox::{OutboxClaim, OutboxListener, OutboxMessage, OutboxRecord};
 pub use plugin_telemetry::{PluginLogRecord, PluginStatsRecord};

@@ -197,6 +197,7 @@ macro_rules! update_order {
                 shipment = COALESCE($9, shipment),
                 saga_state = COALESCE($10, saga_state),
                 saga_status = COALESCE($11, saga_status),
+                saga_status_at = CASE WHEN $11 <> saga_status THEN $13 ELSE saga_status_at END,
                 version = version + 1,
                 event_seq = event_seq + $12,
                 updated_at = $13

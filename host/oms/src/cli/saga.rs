@@ -14,7 +14,7 @@ pub struct SagaArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum SagaCommand {
-    /// Sagas in a state, the longest unchanged first, with what each holds.
+    /// Sagas in a state, the longest in it first, with what each holds.
     List {
         /// STUCK, COMPENSATING, RUNNING, …
         #[arg(long, default_value = "STUCK")]

@@ -56,6 +56,8 @@ pub(crate) const UPDATE_ORDERS: &str = "UPDATE orders SET
         shipment = COALESCE(v.shipment, orders.shipment),
         saga_state = COALESCE(v.saga_state, orders.saga_state),
         saga_status = COALESCE(v.saga_status, orders.saga_status),
+        saga_status_at = CASE WHEN v.saga_status <> orders.saga_status THEN v.at
+                              ELSE orders.saga_status_at END,
         version = orders.version + 1,
         event_seq = orders.event_seq + v.events,
         updated_at = v.at

@@ -101,6 +101,8 @@ pub(super) fn update_sql(rows: usize, anonymous: bool) -> String {
             shipment = COALESCE(v.column9, shipment),
             saga_state = COALESCE(v.column10, saga_state),
             saga_status = COALESCE(v.column11, saga_status),
+            saga_status_at = CASE WHEN v.column11 <> saga_status THEN v.column13
+                                  ELSE saga_status_at END,
             version = version + 1,
             event_seq = event_seq + v.column12,
             updated_at = v.column13
