@@ -81,8 +81,10 @@ impl crate::contract::Recordings for SqlStore {
             // included, while saga writes waited).
             Backend::Sqlite { .. } => self.write_recorded(calls.to_vec()).await,
             Backend::Postgres(pool) => {
+                // `pg`: one statement of arrays. `VALUES` lists were a
+                // statement text per chunk size, each planned on every call.
                 let mut tx = counted::tx(pool.begin().await?);
-                insert_recorded!(sqlx, tx, calls);
+                insert_recorded!(pg, tx, calls);
                 tx.commit().await?;
                 Ok(())
             }
