@@ -34,15 +34,14 @@ async fn the_customer_history_read_uses_its_index_from_the_start(kind: Kind) {
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            sqlx::query_scalar("EXPLAIN EXECUTE history($1, $2, $3, $4, $5)")
-                .bind(args.0)
-                .bind(args.1)
-                .bind(args.2)
-                .bind(args.3)
-                .bind(args.4)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
+            // (EXPLAIN takes no bound parameters: the values are written in.)
+            let (t, c, cur, since, id) = args;
+            sqlx::query_scalar(&format!(
+                "EXPLAIN EXECUTE history('{t}', '{c}', '{cur}', {since}, '{id}')"
+            ))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
         }
         Kind::Sqlite => {
             use sqlx::{Connection, Row};
