@@ -136,6 +136,8 @@ pub struct SqlStore {
     /// SQLite: each tenant's next order number, handed out without a write
     /// (see `allocate_order_numbers`).
     pub(crate) next_numbers: tokio::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// PostgreSQL: the connections of `readers::on_reader!` (unused on SQLite).
+    pub(crate) pg_readers: readers::PgReaders,
 }
 
 /// The few statements whose text differs between the backends.
@@ -261,6 +263,7 @@ impl SqlStore {
             backend,
             commands_in_outbox,
             next_numbers: Default::default(),
+            pg_readers: Default::default(),
         }
     }
 

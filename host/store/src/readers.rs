@@ -9,11 +9,19 @@
 //! Only reads that are an index lookup of a few rows go here ([`on_reader!`]):
 //! they hold the calling thread (a Tokio worker) for tens of microseconds.
 //! Anything that may scan stays on sqlx's pool.
+//!
+//! PostgreSQL: the same reads on a few connections of the store's own
+//! ([`PgReaders`]). sqlx's pool pings every connection given back to it (a
+//! round trip, which wakes the server's backend): for the two reads each
+//! saga makes that was a third more round trips, and on this workload the
+//! server's CPU goes mostly to waking up for round trips.
 
-use crate::{Result, direct};
+use crate::{Result, StoreError, direct};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgPool};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Idle connections kept: one per thread reading at once, roughly.
 const KEEP: usize = 8;
@@ -71,7 +79,8 @@ impl Readers {
 /// Runs `$body`, a short indexed read, with `$q` the query module and `$db`
 /// what its statements run on: on SQLite one of the store's own read
 /// connections on this thread ([`Readers`], `$q` = [`direct`]); on
-/// PostgreSQL the pool (`$q` = `sqlx`). The body is compiled once per
+/// PostgreSQL one of the store's own connections ([`PgReaders`], `$q` =
+/// `sqlx`). The body is compiled once per
 /// backend, so it may only use what both offer.
 macro_rules! on_reader {
     ($store:expr, |$q:ident, $db:ident| $body:expr) => {
@@ -80,11 +89,90 @@ macro_rules! on_reader {
                 use $crate::direct as $q;
                 $crate::direct::run_ready(async { $body })?
             }),
-            $crate::Backend::Postgres($db) => {
-                use sqlx as $q;
-                $body
+            $crate::Backend::Postgres(pool) => {
+                let mut reader = $store.pg_readers.take(pool).await?;
+                let out = {
+                    let $db = &mut reader.conn;
+                    use sqlx as $q;
+                    $body
+                };
+                // (A read that failed, or was dropped midway, drops its
+                // connection instead: nothing half-read is left on it.)
+                if out.is_ok() {
+                    reader.give_back();
+                }
+                out
             }
         }
     };
 }
 pub(crate) use on_reader;
+
+/// PostgreSQL connections for [`on_reader!`]: at most this many at once.
+const PG_READERS: usize = 4;
+/// A connection idle longer is pinged before use (as the pool's are): the
+/// server may have restarted meanwhile.
+const PG_IDLE_PING: Duration = Duration::from_secs(5);
+
+/// PostgreSQL: a few connections of the store's own for its short reads,
+/// opened on first use with the pool's options and kept while they work.
+pub(crate) struct PgReaders {
+    permits: tokio::sync::Semaphore,
+    /// Each with when it was last given back.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+}
+
+impl Default for PgReaders {
+    fn default() -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::new(PG_READERS),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// A connection taken from [`PgReaders`]: dropped, it is closed; given back,
+/// kept for the next read.
+pub(crate) struct PgReader<'a> {
+    readers: &'a PgReaders,
+    pub(crate) conn: PgConnection,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl PgReaders {
+    /// A connection to read on: an idle one, or a new one with `pool`'s
+    /// options, waiting while [`PG_READERS`] are in use.
+    pub(crate) async fn take(&self, pool: &PgPool) -> Result<PgReader<'_>> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's readers are closed".into()))?;
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some((conn, since)) if since.elapsed() < PG_IDLE_PING => conn,
+            Some((mut conn, _)) => match conn.ping().await {
+                Ok(()) => conn,
+                Err(e) => {
+                    tracing::debug!(error = %e, "an idle read connection was gone; opening another");
+                    PgConnection::connect_with(&pool.connect_options()).await?
+                }
+            },
+            None => PgConnection::connect_with(&pool.connect_options()).await?,
+        };
+        Ok(PgReader {
+            readers: self,
+            conn,
+            _permit: permit,
+        })
+    }
+}
+
+impl PgReader<'_> {
+    /// Keeps the connection for the next read.
+    pub(crate) fn give_back(self) {
+        if let Ok(mut idle) = self.readers.idle.lock() {
+            idle.push((self.conn, Instant::now()));
+        }
+    }
+}
