@@ -81,11 +81,13 @@ impl crate::contract::Recordings for SqlStore {
             // included, while saga writes waited).
             Backend::Sqlite { .. } => self.write_recorded(calls.to_vec()).await,
             Backend::Postgres(pool) => {
-                // `pg`: one statement of arrays. `VALUES` lists were a
-                // statement text per chunk size, each planned on every call.
-                let mut tx = counted::tx(pool.begin().await?);
-                insert_recorded!(pg, tx, calls);
-                tx.commit().await?;
+                // `pg`: one statement of arrays, so all or nothing on its
+                // own: no BEGIN and COMMIT round trips around it. (`VALUES`
+                // lists were a statement per chunk size, each planned on
+                // every call, in a transaction.)
+                let mut conn = pool.acquire().await?;
+                counted::commits_alone();
+                insert_recorded!(pg, conn, calls);
                 Ok(())
             }
         }
