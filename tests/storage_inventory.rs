@@ -162,7 +162,53 @@ async fn cancelled_lines_release_and_returns_restock(under: Under) {
     );
 }
 
+/// Reservations written together (one group-commit batch on the SQL
+/// stores, one call on PostgreSQL) hold each line as one at a time would:
+/// the warehouse with the most available, every line of every order, and
+/// what each order holds is what its release gives back.
+async fn concurrent_reservations_hold_each_line_where_most_is_available(under: Under) {
+    let (store, _db) = store(under).await;
+    set(&*store, "W", "east", 6).await.unwrap();
+    set(&*store, "W", "west", 6).await.unwrap();
+    set(&*store, "V", "east", 8).await.unwrap();
+    let mut orders = Vec::new();
+    for i in 0..8 {
+        orders.push(new_order(&*store, &format!("c{i}"), 1_000, 100).await);
+    }
+    let tasks: Vec<_> = orders
+        .iter()
+        .map(|id| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                let mut t = effects(&id, 0, None);
+                t.inventory = Some(InventoryOp::Reserve(vec![("W".into(), 1), ("V".into(), 1)]));
+                store.commit_transition(&t).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 1);
+    }
+    // Each W went where more was left: the eight split evenly.
+    assert_eq!(
+        stock(&*store, "W").await,
+        vec![("east".into(), 6, 4), ("west".into(), 6, 4)]
+    );
+    assert_eq!(stock(&*store, "V").await, vec![("east".into(), 8, 8)]);
+    for id in &orders {
+        let mut release = effects(id, 1, None);
+        release.inventory = Some(InventoryOp::Release);
+        store.commit_transition(&release).await.unwrap();
+    }
+    assert_eq!(
+        stock(&*store, "W").await,
+        vec![("east".into(), 6, 0), ("west".into(), 6, 0)]
+    );
+    assert_eq!(stock(&*store, "V").await, vec![("east".into(), 8, 0)]);
+}
+
 on_every_store!(
+    concurrent_reservations_hold_each_line_where_most_is_available,
     reservations_are_conditional_and_all_or_nothing,
     shipping_consumes_reserved_stock,
     cancelled_lines_release_and_returns_restock,

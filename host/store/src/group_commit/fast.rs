@@ -3,6 +3,7 @@
 //! (PostgreSQL) and the lent SQLite handle ([`on_handle`]).
 
 use super::on_handle;
+use super::reserve::{self, Reserved};
 use super::rows::{
     self, CHUNKS, Rows, Texts, Value, bind_rows, chunk_len, in_list_sql, insert_rows, order_values,
     padded, update_sql, update_values,
@@ -115,6 +116,17 @@ macro_rules! update_orders {
     }};
 }
 
+/// The batch's reservations in one call inside `$tx` ([`reserve`]): `pg`
+/// only; elsewhere each member reserves its own.
+macro_rules! reserve_all {
+    (pg, $tx:ident, $jobs:expr, $live:expr) => {
+        reserve::all(&mut *$tx, $jobs, $live).await?
+    };
+    ($q:ident, $tx:ident, $jobs:expr, $live:expr) => {
+        Reserved::OneByOne
+    };
+}
+
 /// The fast path's statements inside `$tx` through module `$q`'s queries;
 /// evaluates to `Result<Fast>` (an early `return` leaves the enclosing
 /// `async` block).
@@ -157,6 +169,11 @@ macro_rules! fast_in {
             });
         }
         let mut versions = vec![None; jobs.len()];
+        // PostgreSQL: the batch's reservations in one call, if it can.
+        let mut batched = reserve_all!($q, $tx, jobs, &live);
+        if let Reserved::Short = batched {
+            return Ok(Fast::Failed);
+        }
         // New reservations: (member, SKU, warehouse, quantity).
         let mut reserved: Vec<(usize, String, String, i64)> = Vec::new();
         let mut rows = Rows::default();
@@ -174,7 +191,11 @@ macro_rules! fast_in {
                         };
                         if let Some(op) = &t.inventory {
                             let mut held = Vec::new();
-                            apply_inventory!($q, $tx, &t.tenant, &t.order_id, op, t.now, held);
+                            if let Reserved::All(all) = &mut batched {
+                                held = all.remove(&i).unwrap_or_default();
+                            } else {
+                                apply_inventory!($q, $tx, &t.tenant, &t.order_id, op, t.now, held);
+                            }
                             reserved.extend(held.into_iter().map(|(s, w, q)| (i, s, w, q)));
                         }
                         Ok((t.expected_version + 1, last - t.events.len() as i64 + 1))

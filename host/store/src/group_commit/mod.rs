@@ -22,6 +22,7 @@
 pub(crate) mod arrays;
 mod fast;
 pub(crate) mod on_handle;
+mod reserve;
 pub(crate) mod rows;
 mod step_state;
 
