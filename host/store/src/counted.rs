@@ -48,13 +48,6 @@ pub(crate) fn auto<E>(executor: E) -> E {
     executor
 }
 
-/// A statement that commits on its own, counted as a statement where it
-/// is run ([`stmt`]): its transaction.
-#[inline]
-pub(crate) fn commits_alone() {
-    TRANSACTIONS.fetch_add(1, Ordering::Relaxed);
-}
-
 /// A transaction just begun (its BEGIN and COMMIT count as statements).
 #[inline]
 pub(crate) fn tx<T>(transaction: T) -> T {

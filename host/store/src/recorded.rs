@@ -1,7 +1,7 @@
 //! Recorded production plugin calls, for `oms plugin replay`: kept per
 //! tenant and slot up to a bound, oldest pruned first.
 
-use super::{Backend, Result, SqlStore, counted, on_pool};
+use super::{Result, SqlStore, on_pool};
 use async_trait::async_trait;
 use oms_domain::TenantId;
 use serde::{Deserialize, Serialize};
@@ -74,23 +74,12 @@ pub(crate) const RECORDED_COLUMNS: &str =
 #[async_trait]
 impl crate::contract::Recordings for SqlStore {
     async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()> {
-        match &self.backend {
-            // In the group-commit writer's next batch: SQLite has a single
-            // writer, and this shares its transaction and its fsync (a
-            // transaction of its own held the write connection, fsync
-            // included, while saga writes waited).
-            Backend::Sqlite { .. } => self.write_recorded(calls.to_vec()).await,
-            Backend::Postgres(pool) => {
-                // `pg`: one statement of arrays, so all or nothing on its
-                // own: no BEGIN and COMMIT round trips around it. (`VALUES`
-                // lists were a statement per chunk size, each planned on
-                // every call, in a transaction.)
-                let mut conn = pool.acquire().await?;
-                counted::commits_alone();
-                insert_recorded!(pg, conn, calls);
-                Ok(())
-            }
-        }
+        // In the group-commit writer's next batch, on both databases: they
+        // share its transaction and its one durable commit. A transaction of
+        // their own held SQLite's write connection, fsync included, while
+        // saga writes waited; on PostgreSQL it was a commit (an fsync) of its
+        // own for every few calls, a third of the server's commits.
+        self.write_recorded(calls.to_vec()).await
     }
 
     async fn recorded_calls(

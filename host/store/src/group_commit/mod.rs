@@ -61,7 +61,7 @@ pub(crate) enum Write {
         ids: Vec<String>,
         now: i64,
     },
-    /// Recorded plugin calls (SQLite), likewise in the batch's transaction.
+    /// Recorded plugin calls, in the batch's transaction.
     Recorded(Vec<crate::RecordedCall>),
     /// A count of a tenant's order numbers taken (SQLite); answered with
     /// the first.
