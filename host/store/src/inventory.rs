@@ -73,7 +73,9 @@ macro_rules! apply_inventory {
                     // same statement (one round trip, not two; the
                     // condition is checked again on the row it updates),
                     // unless the order holds stock already: reserved by an
-                    // earlier delivery of the same step.
+                    // earlier delivery of the same step. (PostgreSQL's
+                    // `oms_reserve_lines`, migration 0020, runs this same
+                    // statement for a batch's lines: change both together.)
                     let warehouse: Option<String> = $q::query_scalar(
                         "UPDATE inventory SET reserved = reserved + $3, updated_at = $4
                          WHERE tenant_id = $1 AND sku = $2 AND on_hand - reserved >= $3

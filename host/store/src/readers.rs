@@ -12,9 +12,9 @@
 //!
 //! PostgreSQL: the same reads on a few connections of the store's own
 //! ([`PgReaders`]). sqlx's pool pings every connection given back to it (a
-//! round trip, which wakes the server's backend): for the two reads each
-//! saga makes that was a third more round trips, and on this workload the
-//! server's CPU goes mostly to waking up for round trips.
+//! round trip, which wakes the server's backend): each of these reads cost
+//! two round trips, and about a quarter of the server's CPU in a profile
+//! was waking up for round trips.
 
 use crate::{Result, StoreError, direct};
 use sqlx::Connection;
