@@ -353,24 +353,35 @@ macro_rules! write_step_states {
 }
 
 impl Task {
+    /// The SQLite fast path on a handle the caller holds.
+    pub(super) fn fast_on(
+        &self,
+        locked: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
+        jobs: &[Job],
+    ) -> Result<Fast> {
+        let texts: Vec<Texts> = jobs.iter().map(|j| Texts::of(j.write.effects())).collect();
+        let fan_out = crate::webhooks::fan_out_sql(&self.backend);
+        let (unpublish, dialect) = (self.unpublish(), self.dialect());
+        self.kept.run(locked, |db| {
+            fast_on_handle(db, jobs, &texts, unpublish, dialect, &fan_out)
+        })
+    }
+
     /// The fast path: `Ok(Committed)` with each member's new version (`None`
     /// for a redelivered command, nothing of which was written), or
     /// `Ok(Failed)`/`Err` with nothing committed.
     pub(super) async fn fast(&self, jobs: &[Job]) -> Result<Fast> {
-        let unpublish = self.unpublish();
-        let dialect = self.dialect();
-        // The JSON texts, made before the transaction begins.
-        let texts: Vec<Texts> = jobs.iter().map(|j| Texts::of(j.write.effects())).collect();
-        let fan_out = crate::webhooks::fan_out_sql(&self.backend);
         match &self.backend {
             Backend::Sqlite { write, .. } => {
                 let mut conn = write.acquire().await?;
                 let mut locked = conn.lock_handle().await?;
-                self.kept.run(&mut locked, |db| {
-                    fast_on_handle(db, jobs, &texts, unpublish, dialect, &fan_out)
-                })
+                self.fast_on(&mut locked, jobs)
             }
             Backend::Postgres(pool) => {
+                let (unpublish, dialect) = (self.unpublish(), self.dialect());
+                // The JSON texts, made before the transaction begins.
+                let texts: Vec<Texts> = jobs.iter().map(|j| Texts::of(j.write.effects())).collect();
+                let fan_out = crate::webhooks::fan_out_sql(&self.backend);
                 let mut tx = counted::tx(pool.begin().await?);
                 let fast =
                     async { fast_in!(pg, tx, jobs, texts, unpublish, dialect, &fan_out) }.await;

@@ -48,6 +48,10 @@ const QUEUE: usize = 4 * MAX_BATCH;
 /// SQLite: how long the writer keeps its prepared statements without a
 /// write to use them on (see [`on_handle::Kept`]).
 const KEEP_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
+/// SQLite: the longest the writer holds the write connection for batch
+/// after batch; other writes on it (operators', the careful path) wait at
+/// most this long.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the writer writes.
 pub(crate) enum Write {
@@ -192,6 +196,13 @@ impl super::SqlStore {
     }
 }
 
+/// Answers each of a committed batch's callers with its new version.
+fn answer_fast(jobs: Vec<Job>, versions: Vec<Option<i64>>) {
+    for (job, version) in jobs.into_iter().zip(versions) {
+        let _ = job.reply.send(version.ok_or(StoreError::Duplicate));
+    }
+}
+
 /// Where a write goes in its batch: see [`Task::write_batch`].
 fn lock_order(write: &Write) -> (u8, Vec<String>) {
     match write.effects().and_then(|t| t.inventory.as_ref()) {
@@ -258,9 +269,66 @@ impl Task {
                 }
             }
             counted::batch(batch.len());
-            runtime.block_on(self.write_batch(std::mem::take(&mut batch)));
+            let jobs = std::mem::take(&mut batch);
+            match &self.backend {
+                Backend::Sqlite { write, .. } => {
+                    runtime.block_on(self.write_while_queued(write, jobs, &mut queue));
+                }
+                Backend::Postgres(_) => runtime.block_on(self.write_batch(jobs)),
+            }
         }
         self.release_kept(runtime);
+    }
+
+    /// SQLite: writes `jobs` and then every batch already queued behind
+    /// them on one hold of the write connection and its handle, for at most
+    /// [`MAX_HOLD`]. Taking the connection from the pool, borrowing its
+    /// handle from sqlx's worker thread and giving both back (the pool
+    /// pings the connection on its return) are three hand-offs between
+    /// threads; once per batch they were on every batch's way, and at
+    /// saturation the writer slept in them more than it ran. A batch whose
+    /// fast path fails ends the hold: the careful path runs on the pool.
+    async fn write_while_queued(
+        &self,
+        write: &sqlx::SqlitePool,
+        jobs: Vec<Job>,
+        queue: &mut mpsc::Receiver<Job>,
+    ) {
+        let mut jobs = jobs;
+        let started = std::time::Instant::now();
+        let held = async {
+            let mut conn = write.acquire().await?;
+            let mut locked = conn.lock_handle().await?;
+            loop {
+                jobs.sort_by_cached_key(|j| lock_order(&j.write));
+                match self.fast_on(&mut locked, &jobs) {
+                    Ok(Fast::Committed(versions)) => {
+                        answer_fast(std::mem::take(&mut jobs), versions)
+                    }
+                    Ok(Fast::Failed) | Err(_) => return Ok::<_, StoreError>(()),
+                }
+                if started.elapsed() >= MAX_HOLD {
+                    return Ok(());
+                }
+                while jobs.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                if jobs.is_empty() {
+                    return Ok(());
+                }
+                counted::batch(jobs.len());
+            }
+        };
+        if let Err(e) = held.await {
+            tracing::debug!(error = %e, "the SQLite write connection could not be held; writing on the pool");
+        }
+        // Left over: a batch whose fast path failed (or none).
+        if !jobs.is_empty() {
+            self.write_carefully(jobs).await;
+        }
     }
 
     /// Finalizes the kept statements on the lent handle. Should that fail
@@ -315,14 +383,15 @@ impl Task {
         // batch is free; a tie keeps arrival order.)
         jobs.sort_by_cached_key(|j| lock_order(&j.write));
         match self.fast(&jobs).await {
-            Ok(Fast::Committed(versions)) => {
-                for (job, version) in jobs.into_iter().zip(versions) {
-                    let _ = job.reply.send(version.ok_or(StoreError::Duplicate));
-                }
-                return;
-            }
+            Ok(Fast::Committed(versions)) => return answer_fast(jobs, versions),
             Ok(Fast::Failed) | Err(_) => {}
         }
+        self.write_carefully(jobs).await;
+    }
+
+    /// The careful path for `jobs`, each answered with its own outcome.
+    async fn write_carefully(&self, jobs: Vec<Job>) {
+        let mut jobs = jobs;
         counted::careful();
         match self.careful(&jobs).await {
             Ok(answers) => {

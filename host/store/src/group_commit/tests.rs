@@ -133,3 +133,63 @@ async fn kept_statements_are_let_go_when_the_writer_stops() {
     write.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The writer holds the write connection from one batch to the next while
+/// writes keep coming, but never so long that another user of the
+/// connection (an operator's write, the careful path) waits for the queue
+/// to run dry: here it never does, and a write on the pool still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_connection_is_shared_while_batches_keep_coming() {
+    let (store, write, dir) = embedded("hold").await;
+    let writer = Arc::new(Writer::keeping(
+        store.backend.clone(),
+        Arc::new(AtomicBool::new(false)),
+        KEEP_IDLE,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // More writers than a batch holds: when a batch is answered the next
+    // is already queued, so the queue never runs dry.
+    let mut tasks = Vec::new();
+    for n in 0..(3 * super::MAX_BATCH) {
+        let (writer, stop, written) = (writer.clone(), stop.clone(), written.clone());
+        let tenant = TenantId::parse(&format!("t{}", n % 8)).expect("a tenant id");
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writer.write(numbers(&tenant)).await.expect("numbers taken");
+                written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    // Batches are flowing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while written.load(std::sync::atomic::Ordering::Relaxed) < 4 * super::MAX_BATCH as u64 {
+        assert!(Instant::now() < deadline, "the writer wrote nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut conn = write.acquire().await.expect("the write connection");
+        sqlx::query("INSERT INTO order_numbers (tenant_id, last) VALUES ('direct', 7)")
+            .execute(&mut *conn)
+            .await
+            .expect("a write of its own");
+    })
+    .await;
+    let during = written.load(std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("a writer task");
+    }
+    assert!(
+        got.is_ok(),
+        "a write on the pool waited over a minute while the writer held the connection"
+    );
+    assert!(
+        written.load(std::sync::atomic::Ordering::Relaxed) > 0 && during > 0,
+        "no batch was written"
+    );
+    drop(writer);
+    drop(store);
+    write.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
