@@ -6,7 +6,7 @@
 
 mod support;
 
-use oms_store::{CUSTOMER_HISTORY, SqlStore};
+use oms_store::{ALLOCATE_NUMBERS_LAZY, CUSTOMER_HISTORY, DELETE_PUBLISHED_LAZY, SqlStore};
 use support::{Db, Kind};
 
 /// The fraud check's read of a customer's history goes through
@@ -67,3 +67,52 @@ async fn the_customer_history_read_uses_its_index_from_the_start(kind: Kind) {
 }
 
 on_both_backends!(the_customer_history_read_uses_its_index_from_the_start);
+
+/// Two PostgreSQL statements of the saga path commit without waiting for
+/// their flush to disk, each for its own transaction only: the order-number
+/// allocation (every acknowledged order's own commit flushes it, the WAL
+/// being flushed in order) and the relay's removal of published messages (a
+/// lost removal only publishes them again). The setting rides in the
+/// statement, which PostgreSQL evaluates only where the plan reads it: here
+/// with nothing to remove, the case a plan is likeliest to skip it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbering_and_the_relays_removals_do_not_wait_for_the_disk() {
+    use sqlx::Connection;
+    let db = Db::new(Kind::Postgres).await;
+    drop(SqlStore::connect(&db.url).await.unwrap());
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let setting = "SELECT current_setting('synchronous_commit')";
+    let before: String = sqlx::query_scalar(setting)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(before, "on", "the server's default here");
+    let allocate = sqlx::query(ALLOCATE_NUMBERS_LAZY).bind("acme").bind(2_i64);
+    let remove = sqlx::query(DELETE_PUBLISHED_LAZY).bind(vec!["msg_gone".to_string()]);
+    for (name, q) in [
+        ("the number allocation", allocate),
+        ("the relay's removal", remove),
+    ] {
+        let mut tx = conn.begin().await.unwrap();
+        q.execute(&mut *tx).await.unwrap();
+        let inside: String = sqlx::query_scalar(setting)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(inside, "off", "{name} commits without waiting for the disk");
+        tx.commit().await.unwrap();
+        let after: String = sqlx::query_scalar(setting)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            after, "on",
+            "{name} changed the connection's setting beyond its transaction"
+        );
+    }
+    let last: i64 = sqlx::query_scalar("SELECT last FROM order_numbers WHERE tenant_id = 'acme'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(last, 2, "the allocation took its two numbers");
+}

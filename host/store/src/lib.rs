@@ -37,10 +37,10 @@ pub use contract::{
 pub use counted::{DbCounts, db_counts};
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
-    CUSTOMER_HISTORY, CustomerHistory, IdempotencyBegin, NewOrder, OrderEventRecord, OrderFilter,
-    OrderRecord, PaymentRecord,
+    ALLOCATE_NUMBERS_LAZY, CUSTOMER_HISTORY, CustomerHistory, IdempotencyBegin, NewOrder,
+    OrderEventRecord, OrderFilter, OrderRecord, PaymentRecord,
 };
-pub use outbox::{OutboxClaim, OutboxListener, OutboxMessage, OutboxRecord};
+pub use outbox::{DELETE_PUBLISHED_LAZY, OutboxClaim, OutboxListener, OutboxMessage, OutboxRecord};
 pub use plugin_telemetry::{PluginLogRecord, PluginStatsRecord};
 pub use plugin_upload::PluginQuota;
 pub use plugins::{

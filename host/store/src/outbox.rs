@@ -105,6 +105,18 @@ impl crate::direct::FromRow for OutboxRecord {
     }
 }
 
+/// PostgreSQL: takes the relay's published messages out of the outbox, in
+/// a transaction committed without waiting for its flush to disk
+/// (`synchronous_commit` off for that transaction only). A crash that loses
+/// the commit brings the messages back to be published again, with their
+/// webhook deliveries: at-least-once delivery allows that, and a crash
+/// between publishing and committing already does it. Before, each relay
+/// round was a flush of its own.
+/// (The setting is an uncorrelated subquery: a one-time filter, evaluated
+/// before any row is read, whatever the plan.)
+pub const DELETE_PUBLISHED_LAZY: &str = "DELETE FROM outbox
+     WHERE (SELECT set_config('synchronous_commit', 'off', true)) = 'off' AND id = ANY($1)";
+
 #[async_trait]
 impl crate::contract::Outbox for SqlStore {
     async fn claim_outbox(&self, now: i64, limit: i64) -> Result<OutboxClaim> {
@@ -176,7 +188,7 @@ impl crate::contract::Outbox for SqlStore {
                         .bind(now)
                         .execute(crate::counted::stmt(&mut *tx))
                         .await?;
-                    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                    sqlx::query(DELETE_PUBLISHED_LAZY)
                         .bind(&ids)
                         .execute(crate::counted::stmt(&mut *tx))
                         .await?;
