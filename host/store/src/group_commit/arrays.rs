@@ -20,13 +20,14 @@ use super::rows::Value;
 
 /// `$n::text[]` or `$n::bigint[]` for each column of `first` (a row of
 /// the batch: every row has the same kinds of values, column by column).
-fn casts(first: &[Value<'_>]) -> Vec<String> {
+/// (Numbered from `$after + 1`.)
+fn casts(first: &[Value<'_>], after: usize) -> Vec<String> {
     first
         .iter()
         .enumerate()
         .map(|(i, v)| match v {
-            Value::Text(_) | Value::TextOrNull(_) => format!("${}::text[]", i + 1),
-            Value::Int(_) | Value::IntOrNull(_) => format!("${}::bigint[]", i + 1),
+            Value::Text(_) | Value::TextOrNull(_) => format!("${}::text[]", after + i + 1),
+            Value::Int(_) | Value::IntOrNull(_) => format!("${}::bigint[]", after + i + 1),
         })
         .collect()
 }
@@ -34,13 +35,57 @@ fn casts(first: &[Value<'_>]) -> Vec<String> {
 /// `INSERT INTO table (columns) SELECT … FROM unnest(…)`, the rows in the
 /// order given (an outbox row's sequence number follows it), then `suffix`.
 pub(crate) fn insert_sql(table: &str, columns: &str, first: &[Value<'_>], suffix: &str) -> String {
+    insert_sql_after(table, columns, first, suffix, 0)
+}
+
+/// [`insert_sql`] with its parameters numbered from `$after + 1`.
+fn insert_sql_after(
+    table: &str,
+    columns: &str,
+    first: &[Value<'_>],
+    suffix: &str,
+    after: usize,
+) -> String {
     let names: Vec<String> = (1..=first.len()).map(|i| format!("c{i}")).collect();
     format!(
         "INSERT INTO {table} ({columns}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({}, nth) ORDER BY nth{suffix}",
         names.join(", "),
-        casts(first).join(", "),
+        casts(first, after).join(", "),
         names.join(", "),
     )
+}
+
+/// A table's rows for [`inserts_sql`]: the table, its columns, the rows.
+pub(crate) type Part<'r, 'v> = (&'r str, &'r str, &'r [Vec<Value<'v>>]);
+
+/// Several tables' inserts as one statement, each table's one array per
+/// column, numbered on in `parts`' order (bind them so): every insert but
+/// the last in a data-modifying `WITH`, which PostgreSQL runs exactly once
+/// whether or not anything reads it. A batch's history, commands, outbox,
+/// payments, reservations and new orders were a round trip each, a batch
+/// a dozen round trips while every saga in it waited. (The inserts see one
+/// snapshot and not each other's rows: none reads another's table.)
+/// `None` when no part has rows; parts without rows are left out.
+pub(crate) fn inserts_sql(parts: &[Part<'_, '_>]) -> Option<String> {
+    let mut after = 0;
+    let mut statements = Vec::new();
+    for (table, columns, rows) in parts {
+        let Some(first) = rows.first() else {
+            continue;
+        };
+        statements.push(insert_sql_after(table, columns, first, "", after));
+        after += first.len();
+    }
+    let last = statements.pop()?;
+    if statements.is_empty() {
+        return Some(last);
+    }
+    let with: Vec<String> = statements
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("w{i} AS ({s})"))
+        .collect();
+    Some(format!("WITH {} {last}", with.join(", ")))
 }
 
 /// The order-row update of a batch's transitions (each row one
@@ -114,6 +159,28 @@ pub(crate) use bind_columns;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_tables_inserts_are_one_statement_numbered_on() {
+        let a = vec![vec![Value::Text("t"), Value::Int(1)]];
+        let b: Vec<Vec<Value<'_>>> = Vec::new();
+        let c = vec![vec![Value::Int(2)], vec![Value::Int(3)]];
+        let sql = inserts_sql(&[("a", "x, y", &a), ("b", "z", &b), ("c", "z", &c)])
+            .expect("rows to insert");
+        assert_eq!(
+            sql,
+            "WITH w0 AS (INSERT INTO a (x, y) SELECT c1, c2 FROM unnest($1::text[], $2::bigint[]) \
+             WITH ORDINALITY AS u(c1, c2, nth) ORDER BY nth) \
+             INSERT INTO c (z) SELECT c1 FROM unnest($3::bigint[]) WITH ORDINALITY AS u(c1, nth) ORDER BY nth"
+        );
+        assert_eq!(
+            inserts_sql(&[("c", "z", &c)]).as_deref(),
+            Some(
+                "INSERT INTO c (z) SELECT c1 FROM unnest($1::bigint[]) WITH ORDINALITY AS u(c1, nth) ORDER BY nth"
+            )
+        );
+        assert_eq!(inserts_sql(&[("b", "z", &b)]), None);
+    }
 
     #[test]
     fn an_insert_unnests_one_array_per_column_in_the_rows_order() {

@@ -234,7 +234,6 @@ macro_rules! fast_in {
             versions[i] = Some(version);
         }
         // 3. Every member's rows, many to a statement.
-        insert_rows!($q, $tx, "orders", ORDER_COLUMNS, &rows.orders);
         if let Some(sql) = $dialect.advance_numbers {
             for (tenant, number) in numbered {
                 advance_numbers!($q, $tx, sql, tenant, number);
@@ -250,42 +249,58 @@ macro_rules! fast_in {
                 Ok(rows::reservation_values(t, sku, warehouse, *quantity))
             })
             .collect::<Result<_>>()?;
-        insert_rows!(
+        insert_tables!(
             $q,
             $tx,
-            "reservations",
-            "tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at",
-            &reservations
-        );
-        insert_rows!(
-            $q,
-            $tx,
-            "order_events",
-            "tenant_id, order_id, seq, event_type, data, at",
-            &rows.events
-        );
-        insert_rows!(
-            $q,
-            $tx,
-            "saga_commands",
-            "id, tenant_id, order_id, action, available_at, created_at",
-            &rows.commands
-        );
-        insert_rows!(
-            $q,
-            $tx,
-            "outbox",
-            "id, tenant_id, order_id, topic, event_type, payload, created_at, available_at, trace_parent",
-            &rows.outbox
-        );
-        insert_rows!(
-            $q,
-            $tx,
-            "payments",
-            "id, tenant_id, order_id, op, amount, currency, status, provider_reference, error_code, idempotency_key, plugin_version, at",
-            &rows.payments
+            ("orders", ORDER_COLUMNS, &rows.orders),
+            (
+                "reservations",
+                "tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at",
+                &reservations
+            ),
+            (
+                "order_events",
+                "tenant_id, order_id, seq, event_type, data, at",
+                &rows.events
+            ),
+            (
+                "saga_commands",
+                "id, tenant_id, order_id, action, available_at, created_at",
+                &rows.commands
+            ),
+            (
+                "outbox",
+                "id, tenant_id, order_id, topic, event_type, payload, created_at, available_at, trace_parent",
+                &rows.outbox
+            ),
+            (
+                "payments",
+                "id, tenant_id, order_id, op, amount, currency, status, provider_reference, error_code, idempotency_key, plugin_version, at",
+                &rows.payments
+            ),
         );
         Ok(Fast::Committed(versions))
+    }};
+}
+
+/// Inserts each `(table, columns, rows)` inside `$tx`. `pg`: all of them
+/// in one statement ([`pg::inserts_sql`]); otherwise a statement (or
+/// more) per table.
+macro_rules! insert_tables {
+    (pg, $tx:ident, $(($table:expr, $columns:expr, $rows:expr)),+ $(,)?) => {{
+        let parts: Vec<pg::Part<'_, '_>> = vec![$(($table, $columns, $rows)),+];
+        if let Some(sql) = pg::inserts_sql(&parts) {
+            let mut q = sqlx::query(&sql);
+            for (_, _, rows) in &parts {
+                if !rows.is_empty() {
+                    pg::bind_columns!(q, rows);
+                }
+            }
+            q.execute(counted::stmt(&mut *$tx)).await?;
+        }
+    }};
+    ($q:ident, $tx:ident, $(($table:expr, $columns:expr, $rows:expr)),+ $(,)?) => {{
+        $(insert_rows!($q, $tx, $table, $columns, $rows);)+
     }};
 }
 
