@@ -103,8 +103,6 @@ struct Job {
 /// The sending side: every write of the store's saga path goes through it.
 pub(crate) struct Writer {
     queue: mpsc::Sender<Job>,
-    /// PostgreSQL: new orders' own writer (see [`Writer::keeping`]).
-    orders: Option<mpsc::Sender<Job>>,
 }
 
 impl Writer {
@@ -124,7 +122,6 @@ impl Writer {
         keep_idle: std::time::Duration,
     ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
-        let mut orders = None;
         let task = Task {
             backend,
             commands_in_outbox,
@@ -144,38 +141,17 @@ impl Writer {
                 }
             }
             Backend::Postgres(_) => {
-                // New orders have a writer of their own on PostgreSQL: a
-                // batch of saga transitions there took about 15 ms at
-                // saturation (a dozen round trips, the stock row's lock,
-                // the commit), and an order arriving meanwhile waited for
-                // it and then its own, so a client's `201` took two of
-                // them. A new order touches no row another write holds
-                // (its own rows, nothing of the stock), so the two
-                // writers' transactions never wait for each other.
-                let (order_queue, order_jobs) = mpsc::channel(QUEUE);
-                let order_task = Task {
-                    backend: task.backend.clone(),
-                    commands_in_outbox: task.commands_in_outbox.clone(),
-                    kept: on_handle::Kept::new(),
-                    keep_idle: task.keep_idle,
-                };
-                tokio::spawn(order_task.run(order_jobs));
-                orders = Some(order_queue);
                 tokio::spawn(task.run(jobs));
             }
         }
-        Self { queue, orders }
+        Self { queue }
     }
 
     /// Writes `write` in the next batch and waits until that batch committed.
     pub(crate) async fn write(&self, write: Write) -> Result<i64> {
         let (reply, answer) = oneshot::channel();
         let _counted = counted::InFlight::new();
-        let queue = match (&write, &self.orders) {
-            (Write::Order(_), Some(orders)) => orders,
-            _ => &self.queue,
-        };
-        queue
+        self.queue
             .send(Job { write, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
