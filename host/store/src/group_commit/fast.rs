@@ -8,7 +8,7 @@ use super::rows::{
     self, CHUNKS, Rows, Texts, Value, bind_rows, chunk_len, in_list_sql, insert_rows, order_values,
     padded, update_sql, update_values,
 };
-use super::{Backend, Job, Task, Write, arrays as pg, step_state};
+use super::{Job, Task, Write, arrays as pg, step_state};
 use crate::inventory::apply_inventory;
 use crate::orders::{ORDER_COLUMNS, advance_numbers, allocate_numbers, complete_idempotency};
 use crate::outbox::complete_published;
@@ -382,30 +382,25 @@ impl Task {
         })
     }
 
-    /// The fast path: `Ok(Committed)` with each member's new version (`None`
-    /// for a redelivered command, nothing of which was written), or
-    /// `Ok(Failed)`/`Err` with nothing committed.
-    pub(super) async fn fast(&self, jobs: &[Job]) -> Result<Fast> {
-        match &self.backend {
-            Backend::Sqlite { write, .. } => {
-                let mut conn = write.acquire().await?;
-                let mut locked = conn.lock_handle().await?;
-                self.fast_on(&mut locked, jobs)
-            }
-            Backend::Postgres(pool) => {
-                let (unpublish, dialect) = (self.unpublish(), self.dialect());
-                // The JSON texts, made before the transaction begins.
-                let texts: Vec<Texts> = jobs.iter().map(|j| Texts::of(j.write.effects())).collect();
-                let fan_out = crate::webhooks::fan_out_sql(&self.backend);
-                let mut tx = counted::tx(pool.begin().await?);
-                let fast =
-                    async { fast_in!(pg, tx, jobs, texts, unpublish, dialect, &fan_out) }.await;
-                if let Ok(Fast::Committed(_)) = &fast {
-                    tx.commit().await?;
-                }
-                fast
-            }
+    /// The PostgreSQL fast path on `conn`: `Ok(Committed)` with each
+    /// member's new version (`None` for a redelivered command, nothing of
+    /// which was written), or `Ok(Failed)`/`Err` with nothing committed.
+    pub(super) async fn fast_pg(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        jobs: &[Job],
+    ) -> Result<Fast> {
+        use sqlx::Connection;
+        let (unpublish, dialect) = (self.unpublish(), self.dialect());
+        // The JSON texts, made before the transaction begins.
+        let texts: Vec<Texts> = jobs.iter().map(|j| Texts::of(j.write.effects())).collect();
+        let fan_out = crate::webhooks::fan_out_sql(&self.backend);
+        let mut tx = counted::tx(conn.begin().await?);
+        let fast = async { fast_in!(pg, tx, jobs, texts, unpublish, dialect, &fan_out) }.await;
+        if let Ok(Fast::Committed(_)) = &fast {
+            tx.commit().await?;
         }
+        fast
     }
 }
 

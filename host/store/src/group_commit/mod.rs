@@ -30,12 +30,12 @@ use super::orders::{ORDER_COLUMNS, advance_numbers, allocate_numbers, complete_i
 use super::outbox::complete_published;
 use super::recorded::insert_recorded;
 use super::transition::{consume_command, update_order, write_effects};
-use super::{
-    Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted, on_pool,
-};
+use super::{Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted};
 use fast::Fast;
 use oms_domain::TenantId;
 use rows::{Value, insert_rows, order_values};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgPool};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -141,7 +141,20 @@ impl Writer {
                 }
             }
             Backend::Postgres(_) => {
-                tokio::spawn(task.run(jobs));
+                // A thread and a runtime of its own: as a task among the
+                // saga path's hundreds, each of a batch's round trips waited
+                // its turn on the shared workers before the next could go.
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let spawned = runtime.map_err(std::io::Error::other).and_then(|runtime| {
+                    std::thread::Builder::new()
+                        .name("oms-pg-writer".into())
+                        .spawn(move || runtime.block_on(task.run_pg(jobs)))
+                });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "the PostgreSQL writer's thread could not start");
+                }
             }
         }
         Self { queue }
@@ -228,11 +241,15 @@ struct Task {
 }
 
 impl Task {
-    async fn run(self, mut queue: mpsc::Receiver<Job>) {
+    /// PostgreSQL: takes whatever is queued, batch after batch, on the
+    /// writer's own connection ([`PgLink`]).
+    async fn run_pg(self, mut queue: mpsc::Receiver<Job>) {
+        let mut link = PgLink::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
             counted::batch(batch.len());
-            self.write_batch(std::mem::take(&mut batch)).await;
+            self.write_batch(std::mem::take(&mut batch), &mut link)
+                .await;
         }
     }
 
@@ -270,11 +287,8 @@ impl Task {
             }
             counted::batch(batch.len());
             let jobs = std::mem::take(&mut batch);
-            match &self.backend {
-                Backend::Sqlite { write, .. } => {
-                    runtime.block_on(self.write_while_queued(write, jobs, &mut queue));
-                }
-                Backend::Postgres(_) => runtime.block_on(self.write_batch(jobs)),
+            if let Backend::Sqlite { write, .. } = &self.backend {
+                runtime.block_on(self.write_while_queued(write, jobs, &mut queue));
             }
         }
         self.release_kept(runtime);
@@ -327,7 +341,7 @@ impl Task {
         }
         // Left over: a batch whose fast path failed (or none).
         if !jobs.is_empty() {
-            self.write_carefully(jobs).await;
+            self.write_carefully(jobs, None).await;
         }
     }
 
@@ -373,8 +387,9 @@ impl Task {
             .then_some(self.dialect().unpublish_command)
     }
 
-    /// Writes `jobs` and answers each: fast, or if that fails, carefully.
-    async fn write_batch(&self, jobs: Vec<Job>) {
+    /// PostgreSQL: writes `jobs` on `link` and answers each: fast, or if
+    /// that fails, carefully.
+    async fn write_batch(&self, jobs: Vec<Job>, link: &mut PgLink) {
         let mut jobs = jobs;
         // Stock rows are locked in one order by every host's writer, so
         // two batches on PostgreSQL cannot each hold what the other waits
@@ -382,96 +397,181 @@ impl Task {
         // by SKU. (Members are independent writes, so their order within a
         // batch is free; a tie keeps arrival order.)
         jobs.sort_by_cached_key(|j| lock_order(&j.write));
-        match self.fast(&jobs).await {
+        let Backend::Postgres(pool) = &self.backend else {
+            return self.write_carefully(jobs, None).await;
+        };
+        let fast = match link.get(pool).await {
+            Ok(conn) => self.fast_pg(conn, &jobs).await,
+            Err(e) => Err(e),
+        };
+        match fast {
             Ok(Fast::Committed(versions)) => return answer_fast(jobs, versions),
-            Ok(Fast::Failed) | Err(_) => {}
+            Ok(Fast::Failed) => {}
+            Err(e) => {
+                // The careful path starts on a connection known to be good.
+                tracing::debug!(error = %e, "a batch's fast path failed; writing it carefully on a new connection");
+                link.drop_connection();
+            }
         }
-        self.write_carefully(jobs).await;
+        match link.get(pool).await {
+            Ok(conn) => self.write_carefully(jobs, Some(conn)).await,
+            Err(e) => answer_unavailable(jobs, &e),
+        }
     }
 
-    /// The careful path for `jobs`, each answered with its own outcome.
-    async fn write_carefully(&self, jobs: Vec<Job>) {
+    /// The careful path for `jobs`, each answered with its own outcome:
+    /// on PostgreSQL on `pg`, the writer's connection; on SQLite on the pool.
+    async fn write_carefully(&self, jobs: Vec<Job>, pg: Option<&mut PgConnection>) {
         let mut jobs = jobs;
         counted::careful();
-        match self.careful(&jobs).await {
+        match self.careful(&jobs, pg).await {
             Ok(answers) => {
                 for (job, answer) in jobs.drain(..).zip(answers) {
                     let _ = job.reply.send(answer);
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, writes = jobs.len(), "a batch of saga writes failed; each will be retried by its caller");
-                let e = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Unavailable(e.clone())));
-                }
-            }
+            Err(e) => answer_unavailable(jobs, &e),
         }
     }
 
     /// The careful path: each member under its own savepoint, answered
     /// with its own outcome; `Err` when the batch as a whole failed
     /// (nothing committed).
-    async fn careful(&self, jobs: &[Job]) -> Result<Vec<Result<i64>>> {
-        let unpublish = self.unpublish();
-        let fan_out = crate::webhooks::fan_out_sql(&self.backend);
-        let dialect = self.dialect();
-        on_pool!(self, write, |pool| {
-            let mut tx = counted::tx(pool.begin().await?);
-            let mut answers = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                sqlx::query("SAVEPOINT member")
-                    .execute(counted::stmt(&mut *tx))
-                    .await?;
-                let answer: Result<i64> = async {
-                    match &job.write {
-                        Write::Transition(t) => {
-                            if let Some(command) = &t.consumes {
-                                consume_command!(tx, unpublish, command);
-                            }
-                            let first_seq = update_order!(tx, t);
-                            write_effects!(tx, t, first_seq);
-                            Ok(t.expected_version + 1)
+    async fn careful(
+        &self,
+        jobs: &[Job],
+        pg: Option<&mut PgConnection>,
+    ) -> Result<Vec<Result<i64>>> {
+        match (&self.backend, pg) {
+            (Backend::Postgres(_), Some(conn)) => {
+                let tx = counted::tx(conn.begin().await?);
+                careful_in!(self, tx, jobs)
+            }
+            (Backend::Sqlite { write, .. }, _) => {
+                let tx = counted::tx(write.begin().await?);
+                careful_in!(self, tx, jobs)
+            }
+            (Backend::Postgres(_), None) => Err(StoreError::Unavailable(
+                "the PostgreSQL writer has no connection".into(),
+            )),
+        }
+    }
+}
+
+/// Answers every one of `jobs` that the batch could not be written.
+fn answer_unavailable(jobs: Vec<Job>, e: &StoreError) {
+    tracing::warn!(error = %e, writes = jobs.len(), "a batch of saga writes failed; each will be retried by its caller");
+    let e = e.to_string();
+    for job in jobs {
+        let _ = job.reply.send(Err(StoreError::Unavailable(e.clone())));
+    }
+}
+
+/// The careful path's statements in transaction `$tx`: each of `$jobs`
+/// under its own savepoint; evaluates to `Result<Vec<Result<i64>>>`.
+macro_rules! careful_in {
+    ($task:expr, $tx:ident, $jobs:expr) => {{
+        let mut $tx = $tx;
+        let unpublish = $task.unpublish();
+        let fan_out = crate::webhooks::fan_out_sql(&$task.backend);
+        let dialect = $task.dialect();
+        let mut answers = Vec::with_capacity($jobs.len());
+        for job in $jobs {
+            sqlx::query("SAVEPOINT member")
+                .execute(counted::stmt(&mut *$tx))
+                .await?;
+            let answer: Result<i64> = async {
+                match &job.write {
+                    Write::Transition(t) => {
+                        if let Some(command) = &t.consumes {
+                            consume_command!($tx, unpublish, command);
                         }
-                        Write::Order(new) => {
-                            let values = [order_values(new)];
-                            insert_rows!(sqlx, tx, "orders", ORDER_COLUMNS, &values);
-                            write_effects!(tx, &new.effects, 1i64);
-                            complete_idempotency!(sqlx, tx, new);
-                            if let (Some(sql), Some(number)) =
-                                (dialect.advance_numbers, new.record.order_number)
-                            {
-                                advance_numbers!(sqlx, tx, sql, &new.record.tenant_id, number);
-                            }
-                            Ok(0)
+                        let first_seq = update_order!($tx, t);
+                        write_effects!($tx, t, first_seq);
+                        Ok(t.expected_version + 1)
+                    }
+                    Write::Order(new) => {
+                        let values = [order_values(new)];
+                        insert_rows!(sqlx, $tx, "orders", ORDER_COLUMNS, &values);
+                        write_effects!($tx, &new.effects, 1i64);
+                        complete_idempotency!(sqlx, $tx, new);
+                        if let (Some(sql), Some(number)) =
+                            (dialect.advance_numbers, new.record.order_number)
+                        {
+                            advance_numbers!(sqlx, $tx, sql, &new.record.tenant_id, number);
                         }
-                        Write::Published { ids, now } => {
-                            complete_published!(sqlx, tx, ids, *now, &fan_out);
-                            Ok(0)
-                        }
-                        Write::Recorded(calls) => {
-                            insert_recorded!(sqlx, tx, calls);
-                            Ok(0)
-                        }
-                        Write::Numbers { tenant, count } => {
-                            Ok(allocate_numbers!(sqlx, tx, tenant, *count))
-                        }
+                        Ok(0)
+                    }
+                    Write::Published { ids, now } => {
+                        complete_published!(sqlx, $tx, ids, *now, &fan_out);
+                        Ok(0)
+                    }
+                    Write::Recorded(calls) => {
+                        insert_recorded!(sqlx, $tx, calls);
+                        Ok(0)
+                    }
+                    Write::Numbers { tenant, count } => {
+                        Ok(allocate_numbers!(sqlx, $tx, tenant, *count))
                     }
                 }
-                .await;
-                if answer.is_err() {
-                    sqlx::query("ROLLBACK TO SAVEPOINT member")
-                        .execute(counted::stmt(&mut *tx))
-                        .await?;
-                }
-                sqlx::query("RELEASE SAVEPOINT member")
-                    .execute(counted::stmt(&mut *tx))
-                    .await?;
-                answers.push(answer);
             }
-            tx.commit().await?;
-            Ok(answers)
-        })
+            .await;
+            if answer.is_err() {
+                sqlx::query("ROLLBACK TO SAVEPOINT member")
+                    .execute(counted::stmt(&mut *$tx))
+                    .await?;
+            }
+            sqlx::query("RELEASE SAVEPOINT member")
+                .execute(counted::stmt(&mut *$tx))
+                .await?;
+            answers.push(answer);
+        }
+        $tx.commit().await?;
+        Ok(answers)
+    }};
+}
+use careful_in;
+
+/// A connection idle longer is pinged before the writer's next batch (as
+/// the pool's are): the server may have restarted meanwhile.
+const PG_IDLE_PING: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// PostgreSQL: the writer's own connection, opened with the pool's options
+/// on first use and kept while it works. On the pool, each batch's
+/// connection was pinged as it went back (a round trip that wakes the
+/// server's backend) and taken again through the pool's hand-offs.
+#[derive(Default)]
+struct PgLink {
+    conn: Option<(PgConnection, std::time::Instant)>,
+}
+
+impl PgLink {
+    /// The connection to write on: the kept one (pinged first if idle a
+    /// while), or a new one.
+    async fn get(&mut self, pool: &PgPool) -> Result<&mut PgConnection> {
+        let kept = match self.conn.take() {
+            Some((conn, since)) if since.elapsed() < PG_IDLE_PING => Some(conn),
+            Some((mut conn, _)) => match conn.ping().await {
+                Ok(()) => Some(conn),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the PostgreSQL writer's idle connection was gone; opening another");
+                    None
+                }
+            },
+            None => None,
+        };
+        let conn = match kept {
+            Some(conn) => conn,
+            None => PgConnection::connect_with(&pool.connect_options()).await?,
+        };
+        let (conn, _) = self.conn.insert((conn, std::time::Instant::now()));
+        Ok(conn)
+    }
+
+    /// Closes nothing gracefully: a connection a failed batch was on is
+    /// let go, and the next batch opens another.
+    fn drop_connection(&mut self) {
+        self.conn = None;
     }
 }
 
