@@ -67,6 +67,8 @@ struct Load {
     urls: Arc<Vec<String>>,
     args: BenchArgs,
     latencies: Latencies,
+    /// The same since the last progress line: where in a run a tail was.
+    recent: Latencies,
     accepted_at: Seen,
     sent: AtomicU64,
     accepted: AtomicU64,
@@ -114,6 +116,11 @@ impl Load {
             let us = answered.saturating_duration_since(since).as_micros() as u64;
             let _ = self
                 .latencies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(us.max(1));
+            let _ = self
+                .recent
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .record(us.max(1));
@@ -191,6 +198,15 @@ fn progress(
                 .unwrap_or_else(|p| p.into_inner())
                 .value_at_quantile(0.99) as f64
                 / 1000.0;
+            let (recent_p99, recent_max) = {
+                let mut recent = load.recent.lock().unwrap_or_else(|p| p.into_inner());
+                let seen = (
+                    recent.value_at_quantile(0.99) as f64 / 1000.0,
+                    recent.max() as f64 / 1000.0,
+                );
+                recent.reset();
+                seen
+            };
             tracing::info!(
                 seconds = started.elapsed().as_secs(),
                 sent = load.sent.load(Ordering::Relaxed),
@@ -200,6 +216,8 @@ fn progress(
                 finished = done,
                 finished_per_sec = done.saturating_sub(last_finished),
                 accept_p99_ms = p99,
+                last_second_p99_ms = recent_p99,
+                last_second_max_ms = recent_max,
                 "bench progress"
             );
             (last_accepted, last_finished) = (accepted, done);
@@ -242,6 +260,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         urls: urls.clone(),
         args: args.clone(),
         latencies: Arc::new(std::sync::Mutex::new(Histogram::new_with_bounds(
+            1,
+            600_000_000,
+            3,
+        )?)),
+        recent: Arc::new(std::sync::Mutex::new(Histogram::new_with_bounds(
             1,
             600_000_000,
             3,
