@@ -677,3 +677,29 @@ on_every_store!(
     customer_history_counts_recent_orders_only,
     sagas_are_found_by_state_longest_in_it_first,
 );
+
+/// The PostgreSQL writer keeps a connection of its own (not the pool's, so
+/// nothing else notices when it breaks). Cut from the server's side between
+/// two batches, the next batch must still be committed: the fast path fails
+/// on the dead connection, and the batch is written on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_writer_reconnects_after_its_connection_is_cut() {
+    use sqlx::Connection;
+    let db = Db::new(Kind::Postgres).await;
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db.url).await.unwrap());
+    // The first write opens the writer's connection.
+    let id = new_order(&*store, "c1", 1_000, 500).await;
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // (The second argument waits, up to 10 s, until the backend is gone.)
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
+         WHERE application_name = 'oms-writer' AND datname = current_database()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, vec![true], "the writer's one connection, cut");
+    let t = effects(&id, 0, Some(format!("cmd-{id}")));
+    assert_eq!(store.commit_transition(&t).await.unwrap(), 1);
+    assert_eq!(store.order(&tenant(), &id).await.unwrap().version, 1);
+}

@@ -536,6 +536,10 @@ use careful_in;
 /// the pool's are): the server may have restarted meanwhile.
 const PG_IDLE_PING: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The longest the writer waits for a new connection (the pool's own
+/// acquire timeout): its callers are answered unavailable and retry.
+const PG_CONNECT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// PostgreSQL: the writer's own connection, opened with the pool's options
 /// on first use and kept while it works. On the pool, each batch's
 /// connection was pinged as it went back (a round trip that wakes the
@@ -562,7 +566,19 @@ impl PgLink {
         };
         let conn = match kept {
             Some(conn) => conn,
-            None => PgConnection::connect_with(&pool.connect_options()).await?,
+            None => {
+                // (Named, so an operator can tell it in `pg_stat_activity`.)
+                let options = (*pool.connect_options())
+                    .clone()
+                    .application_name("oms-writer");
+                tokio::time::timeout(PG_CONNECT, PgConnection::connect_with(&options))
+                    .await
+                    .map_err(|_| {
+                        StoreError::Unavailable(
+                            "the PostgreSQL writer could not connect in time".into(),
+                        )
+                    })??
+            }
         };
         let (conn, _) = self.conn.insert((conn, std::time::Instant::now()));
         Ok(conn)
