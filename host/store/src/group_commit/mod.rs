@@ -108,8 +108,8 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer: on SQLite a thread of its own (its batches run
     /// on the write connection's handle there, see [`on_handle`]), on
-    /// PostgreSQL a task on the current runtime. It ends when the store
-    /// (the last sender) is dropped.
+    /// PostgreSQL a thread with a runtime and a connection of its own
+    /// ([`PgLink`]). It ends when the store (the last sender) is dropped.
     pub(crate) fn start(backend: Backend, commands_in_outbox: Arc<AtomicBool>) -> Self {
         Self::keeping(backend, commands_in_outbox, KEEP_IDLE)
     }
