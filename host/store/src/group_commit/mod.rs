@@ -20,22 +20,17 @@
 //! to its caller alone.
 
 pub(crate) mod arrays;
+mod careful;
 mod fast;
 pub(crate) mod on_handle;
+mod pg_writer;
 mod reserve;
 pub(crate) mod rows;
 mod step_state;
 
-use super::orders::{ORDER_COLUMNS, advance_numbers, allocate_numbers, complete_idempotency};
-use super::outbox::complete_published;
-use super::recorded::insert_recorded;
-use super::transition::{consume_command, update_order, write_effects};
 use super::{Backend, Dialect, InventoryOp, NewOrder, Result, StoreError, Transition, counted};
 use fast::Fast;
 use oms_domain::TenantId;
-use rows::{Value, insert_rows, order_values};
-use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgPool};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -109,7 +104,7 @@ impl Writer {
     /// Starts the writer: on SQLite a thread of its own (its batches run
     /// on the write connection's handle there, see [`on_handle`]), on
     /// PostgreSQL a thread with a runtime and a connection of its own
-    /// ([`PgLink`]). It ends when the store (the last sender) is dropped.
+    /// ([`pg_writer`]). It ends when the store (the last sender) is dropped.
     pub(crate) fn start(backend: Backend, commands_in_outbox: Arc<AtomicBool>) -> Self {
         Self::keeping(backend, commands_in_outbox, KEEP_IDLE)
     }
@@ -241,18 +236,6 @@ struct Task {
 }
 
 impl Task {
-    /// PostgreSQL: takes whatever is queued, batch after batch, on the
-    /// writer's own connection ([`PgLink`]).
-    async fn run_pg(self, mut queue: mpsc::Receiver<Job>) {
-        let mut link = PgLink::default();
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            counted::batch(batch.len());
-            self.write_batch(std::mem::take(&mut batch), &mut link)
-                .await;
-        }
-    }
-
     /// The same loop on a thread of its own: it sleeps while the queue is
     /// empty, and drives each batch's few waits (the pool, the handle's
     /// lock; the careful path's statements) on `runtime`. The batches'
@@ -385,209 +368,6 @@ impl Task {
         self.commands_in_outbox
             .load(Ordering::Relaxed)
             .then_some(self.dialect().unpublish_command)
-    }
-
-    /// PostgreSQL: writes `jobs` on `link` and answers each: fast, or if
-    /// that fails, carefully.
-    async fn write_batch(&self, jobs: Vec<Job>, link: &mut PgLink) {
-        let mut jobs = jobs;
-        // Stock rows are locked in one order by every host's writer, so
-        // two batches on PostgreSQL cannot each hold what the other waits
-        // for: writes without stock first, then releases, then reservations
-        // by SKU. (Members are independent writes, so their order within a
-        // batch is free; a tie keeps arrival order.)
-        jobs.sort_by_cached_key(|j| lock_order(&j.write));
-        let Backend::Postgres(pool) = &self.backend else {
-            return self.write_carefully(jobs, None).await;
-        };
-        let fast = match link.get(pool).await {
-            Ok(conn) => self.fast_pg(conn, &jobs).await,
-            Err(e) => Err(e),
-        };
-        match fast {
-            Ok(Fast::Committed(versions)) => return answer_fast(jobs, versions),
-            Ok(Fast::Failed) => {}
-            Err(e) => {
-                // The careful path starts on a connection known to be good.
-                tracing::debug!(error = %e, "a batch's fast path failed; writing it carefully on a new connection");
-                link.drop_connection();
-            }
-        }
-        match link.get(pool).await {
-            Ok(conn) => self.write_carefully(jobs, Some(conn)).await,
-            Err(e) => answer_unavailable(jobs, &e),
-        }
-    }
-
-    /// The careful path for `jobs`, each answered with its own outcome:
-    /// on PostgreSQL on `pg`, the writer's connection; on SQLite on the pool.
-    async fn write_carefully(&self, jobs: Vec<Job>, pg: Option<&mut PgConnection>) {
-        let mut jobs = jobs;
-        counted::careful();
-        match self.careful(&jobs, pg).await {
-            Ok(answers) => {
-                for (job, answer) in jobs.drain(..).zip(answers) {
-                    let _ = job.reply.send(answer);
-                }
-            }
-            Err(e) => answer_unavailable(jobs, &e),
-        }
-    }
-
-    /// The careful path: each member under its own savepoint, answered
-    /// with its own outcome; `Err` when the batch as a whole failed
-    /// (nothing committed).
-    async fn careful(
-        &self,
-        jobs: &[Job],
-        pg: Option<&mut PgConnection>,
-    ) -> Result<Vec<Result<i64>>> {
-        match (&self.backend, pg) {
-            (Backend::Postgres(_), Some(conn)) => {
-                let tx = counted::tx(conn.begin().await?);
-                careful_in!(self, tx, jobs)
-            }
-            (Backend::Sqlite { write, .. }, _) => {
-                let tx = counted::tx(write.begin().await?);
-                careful_in!(self, tx, jobs)
-            }
-            (Backend::Postgres(_), None) => Err(StoreError::Unavailable(
-                "the PostgreSQL writer has no connection".into(),
-            )),
-        }
-    }
-}
-
-/// Answers every one of `jobs` that the batch could not be written.
-fn answer_unavailable(jobs: Vec<Job>, e: &StoreError) {
-    tracing::warn!(error = %e, writes = jobs.len(), "a batch of saga writes failed; each will be retried by its caller");
-    let e = e.to_string();
-    for job in jobs {
-        let _ = job.reply.send(Err(StoreError::Unavailable(e.clone())));
-    }
-}
-
-/// The careful path's statements in transaction `$tx`: each of `$jobs`
-/// under its own savepoint; evaluates to `Result<Vec<Result<i64>>>`.
-macro_rules! careful_in {
-    ($task:expr, $tx:ident, $jobs:expr) => {{
-        let mut $tx = $tx;
-        let unpublish = $task.unpublish();
-        let fan_out = crate::webhooks::fan_out_sql(&$task.backend);
-        let dialect = $task.dialect();
-        let mut answers = Vec::with_capacity($jobs.len());
-        for job in $jobs {
-            sqlx::query("SAVEPOINT member")
-                .execute(counted::stmt(&mut *$tx))
-                .await?;
-            let answer: Result<i64> = async {
-                match &job.write {
-                    Write::Transition(t) => {
-                        if let Some(command) = &t.consumes {
-                            consume_command!($tx, unpublish, command);
-                        }
-                        let first_seq = update_order!($tx, t);
-                        write_effects!($tx, t, first_seq);
-                        Ok(t.expected_version + 1)
-                    }
-                    Write::Order(new) => {
-                        let values = [order_values(new)];
-                        insert_rows!(sqlx, $tx, "orders", ORDER_COLUMNS, &values);
-                        write_effects!($tx, &new.effects, 1i64);
-                        complete_idempotency!(sqlx, $tx, new);
-                        if let (Some(sql), Some(number)) =
-                            (dialect.advance_numbers, new.record.order_number)
-                        {
-                            advance_numbers!(sqlx, $tx, sql, &new.record.tenant_id, number);
-                        }
-                        Ok(0)
-                    }
-                    Write::Published { ids, now } => {
-                        complete_published!(sqlx, $tx, ids, *now, &fan_out);
-                        Ok(0)
-                    }
-                    Write::Recorded(calls) => {
-                        insert_recorded!(sqlx, $tx, calls);
-                        Ok(0)
-                    }
-                    Write::Numbers { tenant, count } => {
-                        Ok(allocate_numbers!(sqlx, $tx, tenant, *count))
-                    }
-                }
-            }
-            .await;
-            if answer.is_err() {
-                sqlx::query("ROLLBACK TO SAVEPOINT member")
-                    .execute(counted::stmt(&mut *$tx))
-                    .await?;
-            }
-            sqlx::query("RELEASE SAVEPOINT member")
-                .execute(counted::stmt(&mut *$tx))
-                .await?;
-            answers.push(answer);
-        }
-        $tx.commit().await?;
-        Ok(answers)
-    }};
-}
-use careful_in;
-
-/// A connection idle longer is pinged before the writer's next batch (as
-/// the pool's are): the server may have restarted meanwhile.
-const PG_IDLE_PING: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The longest the writer waits for a new connection (the pool's own
-/// acquire timeout): its callers are answered unavailable and retry.
-const PG_CONNECT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// PostgreSQL: the writer's own connection, opened with the pool's options
-/// on first use and kept while it works. On the pool, each batch's
-/// connection was pinged as it went back (a round trip that wakes the
-/// server's backend) and taken again through the pool's hand-offs.
-#[derive(Default)]
-struct PgLink {
-    conn: Option<(PgConnection, std::time::Instant)>,
-}
-
-impl PgLink {
-    /// The connection to write on: the kept one (pinged first if idle a
-    /// while), or a new one.
-    async fn get(&mut self, pool: &PgPool) -> Result<&mut PgConnection> {
-        let kept = match self.conn.take() {
-            Some((conn, since)) if since.elapsed() < PG_IDLE_PING => Some(conn),
-            Some((mut conn, _)) => match conn.ping().await {
-                Ok(()) => Some(conn),
-                Err(e) => {
-                    tracing::debug!(error = %e, "the PostgreSQL writer's idle connection was gone; opening another");
-                    None
-                }
-            },
-            None => None,
-        };
-        let conn = match kept {
-            Some(conn) => conn,
-            None => {
-                // (Named, so an operator can tell it in `pg_stat_activity`.)
-                let options = (*pool.connect_options())
-                    .clone()
-                    .application_name("oms-writer");
-                tokio::time::timeout(PG_CONNECT, PgConnection::connect_with(&options))
-                    .await
-                    .map_err(|_| {
-                        StoreError::Unavailable(
-                            "the PostgreSQL writer could not connect in time".into(),
-                        )
-                    })??
-            }
-        };
-        let (conn, _) = self.conn.insert((conn, std::time::Instant::now()));
-        Ok(conn)
-    }
-
-    /// Closes nothing gracefully: a connection a failed batch was on is
-    /// let go, and the next batch opens another.
-    fn drop_connection(&mut self) {
-        self.conn = None;
     }
 }
 
