@@ -149,15 +149,8 @@ impl PgReaders {
             .await
             .map_err(|_| StoreError::Unavailable("the store's readers are closed".into()))?;
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let conn = match idle {
-            Some((conn, since)) if since.elapsed() < PG_IDLE_PING => conn,
-            Some((mut conn, _)) => match conn.ping().await {
-                Ok(()) => conn,
-                Err(e) => {
-                    tracing::debug!(error = %e, "an idle read connection was gone; opening another");
-                    PgConnection::connect_with(&pool.connect_options()).await?
-                }
-            },
+        let conn = match still_open(idle, "read").await {
+            Some(conn) => conn,
             None => PgConnection::connect_with(&pool.connect_options()).await?,
         };
         Ok(PgReader {
@@ -165,6 +158,27 @@ impl PgReaders {
             conn,
             _permit: permit,
         })
+    }
+}
+
+/// A kept connection (with when it was last used), if it is still open:
+/// one idle [`PG_IDLE_PING`] or longer is pinged first, as the pool's are,
+/// since the server may have restarted meanwhile. `what` names it in the
+/// log when it was gone.
+pub(crate) async fn still_open(
+    kept: Option<(PgConnection, Instant)>,
+    what: &str,
+) -> Option<PgConnection> {
+    match kept {
+        Some((conn, since)) if since.elapsed() < PG_IDLE_PING => Some(conn),
+        Some((mut conn, _)) => match conn.ping().await {
+            Ok(()) => Some(conn),
+            Err(e) => {
+                tracing::debug!(error = %e, what, "an idle PostgreSQL connection was gone; opening another");
+                None
+            }
+        },
+        None => None,
     }
 }
 

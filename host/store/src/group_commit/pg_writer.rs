@@ -55,10 +55,6 @@ impl Task {
     }
 }
 
-/// A connection idle longer is pinged before the writer's next batch (as
-/// the pool's are): the server may have restarted meanwhile.
-const PG_IDLE_PING: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The longest the writer waits for a new connection (the pool's own
 /// acquire timeout): its callers are answered unavailable and retry.
 const PG_CONNECT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -76,17 +72,7 @@ impl PgLink {
     /// The connection to write on: the kept one (pinged first if idle a
     /// while), or a new one.
     async fn get(&mut self, pool: &PgPool) -> Result<&mut PgConnection> {
-        let kept = match self.conn.take() {
-            Some((conn, since)) if since.elapsed() < PG_IDLE_PING => Some(conn),
-            Some((mut conn, _)) => match conn.ping().await {
-                Ok(()) => Some(conn),
-                Err(e) => {
-                    tracing::debug!(error = %e, "the PostgreSQL writer's idle connection was gone; opening another");
-                    None
-                }
-            },
-            None => None,
-        };
+        let kept = crate::readers::still_open(self.conn.take(), "the writer's").await;
         let conn = match kept {
             Some(conn) => conn,
             None => {
