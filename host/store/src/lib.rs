@@ -273,6 +273,24 @@ impl SqlStore {
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", data_dir.display())))?;
         Self::connect(&format!("sqlite://{}", data_dir.join("oms.db").display())).await
     }
+
+    /// Closes the store: the writes already queued are written, the writer
+    /// stops (on SQLite finalizing the statements it keeps on the write
+    /// connection), then the pools close. Dropping the store instead is
+    /// safe too, but leaves the connections to close on their own time.
+    pub async fn close(self) {
+        let Self {
+            backend, writer, ..
+        } = self;
+        writer.stop().await;
+        match backend {
+            Backend::Sqlite { write, read, .. } => {
+                write.close().await;
+                read.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
 }
 
 #[async_trait::async_trait]

@@ -98,6 +98,9 @@ struct Job {
 /// The sending side: every write of the store's saga path goes through it.
 pub(crate) struct Writer {
     queue: mpsc::Sender<Job>,
+    /// Resolves once the writer's thread has ended (its sender is dropped
+    /// on the thread's way out, a panic included): see [`Writer::stop`].
+    ended: oneshot::Receiver<()>,
 }
 
 impl Writer {
@@ -117,6 +120,7 @@ impl Writer {
         keep_idle: std::time::Duration,
     ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
+        let (ending, ended) = oneshot::channel::<()>();
         let task = Task {
             backend,
             commands_in_outbox,
@@ -128,7 +132,10 @@ impl Writer {
                 let runtime = tokio::runtime::Handle::current();
                 let spawned = std::thread::Builder::new()
                     .name("oms-sqlite-writer".into())
-                    .spawn(move || task.run_on_thread(jobs, &runtime));
+                    .spawn(move || {
+                        let _ending = ending;
+                        task.run_on_thread(jobs, &runtime)
+                    });
                 if let Err(e) = spawned {
                     // The queue's receiver went with the closure: every
                     // write is answered "the store's writer has stopped".
@@ -145,14 +152,28 @@ impl Writer {
                 let spawned = runtime.map_err(std::io::Error::other).and_then(|runtime| {
                     std::thread::Builder::new()
                         .name("oms-pg-writer".into())
-                        .spawn(move || runtime.block_on(task.run_pg(jobs)))
+                        .spawn(move || {
+                            let _ending = ending;
+                            runtime.block_on(task.run_pg(jobs))
+                        })
                 });
                 if let Err(e) = spawned {
                     tracing::error!(error = %e, "the PostgreSQL writer's thread could not start");
                 }
             }
         }
-        Self { queue }
+        Self { queue, ended }
+    }
+
+    /// Stops the writer once the writes queued are written, and waits until
+    /// its thread has ended: on SQLite, its prepared statements are then
+    /// finalized, so the write pool can be closed (closing it first makes
+    /// sqlx's `sqlite3_close` fail on them).
+    pub(crate) async fn stop(self) {
+        let Self { queue, ended } = self;
+        drop(queue);
+        // An error is the same news: the sender went with the thread.
+        let _ = ended.await;
     }
 
     /// Writes `write` in the next batch and waits until that batch committed.

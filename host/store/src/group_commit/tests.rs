@@ -102,10 +102,13 @@ async fn kept_statements_are_let_go_once_the_writer_is_idle() {
     until_none_open(&write).await;
     // And prepared again for the next write.
     writer.write(numbers(&tenant)).await.expect("numbers taken");
-    drop(writer);
-    drop(store);
-    until_none_open(&write).await;
-    write.close().await;
+    writer.stop().await;
+    assert_eq!(
+        open_statements(&write).await,
+        0,
+        "left open by a stopped writer"
+    );
+    store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -126,11 +129,15 @@ async fn kept_statements_are_let_go_when_the_writer_stops() {
         open_statements(&write).await > 0,
         "the writer kept no statement after its batch"
     );
-    // The queue closes: the writer finalizes them on its way out.
-    drop(writer);
-    until_none_open(&write).await;
-    drop(store);
-    write.close().await;
+    // The queue closes: the writer finalizes them on its way out, and
+    // stop waits for that.
+    writer.stop().await;
+    assert_eq!(
+        open_statements(&write).await,
+        0,
+        "left open by a stopped writer"
+    );
+    store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -188,8 +195,10 @@ async fn the_write_connection_is_shared_while_batches_keep_coming() {
         written.load(std::sync::atomic::Ordering::Relaxed) > 0 && during > 0,
         "no batch was written"
     );
-    drop(writer);
-    drop(store);
-    write.close().await;
+    // Stopped before the pool closes: a statement it kept open would make
+    // closing the connection fail (sqlx panics then).
+    let writer = Arc::into_inner(writer).expect("the tasks' handles are gone");
+    writer.stop().await;
+    store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
