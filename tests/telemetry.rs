@@ -60,12 +60,26 @@ async fn metrics_carry_tenant_route_step_slot_and_outcome(kind: Kind) {
         .await;
     assert_eq!(api.settle(&declined).await["status"], "CANCELLED");
 
-    let text = reqwest::get(format!("{}/metrics", srv.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The saga's own counters move just after its last commit, which the
+    // API may show first: wait for the scrape to have both finished.
+    let url = format!("{}/metrics", srv.url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let counted = |outcome: &str| {
+            let series =
+                format!(r#"oms_saga_duration_seconds_count{{tenant="acme",outcome="{outcome}"}}"#);
+            sample(&text, &series).is_some()
+        };
+        if counted("COMPLETED") && counted("CANCELLED") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both sagas finished, but /metrics never counted them:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     promtool_accepts(&text).await;
     let count = |series: &str| {
         sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
@@ -166,7 +180,6 @@ async fn metrics_carry_tenant_route_step_slot_and_outcome(kind: Kind) {
     // Gauges read at scrape time: nothing is stuck, and the relay catches up.
     assert_eq!(count(r#"oms_sagas_stuck{tenant="acme"}"#), 0.0);
     assert!(count("oms_outbox_oldest_due_age_seconds ") >= 0.0);
-    let url = format!("{}/metrics", srv.url);
     support::admin::until("the outbox relay caught up", || async {
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
         sample(&text, "oms_outbox_oldest_due_age_seconds ") == Some(0.0)

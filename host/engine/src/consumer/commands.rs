@@ -251,7 +251,7 @@ pub fn store(consumer: &CommandConsumer, partition: i32, next: i64) {
         && let Err(e) = consumer.store_offsets(&tpl)
     {
         // The partition moved meanwhile; its new owner commits it.
-        tracing::debug!(partition, error = %e, "storing a consumer offset failed");
+        tracing::info!(partition, error = %e, "storing a consumer offset failed");
     }
 }
 
