@@ -6,7 +6,10 @@
 
 mod support;
 
-use oms_store::{ALLOCATE_NUMBERS_LAZY, CUSTOMER_HISTORY, DELETE_PUBLISHED_LAZY, SqlStore};
+use oms_store::{
+    ALLOCATE_NUMBERS_LAZY, CUSTOMER_HISTORY, DELETE_PUBLISHED_LAZY, SqlStore, UPDATE_ORDERS,
+    pg_writer_options,
+};
 use support::{Db, Kind};
 
 /// The fraud check's read of a customer's history goes through
@@ -115,4 +118,57 @@ async fn numbering_and_the_relays_removals_do_not_wait_for_the_disk() {
         .await
         .unwrap();
     assert_eq!(last, 2, "the allocation took its two numbers");
+}
+
+/// The group-commit writer's update of a batch's order rows finds them by
+/// key however large `orders` grew after the writer connected. On a new
+/// database the plan PostgreSQL keeps for a prepared statement (after five
+/// calls) was made while the table was empty: a scan of the whole table
+/// joined to the batch, so every later batch read every order. The
+/// writer's connection plans each call for its values instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_order_update_finds_its_rows_by_key_as_the_table_grows() {
+    use sqlx::Connection;
+    use std::str::FromStr;
+    let db = Db::new(Kind::Postgres).await;
+    drop(SqlStore::connect(&db.url).await.unwrap());
+    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
+    let mut conn = sqlx::PgConnection::connect_with(&pg_writer_options(&options))
+        .await
+        .unwrap();
+    sqlx::query(&format!("PREPARE update_orders AS {UPDATE_ORDERS}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // (EXECUTE takes no bound parameters: the values are written in.)
+    let nulls = vec!["ARRAY[NULL::text]"; 8].join(", ");
+    let execute = format!(
+        "EXECUTE update_orders(ARRAY['acme'], ARRAY['ord_7'], ARRAY[0::bigint], {nulls}, \
+         ARRAY[0::bigint], ARRAY[0::bigint])"
+    );
+    // Batches while the table is empty: more than the five calls after
+    // which PostgreSQL may keep a generic plan.
+    for _ in 0..8 {
+        sqlx::query(&execute).execute(&mut conn).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO orders (tenant_id, id, customer_id, currency, total_minor, status,
+             payment_status, fulfillment_status, draft, saga_state, saga_status, version,
+             event_seq, created_at, updated_at)
+         SELECT 'acme', 'ord_' || n, 'c', 'USD', 100, 'PENDING', 'NONE', 'NONE', '{}', '{}',
+             'RUNNING', 0, 0, 0, 0
+         FROM generate_series(1, 20000) AS n",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {execute}"))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("orders_pkey") && !plan.contains("Seq Scan on orders"),
+        "the order update scans the table:\n{plan}"
+    );
 }

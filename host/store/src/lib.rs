@@ -35,6 +35,7 @@ pub use contract::{
     TenantConfigs,
 };
 pub use counted::{DbCounts, db_counts};
+pub use group_commit::{arrays::UPDATE_ORDERS, pg_writer_options};
 pub use inventory::{InventoryOp, StockLevel};
 pub use orders::{
     ALLOCATE_NUMBERS_LAZY, CUSTOMER_HISTORY, CustomerHistory, IdempotencyBegin, NewOrder,

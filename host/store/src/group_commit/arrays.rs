@@ -92,7 +92,7 @@ pub(crate) fn inserts_sql(parts: &[Part<'_, '_>]) -> Option<String> {
 /// transition, as [`super::rows::update_values`] makes it), applied only
 /// where the row's version is still the one it was decided on; the rows
 /// updated answer with their new last history sequence number.
-pub(crate) const UPDATE_ORDERS: &str = "UPDATE orders SET
+pub const UPDATE_ORDERS: &str = "UPDATE orders SET
         status = COALESCE(v.status, orders.status),
         payment_status = COALESCE(v.payment_status, orders.payment_status),
         fulfillment_status = COALESCE(v.fulfillment_status, orders.fulfillment_status),

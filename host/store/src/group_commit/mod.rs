@@ -24,6 +24,7 @@ mod careful;
 mod fast;
 pub(crate) mod on_handle;
 mod pg_writer;
+pub use pg_writer::writer_options as pg_writer_options;
 mod reserve;
 pub(crate) mod rows;
 mod step_state;
