@@ -141,7 +141,7 @@ async fn the_writers_order_update_finds_its_rows_by_key_as_the_table_grows() {
         .await
         .unwrap();
     // (EXECUTE takes no bound parameters: the values are written in.)
-    let nulls = vec!["ARRAY[NULL::text]"; 8].join(", ");
+    let nulls = ["ARRAY[NULL::text]"; 8].join(", ");
     let execute = format!(
         "EXECUTE update_orders(ARRAY['acme'], ARRAY['ord_7'], ARRAY[0::bigint], {nulls}, \
          ARRAY[0::bigint], ARRAY[0::bigint])"
