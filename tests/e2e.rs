@@ -615,7 +615,8 @@ async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(kind: Kind) {
     );
     let t = types(&api.get(&format!("/orders/{id}/events")).await.body);
     assert_eq!(t.last().map(String::as_str), Some("order.saga_stuck"));
-    srv.metric_reaches("sagas_stuck_total", 1).await;
+    srv.wait_metric("sagas_stuck_total", 1).await;
+    assert_eq!(srv.metric("sagas_stuck_total").await, 1);
     assert_eq!(srv.metric(r#"sagas_stuck{tenant="globex"}"#).await, 1);
     assert_eq!(srv.metric(r#"sagas_stuck{tenant="acme"}"#).await, 0);
     assert_eq!(
@@ -768,7 +769,8 @@ async fn health_readiness_and_metrics(kind: Kind) {
     let id = api.place(&order("cust-1", "WIDGET-1", 1, "tok_visa")).await;
     api.settle(&id).await;
     assert_eq!(srv.metric("orders_accepted_total").await, 1);
-    srv.metric_reaches("sagas_completed_total", 1).await;
+    srv.wait_metric("sagas_completed_total", 1).await;
+    assert_eq!(srv.metric("sagas_completed_total").await, 1);
     assert_eq!(srv.metric("illegal_transitions_total").await, 0);
 }
 

@@ -308,14 +308,6 @@ fn dead_letters(broker: &Broker) -> Vec<Value> {
         .collect()
 }
 
-async fn wait_metric(srv: &Server, name: &str, at_least: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while srv.metric(name).await < at_least {
-        assert!(Instant::now() < deadline, "{name} stayed below {at_least}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Undecodable messages, unknown types and unknown schema versions on the
 /// command topic go to the dead-letter topic with their origin and error;
 /// the consumer moves on (a restarted host does not see them again); an
@@ -362,7 +354,7 @@ async fn poison_commands_go_to_the_dead_letter_topic_and_can_be_replayed() {
             .await
             .unwrap();
     }
-    wait_metric(&srv, "dead_letters_total", 3).await;
+    srv.wait_metric("dead_letters_total", 3).await;
     let letters = dead_letters(&broker);
     let mut codes: Vec<&str> = letters
         .iter()
@@ -427,15 +419,15 @@ async fn poison_commands_go_to_the_dead_letter_topic_and_can_be_replayed() {
     srv.spawn().await;
     let next = acme.place(&order("c", "WIDGET-1", 1, "tok_visa")).await;
     assert_eq!(acme.settle(&next).await["status"], "CONFIRMED");
-    wait_metric(&srv, "commands_consumed_total", 1).await;
+    srv.wait_metric("commands_consumed_total", 1).await;
     assert_eq!(srv.metric("dead_letters_total").await, 0);
 
     // Replayed, the messages are still unreadable: back they come, marked.
     let one = letters[0]["id"].as_str().unwrap();
     assert!(oms_dlq(&broker, &["replay", one]).contains("replayed 1"));
-    wait_metric(&srv, "dead_letters_total", 1).await;
+    srv.wait_metric("dead_letters_total", 1).await;
     assert!(oms_dlq(&broker, &["replay", "--all"]).contains("replayed 4"));
-    wait_metric(&srv, "dead_letters_total", 5).await;
+    srv.wait_metric("dead_letters_total", 5).await;
     let letters = dead_letters(&broker);
     assert_eq!(letters.len(), 8);
     let replayed = letters

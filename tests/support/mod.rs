@@ -397,19 +397,15 @@ impl Server {
             .unwrap_or_else(|| panic!("metric {name} missing"))
     }
 
-    /// Waits (a generous deadline) until metric `name` reads `value`: a
-    /// saga's counters move just after its last commit, which the API may
-    /// show first.
-    pub async fn metric_reaches(&self, name: &str, value: u64) {
+    /// Waits (a generous deadline) until metric `name` reads at least
+    /// `at_least`: a saga's counters move just after its last commit, which
+    /// the API may show first, and a consumer's after its message is done.
+    pub async fn wait_metric(&self, name: &str, at_least: u64) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let now = self.metric(name).await;
-            if now == value {
-                return;
-            }
+        while self.metric(name).await < at_least {
             assert!(
                 std::time::Instant::now() < deadline,
-                "metric {name} stayed at {now}, not {value}"
+                "{name} stayed below {at_least}"
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
