@@ -172,3 +172,73 @@ async fn the_writers_order_update_finds_its_rows_by_key_as_the_table_grows() {
         "the order update scans the table:\n{plan}"
     );
 }
+
+/// The batch's stock reservations (`oms_reserve_lines`) look their rows up
+/// by key on the writer's connection however large the stock tables grew
+/// after its plans were made. The function's statements keep one plan per
+/// connection (migration 0021: planning every line again was a fifth of
+/// the writer's server time), so a plan made while `inventory` and
+/// `reservations` were empty must not turn into a scan of either table
+/// later, as the order update's once did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_reservations_find_stock_by_key_as_the_tables_grow() {
+    use sqlx::Connection;
+    use std::str::FromStr;
+    let db = Db::new(Kind::Postgres).await;
+    drop(SqlStore::connect(&db.url).await.unwrap());
+    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
+    let mut conn = sqlx::PgConnection::connect_with(&pg_writer_options(&options))
+        .await
+        .unwrap();
+    let reserve = "SELECT line, warehouse FROM oms_reserve_lines($1, $2, $3, $4, $5) ORDER BY line";
+    let call = |n: usize| {
+        sqlx::query_as::<_, (i32, Option<String>)>(reserve)
+            .bind(["acme", "acme"])
+            .bind([format!("ord_{n}_a"), format!("ord_{n}_b")])
+            .bind(["WIDGET-1", "WIDGET-1"])
+            .bind([1_i64, 1])
+            .bind([0_i64, 0])
+    };
+    // Calls while the tables are empty (no stock: nothing held), more than
+    // the five after which PostgreSQL may keep a generic plan.
+    for n in 0..8 {
+        let held = call(n).fetch_all(&mut conn).await.unwrap();
+        assert!(held.iter().all(|(_, w)| w.is_none()), "{held:?}");
+    }
+    sqlx::query(
+        "INSERT INTO inventory (tenant_id, sku, warehouse_id, on_hand, reserved, updated_at)
+         SELECT 'acme', 'SKU-' || n, 'east', 10, 0, 0 FROM generate_series(1, 20000) AS n
+         UNION ALL VALUES ('acme', 'WIDGET-1', 'east', 1000, 0, 0), ('acme', 'WIDGET-1', 'west', 1000, 0, 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO reservations (tenant_id, order_id, sku, warehouse_id, quantity, state, created_at, updated_at)
+         SELECT 'acme', 'ord_old_' || n, 'SKU-' || n, 'east', 1, 'held', 0, 0
+         FROM generate_series(1, 20000) AS n",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // This transaction's own scans of each table, counted as it runs.
+    let mut tx = conn.begin().await.unwrap();
+    let held = call(8).fetch_all(&mut *tx).await.unwrap();
+    assert_eq!(
+        held,
+        vec![(1, Some("east".to_string())), (2, Some("west".to_string()))],
+        "each line from the warehouse with the most available"
+    );
+    let scans: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, seq_scan, idx_scan FROM pg_stat_xact_user_tables
+         WHERE relname IN ('inventory', 'reservations') ORDER BY relname",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    for (table, seq, idx) in &scans {
+        assert_eq!(*seq, 0, "{table} scanned whole: {scans:?}");
+        assert!(*idx > 0, "{table} not read by key: {scans:?}");
+    }
+    assert_eq!(scans.len(), 2, "{scans:?}");
+}
