@@ -128,14 +128,7 @@ async fn numbering_and_the_relays_removals_do_not_wait_for_the_disk() {
 /// writer's connection plans each call for its values instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writers_order_update_finds_its_rows_by_key_as_the_table_grows() {
-    use sqlx::Connection;
-    use std::str::FromStr;
-    let db = Db::new(Kind::Postgres).await;
-    drop(SqlStore::connect(&db.url).await.unwrap());
-    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
-    let mut conn = sqlx::PgConnection::connect_with(&pg_writer_options(&options))
-        .await
-        .unwrap();
+    let (_db, mut conn) = writer_connection().await;
     sqlx::query(&format!("PREPARE update_orders AS {UPDATE_ORDERS}"))
         .execute(&mut conn)
         .await
@@ -183,13 +176,7 @@ async fn the_writers_order_update_finds_its_rows_by_key_as_the_table_grows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_batch_reservations_find_stock_by_key_as_the_tables_grow() {
     use sqlx::Connection;
-    use std::str::FromStr;
-    let db = Db::new(Kind::Postgres).await;
-    drop(SqlStore::connect(&db.url).await.unwrap());
-    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
-    let mut conn = sqlx::PgConnection::connect_with(&pg_writer_options(&options))
-        .await
-        .unwrap();
+    let (_db, mut conn) = writer_connection().await;
     let reserve = "SELECT line, warehouse FROM oms_reserve_lines($1, $2, $3, $4, $5) ORDER BY line";
     let call = |n: usize| {
         sqlx::query_as::<_, (i32, Option<String>)>(reserve)
@@ -241,4 +228,18 @@ async fn the_batch_reservations_find_stock_by_key_as_the_tables_grow() {
         assert!(*idx > 0, "{table} not read by key: {scans:?}");
     }
     assert_eq!(scans.len(), 2, "{scans:?}");
+}
+
+/// A new PostgreSQL database with the schema, and a connection to it made
+/// as the group-commit writer makes its own.
+async fn writer_connection() -> (Db, sqlx::PgConnection) {
+    use sqlx::Connection;
+    use std::str::FromStr;
+    let db = Db::new(Kind::Postgres).await;
+    drop(SqlStore::connect(&db.url).await.unwrap());
+    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url).unwrap();
+    let conn = sqlx::PgConnection::connect_with(&pg_writer_options(&options))
+        .await
+        .unwrap();
+    (db, conn)
 }
