@@ -138,6 +138,13 @@ async fn happy_path_runs_each_tenants_step_order(kind: Kind) {
         );
         assert_eq!(reserved(&api, sku).await, 3);
     }
+    // SQLite's allocations went through the host's allocator: configured
+    // before its first connection, or SQLite refuses (and the host says so).
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert!(
+        log.contains("SQLite allocates through mimalloc"),
+        "SQLite's allocator was not set:\n{log}"
+    );
 }
 
 async fn guardrail_rejects_large_quantities_with_a_violation(kind: Kind) {

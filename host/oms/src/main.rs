@@ -3,6 +3,7 @@
 
 mod cli;
 mod http_server;
+mod sqlite_alloc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -216,6 +217,12 @@ fn main() -> anyhow::Result<()> {
         let backtrace = std::backtrace::Backtrace::capture();
         tracing::error!(%location, panic = %info.payload_as_str().unwrap_or("(not text)"), %backtrace, "panicked");
     }));
+    // Before any SQLite connection opens; with SQLite on its default
+    // allocator the host still works, at the memory cost the module names.
+    match sqlite_alloc::install() {
+        Ok(()) => tracing::info!("SQLite allocates through mimalloc, as the host does"),
+        Err(code) => tracing::warn!(code, "SQLite's allocations stay on the C library's malloc"),
+    }
     // Before any runtime starts: the compiler process is single-purpose.
     if let Command::CompilePlugin {
         cpu_seconds,
