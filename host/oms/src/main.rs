@@ -217,12 +217,6 @@ fn main() -> anyhow::Result<()> {
         let backtrace = std::backtrace::Backtrace::capture();
         tracing::error!(%location, panic = %info.payload_as_str().unwrap_or("(not text)"), %backtrace, "panicked");
     }));
-    // Before any SQLite connection opens; with SQLite on its default
-    // allocator the host still works, at the memory cost the module names.
-    match sqlite_alloc::install() {
-        Ok(()) => tracing::info!("SQLite allocates through mimalloc, as the host does"),
-        Err(code) => tracing::warn!(code, "SQLite's allocations stay on the C library's malloc"),
-    }
     // Before any runtime starts: the compiler process is single-purpose.
     if let Command::CompilePlugin {
         cpu_seconds,
@@ -271,6 +265,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before the store opens its first SQLite connection (the other
+    // commands' short runs keep the C library's malloc); with SQLite on its
+    // default allocator the host still works, at the memory cost the
+    // module names.
+    match sqlite_alloc::install() {
+        Ok(()) => tracing::info!("SQLite allocates through mimalloc, as the host does"),
+        Err(code) => tracing::warn!(code, "SQLite's allocations stay on the C library's malloc"),
+    }
     // First, so nothing measured while starting is lost.
     let exporter = oms_api::metrics::install().context("installing the metrics recorder")?;
     let upkeep = exporter.clone();

@@ -3,7 +3,7 @@
 //! of its connections runs on a thread of its own (sqlx's worker threads,
 //! the group-commit writer's, the direct readers'), so glibc gave each
 //! thread an arena of its own that kept what it had freed: the host's RSS
-//! grew with the database (12-21 % from 10,000 to 100,000 orders), almost
+//! grew with the database (11-21 % from 10,000 to 100,000 orders), almost
 //! all of it in those arenas.
 #![allow(unsafe_code)]
 
