@@ -137,6 +137,27 @@ pub async fn render(State(p): State<AppState>, Extension(exporter): Extension<Ex
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
         ));
     }
+    let checkpoints = oms_store::checkpoint_counts();
+    for (name, help, value) in [
+        (
+            "oms_db_checkpoints_total",
+            "SQLite write-ahead log checkpoints run by the host's checkpoint thread (after the writer's commits, not inside them).",
+            checkpoints.runs,
+        ),
+        (
+            "oms_db_checkpoint_failures_total",
+            "SQLite checkpoints that failed (each logged; the next commit tries again, and the write connection checkpoints itself past a long log).",
+            checkpoints.failures,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP oms_db_wal_pages SQLite's write-ahead log in pages when it was last checkpointed.\n# TYPE oms_db_wal_pages gauge\noms_db_wal_pages {}\n",
+        checkpoints.log_pages
+    ));
     out.push_str(&format!(
         "# HELP oms_db_writes_in_flight Saga transitions and new orders queued for or being written by the group-commit writer.\n# TYPE oms_db_writes_in_flight gauge\noms_db_writes_in_flight {}\n",
         db.writes_in_flight

@@ -8,6 +8,7 @@
 
 mod access;
 mod canary;
+mod checkpoint;
 pub mod contract;
 mod counted;
 mod direct;
@@ -29,6 +30,7 @@ mod webhooks;
 
 pub use access::{ApiKeyRecord, NewApiKey, OperatorAuditRecord, OperatorRecord};
 pub use canary::{CanaryCall, CanaryRecord, CanaryWindow};
+pub use checkpoint::{CheckpointCounts, checkpoint_counts};
 pub use contract::{
     ApiKeys, Canaries, Database, IDEMPOTENCY_KEY_TTL_MS, Inventory, Operators, Orders, Outbox,
     PluginTelemetry, PluginUploads, PluginVersions, Reconciliation, Recordings, SagaLog, Store,
@@ -106,6 +108,8 @@ pub(crate) enum Backend {
         read: SqlitePool,
         /// Short indexed reads, on this thread (see [`readers`]).
         readers: Arc<readers::Readers>,
+        /// The write-ahead log's checkpoints, off the writer's thread.
+        checkpoints: Arc<checkpoint::Checkpointer>,
     },
     Postgres(PgPool),
 }
@@ -223,6 +227,10 @@ impl SqlStore {
                 // (about 4 % of the host's CPU in a profile). Temp tables
                 // and sorts go to memory too: none is large here.
                 .pragma("temp_store", "memory")
+                // Checkpoints run on a thread of their own after the
+                // writer's commits (`checkpoint`), not inside one of them;
+                // a connection's own only past a much longer log.
+                .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string())
                 .busy_timeout(Duration::from_secs(10));
             // No ping before each acquire: sqlx pings a connection again
             // when it is released anyway (a crashed worker thread is found
@@ -243,6 +251,9 @@ impl SqlStore {
                 .run(&write)
                 .await?;
             let readers = Arc::new(readers::Readers::new(options.get_filename().to_path_buf()));
+            let checkpoints = Arc::new(checkpoint::Checkpointer::start(
+                options.get_filename().to_path_buf(),
+            ));
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
                 .test_before_acquire(false)
@@ -252,6 +263,7 @@ impl SqlStore {
                 write,
                 read,
                 readers,
+                checkpoints,
             })
         };
         Ok(store)

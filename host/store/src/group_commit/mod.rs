@@ -292,8 +292,12 @@ impl Task {
             }
             counted::batch(batch.len());
             let jobs = std::mem::take(&mut batch);
-            if let Backend::Sqlite { write, .. } = &self.backend {
+            if let Backend::Sqlite {
+                write, checkpoints, ..
+            } = &self.backend
+            {
                 runtime.block_on(self.write_while_queued(write, jobs, &mut queue));
+                checkpoints.committed();
             }
         }
         self.release_kept(runtime);

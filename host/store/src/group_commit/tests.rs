@@ -202,3 +202,63 @@ async fn the_write_connection_is_shared_while_batches_keep_coming() {
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// What the database file itself holds, without its write-ahead log: a
+/// copy of the file alone, opened apart. (A copy taken while a checkpoint
+/// writes may not open; that is "not yet" too.)
+fn numbers_in_file_alone(dir: &std::path::Path, tenant: &str) -> Option<i64> {
+    let copy = dir.join("alone.db");
+    std::fs::copy(dir.join("oms.db"), &copy).ok()?;
+    let conn = rusqlite::Connection::open(&copy).ok()?;
+    conn.query_row(
+        "SELECT last FROM order_numbers WHERE tenant_id = ?1",
+        [tenant],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// The writer's commits are copied into the database file by the
+/// checkpoint thread soon after, not left in the log until the writer's own
+/// commit passes SQLite's 1,000-page threshold (and checkpoints inside that
+/// commit, holding up every write queued behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_commits_are_checkpointed_off_its_thread() {
+    let (store, write, dir) = embedded("checkpoint").await;
+    let mut conn = write.acquire().await.expect("the write connection");
+    let threshold: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("the write connection's threshold");
+    drop(conn);
+    assert_eq!(
+        threshold,
+        i64::from(crate::checkpoint::BACKSTOP_PAGES),
+        "the write connection checkpoints at SQLite's default, inside its commits"
+    );
+    let tenant = TenantId::parse("acme").expect("a tenant id");
+    let before = crate::checkpoint_counts().runs;
+    let mut last = 0;
+    for _ in 0..3 {
+        last = store
+            .writer
+            .write(numbers(&tenant))
+            .await
+            .expect("numbers taken");
+    }
+    // A few small commits, far below either threshold: only the checkpoint
+    // thread can have put them in the file.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // (The count is taken after the checkpoint returns: wait for both.)
+    while numbers_in_file_alone(&dir, "acme") != Some(last)
+        || crate::checkpoint_counts().runs == before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the commits stayed in the write-ahead log: nothing checkpointed them"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

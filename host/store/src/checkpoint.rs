@@ -1,0 +1,129 @@
+//! SQLite: the write-ahead log's checkpoints on a thread of their own.
+//!
+//! By default SQLite checkpoints inside a commit: the connection whose
+//! commit takes the log past 1,000 pages copies them into the database file
+//! and, with `synchronous=FULL`, flushes that file before its `COMMIT`
+//! returns. Here that connection is the group-commit writer's, so every
+//! few hundred milliseconds under load one batch carried a checkpoint (a
+//! few MiB written and flushed) and every write queued behind it, new
+//! orders waiting for their `201` among them, waited as long: the tail of
+//! the accept latency.
+//!
+//! The writer's connection now checkpoints only as a backstop (a log of
+//! [`BACKSTOP_PAGES`], should this thread fall behind or writes come
+//! from elsewhere), and this thread checkpoints after the writer's
+//! commits, at most every [`PACE`]. A `PASSIVE` checkpoint waits for no
+//! reader or writer: the writer goes on appending to the log meanwhile,
+//! and once a checkpoint has copied all of it, the writer's next
+//! transaction starts the log from its beginning again.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The write connections' own checkpoint threshold, in pages: ten times
+/// SQLite's default, reached only when this thread does not keep up.
+pub(crate) const BACKSTOP_PAGES: u32 = 10_000;
+/// The least time between two checkpoints: each one flushes the database
+/// file, so one per commit would cost a flush per batch again.
+const PACE: Duration = Duration::from_millis(100);
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+static LOG_PAGES: AtomicU64 = AtomicU64::new(0);
+
+/// Checkpoints run by the checkpoint threads of this process, the ones
+/// that failed, and the log's length in pages at the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckpointCounts {
+    pub runs: u64,
+    pub failures: u64,
+    pub log_pages: u64,
+}
+
+pub fn checkpoint_counts() -> CheckpointCounts {
+    CheckpointCounts {
+        runs: RUNS.load(Ordering::Relaxed),
+        failures: FAILURES.load(Ordering::Relaxed),
+        log_pages: LOG_PAGES.load(Ordering::Relaxed),
+    }
+}
+
+/// The sending side: told of each commit; the thread ends when it is dropped.
+pub(crate) struct Checkpointer {
+    wake: mpsc::SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// Starts the thread for the database at `path`. Should the thread not
+    /// start, it is logged and the writer's backstop checkpoints alone.
+    pub(crate) fn start(path: PathBuf) -> Self {
+        // One pending wake-up is enough: commits while a checkpoint runs
+        // are all covered by the next one.
+        let (wake, woken) = mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("oms-sqlite-checkpoint".into())
+            .spawn(move || run(&path, &woken));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "the SQLite checkpoint thread could not start; the writer checkpoints itself");
+        }
+        Self { wake }
+    }
+
+    /// Something was committed: a checkpoint is due.
+    pub(crate) fn committed(&self) {
+        // Full: a wake-up is pending already. Disconnected: the thread is
+        // gone (logged when it went); the backstop checkpoints.
+        let _ = self.wake.try_send(());
+    }
+}
+
+fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>) {
+    let mut conn = None;
+    while woken.recv().is_ok() {
+        if conn.is_none() {
+            conn = open(path)
+                .inspect_err(|e| {
+                    FAILURES.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "the SQLite checkpoint thread could not open the database");
+                })
+                .ok();
+        }
+        if let Some(c) = &conn {
+            match checkpoint(c) {
+                Ok(log) => {
+                    LOG_PAGES.store(log, Ordering::Relaxed);
+                    RUNS.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    FAILURES.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "a SQLite checkpoint failed; the next commit tries again");
+                    // Opened afresh next time, in case the connection is the trouble.
+                    conn = None;
+                }
+            }
+        }
+        std::thread::sleep(PACE);
+    }
+}
+
+fn open(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // As the store's connections: a checkpoint flushes what it copies.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// One `PASSIVE` checkpoint: the log's length in pages when it ran.
+fn checkpoint(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    let (_busy, log): (i64, i64) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(log.max(0) as u64)
+}
