@@ -362,6 +362,18 @@ impl Server {
         }
     }
 
+    /// A line of the host process's `/proc/<pid>/status` (`VmHWM`, …), its value.
+    pub fn proc_status(&self, field: &str) -> String {
+        let pid = self.child.as_ref().expect("the host is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
+            .trim()
+            .to_string()
+    }
+
     /// The host process's peak resident memory so far (`VmHWM`), MiB.
     pub fn peak_rss_mib(&self) -> u64 {
         let pid = self.child.as_ref().expect("the host is running").id();

@@ -3,6 +3,7 @@
 
 mod cli;
 mod http_server;
+mod huge_pages;
 mod sqlite_alloc;
 
 use anyhow::Context;
@@ -269,6 +270,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // commands' short runs keep the C library's malloc); with SQLite on its
     // default allocator the host still works, at the memory cost the
     // module names.
+    match huge_pages::disable() {
+        Ok(()) => tracing::info!("the heap takes no transparent huge pages"),
+        Err(e) => tracing::warn!(error = %e, "transparent huge pages stay on for the heap"),
+    }
     match sqlite_alloc::install() {
         Ok(()) => tracing::info!("SQLite allocates through mimalloc, as the host does"),
         Err(code) => tracing::warn!(code, "SQLite's allocations stay on the C library's malloc"),
