@@ -229,7 +229,7 @@ impl SqlStore {
                 .pragma("temp_store", "memory")
                 // Checkpoints run on a thread of their own after the
                 // writer's commits (`checkpoint`), not inside one of them;
-                // a connection's own only past a much longer log.
+                // a connection checkpoints itself only past a longer log.
                 .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string())
                 .busy_timeout(Duration::from_secs(10));
             // No ping before each acquire: sqlx pings a connection again
