@@ -106,6 +106,7 @@ pub async fn render(State(p): State<AppState>, Extension(exporter): Extension<Ex
         out.push_str(&handle.render());
     }
     let db = oms_store::db_counts();
+    let checkpoints = oms_store::checkpoint_counts();
     for (name, help, value) in [
         (
             "oms_db_statements_total",
@@ -132,13 +133,6 @@ pub async fn render(State(p): State<AppState>, Extension(exporter): Extension<Ex
             "Group-commit batches written again member by member, each under its own savepoint, after one member failed (a stale version, no stock, an error).",
             db.careful_batches,
         ),
-    ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        ));
-    }
-    let checkpoints = oms_store::checkpoint_counts();
-    for (name, help, value) in [
         (
             "oms_db_checkpoints_total",
             "SQLite write-ahead log checkpoints run by the host's checkpoint thread (after the writer's commits, not inside them).",
