@@ -266,14 +266,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Before the store opens its first SQLite connection (the other
-    // commands' short runs keep the C library's malloc); with SQLite on its
-    // default allocator the host still works, at the memory cost the
-    // module names.
+    // Before the load's first allocations; without it the host still
+    // works, with the accept tail and memory the module names.
     match huge_pages::disable() {
         Ok(()) => tracing::info!("the heap takes no transparent huge pages"),
         Err(e) => tracing::warn!(error = %e, "transparent huge pages stay on for the heap"),
     }
+    // Before the store opens its first SQLite connection (the other
+    // commands' short runs keep the C library's malloc); with SQLite on its
+    // default allocator the host still works, at the memory cost the
+    // module names.
     match sqlite_alloc::install() {
         Ok(()) => tracing::info!("SQLite allocates through mimalloc, as the host does"),
         Err(code) => tracing::warn!(code, "SQLite's allocations stay on the C library's malloc"),

@@ -11,10 +11,10 @@
 //!
 //! This thread checkpoints after the writer's commits, at most every
 //! [`PACE`]; the writer's connection checkpoints itself only past a longer
-//! log ([`BACKSTOP_PAGES`]), by then mostly copied already. A `PASSIVE` checkpoint waits for no
-//! reader or writer: the writer goes on appending to the log meanwhile,
-//! and once a checkpoint has copied all of it, the writer's next
-//! transaction starts the log from its beginning again.
+//! log ([`BACKSTOP_PAGES`]), by then mostly copied already. A `PASSIVE`
+//! checkpoint waits for no reader or writer: the writer goes on appending
+//! to the log meanwhile, and once a checkpoint has copied all of it, the
+//! writer's next transaction starts the log from its beginning again.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,4 +131,29 @@ fn checkpoint(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
         Ok((r.get(0)?, r.get(1)?))
     })?;
     Ok(log.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A checkpoint thread that cannot open its database counts and logs
+    /// each failed try, and tries again at the next commit.
+    #[test]
+    fn a_database_that_cannot_be_opened_counts_as_a_failure() {
+        let path = std::env::temp_dir()
+            .join(format!("oms-no-such-dir-{}", std::process::id()))
+            .join("oms.db");
+        let before = checkpoint_counts().failures;
+        let checkpoints = Checkpointer::start(path);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for wanted in [before + 1, before + 2] {
+            checkpoints.committed();
+            while checkpoint_counts().failures < wanted {
+                assert!(Instant::now() < deadline, "no failure was counted");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
 }
