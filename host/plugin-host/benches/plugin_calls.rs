@@ -205,7 +205,7 @@ async fn main() {
 
     // A tenant's own step: the loyalty step's run, its state read through
     // the host and its increment kept for the transition. A step may call
-    // out, so it always runs on the blocking pool.
+    // out, so it always runs on a call thread.
     let mut steps: Vec<(String, Vec<u8>, usize)> = vec![(
         "loyalty-points step (Rust)".into(),
         builtin::find("loyalty-points")

@@ -1,4 +1,4 @@
-//! Calling a plugin: one fresh instance per call on a blocking thread,
+//! Calling a plugin: one fresh instance per call, inline or on a call thread,
 //! under the tenant's share of the host, fuel, an epoch deadline, memory
 //! and instance limits and a bounded log; the answer checked against the
 //! slot's contract (`answers`) and the call recorded in the tenant's stats.
@@ -22,7 +22,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
 
 impl PluginHost {
-    /// Runs `f` against a fresh instance on a blocking thread, under
+    /// Runs `f` against a fresh instance (inline or on a call thread), under
     /// `limits`, refuses an answer `check` finds over the output limit or
     /// outside the contract, and records the call in the tenant's stats and log.
     async fn call<R, F>(
@@ -70,16 +70,16 @@ impl PluginHost {
         // arguments alone) first runs right here, with at most INLINE_FUEL:
         // a call of a few thousand instructions then costs no hand-off to
         // another thread. One that needs more is run again from the start
-        // on the blocking pool with its whole budget; what the first try did
+        // on a call thread (`threads`) with its whole budget; what the first try did
         // is thrown away, and it held this thread for at most INLINE_FUEL.
         //
         // A guest that writes to its log cannot run here: WASI's synchronous
         // streams block on the Tokio runtime, which a runtime thread may not
-        // do (Tokio panics). That panic is caught, the call run again on the
-        // blocking pool, and the version marked to go there from now on.
+        // do (Tokio panics). That panic is caught, the call run again on a
+        // call thread, and the version marked to go there from now on.
         //
         // A custom step reads its state from the database while it runs,
-        // so it always runs on the blocking pool.
+        // so it always runs on a call thread.
         let inline = grants.http.is_none()
             && grants.step_state.is_none()
             && !plugin.threaded()
@@ -104,7 +104,7 @@ impl PluginHost {
                         tenant,
                         slot = plugin.slot.as_str(),
                         version = plugin.version(),
-                        "plugin writes to its log: its calls run on the blocking pool from now on"
+                        "plugin writes to its log: its calls run on a call thread from now on"
                     );
                     (None, CallStats::default())
                 }
@@ -117,12 +117,13 @@ impl PluginHost {
             Some(result) => (result, stats),
             None => {
                 let inside = span.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _entered = inside.enter();
-                    run_call(&engine, &running, limits, grants, &f)
-                })
-                .await
-                .map_err(|e| PluginError::Unavailable(e.to_string()))?
+                self.threads
+                    .run(move || {
+                        let _entered = inside.enter();
+                        run_call(&engine, &running, limits, grants, &f)
+                    })
+                    .await
+                    .map_err(|e| PluginError::Unavailable(e.to_string()))?
             }
         };
         // The host never carries an unbounded answer into the saga or the database.
@@ -426,10 +427,10 @@ fn ready(store: &mut Store<CallState>) {
 }
 
 /// Fuel a deterministic call may use on the caller's thread before it is
-/// moved to the blocking pool: about a millisecond of guest work at most.
+/// moved to a call thread: about a millisecond of guest work at most.
 pub const INLINE_FUEL: u64 = 1_000_000;
 
-/// Whether a call under `limits` goes straight to the blocking pool: a
+/// Whether a call under `limits` goes straight to a call thread: a
 /// deadline shorter than the inline slice could take is kept on a thread
 /// of its own too (never the case with the platform's limits).
 fn needs_own_thread(limits: &CallLimits) -> bool {

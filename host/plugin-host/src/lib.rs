@@ -21,6 +21,7 @@ pub mod stats;
 pub mod step_state;
 #[cfg(test)]
 mod step_tests;
+mod threads;
 mod upload;
 
 use bindings::{fraud, guardrail, payment, policy, reconciliation, step};
@@ -169,7 +170,7 @@ pub struct Plugin {
     pub size_bytes: usize,
     component: Component,
     pre: Pre,
-    /// Its calls go to the blocking pool even when they could run inline
+    /// Its calls go to a call thread even when they could run inline
     /// (it writes to its log: see `invoke`).
     threaded: std::sync::atomic::AtomicBool,
 }
@@ -270,6 +271,8 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<CallState>,
     permits: Arc<Semaphore>,
+    /// The threads calls run on when they cannot run inline.
+    threads: threads::CallThreads,
     /// Each tenant's share of `permits`.
     tenant_permits: crate::shares::TenantShares,
     /// Where tenants' uploads are compiled; in this process when unset
@@ -372,6 +375,7 @@ impl PluginHost {
             engine,
             linker,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+            threads: threads::CallThreads::new(MAX_CONCURRENT_CALLS),
             tenant_permits: crate::shares::TenantShares::new(TENANT_CONCURRENT_CALLS),
             compiler: OnceLock::new(),
             loaded: Mutex::new(HashMap::new()),

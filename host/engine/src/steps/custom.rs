@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Reads the committed state of one tenant's step, from the call's thread
-/// (the blocking pool, where waiting on the runtime is allowed). It notes
+/// (a plugin call thread, where waiting on the runtime is allowed). It notes
 /// whether a read failed (then a failed call may be the store's fault, not
 /// the component's) and, for a step whose calls are recorded, the value
 /// each key had when first read (what a replay is given).
