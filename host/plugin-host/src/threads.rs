@@ -120,6 +120,7 @@ impl CallThreads {
                 }
                 // Otherwise a running thread takes it when its call ends.
             }
+            metrics::gauge!("oms_plugin_call_threads").set(state.threads as f64);
         }
         drop(state);
         self.shared.wake.notify_one();
@@ -146,6 +147,7 @@ impl Shared {
                     if state.stopping {
                         state.threads -= 1;
                         state.free -= 1;
+                        metrics::gauge!("oms_plugin_call_threads").set(state.threads as f64);
                         return;
                     }
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
