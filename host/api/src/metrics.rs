@@ -74,6 +74,14 @@ fn describe() {
         "Plugin calls by tenant, slot, version and outcome (ok or the failure's code)."
     );
     metrics::describe_gauge!(
+        "oms_plugin_call_threads",
+        "Threads plugin calls that cannot run inline run on (as many as calls ever ran at once)."
+    );
+    describe_counter!(
+        "oms_plugin_thread_start_failures_total",
+        "Times the system refused the plugin call pool a new thread."
+    );
+    metrics::describe_gauge!(
         "oms_consumer_lag",
         "Saga command messages in this host's partitions not yet consumed (Kafka mode)."
     );
