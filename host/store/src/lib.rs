@@ -49,7 +49,7 @@ pub use plugin_upload::PluginQuota;
 pub use plugins::{
     ActivationChange, ActivationRecord, AuditRecord, PluginVersionRecord, ShadowResult,
 };
-pub use reconciliation::{Mismatch, Unreconciled};
+pub use reconciliation::{Mismatch, UNRECONCILED, Unreconciled};
 pub use recorded::RecordedCall;
 pub use step_state::{StepStateOp, StepStateRecord, StepStateWrite, StepStates};
 pub use tenants::{TenantRecord, TenantWrite, TenantWritten};

@@ -14,6 +14,28 @@ pub struct Unreconciled {
     pub order_id: String,
 }
 
+/// Reconciliation's read: unreconciled operations not deferred past `$1`,
+/// recorded at or before `$2`, oldest first, at most `$3`. Public for the
+/// plan test (`tests/storage_plans.rs`).
+pub const UNRECONCILED: &str = "SELECT tenant_id, order_id FROM payments
+    WHERE reconciled_at IS NULL AND reconcile_after <= $1 AND at <= $2
+    ORDER BY at LIMIT $3";
+
+/// Operation rows read per order asked for: an order has an authorization,
+/// a capture, and sometimes a void or refunds. An order with more leaves
+/// room for fewer orders this round, never none (its rows come first).
+const ROWS_PER_ORDER: i64 = 8;
+
+/// The first `limit` distinct orders of `rows`, in the order they appear.
+fn first_orders(rows: Vec<Unreconciled>, limit: i64) -> Vec<Unreconciled> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let mut seen = std::collections::HashSet::new();
+    rows.into_iter()
+        .filter(|r| seen.insert((r.tenant_id.clone(), r.order_id.clone())))
+        .take(limit)
+        .collect()
+}
+
 #[async_trait]
 impl crate::contract::Reconciliation for SqlStore {
     async fn unreconciled_orders(
@@ -22,18 +44,22 @@ impl crate::contract::Reconciliation for SqlStore {
         before: i64,
         limit: i64,
     ) -> Result<Vec<Unreconciled>> {
-        on_pool!(self, read, |pool| {
-            Ok(sqlx::query_as::<_, Unreconciled>(
-                "SELECT tenant_id, order_id FROM payments
-                 WHERE reconciled_at IS NULL AND reconcile_after <= $1 AND at <= $2
-                 GROUP BY tenant_id, order_id ORDER BY MIN(at) LIMIT $3",
-            )
-            .bind(now)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(crate::counted::stmt(pool))
-            .await?)
-        })
+        // The unreconciled operations oldest first, along the partial index
+        // of them (a round reads a few hundred rows however many payments
+        // there are), and the orders in the order they first appear: each
+        // order's oldest operation first, as `GROUP BY … ORDER BY MIN(at)`,
+        // which scanned and sorted every payment row ever recorded each
+        // round (200,000 rows after 100,000 orders, and the largest single
+        // allocation in a heap profile of the host).
+        let rows: Vec<Unreconciled> = on_pool!(self, read, |pool| {
+            sqlx::query_as::<_, Unreconciled>(UNRECONCILED)
+                .bind(now)
+                .bind(before)
+                .bind(limit.saturating_mul(ROWS_PER_ORDER))
+                .fetch_all(crate::counted::stmt(pool))
+                .await
+        })?;
+        Ok(first_orders(rows, limit))
     }
 
     async fn defer_reconciliation(
@@ -147,4 +173,25 @@ impl crate::contract::Reconciliation for SqlStore {
 pub struct Mismatch {
     pub history: serde_json::Value,
     pub message: OutboxMessage,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(order: &str) -> Unreconciled {
+        Unreconciled {
+            tenant_id: "acme".into(),
+            order_id: order.into(),
+        }
+    }
+
+    #[test]
+    fn orders_come_once_each_in_the_order_of_their_oldest_operation() {
+        let rows = ["b", "a", "b", "c", "a", "d"].map(row).to_vec();
+        let ids = |v: Vec<Unreconciled>| v.into_iter().map(|r| r.order_id).collect::<Vec<_>>();
+        assert_eq!(ids(first_orders(rows.clone(), 10)), ["b", "a", "c", "d"]);
+        assert_eq!(ids(first_orders(rows.clone(), 2)), ["b", "a"]);
+        assert!(first_orders(rows, 0).is_empty());
+    }
 }
