@@ -2,6 +2,7 @@
 //! payment provider alone, `bench` drives load at a running host.
 
 mod cli;
+mod heap_trim;
 mod http_server;
 mod huge_pages;
 mod sqlite_alloc;
@@ -230,6 +231,7 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .on_thread_park(heap_trim::on_park)
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
@@ -290,6 +292,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             upkeep.run_upkeep();
         }
     });
+    heap_trim::spawn();
     let demo = !args.no_demo;
     let psp_url = match (&args.sandbox_psp_url, demo) {
         (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
@@ -464,6 +467,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let front = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("oms-http")
+        .on_thread_park(heap_trim::on_park)
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;

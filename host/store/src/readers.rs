@@ -25,6 +25,13 @@ use std::time::{Duration, Instant};
 
 /// Idle connections kept: one per thread reading at once, roughly.
 const KEEP: usize = 8;
+/// Each connection's page cache, in KiB (SQLite's negative `cache_size`).
+/// SQLite's default, 2 MiB, fills as the database grows: with eight kept
+/// connections and more opened at busy moments, the host's memory grew
+/// with the orders it had stored. A read here is a lookup by key, whose
+/// inner pages stay cached and whose leaf comes from the system's file
+/// cache (a `pread`) when it is not.
+const READER_CACHE_KIB: i64 = -256;
 
 pub(crate) struct Readers {
     path: PathBuf,
@@ -51,6 +58,8 @@ impl Readers {
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(direct::failed)?;
         conn.pragma_update(None, "query_only", true)
+            .map_err(direct::failed)?;
+        conn.pragma_update(None, "cache_size", READER_CACHE_KIB)
             .map_err(direct::failed)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)

@@ -34,6 +34,9 @@ pub(crate) async fn run(p: Arc<Platform>) {
             wait_for_in_flight(&p).await;
             return;
         }
+        // Before the read: a command finished before this instant was
+        // committed before it, so this sweep cannot read it as due.
+        let started = oms_clock::now_ms();
         if everyone || last_full.elapsed() >= SWEEP {
             last_full = tokio::time::Instant::now();
             sweep(&p, false).await;
@@ -42,12 +45,13 @@ pub(crate) async fn run(p: Arc<Platform>) {
         }
         {
             let mut f = p.runner.lock();
-            // At most once a second: at saturation the map holds ten
-            // seconds of finished commands (tens of thousands), and a
-            // backlogged tenant's refills come hundreds of times a second.
+            // Sweeps run one after another, here alone, so a tombstone
+            // older than the sweep just done protects no later one. At
+            // most once a second: a backlogged tenant's refills come
+            // hundreds of times a second.
             if f.finished.len() > 1_000 && last_prune.elapsed() >= PRUNE {
                 last_prune = tokio::time::Instant::now();
-                let cutoff = oms_clock::now_ms() - TOMBSTONE_MS;
+                let cutoff = started - TOMBSTONE_MS;
                 f.finished.retain(|_, at| *at > cutoff);
             }
         }

@@ -41,9 +41,13 @@ const RETRY_AFTER_MS: i64 = 1_000;
 /// backoff): well under the 15 s after which an overdue command is rescued,
 /// so no other host takes it meanwhile.
 const RESCUE_WAITS_MS: i64 = 10_000;
-/// How long a finished command's id is remembered, so a sweep read before
-/// it finished does not hand it out again.
-const TOMBSTONE_MS: i64 = 10_000;
+/// How long before the last sweep's start a finished command's id is still
+/// remembered, so a sweep that read it before it finished does not hand it
+/// out again (which would only run it to find it applied). Sweeps read
+/// after they start, so none needs an older one; the margin is for the
+/// wall clock stepping back. At saturation the host finishes thousands of
+/// commands a second: ten seconds of them were a map of 60,000 ids.
+const TOMBSTONE_MS: i64 = 1_000;
 
 #[derive(Default)]
 struct InFlight {
