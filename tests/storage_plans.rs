@@ -12,57 +12,80 @@ use oms_store::{
 };
 use support::{Db, Kind};
 
-/// The fraud check's read of a customer's history goes through
-/// `orders_by_customer`. It once shared its leading column with every index
-/// of `orders`: PostgreSQL's generic plan, made while the table was new,
-/// took the order-number index, and every later call scanned all of the
-/// tenant's orders (a quarter of the database's time at saturation).
-async fn the_customer_history_read_uses_its_index_from_the_start(kind: Kind) {
+/// A statement's argument, for [`plan_on_a_new_database`].
+enum Arg {
+    Text(&'static str),
+    Int(i64),
+}
+
+/// The plan each database makes for `sql` (PostgreSQL: the generic plan of
+/// a statement prepared with `pg_types`, the one a connection keeps once it
+/// stops planning per call), on a new database: empty tables, no statistics.
+async fn plan_on_a_new_database(
+    kind: Kind,
+    sql: &str,
+    pg_types: &str,
+    args: &[Arg],
+) -> Vec<String> {
     let db = Db::new(kind).await;
     // Connecting creates the schema.
     drop(SqlStore::connect(&db.url).await.unwrap());
-    let args = ("acme", "c", "USD", 0_i64, "ord_x");
-    let plan: Vec<String> = match kind {
+    match kind {
         Kind::Postgres => {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query(&format!(
-                "PREPARE history(text, text, text, bigint, text) AS {CUSTOMER_HISTORY}"
-            ))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-            // The plan a connection keeps once it stops planning per call.
+            sqlx::query(&format!("PREPARE planned({pg_types}) AS {sql}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
             sqlx::query("SET plan_cache_mode = force_generic_plan")
                 .execute(&mut conn)
                 .await
                 .unwrap();
             // (EXPLAIN takes no bound parameters: the values are written in.)
-            let (t, c, cur, since, id) = args;
-            sqlx::query_scalar(&format!(
-                "EXPLAIN EXECUTE history('{t}', '{c}', '{cur}', {since}, '{id}')"
-            ))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
+            let values: Vec<String> = args
+                .iter()
+                .map(|a| match a {
+                    Arg::Text(t) => format!("'{t}'"),
+                    Arg::Int(i) => i.to_string(),
+                })
+                .collect();
+            sqlx::query_scalar(&format!("EXPLAIN EXECUTE planned({})", values.join(", ")))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
         }
         Kind::Sqlite => {
             use sqlx::{Connection, Row};
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query(&format!("EXPLAIN QUERY PLAN {CUSTOMER_HISTORY}"))
-                .bind(args.0)
-                .bind(args.1)
-                .bind(args.2)
-                .bind(args.3)
-                .bind(args.4)
-                .fetch_all(&mut conn)
+            let query = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut q = sqlx::query(&query);
+            for a in args {
+                q = match a {
+                    Arg::Text(t) => q.bind(*t),
+                    Arg::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(&mut conn)
                 .await
                 .unwrap()
                 .iter()
                 .map(|r| r.get::<String, _>("detail"))
                 .collect()
         }
-    };
+    }
+}
+
+/// The fraud check's read of a customer's history goes through
+/// `orders_by_customer`. It once shared its leading column with every index
+/// of `orders`: PostgreSQL's generic plan, made while the table was new,
+/// took the order-number index, and every later call scanned all of the
+/// tenant's orders (a quarter of the database's time at saturation).
+async fn the_customer_history_read_uses_its_index_from_the_start(kind: Kind) {
+    use Arg::*;
+    let args = [Text("acme"), Text("c"), Text("USD"), Int(0), Text("ord_x")];
+    let types = "text, text, text, bigint, text";
+    let plan = plan_on_a_new_database(kind, CUSTOMER_HISTORY, types, &args).await;
     assert!(
         plan.iter().any(|line| line.contains("orders_by_customer")),
         "the read's plan on {kind:?}: {plan:#?}"
@@ -78,42 +101,9 @@ on_both_backends!(the_customer_history_read_uses_its_index_from_the_start);
 /// 100,000 orders, reconciled or not) per round, the largest allocation in
 /// a heap profile of the host.
 async fn the_reconciliation_read_walks_the_unreconciled_index(kind: Kind) {
-    let db = Db::new(kind).await;
-    drop(SqlStore::connect(&db.url).await.unwrap());
-    let plan: Vec<String> = match kind {
-        Kind::Postgres => {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query(&format!(
-                "PREPARE unreconciled(bigint, bigint, bigint) AS {UNRECONCILED}"
-            ))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-            sqlx::query("SET plan_cache_mode = force_generic_plan")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            sqlx::query_scalar("EXPLAIN EXECUTE unreconciled(1000, 1000, 512)")
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-        }
-        Kind::Sqlite => {
-            use sqlx::{Connection, Row};
-            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query(&format!("EXPLAIN QUERY PLAN {UNRECONCILED}"))
-                .bind(1000_i64)
-                .bind(1000_i64)
-                .bind(512_i64)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>("detail"))
-                .collect()
-        }
-    };
+    let args = [Arg::Int(1000), Arg::Int(1000), Arg::Int(512)];
+    let types = "bigint, bigint, bigint";
+    let plan = plan_on_a_new_database(kind, UNRECONCILED, types, &args).await;
     assert!(
         plan.iter()
             .any(|line| line.contains("payments_unreconciled"))
