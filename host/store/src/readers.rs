@@ -199,3 +199,29 @@ impl PgReader<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader's page cache stays small however large the database grows
+    /// (SQLite's default filled with it: the host's memory followed).
+    #[test]
+    fn a_reader_keeps_a_small_page_cache() {
+        let dir = std::env::temp_dir().join(format!("oms-readers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let path = dir.join("oms.db");
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch("CREATE TABLE t (x INTEGER)"))
+            .expect("a database");
+        let readers = Readers::new(path);
+        let size: i64 = readers
+            .run(|c| {
+                c.query_row("PRAGMA cache_size", [], |r| r.get(0))
+                    .map_err(direct::failed)
+            })
+            .expect("the setting");
+        assert_eq!(size, READER_CACHE_KIB);
+        std::fs::remove_dir_all(&dir).expect("cleaned up");
+    }
+}
