@@ -138,12 +138,19 @@ async fn happy_path_runs_each_tenants_step_order(kind: Kind) {
         );
         assert_eq!(reserved(&api, sku).await, 3);
     }
-    // SQLite's allocations went through the host's allocator: configured
-    // before its first connection, or SQLite refuses (and the host says so).
+    // jemalloc is the process's allocator with its options built in: its
+    // background thread (what hands freed pages back while the host is
+    // quiet) runs, and the host says which options it started with.
     let log = std::fs::read_to_string(&srv.log).unwrap();
     assert!(
-        log.contains("SQLite allocates through mimalloc"),
-        "SQLite's allocator was not set:\n{log}"
+        log.contains("jemalloc allocates for the whole process")
+            && log.contains("background_thread:true"),
+        "the allocator's options were not logged:\n{log}"
+    );
+    let threads = srv.thread_names();
+    assert!(
+        threads.iter().any(|t| t.starts_with("jemalloc_bg_thd")),
+        "no background thread of jemalloc's among {threads:?}"
     );
     // No transparent huge pages for the heap (a fault on one could stop
     // to compact memory and zeroed 2 MiB: the first second of load had an

@@ -374,6 +374,21 @@ impl Server {
             .to_string()
     }
 
+    /// The names of the host process's threads (`/proc/<pid>/task/*/comm`).
+    pub fn thread_names(&self) -> Vec<String> {
+        let pid = self.child.as_ref().expect("the host is running").id();
+        let mut names = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the host's threads") {
+            let path = task.expect("a thread of the host").path().join("comm");
+            // A thread that ended between the listing and the read is no
+            // thread of the host any more.
+            if let Ok(name) = std::fs::read_to_string(path) {
+                names.push(name.trim().to_string());
+            }
+        }
+        names
+    }
+
     /// The host process's peak resident memory so far (`VmHWM`), MiB.
     pub fn peak_rss_mib(&self) -> u64 {
         let pid = self.child.as_ref().expect("the host is running").id();

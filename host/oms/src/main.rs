@@ -1,11 +1,10 @@
 //! The `oms` binary: `serve` runs the platform, `sandbox-psp` runs the sandbox
 //! payment provider alone, `bench` drives load at a running host.
 
+mod allocator;
 mod cli;
-mod heap_trim;
 mod http_server;
 mod huge_pages;
-mod sqlite_alloc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -20,11 +19,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-// Many small allocations across threads (JSON, SQL rows, Wasm call
-// arguments): mimalloc spends far less time in them than glibc's malloc.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -231,7 +225,6 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .on_thread_park(heap_trim::on_park)
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
@@ -274,14 +267,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(()) => tracing::info!("the heap takes no transparent huge pages"),
         Err(e) => tracing::warn!(error = %e, "transparent huge pages stay on for the heap"),
     }
-    // Before the store opens its first SQLite connection (the other
-    // commands' short runs keep the C library's malloc); with SQLite on its
-    // default allocator the host still works, at the memory cost the
-    // module names.
-    match sqlite_alloc::install() {
-        Ok(()) => tracing::info!("SQLite allocates through mimalloc, as the host does"),
-        Err(code) => tracing::warn!(code, "SQLite's allocations stay on the C library's malloc"),
-    }
+    tracing::info!(
+        options = allocator::options(),
+        "jemalloc allocates for the whole process, SQLite included"
+    );
     // First, so nothing measured while starting is lost.
     let exporter = oms_api::metrics::install().context("installing the metrics recorder")?;
     let upkeep = exporter.clone();
@@ -292,7 +281,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             upkeep.run_upkeep();
         }
     });
-    heap_trim::spawn();
     let demo = !args.no_demo;
     let psp_url = match (&args.sandbox_psp_url, demo) {
         (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
@@ -467,7 +455,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let front = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("oms-http")
-        .on_thread_park(heap_trim::on_park)
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;
