@@ -497,3 +497,26 @@ async fn a_stopped_kafka_host_commits_flushes_and_loses_nothing() {
         );
     }
 }
+
+/// SIGTERM with the broker gone: the host still stops. The Kafka
+/// consumer's close waits for a group coordinator that is not there (it
+/// did for 30 minutes, once), so the host gives its last blocking work a
+/// deadline and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_host_stops_with_the_broker_gone() {
+    let mut broker = Broker::start();
+    let psp = Psp::start().await;
+    let db = Db::new(Kind::Postgres).await;
+    let mut host = kafka_host(&db, &broker, &psp).await;
+    let api = host.api("acme");
+    let id = api.place(&order("c", "WIDGET-1", 1, "tok_visa")).await;
+    assert_eq!(api.settle(&id).await["status"], "CONFIRMED");
+    broker.stop();
+    host.terminate();
+    assert!(host.exited().await.success(), "exit status not 0");
+    let log = std::fs::read_to_string(&host.log).unwrap();
+    assert!(
+        log.contains("\"stopped\""),
+        "the log does not say stopped:\n{log}"
+    );
+}

@@ -257,8 +257,21 @@ fn main() -> anyhow::Result<()> {
     if let Some(exporter) = exporter {
         exporter.shutdown();
     }
+    // Blocking work still running has a deadline, not a wait without end:
+    // with the broker gone, the Kafka consumer's close (its drop, on a
+    // blocking thread) waits for a group coordinator that never answers,
+    // and a host given SIGTERM stayed up for half an hour. What matters was
+    // done with deadlines of its own (the drain, the steps, the offsets).
+    let closing = std::time::Instant::now();
+    runtime.shutdown_timeout(EXIT_DEADLINE);
+    if closing.elapsed() >= EXIT_DEADLINE {
+        tracing::warn!(deadline = ?EXIT_DEADLINE, "blocking work still running at exit was left behind (a Kafka consumer's close with the broker gone)");
+    }
     result
 }
+
+/// How long the process waits at exit for blocking work still running.
+const EXIT_DEADLINE: Duration = Duration::from_secs(5);
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before the load's first allocations; without it the host still
