@@ -539,7 +539,7 @@ async fn concurrent_writes_are_each_all_or_nothing(under: Under) {
 
 /// Recorded plugin calls: a batch larger than one multi-row statement is
 /// kept whole, read back oldest first per tenant and slot (a tenant's step
-/// under `step:<name>`), and pruned to the newest.
+/// under `step:<name>`), and pruned to the newest, however many must go.
 async fn recorded_calls_are_kept_in_order_and_pruned(kind: Kind) {
     let db = Db::new(kind).await;
     let store = SqlStore::connect(&db.url).await.unwrap();
@@ -590,13 +590,33 @@ async fn recorded_calls_are_kept_in_order_and_pruned(kind: Kind) {
             .unwrap()
             .is_empty()
     );
-    store.prune_recorded_calls(10).await.unwrap();
+    assert_eq!(store.prune_recorded_calls(10).await.unwrap(), 80);
     let kept = store
         .recorded_calls(&acme, "guardrail", 1_000)
         .await
         .unwrap();
     assert_eq!(kept.len(), 10);
     assert_eq!(kept.last().unwrap().order_id, "ord_098");
+    // More than one pruning statement deletes (each a transaction of its
+    // own): every excess call goes, the newest stay, the other slot untouched.
+    let many: Vec<_> = (100..1_300).map(|i| call("guardrail", i)).collect();
+    store.record_calls(&many).await.unwrap();
+    assert_eq!(store.prune_recorded_calls(10).await.unwrap(), 1_200);
+    let kept: Vec<String> = store
+        .recorded_calls(&acme, "guardrail", 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.order_id)
+        .collect();
+    let newest: Vec<String> = (1_290..1_300).map(|i| format!("ord_{i:03}")).collect();
+    assert_eq!(kept, newest);
+    let steps = store
+        .recorded_calls(&acme, "step:loyalty-points", 1_000)
+        .await
+        .unwrap();
+    assert_eq!(steps.len(), 10);
+    assert_eq!(steps.last().unwrap().order_id, "ord_099");
 }
 
 // Plugin versions and recorded calls are kept by the SQL stores only.

@@ -42,6 +42,7 @@ counters! {
     outbox_publish_failures_total: "Outbox batches the transport did not take (retried with backoff).",
     plugin_calls_recorded_total: "Plugin calls recorded for replay.",
     plugin_calls_unrecorded_total: "Plugin calls not recorded because the recorder was behind.",
+    plugin_calls_unsampled_total: "Plugin calls not recorded because their tenant's slot had its recordings for that second (50).",
     canary_rollbacks_total: "Canary versions rolled back automatically.",
     plugins_compiled_total: "Plugin versions this host compiled from their bytes.",
     plugins_loaded_precompiled_total: "Plugin versions this host loaded from native code another host (or an earlier run) stored.",

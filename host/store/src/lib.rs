@@ -154,6 +154,10 @@ pub(crate) struct Dialect {
     /// Written with a new order where its number was handed out from
     /// memory (SQLite): the tenant's stored counter moved past it.
     pub advance_numbers: Option<&'static str>,
+    /// Deletes up to `$4` of tenant `$1`'s recorded calls in slot `$2` no
+    /// newer than `$3`, oldest first (PostgreSQL: skipping any another
+    /// host's pruning holds, so two never wait on each other).
+    pub prune_recorded: &'static str,
 }
 
 const SQLITE: Dialect = Dialect {
@@ -163,6 +167,9 @@ const SQLITE: Dialect = Dialect {
         "INSERT INTO order_numbers (tenant_id, last) VALUES ($1, $2)
          ON CONFLICT (tenant_id) DO UPDATE SET last = MAX(order_numbers.last, excluded.last)",
     ),
+    prune_recorded: "DELETE FROM plugin_calls WHERE id IN (
+        SELECT id FROM plugin_calls WHERE tenant_id = $1 AND slot = $2 AND id <= $3
+        ORDER BY id LIMIT $4)",
 };
 
 const POSTGRES: Dialect = Dialect {
@@ -174,6 +181,9 @@ const POSTGRES: Dialect = Dialect {
     ),
     // Hosts share the counter: every number is taken from it durably.
     advance_numbers: None,
+    prune_recorded: "DELETE FROM plugin_calls WHERE id IN (
+        SELECT id FROM plugin_calls WHERE tenant_id = $1 AND slot = $2 AND id <= $3
+        ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)",
 };
 
 impl Backend {

@@ -71,6 +71,43 @@ pub(crate) use insert_recorded;
 pub(crate) const RECORDED_COLUMNS: &str =
     "id, tenant_id, slot, version, order_id, input, output, verdict, fuel_used, duration_us, at";
 
+/// Recorded calls one pruning statement deletes at most. Each is a member
+/// of a group-commit batch (sharing its transaction and its flush), the
+/// next one sent once it is answered: at most one per batch, so a batch
+/// carrying one takes a fraction of a millisecond longer, and the saga
+/// writes queued meanwhile go in the batches between.
+const PRUNE_CHUNK: i64 = 200;
+
+impl SqlStore {
+    /// The first tenant and slot with recorded calls after `after` (or the
+    /// first of all), in index order: a seek, not a scan.
+    async fn next_recorded_slot(
+        &self,
+        after: Option<&(String, String)>,
+    ) -> Result<Option<(String, String)>> {
+        Ok(on_pool!(self, read, |pool| match after {
+            None => {
+                sqlx::query_as(
+                    "SELECT tenant_id, slot FROM plugin_calls ORDER BY tenant_id, slot LIMIT 1",
+                )
+                .fetch_optional(crate::counted::stmt(pool))
+                .await?
+            }
+            Some((tenant, slot)) => {
+                sqlx::query_as(
+                    "SELECT tenant_id, slot FROM plugin_calls
+                     WHERE (tenant_id, slot) > ($1, $2)
+                     ORDER BY tenant_id, slot LIMIT 1",
+                )
+                .bind(tenant)
+                .bind(slot)
+                .fetch_optional(crate::counted::stmt(pool))
+                .await?
+            }
+        }))
+    }
+}
+
 #[async_trait]
 impl crate::contract::Recordings for SqlStore {
     async fn record_calls(&self, calls: &[RecordedCall]) -> Result<()> {
@@ -103,19 +140,43 @@ impl crate::contract::Recordings for SqlStore {
     }
 
     async fn prune_recorded_calls(&self, keep: i64) -> Result<u64> {
-        on_pool!(self, write, |pool| {
-            Ok(sqlx::query(
-                "DELETE FROM plugin_calls WHERE id IN (
-                    SELECT id FROM (
-                        SELECT id, ROW_NUMBER() OVER (PARTITION BY tenant_id, slot ORDER BY id DESC) AS n
-                        FROM plugin_calls
-                    ) ranked WHERE n > $1
-                 )",
-            )
-            .bind(keep)
-            .execute(crate::counted::auto(pool))
-            .await?
-            .rows_affected())
-        })
+        // Slot by slot, through the index on (tenant, slot, id): the newest
+        // call past `keep` found by walking it, then everything from there
+        // back deleted a chunk at a time in the writer's batches. Before,
+        // one statement ranked every recorded call (a window over the whole
+        // table) and deleted all the excess at once: on SQLite that held
+        // the write connection, and every group-commit batch behind it (new
+        // orders' among them), for 350-390 ms every 30 s at 1,000 orders/s;
+        // chunks as transactions of their own on the write connection still
+        // stalled the writer for each hand-over (README, the seventeenth
+        // session).
+        let mut deleted = 0;
+        let mut after: Option<(String, String)> = None;
+        while let Some((tenant, slot)) = self.next_recorded_slot(after.as_ref()).await? {
+            let cutoff: Option<String> = on_pool!(self, read, |pool| {
+                sqlx::query_scalar(
+                    "SELECT id FROM plugin_calls WHERE tenant_id = $1 AND slot = $2
+                     ORDER BY id DESC LIMIT 1 OFFSET $3",
+                )
+                .bind(&tenant)
+                .bind(&slot)
+                .bind(keep.max(0))
+                .fetch_optional(crate::counted::stmt(pool))
+                .await?
+            });
+            if let Some(cutoff) = cutoff {
+                loop {
+                    let gone = self
+                        .write_prune(tenant.clone(), slot.clone(), cutoff.clone(), PRUNE_CHUNK)
+                        .await?;
+                    deleted += gone;
+                    if gone < PRUNE_CHUNK as u64 {
+                        break;
+                    }
+                }
+            }
+            after = Some((tenant, slot));
+        }
+        Ok(deleted)
     }
 }

@@ -95,6 +95,13 @@ fn record_call(
     answer: &CallOutput,
     stats: Option<&CallStats>,
 ) {
+    let now = oms_clock::now_ms();
+    if !p
+        .recorder
+        .admit(&p.metrics, cx.tenant.id.as_str(), key, now)
+    {
+        return;
+    }
     let call = RecordedCall {
         tenant_id: cx.tenant.id.to_string(),
         slot: key.to_string(),
@@ -105,7 +112,7 @@ fn record_call(
         verdict: answer.verdict.clone(),
         fuel_used: stats.map_or(0, |s| s.fuel_used as i64),
         duration_us: stats.map_or(0, |s| s.duration.as_micros() as i64),
-        at: oms_clock::now_ms(),
+        at: now,
     };
     p.recorder.record(&p.metrics, call);
 }

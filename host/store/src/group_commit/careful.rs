@@ -106,6 +106,22 @@ macro_rules! careful_in {
                     Write::Numbers { tenant, count } => {
                         Ok(allocate_numbers!(sqlx, $tx, tenant, *count))
                     }
+                    Write::Prune {
+                        sql,
+                        tenant,
+                        slot,
+                        cutoff,
+                        limit,
+                    } => {
+                        let done = sqlx::query(sql)
+                            .bind(tenant.as_str())
+                            .bind(slot.as_str())
+                            .bind(cutoff.as_str())
+                            .bind(*limit)
+                            .execute(counted::stmt(&mut *$tx))
+                            .await?;
+                        Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
+                    }
                 }
             }
             .await;

@@ -149,7 +149,8 @@ macro_rules! fast_in {
                 Write::Order(_)
                 | Write::Published { .. }
                 | Write::Recorded(_)
-                | Write::Numbers { .. } => None,
+                | Write::Numbers { .. }
+                | Write::Prune { .. } => None,
             })
             .collect();
         let mut last_seq: HashMap<(String, String), i64> = HashMap::new();
@@ -214,6 +215,16 @@ macro_rules! fast_in {
                     }
                     Write::Numbers { tenant, count } => {
                         Ok((allocate_numbers!($q, $tx, tenant, *count), 0))
+                    }
+                    Write::Prune { sql, tenant, slot, cutoff, limit } => {
+                        let done = $q::query(sql)
+                            .bind(tenant.as_str())
+                            .bind(slot.as_str())
+                            .bind(cutoff.as_str())
+                            .bind(*limit)
+                            .execute(counted::stmt(&mut *$tx))
+                            .await?;
+                        Ok((i64::try_from(done.rows_affected()).unwrap_or(i64::MAX), 0))
                     }
                 }
             }

@@ -69,15 +69,28 @@ pub(crate) enum Write {
         tenant: TenantId,
         count: i64,
     },
+    /// Up to `limit` of a tenant's recorded calls in one slot deleted, the
+    /// oldest first, none newer than `cutoff` (`sql`: the backend's text of
+    /// it); answered with how many. In a batch rather than a transaction of
+    /// its own, so pruning never holds the write connection between them.
+    Prune {
+        sql: &'static str,
+        tenant: String,
+        slot: String,
+        cutoff: String,
+        limit: i64,
+    },
 }
 
 impl Write {
     fn consumes(&self) -> Option<&str> {
         match self {
             Self::Transition(t) => t.consumes.as_deref(),
-            Self::Order(_) | Self::Published { .. } | Self::Recorded(_) | Self::Numbers { .. } => {
-                None
-            }
+            Self::Order(_)
+            | Self::Published { .. }
+            | Self::Recorded(_)
+            | Self::Numbers { .. }
+            | Self::Prune { .. } => None,
         }
     }
 
@@ -85,7 +98,10 @@ impl Write {
         match self {
             Self::Transition(t) => Some(t),
             Self::Order(new) => Some(&new.effects),
-            Self::Published { .. } | Self::Recorded(_) | Self::Numbers { .. } => None,
+            Self::Published { .. }
+            | Self::Recorded(_)
+            | Self::Numbers { .. }
+            | Self::Prune { .. } => None,
         }
     }
 }
@@ -215,6 +231,26 @@ impl super::SqlStore {
     /// Stores recorded plugin calls in the writer's next batch.
     pub(crate) async fn write_recorded(&self, calls: Vec<crate::RecordedCall>) -> Result<()> {
         self.writer.write(Write::Recorded(calls)).await.map(|_| ())
+    }
+
+    /// Deletes up to `limit` of a slot's recorded calls no newer than
+    /// `cutoff`, oldest first, in the writer's next batch: how many it did.
+    pub(crate) async fn write_prune(
+        &self,
+        tenant: String,
+        slot: String,
+        cutoff: String,
+        limit: i64,
+    ) -> Result<u64> {
+        let sql = self.backend.dialect().prune_recorded;
+        let write = Write::Prune {
+            sql,
+            tenant,
+            slot,
+            cutoff,
+            limit,
+        };
+        Ok(u64::try_from(self.writer.write(write).await?).unwrap_or(0))
     }
 
     /// Takes published outbox messages out in the writer's next batch.
