@@ -68,6 +68,34 @@ macro_rules! insert_recorded {
 }
 pub(crate) use insert_recorded;
 
+/// Up to `limit` of `tenant`'s recorded calls in `slot` to delete, the
+/// oldest first, none newer than `cutoff`; `sql` is the backend's text of
+/// it (`Dialect::prune_recorded`). A write of the group-commit writer's.
+pub(crate) struct PruneRecorded {
+    pub(crate) sql: &'static str,
+    pub(crate) tenant: String,
+    pub(crate) slot: String,
+    pub(crate) cutoff: String,
+    pub(crate) limit: i64,
+}
+
+/// Runs a [`PruneRecorded`] inside `$tx` through module `$q`'s queries;
+/// evaluates to the rows deleted.
+macro_rules! delete_recorded {
+    ($q:ident, $tx:ident, $prune:expr) => {{
+        let prune: &$crate::recorded::PruneRecorded = $prune;
+        let done = $q::query(prune.sql)
+            .bind(prune.tenant.as_str())
+            .bind(prune.slot.as_str())
+            .bind(prune.cutoff.as_str())
+            .bind(prune.limit)
+            .execute($crate::counted::stmt(&mut *$tx))
+            .await?;
+        i64::try_from(done.rows_affected()).unwrap_or(i64::MAX)
+    }};
+}
+pub(crate) use delete_recorded;
+
 pub(crate) const RECORDED_COLUMNS: &str =
     "id, tenant_id, slot, version, order_id, input, output, verdict, fuel_used, duration_us, at";
 

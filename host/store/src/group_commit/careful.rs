@@ -5,7 +5,7 @@ use super::rows::{Value, insert_rows, order_values};
 use super::{Backend, Job, Task, Write};
 use crate::orders::{ORDER_COLUMNS, advance_numbers, allocate_numbers, complete_idempotency};
 use crate::outbox::complete_published;
-use crate::recorded::insert_recorded;
+use crate::recorded::{delete_recorded, insert_recorded};
 use crate::transition::{consume_command, update_order, write_effects};
 use crate::{Result, StoreError, counted};
 use sqlx::Connection;
@@ -106,22 +106,7 @@ macro_rules! careful_in {
                     Write::Numbers { tenant, count } => {
                         Ok(allocate_numbers!(sqlx, $tx, tenant, *count))
                     }
-                    Write::Prune {
-                        sql,
-                        tenant,
-                        slot,
-                        cutoff,
-                        limit,
-                    } => {
-                        let done = sqlx::query(sql)
-                            .bind(tenant.as_str())
-                            .bind(slot.as_str())
-                            .bind(cutoff.as_str())
-                            .bind(*limit)
-                            .execute(counted::stmt(&mut *$tx))
-                            .await?;
-                        Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
-                    }
+                    Write::Prune(prune) => Ok(delete_recorded!(sqlx, $tx, prune)),
                 }
             }
             .await;

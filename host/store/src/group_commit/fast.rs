@@ -12,7 +12,7 @@ use super::{Job, Task, Write, arrays as pg, step_state};
 use crate::inventory::apply_inventory;
 use crate::orders::{ORDER_COLUMNS, advance_numbers, allocate_numbers, complete_idempotency};
 use crate::outbox::complete_published;
-use crate::recorded::insert_recorded;
+use crate::recorded::{delete_recorded, insert_recorded};
 use crate::{Result, StoreError, Transition, counted};
 use std::collections::{HashMap, HashSet};
 
@@ -150,7 +150,7 @@ macro_rules! fast_in {
                 | Write::Published { .. }
                 | Write::Recorded(_)
                 | Write::Numbers { .. }
-                | Write::Prune { .. } => None,
+                | Write::Prune(_) => None,
             })
             .collect();
         let mut last_seq: HashMap<(String, String), i64> = HashMap::new();
@@ -216,16 +216,7 @@ macro_rules! fast_in {
                     Write::Numbers { tenant, count } => {
                         Ok((allocate_numbers!($q, $tx, tenant, *count), 0))
                     }
-                    Write::Prune { sql, tenant, slot, cutoff, limit } => {
-                        let done = $q::query(sql)
-                            .bind(tenant.as_str())
-                            .bind(slot.as_str())
-                            .bind(cutoff.as_str())
-                            .bind(*limit)
-                            .execute(counted::stmt(&mut *$tx))
-                            .await?;
-                        Ok((i64::try_from(done.rows_affected()).unwrap_or(i64::MAX), 0))
-                    }
+                    Write::Prune(prune) => Ok((delete_recorded!($q, $tx, prune), 0)),
                 }
             }
             .await;

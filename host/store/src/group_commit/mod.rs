@@ -69,17 +69,10 @@ pub(crate) enum Write {
         tenant: TenantId,
         count: i64,
     },
-    /// Up to `limit` of a tenant's recorded calls in one slot deleted, the
-    /// oldest first, none newer than `cutoff` (`sql`: the backend's text of
-    /// it); answered with how many. In a batch rather than a transaction of
-    /// its own, so pruning never holds the write connection between them.
-    Prune {
-        sql: &'static str,
-        tenant: String,
-        slot: String,
-        cutoff: String,
-        limit: i64,
-    },
+    /// Some of a slot's oldest recorded calls deleted; answered with how
+    /// many. In a batch rather than a transaction of its own, so pruning
+    /// never holds the write connection between them.
+    Prune(crate::recorded::PruneRecorded),
 }
 
 impl Write {
@@ -90,7 +83,7 @@ impl Write {
             | Self::Published { .. }
             | Self::Recorded(_)
             | Self::Numbers { .. }
-            | Self::Prune { .. } => None,
+            | Self::Prune(_) => None,
         }
     }
 
@@ -98,10 +91,9 @@ impl Write {
         match self {
             Self::Transition(t) => Some(t),
             Self::Order(new) => Some(&new.effects),
-            Self::Published { .. }
-            | Self::Recorded(_)
-            | Self::Numbers { .. }
-            | Self::Prune { .. } => None,
+            Self::Published { .. } | Self::Recorded(_) | Self::Numbers { .. } | Self::Prune(_) => {
+                None
+            }
         }
     }
 }
@@ -242,14 +234,13 @@ impl super::SqlStore {
         cutoff: String,
         limit: i64,
     ) -> Result<u64> {
-        let sql = self.backend.dialect().prune_recorded;
-        let write = Write::Prune {
-            sql,
+        let write = Write::Prune(crate::recorded::PruneRecorded {
+            sql: self.backend.dialect().prune_recorded,
             tenant,
             slot,
             cutoff,
             limit,
-        };
+        });
         Ok(u64::try_from(self.writer.write(write).await?).unwrap_or(0))
     }
 
