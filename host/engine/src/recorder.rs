@@ -22,8 +22,9 @@ pub const RECORDED_PER_SLOT_PER_SECOND: u32 = 50;
 const BATCH: usize = 256;
 /// Calls kept per tenant and slot; older ones are pruned.
 pub const KEEP_PER_SLOT: i64 = 10_000;
-/// Often, so each pruning has little to delete: at 1,000 orders/s about
-/// 15,000 calls every 5 s, in short statements the saga writes go between.
+/// Often, so each pruning has little to delete: at most 250 calls per
+/// tenant and slot every 5 s (`RECORDED_PER_SLOT_PER_SECOND`), in short
+/// statements the saga writes go between.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Recorder {

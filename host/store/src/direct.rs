@@ -1,6 +1,6 @@
 //! SQLite statements straight through rusqlite, on the calling thread:
 //! the group-commit writer's batches on the write connection's lent handle
-//! (`group_commit::on_handle`) and the store's short reads on its own read
+//! (`group_commit::own`) and the store's short reads on its own read
 //! connections ([`crate::readers`]). Through sqlx every statement is a
 //! message to the connection's worker thread and back (every row one more,
 //! and a ping when the connection goes back to its pool).
@@ -9,7 +9,7 @@
 //! (`query(…).bind(…).execute(…)`, `query_scalar`, `query_as`, `fetch_*`),
 //! so each statement's text is written once and serves sqlx (PostgreSQL,
 //! sqlx's SQLite pools) and this path alike: a macro takes the module
-//! (`sqlx`, or `direct` and its re-export `on_handle`) as an argument.
+//! (`sqlx`, or `direct` and its re-export `own`) as an argument.
 
 use crate::{Result, StoreError};
 use rusqlite::types::{FromSql, ToSqlOutput, ValueRef};

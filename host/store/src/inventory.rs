@@ -40,7 +40,7 @@ pub struct StockLevel {
 /// reservations' rows (SKU, warehouse, quantity) are pushed there for the
 /// caller to insert, many to a statement (the group-commit batch), instead
 /// of one statement each; that form takes first the module whose `query`
-/// functions run the statements (`sqlx`, or the writer's `on_handle`).
+/// functions run the statements (`sqlx`, or the writer's `own`).
 macro_rules! apply_inventory {
     ($tx:ident, $tenant:expr, $order:expr, $op:expr, $now:expr) => {{
         let (tenant, order, now): (&oms_domain::TenantId, &oms_domain::OrderId, i64) =

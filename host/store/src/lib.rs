@@ -101,10 +101,15 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[derive(Clone)]
 pub(crate) enum Backend {
-    /// SQLite allows one writer at a time: writes go through a one-connection
-    /// pool so they queue in-process instead of failing with SQLITE_BUSY.
+    /// SQLite allows one writer at a time. The group-commit writer has a
+    /// connection of its own (`group_commit::own`); every other write goes
+    /// through a one-connection pool. Both take `turn` for each transaction
+    /// (the pool's users for the whole of their statements), so they queue
+    /// in-process, first come first served, instead of meeting SQLITE_BUSY.
     Sqlite {
         write: SqlitePool,
+        /// Whose turn it is to write: see [`on_pool!`].
+        turn: Arc<tokio::sync::Mutex<()>>,
         read: SqlitePool,
         /// Short indexed reads, on this thread (see [`readers`]).
         readers: Arc<readers::Readers>,
@@ -116,10 +121,22 @@ pub(crate) enum Backend {
 
 /// Runs `$body` with `$pool` bound to the backend's pool. The body is compiled
 /// once per backend, so it must only use what both sqlx drivers support.
+///
+/// On SQLite a write body runs holding the write turn, which the
+/// group-commit writer takes for each of its batches: the two connections
+/// that write never meet in SQLite's lock (where a transaction that read
+/// before another's commit fails at its first write, `SQLITE_BUSY_SNAPSHOT`,
+/// with no retry, and one that waits polls at growing intervals). A body
+/// must not call another write of the store: the turn is not re-entrant.
 macro_rules! on_pool {
     ($store:expr, write, |$pool:ident| $body:expr) => {
         match &$store.backend {
-            $crate::Backend::Sqlite { write: $pool, .. } => $body,
+            $crate::Backend::Sqlite {
+                write: $pool, turn, ..
+            } => {
+                let _turn = turn.lock().await;
+                $body
+            }
             $crate::Backend::Postgres($pool) => $body,
         }
     };
@@ -220,7 +237,7 @@ impl SqlStore {
             sqlx::migrate!("../../migrations/postgres")
                 .run(&pool)
                 .await?;
-            Self::with(Backend::Postgres(pool))
+            Self::with_writer(Backend::Postgres(pool), None)
         } else {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -249,17 +266,14 @@ impl SqlStore {
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
-                // One connection for the process's life: the group-commit
-                // writer keeps statements prepared on it between batches
-                // (`group_commit::on_handle::Kept`), and a connection with
-                // them open cannot be closed for age or idleness.
-                .max_lifetime(None)
-                .idle_timeout(None)
                 .connect_with(options.clone())
                 .await?;
             sqlx::migrate!("../../migrations/sqlite")
                 .run(&write)
                 .await?;
+            // After the migrations: the writer's statements are prepared
+            // against the schema they made.
+            let own = group_commit::own::open(options.get_filename())?;
             let readers = Arc::new(readers::Readers::new(options.get_filename().to_path_buf()));
             let checkpoints = Arc::new(checkpoint::Checkpointer::start(
                 options.get_filename().to_path_buf(),
@@ -269,20 +283,26 @@ impl SqlStore {
                 .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
-            Self::with(Backend::Sqlite {
-                write,
-                read,
-                readers,
-                checkpoints,
-            })
+            Self::with_writer(
+                Backend::Sqlite {
+                    write,
+                    turn: Default::default(),
+                    read,
+                    readers,
+                    checkpoints,
+                },
+                Some(own),
+            )
         };
         Ok(store)
     }
 
-    fn with(backend: Backend) -> Self {
+    /// `backend`'s store and its group-commit writer, which on SQLite
+    /// writes on `own`, its connection.
+    fn with_writer(backend: Backend, own: Option<rusqlite::Connection>) -> Self {
         let commands_in_outbox = Arc::new(AtomicBool::new(false));
         Self {
-            writer: group_commit::Writer::start(backend.clone(), commands_in_outbox.clone()),
+            writer: group_commit::Writer::start(backend.clone(), own, commands_in_outbox.clone()),
             backend,
             commands_in_outbox,
             next_numbers: Default::default(),

@@ -15,7 +15,7 @@ use sqlx::{Postgres, Transaction};
 use std::collections::HashSet;
 
 /// Takes published outbox messages `$ids` out inside `$tx`, through module
-/// `$q`'s queries (`sqlx`, or the writer's `on_handle`), and writes each
+/// `$q`'s queries (`sqlx`, or the writer's `own`), and writes each
 /// event's webhook deliveries (`$fan_out`, [`crate::webhooks::fan_out_sql`]
 /// for SQLite) in the same transaction. A statement per chunk rather than
 /// per message.

@@ -28,7 +28,7 @@ const COLUMNS: &str =
     "tenant_id, slot, version, order_id, input, output, verdict, fuel_used, duration_us, at";
 
 /// Inserts recorded plugin calls `$calls` inside `$tx` through module
-/// `$q`'s queries (`sqlx`, or the writer's `on_handle`): many calls to a
+/// `$q`'s queries (`sqlx`, or the writer's `own`): many calls to a
 /// statement, a few statements per batch rather than one per call.
 macro_rules! insert_recorded {
     ($q:ident, $tx:ident, $calls:expr) => {{

@@ -181,7 +181,8 @@ impl Webhooks for SqlStore {
                     .await?;
                 run!(tx);
             }
-            Backend::Sqlite { write, .. } => {
+            Backend::Sqlite { write, turn, .. } => {
+                let _turn = turn.lock().await;
                 let mut tx = crate::counted::tx(write.begin().await?);
                 run!(tx);
             }

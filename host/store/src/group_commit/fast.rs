@@ -1,8 +1,8 @@
 //! A batch's fast path: every member's writes in one transaction, many to a
 //! statement. One text of it serves both paths: sqlx's transaction
-//! (PostgreSQL) and the lent SQLite handle ([`on_handle`]).
+//! (PostgreSQL) and the writer's own SQLite connection ([`own`]).
 
-use super::on_handle;
+use super::own;
 use super::reserve::{self, Reserved};
 use super::rows::{
     self, CHUNKS, Rows, Texts, Value, bind_rows, chunk_len, in_list_sql, insert_rows, order_values,
@@ -370,18 +370,13 @@ macro_rules! write_step_states {
 }
 
 impl Task {
-    /// The SQLite fast path on a handle the caller holds.
-    pub(super) fn fast_on(
-        &self,
-        locked: &mut sqlx::sqlite::LockedSqliteHandle<'_>,
-        jobs: &[Job],
-    ) -> Result<Fast> {
+    /// The SQLite fast path on the writer's connection `db` (the caller
+    /// holds the write turn).
+    pub(super) fn fast_sqlite(&self, db: &rusqlite::Connection, jobs: &[Job]) -> Result<Fast> {
         let texts: Vec<Texts> = jobs.iter().map(|j| Texts::of(j.write.effects())).collect();
         let fan_out = crate::webhooks::fan_out_sql(&self.backend);
         let (unpublish, dialect) = (self.unpublish(), self.dialect());
-        self.kept.run(locked, |db| {
-            fast_on_handle(db, jobs, &texts, unpublish, dialect, &fan_out)
-        })
+        fast_on_connection(db, jobs, &texts, unpublish, dialect, &fan_out)
     }
 
     /// The PostgreSQL fast path on `conn`: `Ok(Committed)` with each
@@ -406,11 +401,10 @@ impl Task {
     }
 }
 
-/// The fast path on SQLite's lent handle, start to end on this thread: its
-/// statements never wait (their futures are ready when first polled), so
-/// the connection, which may not cross threads, is never held across an
-/// `.await` of the writer's task.
-fn fast_on_handle(
+/// The fast path on the writer's SQLite connection, start to end on this
+/// thread: its statements never wait (their futures are ready when first
+/// polled).
+fn fast_on_connection(
     db: &rusqlite::Connection,
     jobs: &[Job],
     texts: &[Texts],
@@ -418,15 +412,13 @@ fn fast_on_handle(
     dialect: &'static crate::Dialect,
     fan_out: &str,
 ) -> Result<Fast> {
-    let mut owned = counted::tx(on_handle::Tx::begin(db)?);
+    let mut owned = counted::tx(own::Tx::begin(db)?);
     let tx = &mut owned;
-    let fast = on_handle::run_ready(async {
-        fast_in!(on_handle, tx, jobs, texts, unpublish, dialect, fan_out)
-    })?;
+    let fast =
+        own::run_ready(async { fast_in!(own, tx, jobs, texts, unpublish, dialect, fan_out) })?;
     if let Ok(Fast::Committed(_)) = &fast {
         owned.commit()?;
     }
-    // Not committed: rolled back as `owned` drops, before the handle goes
-    // back to sqlx's worker.
+    // Not committed: rolled back as `owned` drops.
     fast
 }

@@ -22,7 +22,7 @@
 pub(crate) mod arrays;
 mod careful;
 mod fast;
-pub(crate) mod on_handle;
+pub(crate) mod own;
 mod pg_writer;
 pub use pg_writer::writer_options as pg_writer_options;
 mod reserve;
@@ -41,14 +41,6 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 256;
 /// Writes waiting for the writer before callers wait to queue (back-pressure).
 const QUEUE: usize = 4 * MAX_BATCH;
-/// SQLite: how long the writer keeps its prepared statements without a
-/// write to use them on (see [`on_handle::Kept`]).
-const KEEP_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
-/// SQLite: the longest the writer holds the write connection for batch
-/// after batch; other writes on it (operators', the careful path) wait at
-/// most this long.
-const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// What the writer writes.
 pub(crate) enum Write {
     /// Shared with the caller, who reads it again once it is committed.
@@ -113,37 +105,29 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer: on SQLite a thread of its own (its batches run
-    /// on the write connection's handle there, see [`on_handle`]), on
-    /// PostgreSQL a thread with a runtime and a connection of its own
-    /// ([`pg_writer`]). It ends when the store (the last sender) is dropped.
-    pub(crate) fn start(backend: Backend, commands_in_outbox: Arc<AtomicBool>) -> Self {
-        Self::keeping(backend, commands_in_outbox, KEEP_IDLE)
-    }
-
-    /// [`Writer::start`], keeping SQLite's prepared statements for
-    /// `keep_idle` without a write.
-    fn keeping(
+    /// Starts the writer: on SQLite a thread of its own writing on `own`,
+    /// its connection (see [`own`]); on PostgreSQL a thread with a runtime
+    /// and a connection of its own ([`pg_writer`]). It ends when the store
+    /// (the last sender) is dropped.
+    pub(crate) fn start(
         backend: Backend,
+        own: Option<rusqlite::Connection>,
         commands_in_outbox: Arc<AtomicBool>,
-        keep_idle: std::time::Duration,
     ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (ending, ended) = oneshot::channel::<()>();
         let task = Task {
             backend,
             commands_in_outbox,
-            kept: on_handle::Kept::new(),
-            keep_idle,
         };
-        match &task.backend {
-            Backend::Sqlite { .. } => {
+        match (&task.backend, own) {
+            (Backend::Sqlite { .. }, Some(own)) => {
                 let runtime = tokio::runtime::Handle::current();
                 let spawned = std::thread::Builder::new()
                     .name("oms-sqlite-writer".into())
                     .spawn(move || {
                         let _ending = ending;
-                        task.run_on_thread(jobs, &runtime)
+                        task.run_on_thread(&own, jobs, &runtime)
                     });
                 if let Err(e) = spawned {
                     // The queue's receiver went with the closure: every
@@ -151,7 +135,10 @@ impl Writer {
                     tracing::error!(error = %e, "the SQLite writer's thread could not start");
                 }
             }
-            Backend::Postgres(_) => {
+            (Backend::Sqlite { .. }, None) => {
+                tracing::error!("the SQLite writer has no connection; every write fails");
+            }
+            (Backend::Postgres(_), _) => {
                 // A thread and a runtime of its own: as a task among the
                 // saga path's hundreds, each of a batch's round trips waited
                 // its turn on the shared workers before the next could go.
@@ -175,9 +162,7 @@ impl Writer {
     }
 
     /// Stops the writer once the writes queued are written, and waits until
-    /// its thread has ended: on SQLite, its prepared statements are then
-    /// finalized, so the write pool can be closed (closing it first makes
-    /// sqlx's `sqlite3_close` fail on them).
+    /// its thread has ended (on SQLite, its connection closed with it).
     pub(crate) async fn stop(self) {
         let Self { queue, ended } = self;
         drop(queue);
@@ -278,38 +263,28 @@ fn lock_order(write: &Write) -> (u8, Vec<String>) {
 struct Task {
     backend: Backend,
     commands_in_outbox: Arc<AtomicBool>,
-    /// SQLite: the writer's view of the write connection's handle.
-    kept: on_handle::Kept,
-    /// SQLite: how long the kept statements outlast the last write.
-    keep_idle: std::time::Duration,
 }
 
 impl Task {
-    /// The same loop on a thread of its own: it sleeps while the queue is
-    /// empty, and drives each batch's few waits (the pool, the handle's
-    /// lock; the careful path's statements) on `runtime`. The batches'
-    /// prepared statements are kept from one to the next and let go after
-    /// `keep_idle` without a write, and when the writer stops.
-    fn run_on_thread(self, mut queue: mpsc::Receiver<Job>, runtime: &tokio::runtime::Handle) {
+    /// The SQLite writer's loop, on a thread of its own: it sleeps while
+    /// the queue is empty and writes whatever is queued the moment it
+    /// wakes, on `own`, holding the write turn for the batch. A batch whose
+    /// fast path fails is written again carefully, on the pool (driven on
+    /// `runtime`), the turn held for that too.
+    fn run_on_thread(
+        self,
+        own: &rusqlite::Connection,
+        mut queue: mpsc::Receiver<Job>,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        let Backend::Sqlite {
+            turn, checkpoints, ..
+        } = &self.backend
+        else {
+            return;
+        };
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        loop {
-            let first = if self.kept.holds() {
-                // (The timer is made inside the runtime: it needs its context.)
-                let next = async { tokio::time::timeout(self.keep_idle, queue.recv()).await };
-                match runtime.block_on(next) {
-                    Ok(Some(job)) => job,
-                    Ok(None) => break,
-                    Err(_) => {
-                        self.release_kept(runtime);
-                        continue;
-                    }
-                }
-            } else {
-                match queue.blocking_recv() {
-                    Some(job) => job,
-                    None => break,
-                }
-            };
+        while let Some(first) = queue.blocking_recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -318,96 +293,16 @@ impl Task {
                 }
             }
             counted::batch(batch.len());
-            let jobs = std::mem::take(&mut batch);
-            if let Backend::Sqlite {
-                write, checkpoints, ..
-            } = &self.backend
+            let mut jobs = std::mem::take(&mut batch);
+            jobs.sort_by_cached_key(|j| lock_order(&j.write));
             {
-                runtime.block_on(self.write_while_queued(write, jobs, &mut queue));
-                checkpoints.committed();
-            }
-        }
-        self.release_kept(runtime);
-    }
-
-    /// SQLite: writes `jobs` and then every batch already queued behind
-    /// them on one hold of the write connection and its handle, for at most
-    /// [`MAX_HOLD`]. Taking the connection from the pool, borrowing its
-    /// handle from sqlx's worker thread and giving both back (the pool
-    /// pings the connection on its return) are three hand-offs between
-    /// threads; once per batch they were on every batch's way, and at
-    /// saturation the writer slept in them more than it ran. A batch whose
-    /// fast path fails ends the hold: the careful path runs on the pool.
-    async fn write_while_queued(
-        &self,
-        write: &sqlx::SqlitePool,
-        jobs: Vec<Job>,
-        queue: &mut mpsc::Receiver<Job>,
-    ) {
-        let mut jobs = jobs;
-        let started = std::time::Instant::now();
-        let held = async {
-            let mut conn = write.acquire().await?;
-            let mut locked = conn.lock_handle().await?;
-            loop {
-                jobs.sort_by_cached_key(|j| lock_order(&j.write));
-                match self.fast_on(&mut locked, &jobs) {
-                    Ok(Fast::Committed(versions)) => {
-                        answer_fast(std::mem::take(&mut jobs), versions)
-                    }
-                    Ok(Fast::Failed) | Err(_) => return Ok::<_, StoreError>(()),
+                let _turn = turn.blocking_lock();
+                match self.fast_sqlite(own, &jobs) {
+                    Ok(Fast::Committed(versions)) => answer_fast(jobs, versions),
+                    Ok(Fast::Failed) | Err(_) => runtime.block_on(self.write_carefully(jobs, None)),
                 }
-                if started.elapsed() >= MAX_HOLD {
-                    return Ok(());
-                }
-                while jobs.len() < MAX_BATCH {
-                    match queue.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-                if jobs.is_empty() {
-                    return Ok(());
-                }
-                counted::batch(jobs.len());
             }
-        };
-        if let Err(e) = held.await {
-            tracing::debug!(error = %e, "the SQLite write connection could not be held; writing on the pool");
-        }
-        // Left over: a batch whose fast path failed (or none).
-        if !jobs.is_empty() {
-            self.write_carefully(jobs, None).await;
-        }
-    }
-
-    /// Finalizes the kept statements on the lent handle. Should that fail
-    /// (the pool gone, the runtime shutting down), they are left open and
-    /// it is logged: sqlx then cannot close the connection cleanly.
-    fn release_kept(&self, runtime: &tokio::runtime::Handle) {
-        let Backend::Sqlite { write, .. } = &self.backend else {
-            return;
-        };
-        if !self.kept.holds() {
-            return;
-        }
-        let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            runtime.block_on(async {
-                let mut conn = write.acquire().await?;
-                let mut locked = conn.lock_handle().await?;
-                self.kept.release(&mut locked)
-            })
-        }));
-        match released {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the SQLite writer could not finalize its statements");
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "the SQLite writer could not finalize its statements: the runtime is shutting down"
-                );
-            }
+            checkpoints.committed();
         }
     }
 

@@ -39,7 +39,7 @@ impl<DB: sqlx::Database> Placeholders for sqlx::Transaction<'_, DB> {
     }
 }
 
-impl Placeholders for &mut super::on_handle::Tx<'_> {
+impl Placeholders for &mut super::own::Tx<'_> {
     fn anonymous(&self) -> bool {
         true
     }
@@ -168,7 +168,7 @@ macro_rules! bind_rows {
 pub(crate) use bind_rows;
 
 /// Inserts `rows` into `$table` inside `$tx`, as few statements as [`CHUNKS`] allow,
-/// through module `$q`'s `query` (`sqlx`, or the writer's `on_handle`);
+/// through module `$q`'s `query` (`sqlx`, or the writer's `own`);
 /// with `pg` (PostgreSQL's fast path), in one statement of arrays
 /// ([`super::arrays`]). A last argument is appended to each statement (an
 /// `ON CONFLICT` clause).
