@@ -597,8 +597,9 @@ async fn recorded_calls_are_kept_in_order_and_pruned(kind: Kind) {
         .unwrap();
     assert_eq!(kept.len(), 10);
     assert_eq!(kept.last().unwrap().order_id, "ord_098");
-    // More than one pruning statement deletes (each a transaction of its
-    // own): every excess call goes, the newest stay, the other slot untouched.
+    // More than one pruning statement deletes (each a member of one of the
+    // writer's batches): every excess call goes, the newest stay, the other
+    // slot untouched.
     let many: Vec<_> = (100..1_300).map(|i| call("guardrail", i)).collect();
     store.record_calls(&many).await.unwrap();
     assert_eq!(store.prune_recorded_calls(10).await.unwrap(), 1_200);
