@@ -116,14 +116,9 @@ fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>) {
 }
 
 fn open(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = crate::direct::open(path)?;
     // As the store's connections: a checkpoint flushes what it copies.
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(Duration::from_secs(10))?;
     Ok(conn)
 }
 

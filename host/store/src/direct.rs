@@ -50,6 +50,19 @@ pub(crate) fn run_ready<T>(work: impl Future<Output = T>) -> Result<T> {
     }
 }
 
+/// A rusqlite connection of the store's own to the database at `path`:
+/// used by one thread at a time (no SQLite mutex), waiting up to 10 s for
+/// another connection's lock as sqlx's connections do.
+pub(crate) fn open(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
 pub(crate) fn failed(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("SQLite: {e}"))
 }

@@ -49,14 +49,7 @@ impl Readers {
     /// A connection of the store's own: it writes nothing (`query_only`),
     /// and waits for the database's locks as sqlx's connections do.
     fn open(&self) -> Result<rusqlite::Connection> {
-        use rusqlite::OpenFlags;
-        let conn = rusqlite::Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(direct::failed)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(direct::failed)?;
+        let conn = direct::open(&self.path).map_err(direct::failed)?;
         conn.pragma_update(None, "query_only", true)
             .map_err(direct::failed)?;
         conn.pragma_update(None, "cache_size", READER_CACHE_KIB)

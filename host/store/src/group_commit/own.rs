@@ -24,7 +24,6 @@
 use crate::Result;
 pub(crate) use crate::direct::{Db, failed, query, query_as, query_scalar, run_ready};
 use std::path::Path;
-use std::time::Duration;
 
 /// Room for all the writer's statement texts (seven chunk sizes per
 /// multi-row statement, a dozen tables), so none pushes another out.
@@ -35,12 +34,9 @@ const STATEMENTS: usize = 256;
 /// commit flushed to disk before it returns (`synchronous=FULL`), temporary
 /// storage in memory, the log's backstop checkpoint as the pool's.
 pub(crate) fn open(path: &Path) -> Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(failed)?;
+    // The turn keeps this process's writers apart; `open`'s busy timeout
+    // covers another process writing the file (an operator's tool).
+    let conn = crate::direct::open(path).map_err(failed)?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(failed)?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -53,9 +49,6 @@ pub(crate) fn open(path: &Path) -> Result<rusqlite::Connection> {
         crate::checkpoint::BACKSTOP_PAGES,
     )
     .map_err(failed)?;
-    // The turn keeps this process's writers apart; this covers another
-    // process writing the file (an operator's tool).
-    conn.busy_timeout(Duration::from_secs(10)).map_err(failed)?;
     conn.set_prepared_statement_cache_capacity(STATEMENTS);
     Ok(conn)
 }
