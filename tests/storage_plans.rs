@@ -18,6 +18,17 @@ enum Arg {
     Int(i64),
 }
 
+/// `sql` on SQLite with `args` bound in order.
+fn bound<'q>(
+    sql: &'q str,
+    args: &[Arg],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    args.iter().fold(sqlx::query(sql), |q, a| match a {
+        Arg::Text(t) => q.bind(*t),
+        Arg::Int(i) => q.bind(*i),
+    })
+}
+
 /// The plan each database makes for `sql` (PostgreSQL: the generic plan of
 /// a statement prepared with `pg_types`, the one a connection keeps once it
 /// stops planning per call), on a new database: empty tables, no statistics.
@@ -59,14 +70,8 @@ async fn plan_on_a_new_database(
             use sqlx::{Connection, Row};
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
             let query = format!("EXPLAIN QUERY PLAN {sql}");
-            let mut q = sqlx::query(&query);
-            for a in args {
-                q = match a {
-                    Arg::Text(t) => q.bind(*t),
-                    Arg::Int(i) => q.bind(*i),
-                };
-            }
-            q.fetch_all(&mut conn)
+            bound(&query, args)
+                .fetch_all(&mut conn)
                 .await
                 .unwrap()
                 .iter()
@@ -108,14 +113,7 @@ async fn sqlite_reads_only_the_index(sql: &str, args: &[Arg]) {
     drop(SqlStore::connect(&db.url).await.unwrap());
     let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
     let explain = format!("EXPLAIN {sql}");
-    let mut q = sqlx::query(&explain);
-    for a in args {
-        q = match a {
-            Arg::Text(t) => q.bind(*t),
-            Arg::Int(i) => q.bind(*i),
-        };
-    }
-    let program: Vec<(String, i64, Option<String>)> = q
+    let program: Vec<(String, i64, Option<String>)> = bound(&explain, args)
         .fetch_all(&mut conn)
         .await
         .unwrap()
