@@ -142,6 +142,11 @@ pub async fn render(State(p): State<AppState>, Extension(exporter): Extension<Ex
             db.careful_batches,
         ),
         (
+            "oms_db_lingered_batches_total",
+            "Group-commit batches the SQLite writer held back a moment (OMS_WRITER_LINGER_US) to gather more writes, because writes were arriving faster than it committed them.",
+            db.lingered_batches,
+        ),
+        (
             "oms_db_checkpoints_total",
             "SQLite write-ahead log checkpoints run by the host's checkpoint thread (after the writer's commits, not inside them).",
             checkpoints.runs,

@@ -14,6 +14,7 @@ static TRANSACTIONS: AtomicU64 = AtomicU64::new(0);
 static BATCHES: AtomicU64 = AtomicU64::new(0);
 static BATCHED_WRITES: AtomicU64 = AtomicU64::new(0);
 static CAREFUL: AtomicU64 = AtomicU64::new(0);
+static LINGERS: AtomicU64 = AtomicU64::new(0);
 static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
 
 /// A write handed to the group-commit writer and not yet answered: counted
@@ -67,6 +68,11 @@ pub(crate) fn careful() {
     CAREFUL.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A batch the SQLite writer held back a moment to gather more writes.
+pub(crate) fn linger() {
+    LINGERS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Statements and transactions sent so far by this process, over every store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbCounts {
@@ -77,6 +83,8 @@ pub struct DbCounts {
     pub batches: u64,
     pub batched_writes: u64,
     pub careful_batches: u64,
+    /// Batches the SQLite writer waited a moment to fill.
+    pub lingered_batches: u64,
     /// Writes queued for or being written by the group-commit writer now.
     pub writes_in_flight: u64,
 }
@@ -88,6 +96,7 @@ pub fn db_counts() -> DbCounts {
         batches: BATCHES.load(Ordering::Relaxed),
         batched_writes: BATCHED_WRITES.load(Ordering::Relaxed),
         careful_batches: CAREFUL.load(Ordering::Relaxed),
+        lingered_batches: LINGERS.load(Ordering::Relaxed),
         writes_in_flight: IN_FLIGHT.load(Ordering::Relaxed),
     }
 }

@@ -22,6 +22,7 @@
 pub(crate) mod arrays;
 mod careful;
 mod fast;
+mod linger;
 pub(crate) mod own;
 mod pg_writer;
 pub use pg_writer::writer_options as pg_writer_options;
@@ -260,6 +261,16 @@ fn lock_order(write: &Write) -> (u8, Vec<String>) {
     }
 }
 
+/// Moves what is queued into `batch`, up to a batch's size.
+fn take_queued(queue: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
 struct Task {
     backend: Backend,
     commands_in_outbox: Arc<AtomicBool>,
@@ -284,14 +295,19 @@ impl Task {
             return;
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut linger = linger::Linger::from_env();
         while let Some(first) = queue.blocking_recv() {
             batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+            take_queued(&mut queue, &mut batch);
+            let taken = batch.len();
+            if let Some(wait) = linger.wait_for(taken) {
+                // Writes are arriving faster than they commit: a moment
+                // more shares this commit among more of them (see `linger`).
+                std::thread::sleep(wait);
+                take_queued(&mut queue, &mut batch);
+                counted::linger();
             }
+            linger.gathered(batch.len() - taken);
             counted::batch(batch.len());
             let mut jobs = std::mem::take(&mut batch);
             jobs.sort_by_cached_key(|j| lock_order(&j.write));

@@ -42,10 +42,22 @@ fn keep_writing(
     Arc<AtomicU64>,
     Vec<tokio::task::JoinHandle<()>>,
 ) {
+    writers(writer, 3 * super::MAX_BATCH)
+}
+
+/// `count` tasks writing through the writer without pause.
+fn writers(
+    writer: &Arc<Writer>,
+    count: usize,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for n in 0..(3 * super::MAX_BATCH) {
+    for n in 0..count {
         let (writer, stop, written) = (writer.clone(), stop.clone(), written.clone());
         let tenant = TenantId::parse(&format!("t{}", n % 8)).expect("a tenant id");
         tasks.push(tokio::spawn(async move {
@@ -225,6 +237,56 @@ async fn the_writers_commits_are_checkpointed_off_its_thread() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A lone writer (each write sent once the last committed, as a lone
+/// saga's) finds one write at a time and never waits to fill a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_writer_never_waits_for_more() {
+    let (store, _write, dir) = embedded("lone").await;
+    let tenant = TenantId::parse("t0").expect("a tenant id");
+    let before = crate::db_counts();
+    for _ in 0..200 {
+        store
+            .writer
+            .write(numbers(&tenant))
+            .await
+            .expect("numbers taken");
+    }
+    let after = crate::db_counts();
+    assert_eq!(after.batches - before.batches, 200, "one batch a write");
+    assert_eq!(after.lingered_batches, before.lingered_batches);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Writes piling up while the writer commits (a few writers, none waiting
+/// for another) make it wait a moment to fill its batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_piling_up_wait_to_fill_the_batch() {
+    let (store, _write, dir) = embedded("linger").await;
+    let writer = second_writer(&store, &dir);
+    let before = crate::db_counts().lingered_batches;
+    let (stop, written, tasks) = writers(&writer, 8);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while crate::db_counts().lingered_batches == before {
+        assert!(
+            Instant::now() < deadline,
+            "no batch waited: {} writes",
+            written.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("a writer task");
+    }
+    Arc::into_inner(writer)
+        .expect("the tasks' handles are gone")
+        .stop()
+        .await;
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
