@@ -6,12 +6,13 @@
 //! and index) and flushes it. The writer takes whatever is queued the moment
 //! it is free, so at a steady 1,000 orders/s, with a commit taking about a
 //! millisecond, batches held two or three writes and the writer committed
-//! 1.6-1.9 times per saga; its commits were a third of the host's CPU, and
+//! 1.7-2.0 times per saga; the writer used over a third of the host's CPU, and
 //! the host's CPU per saga was 1.7 times its figure saturated (README, the
 //! twenty-first session). Waiting 1.5 ms when writes are arriving faster
-//! than they commit holds about nine writes a batch there, a third of the
-//! commits, and a fifth less of the host's CPU per saga, for about 1.5 ms
-//! more on each order's answer.
+//! than they commit holds about ten writes a batch there, a fifth of the
+//! commits, and more than a quarter less of the host's CPU per saga, for
+//! about 1.5 ms more on each order's answer (`OMS_WRITER_LINGER_US=0` for
+//! the answer first).
 //!
 //! A lone saga never waits: its next write comes only after its last one
 //! committed, so the writer finds one write at a time and a wait would

@@ -137,16 +137,28 @@ async fn the_pools_writes_take_turns_with_the_writers_batches() {
     }
     // The writer went on meanwhile: the turns were shared, not taken over.
     until_written(&written, before + 1).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.expect("a writer task");
-    }
+    wind_down(&stop, tasks, writer, store, &dir).await;
     assert!(
         failures.is_empty(),
         "{} of 200 writes on the pool failed beside the writer: {:?}",
         failures.len(),
         &failures[..failures.len().min(3)]
     );
+}
+
+/// Stops the writing tasks, then the second writer, then the store, and
+/// removes its directory.
+async fn wind_down(
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    writer: Arc<Writer>,
+    store: SqlStore,
+    dir: &std::path::Path,
+) {
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("a writer task");
+    }
     Arc::into_inner(writer)
         .expect("the tasks' handles are gone")
         .stop()
@@ -279,14 +291,5 @@ async fn writes_piling_up_wait_to_fill_the_batch() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.expect("a writer task");
-    }
-    Arc::into_inner(writer)
-        .expect("the tasks' handles are gone")
-        .stop()
-        .await;
-    store.close().await;
-    let _ = std::fs::remove_dir_all(dir);
+    wind_down(&stop, tasks, writer, store, &dir).await;
 }
