@@ -50,9 +50,14 @@ impl Linger {
     /// or the default. A value that is not a number is logged and the
     /// default used.
     pub(super) fn from_env() -> Self {
-        let wait = match std::env::var("OMS_WRITER_LINGER_US") {
-            Err(_) => DEFAULT_WAIT,
-            Ok(v) => match v.parse::<u64>() {
+        Self::from_setting(std::env::var("OMS_WRITER_LINGER_US").ok().as_deref())
+    }
+
+    /// [`Linger::from_env`] given the variable's value, if set.
+    fn from_setting(value: Option<&str>) -> Self {
+        let wait = match value {
+            None => DEFAULT_WAIT,
+            Some(v) => match v.parse::<u64>() {
                 Ok(us) => Duration::from_micros(us.min(100_000)),
                 Err(_) => {
                     tracing::warn!(value = %v, default_us = DEFAULT_WAIT.as_micros() as u64, "OMS_WRITER_LINGER_US is not a number of microseconds; using the default");
@@ -107,6 +112,24 @@ mod tests {
         assert_eq!(l.wait_for(1), None, "the last wait gathered one");
         l.gathered(0);
         assert_eq!(l.wait_for(2), None);
+    }
+
+    /// The setting: unset is the default, `0` never waits, microseconds
+    /// otherwise (at most 100 ms), and what is not a number falls back to
+    /// the default (logged) rather than to no wait or a failure.
+    #[test]
+    fn the_setting_reads_microseconds_and_falls_back_to_the_default() {
+        assert_eq!(Linger::from_setting(None).wait, DEFAULT_WAIT);
+        assert_eq!(Linger::from_setting(Some("0")).wait, Duration::ZERO);
+        assert_eq!(
+            Linger::from_setting(Some("800")).wait,
+            Duration::from_micros(800)
+        );
+        assert_eq!(
+            Linger::from_setting(Some("9999999")).wait,
+            Duration::from_millis(100)
+        );
+        assert_eq!(Linger::from_setting(Some("1.5ms")).wait, DEFAULT_WAIT);
     }
 
     /// A batch large enough already commits at once, and a zero wait (the
